@@ -1,0 +1,89 @@
+"""fanout: server-side analytics for Python backends.
+
+One call — ``fanout.track("checkout.finished", person_id=..., event_id=stripe_event.id)``
+— reaches every enabled analytics backend, each batched, retried and isolated in its own
+channel, so a slow or broken backend never slows the caller or costs the others an event.
+"""
+
+from __future__ import annotations
+
+from .__about__ import __version__
+from ._client import Client
+from ._default import (
+    alias,
+    flush,
+    get_default_client,
+    group,
+    identify,
+    page,
+    set_default_client,
+    shutdown,
+    track,
+)
+from ._events import Event
+from ._exceptions import (
+    BatchTooLarge,
+    ConfigError,
+    DeliveryError,
+    FanoutError,
+    InvalidEvent,
+    PermanentError,
+    PluginError,
+    RetryableError,
+)
+from ._report import ChannelReport, DeliveryFailure, FlushReport
+from .hookspecs import hookimpl
+from .processors import Processor
+from .provider import BatchLimits, Provider, ProviderConfig, Setting
+
+__all__ = [
+    "BatchLimits",
+    "BatchTooLarge",
+    "ChannelReport",
+    "Client",
+    "ConfigError",
+    "DeliveryError",
+    "DeliveryFailure",
+    "Event",
+    "FanoutError",
+    "FlushReport",
+    "InvalidEvent",
+    "PermanentError",
+    "PluginError",
+    "Processor",
+    "Provider",
+    "ProviderConfig",
+    "RetryableError",
+    "Setting",
+    "__version__",
+    "alias",
+    "flush",
+    "get_default_client",
+    "group",
+    "hookimpl",
+    "identify",
+    "page",
+    "set_default_client",
+    "shutdown",
+    "track",
+]
+
+for _name in (
+    "BatchLimits",
+    "BatchTooLarge",
+    "ChannelReport",
+    "ConfigError",
+    "DeliveryError",
+    "DeliveryFailure",
+    "Event",
+    "FanoutError",
+    "FlushReport",
+    "InvalidEvent",
+    "PermanentError",
+    "PluginError",
+    "ProviderConfig",
+    "RetryableError",
+    "Setting",
+):
+    globals()[_name].__module__ = "fanout"
+del _name

@@ -1,0 +1,411 @@
+"""One channel per enabled provider: its queue, its worker thread, batching, retries, stats.
+
+The caller's side (:meth:`Channel.emit`) only appends to a bounded queue and, once a full
+batch is waiting, wakes the worker: no I/O, no serialisation, no lock held across I/O. The
+worker (:meth:`Channel._run`) waits up to the flush interval, takes batches within the
+provider's limits, sends them, and resolves every event exactly one way: delivered,
+failed (dead-lettered, ``on_error``) or dropped, each counted by reason. Nothing is lost
+without a count.
+
+The channel knows nothing of HTTP; the provider knows nothing of threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+
+from ._config import DeliveryOptions
+from ._deadletter import DeadLetters
+from ._events import Event
+from ._exceptions import BatchTooLarge, PermanentError, RetryableError
+from ._queue import EventQueue, MemoryQueue
+from ._report import DROPPED_REASONS, FAILED_REASONS, ChannelReport, DeliveryFailure
+from ._retry import Backoff
+from .provider import ALL_KINDS, BatchLimits, Provider
+
+__all__ = ["Channel"]
+
+#: A warning about the same kind of loss is logged at most once per this many seconds.
+LOG_INTERVAL = 10.0
+
+ErrorCallback = Callable[[DeliveryFailure], None]
+Redactor = Callable[[str], str]
+
+
+class _Throttle:
+    """Logs a repeated warning at most once per interval, with the count since the last one."""
+
+    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        self._last[key] = now
+        n = self._suppressed.pop(key, 0)
+        if n:
+            self._logger.warning(msg + " (%d more like this since the last report)", *args, n)
+        else:
+            self._logger.warning(msg, *args)
+
+
+class Channel:
+    """Delivers events to one provider, isolated from every other channel."""
+
+    def __init__(
+        self,
+        name: str,
+        provider: Provider,
+        *,
+        options: DeliveryOptions | None = None,
+        limits: BatchLimits | None = None,
+        kinds: frozenset[str] = ALL_KINDS,
+        dead_letters: DeadLetters | None = None,
+        on_error: ErrorCallback | None = None,
+        redact: Redactor | None = None,
+        queue: EventQueue | None = None,
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.options = options or DeliveryOptions()
+        self.limits = limits or BatchLimits()
+        self.kinds = kinds
+        self._dead_letters = dead_letters
+        self._on_error = on_error
+        self._redact: Redactor = redact or (lambda s: s)
+        self._queue: EventQueue = queue or MemoryQueue(
+            self.options.queue_size, self.options.queue_bytes
+        )
+        self._batch_events = max(1, min(self.options.batch_size, self.limits.max_events))
+        self._batch_bytes = self.limits.max_bytes
+        self._backoff = Backoff(self.options.retry_base, self.options.retry_cap)
+        self._sync = self.options.sync
+        self._block = self.options.overflow == "block"
+        self.logger = logging.getLogger(f"fanout.channel.{name}")
+        self._throttle = _Throttle(self.logger)
+        self._init_runtime()
+        self._closed = False
+        self._provider_closed = False
+        _register_fork_hook(self)
+
+    def _init_runtime(self) -> None:
+        """Thread state; rebuilt in a forked child, where the parent's threads do not exist."""
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()  # shutdown requested: drain, then exit
+        self._abort = threading.Event()  # shutdown deadline passed: give up retrying
+        self._progress = threading.Condition(threading.Lock())
+        self._stats_lock = threading.Lock()
+        self._flushes = 0
+        self._inflight = 0
+        self._resolved = 0  # events taken from the queue and resolved (worker only)
+        self._sync_lock = threading.Lock()
+        self.delivered = 0
+        self.retries = 0
+        self.batches = 0
+        self._losses: dict[str, int] = {}
+
+    # -- caller's side -------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` without blocking (unless ``overflow=block``); never raises."""
+        if self._closed:
+            self._lose("closed", 1, "events tracked after shutdown are dropped")
+            return
+        if event.kind not in self.kinds:
+            self._count_skip(1)
+            return
+        if self._sync:
+            self._deliver_sync(event)
+            return
+        queue = self._queue
+        if not queue.put(event):
+            if not (self._block and queue.put(event, self.options.block_timeout)):
+                self._lose(
+                    "queue_full",
+                    1,
+                    "queue full (%d events / %d bytes); event dropped",
+                    len(queue),
+                    queue.nbytes,
+                )
+                return
+        if self._thread is None:
+            self._ensure_worker()
+        if len(queue) >= self._batch_events:
+            self._wake.set()
+
+    def _ensure_worker(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._stop.is_set():
+                return
+            thread = threading.Thread(
+                target=self._run, name=f"fanout-{self.name}", daemon=True
+            )
+            thread.start()
+            self._thread = thread
+            self.logger.debug("worker started (pid %d)", os.getpid())
+
+    # -- worker --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.options.flush_interval
+        while True:
+            # Jitter keeps many processes started together from sending in lockstep.
+            woken = self._wake.wait(interval * random.uniform(0.9, 1.1))
+            self._wake.clear()
+            stopping = self._stop.is_set()
+            drain = stopping or self._flushes > 0 or not woken
+            try:
+                self._send_queued(drain)
+            except Exception:  # noqa: BLE001 - the worker must outlive any bug
+                self.logger.exception("unexpected error in the %s channel worker", self.name)
+            if stopping and (len(self._queue) == 0 or self._abort.is_set()):
+                return
+
+    def _send_queued(self, drain: bool) -> None:
+        """Send full batches; with ``drain``, everything queued, partial batch included."""
+        queue = self._queue
+        while len(queue) >= self._batch_events or (drain and len(queue) > 0):
+            if self._abort.is_set():
+                return
+            batch = queue.take(self._batch_events, self._batch_bytes)
+            if not batch:
+                return
+            with self._progress:
+                self._inflight = len(batch)
+            try:
+                self._deliver(batch)
+            finally:
+                queue.ack(batch)
+                with self._progress:
+                    self._inflight = 0
+                    self._resolved += len(batch)
+                    self._progress.notify_all()
+
+    def _deliver(self, batch: list[Event], *, deadline: float | None = None) -> None:
+        """Send ``batch`` until it is resolved: retries, splitting and dead letters."""
+        too_big = [e for e in batch if e.size > self.limits.max_event_bytes]
+        if too_big:
+            batch = [e for e in batch if e.size <= self.limits.max_event_bytes]
+            self._fail(
+                too_big,
+                "too_large",
+                f"event above {self.name}'s limit of {self.limits.max_event_bytes} bytes",
+            )
+        attempt = 0
+        while batch:
+            try:
+                self.provider.send(batch)
+            except BatchTooLarge as exc:
+                if len(batch) == 1:
+                    self._fail(batch, "too_large", str(exc), exc.status_code)
+                    return
+                mid = len(batch) // 2
+                self.logger.debug("batch of %d too large; splitting", len(batch))
+                self._deliver(batch[:mid], deadline=deadline)
+                self._deliver(batch[mid:], deadline=deadline)
+                return
+            except PermanentError as exc:
+                self._permanent(batch, exc)
+                return
+            except RetryableError as exc:
+                delay = self._backoff.delay(attempt, exc.retry_after)
+                error, status = str(exc), exc.status_code
+            except Exception as exc:  # noqa: BLE001 - a provider bug must not kill the worker
+                self.logger.exception("provider %s raised unexpectedly; will retry", self.name)
+                delay = self._backoff.delay(attempt)
+                error, status = f"{type(exc).__name__}: {exc}", None
+            else:
+                self._count_delivered(len(batch))
+                return
+            attempt += 1
+            if attempt > self.options.max_retries:
+                self._fail(batch, "retries_exhausted", error, status)
+                return
+            if deadline is not None and time.monotonic() + delay > deadline:
+                self._fail(batch, "retries_exhausted", error + " (sync deadline)", status)
+                return
+            with self._stats_lock:
+                self.retries += 1
+            self._throttle.warning(
+                "retry", "%s: %s; retrying %d event(s) in %.1fs",
+                self.name, self._redact(error), len(batch), delay,
+            )
+            if deadline is not None:
+                time.sleep(delay)
+            elif self._abort.wait(delay):
+                self._fail(batch, "shutdown_timeout", error, status)
+                return
+
+    def _permanent(self, batch: list[Event], exc: PermanentError) -> None:
+        if exc.rejected is None:
+            self._fail(batch, "permanent_error", str(exc), exc.status_code)
+            return
+        rejected = [(i, r) for i, r in exc.rejected.items() if 0 <= i < len(batch)]
+        for i, reason in rejected:
+            self._fail([batch[i]], "permanent_error", f"{exc}: {reason}", exc.status_code)
+        self._count_delivered(len(batch) - len(rejected))
+
+    def _deliver_sync(self, event: Event) -> None:
+        """Sync mode: deliver in the caller's thread, bounded by one request timeout's worth
+        of retries, and still never raise."""
+        deadline = time.monotonic() + 2 * self.options.request_timeout
+        try:
+            with self._sync_lock:
+                self._deliver([event], deadline=deadline)
+        except Exception:  # noqa: BLE001 - never raise into business code
+            self.logger.exception("unexpected error delivering to %s", self.name)
+
+    # -- accounting ----------------------------------------------------------------------
+
+    def _count_delivered(self, n: int) -> None:
+        with self._stats_lock:
+            self.delivered += n
+            self.batches += 1
+
+    def _count_skip(self, n: int) -> None:
+        with self._stats_lock:
+            self._losses["unsupported_kind"] = self._losses.get("unsupported_kind", 0) + n
+
+    def _lose(self, reason: str, n: int, msg: str, *args: object) -> None:
+        """Count ``n`` events dropped before reaching the provider, and say so (throttled)."""
+        with self._stats_lock:
+            self._losses[reason] = self._losses.get(reason, 0) + n
+        self._throttle.warning(reason, "%s: " + msg, self.name, *args)
+
+    def _fail(
+        self, events: Sequence[Event], reason: str, error: str, status: int | None = None
+    ) -> None:
+        """Dead-letter ``events``: count, write, call ``on_error``. Never raises."""
+        if not events:
+            return
+        error = self._redact(error)
+        with self._stats_lock:
+            self._losses[reason] = self._losses.get(reason, 0) + len(events)
+        self._throttle.warning(
+            "fail:" + reason, "%s: %d event(s) failed (%s): %s", self.name, len(events), reason, error
+        )
+        failure = DeliveryFailure(self.name, reason, error, tuple(events), status)
+        if self._dead_letters is not None:
+            self._dead_letters.write(failure)
+        if self._on_error is not None:
+            try:
+                self._on_error(failure)
+            except Exception:  # noqa: BLE001 - a broken callback must not stop delivery
+                self.logger.exception("on_error callback raised")
+
+    # -- flush and shutdown --------------------------------------------------------------
+
+    def pending(self) -> int:
+        return len(self._queue) + self._inflight
+
+    def request_flush(self) -> int:
+        """Ask the worker to send everything queued now; returns the target to wait for."""
+        with self._progress:
+            self._flushes += 1
+            target = self._queue.total_put
+        self._wake.set()
+        return target
+
+    def wait(self, target: int, deadline: float) -> bool:
+        """Wait until ``target`` queued events are resolved, or ``deadline`` (monotonic)."""
+        with self._progress:
+            while self._resolved < target and self.pending() > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._progress.wait(min(remaining, 0.1))
+        return True
+
+    def end_flush(self) -> None:
+        with self._progress:
+            self._flushes -= 1
+
+    def begin_shutdown(self) -> None:
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+
+    def finish_shutdown(self, deadline: float) -> None:
+        """After the shared deadline: stop retrying, dead-letter what never left, close."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                self._abort.set()
+                self._wake.set()
+                thread.join(0.05)
+        leftover = self._queue.drain()
+        if leftover:
+            self._fail(
+                leftover,
+                "shutdown_timeout",
+                f"{len(leftover)} event(s) still queued when shutdown's deadline passed",
+            )
+        if thread is None or not thread.is_alive():
+            self._close_provider()
+
+    def _close_provider(self) -> None:
+        if self._provider_closed:
+            return
+        self._provider_closed = True
+        try:
+            self.provider.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            self.logger.exception("closing provider %s raised", self.name)
+
+    def report(self) -> ChannelReport:
+        with self._stats_lock:
+            losses = dict(self._losses)
+            delivered, retries, batches = self.delivered, self.retries, self.batches
+        return ChannelReport(
+            provider=self.name,
+            delivered=delivered,
+            failed=sum(n for r, n in losses.items() if r in FAILED_REASONS),
+            dropped=sum(n for r, n in losses.items() if r in DROPPED_REASONS),
+            skipped=losses.get("unsupported_kind", 0),
+            pending=self.pending(),
+            retries=retries,
+            batches=batches,
+            losses=losses,
+        )
+
+    # -- fork ----------------------------------------------------------------------------
+
+    def _after_fork_in_child(self) -> None:
+        """The parent keeps (and sends) its queued events; the child starts empty."""
+        self._init_runtime()
+        self._queue.reset_after_fork()
+        if self._dead_letters is not None:
+            self._dead_letters.reset_after_fork()
+        hook = getattr(self.provider, "after_fork", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception:  # noqa: BLE001
+                self.logger.exception("provider %s after_fork raised", self.name)
+
+
+def _register_fork_hook(channel: Channel) -> None:
+    ref = weakref.WeakMethod(channel._after_fork_in_child)
+
+    def after_in_child() -> None:
+        method = ref()
+        if method is not None:
+            method()
+
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_in_child)

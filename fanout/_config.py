@@ -1,0 +1,454 @@
+"""Configuration: the one place that reads ``os.environ``.
+
+Every variable fanout reads is declared here as an :class:`EnvVar` constant, so the docs,
+``fanout check`` and ``fanout plugins`` list them straight from the source. Precedence, most
+specific first: a per-provider keyword argument, ``FANOUT_<PROVIDER>_<KNOB>``, a global
+keyword argument, ``FANOUT_<KNOB>``, the default. A malformed value is a :class:`ConfigError`
+naming the variable, never a silent fallback, and never quoting the value (it may be secret).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Generic, Literal, TypeVar
+
+from ._events import DEFAULT_MAX_EVENT_BYTES
+from ._exceptions import ConfigError
+from .provider import ProviderSpec, Setting, env_token
+
+__all__ = [
+    "ENV_VARS",
+    "ClientOptions",
+    "DeliveryOptions",
+    "EnvVar",
+    "Overflow",
+    "resolve_delivery",
+    "resolve_settings",
+    "missing_settings",
+]
+
+T = TypeVar("T")
+Overflow = Literal["drop_new", "block"]
+
+
+def parse_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected one of 1, 0, true, false, yes, no, on, off")
+
+
+def parse_positive_int(value: str) -> int:
+    n = int(value.strip().replace("_", ""))
+    if n <= 0:
+        raise ValueError("expected a positive integer")
+    return n
+
+
+def parse_non_negative_int(value: str) -> int:
+    n = int(value.strip().replace("_", ""))
+    if n < 0:
+        raise ValueError("expected an integer >= 0")
+    return n
+
+
+def parse_positive_float(value: str) -> float:
+    x = float(value.strip())
+    if not x > 0 or x == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return x
+
+
+def parse_list(value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        v = value.strip().lower()
+        if v not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return v
+
+    return parse
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvVar(Generic[T]):
+    """A documented environment variable: its name, default, parser and meaning."""
+
+    name: str
+    default: T
+    parse: Callable[[str], T]
+    help: str
+    #: Whether FANOUT_<PROVIDER>_<suffix> may override it per provider.
+    per_provider: bool = False
+
+    @property
+    def suffix(self) -> str:
+        return self.name.removeprefix("FANOUT_")
+
+    def read(self, env: Mapping[str, str], provider: str | None = None) -> T | None:
+        """The parsed value from ``env`` (per-provider first), or ``None`` when unset."""
+        names = [self.name]
+        if provider is not None and self.per_provider:
+            names.insert(0, f"FANOUT_{env_token(provider)}_{self.suffix}")
+        for name in names:
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                return self.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{name} is malformed: {exc}", variable=name, provider=provider
+                ) from None
+        return None
+
+
+FANOUT_PROVIDERS: Final = EnvVar(
+    "FANOUT_PROVIDERS",
+    None,
+    parse_list,
+    "Comma-separated providers to enable. Unset: every installed provider whose required "
+    "settings are present, or `null` when none is.",
+)
+FANOUT_PLUGINS: Final = EnvVar(
+    "FANOUT_PLUGINS",
+    None,
+    parse_list,
+    "Allow-list of entry-point plugins to load (names in the `fanout` group). Unset: all.",
+)
+FANOUT_DISABLE_PLUGINS: Final = EnvVar(
+    "FANOUT_DISABLE_PLUGINS", (), parse_list, "Entry-point plugins never to load."
+)
+FANOUT_PROCESSORS: Final = EnvVar(
+    "FANOUT_PROCESSORS",
+    (),
+    parse_list,
+    "Registered processors to run, in order, after the built-in IP processor.",
+)
+FANOUT_IP: Final = EnvVar(
+    "FANOUT_IP",
+    "anonymize",
+    _choice("keep", "anonymize", "drop"),
+    "What to do with `context.ip`: keep it, anonymize it (zero the last IPv4 octet or the "
+    "last 80 bits of IPv6), or drop it.",
+)
+FANOUT_BATCH_SIZE: Final = EnvVar(
+    "FANOUT_BATCH_SIZE",
+    100,
+    parse_positive_int,
+    "Most events per request (capped by the provider's own limit).",
+    per_provider=True,
+)
+FANOUT_FLUSH_INTERVAL: Final = EnvVar(
+    "FANOUT_FLUSH_INTERVAL",
+    1.0,
+    parse_positive_float,
+    "Seconds a partial batch may wait before it is sent.",
+    per_provider=True,
+)
+FANOUT_QUEUE_SIZE: Final = EnvVar(
+    "FANOUT_QUEUE_SIZE",
+    200_000,
+    parse_positive_int,
+    "Most events waiting in one provider's queue.",
+    per_provider=True,
+)
+FANOUT_QUEUE_BYTES: Final = EnvVar(
+    "FANOUT_QUEUE_BYTES",
+    256 * 1024 * 1024,
+    parse_positive_int,
+    "Most bytes (approximate encoded size) waiting in one provider's queue.",
+    per_provider=True,
+)
+FANOUT_OVERFLOW: Final = EnvVar(
+    "FANOUT_OVERFLOW",
+    "drop_new",
+    _choice("drop_new", "block"),
+    "When a queue is full: `drop_new` drops the new event and counts it; `block` makes the "
+    "caller wait up to FANOUT_BLOCK_TIMEOUT for room, then drops and counts it.",
+    per_provider=True,
+)
+FANOUT_BLOCK_TIMEOUT: Final = EnvVar(
+    "FANOUT_BLOCK_TIMEOUT",
+    1.0,
+    parse_positive_float,
+    "Seconds a caller may wait for room in a full queue under `FANOUT_OVERFLOW=block`.",
+    per_provider=True,
+)
+FANOUT_MAX_RETRIES: Final = EnvVar(
+    "FANOUT_MAX_RETRIES",
+    8,
+    parse_non_negative_int,
+    "Retries of a batch after retryable failures, before it is dead-lettered.",
+    per_provider=True,
+)
+FANOUT_REQUEST_TIMEOUT: Final = EnvVar(
+    "FANOUT_REQUEST_TIMEOUT",
+    10.0,
+    parse_positive_float,
+    "Seconds one request to a backend may take.",
+    per_provider=True,
+)
+FANOUT_SYNC: Final = EnvVar(
+    "FANOUT_SYNC",
+    False,
+    parse_bool,
+    "Send each call in the caller's thread before it returns (serverless), still isolated "
+    "per provider.",
+    per_provider=True,
+)
+FANOUT_SHUTDOWN_TIMEOUT: Final = EnvVar(
+    "FANOUT_SHUTDOWN_TIMEOUT",
+    5.0,
+    parse_positive_float,
+    "Seconds the exit hook spends delivering what is still queued, across all providers.",
+)
+FANOUT_DEAD_LETTER_DIR: Final = EnvVar(
+    "FANOUT_DEAD_LETTER_DIR",
+    None,
+    Path,
+    "Directory for dead-letter files (`<provider>.jsonl`). Unset: no files; failures are "
+    "still counted and passed to `on_error`.",
+)
+FANOUT_MAX_EVENT_BYTES: Final = EnvVar(
+    "FANOUT_MAX_EVENT_BYTES",
+    DEFAULT_MAX_EVENT_BYTES,
+    parse_positive_int,
+    "Largest accepted event (approximate encoded bytes); larger calls raise InvalidEvent.",
+)
+
+#: Every variable the core reads, in documentation order.
+ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
+    FANOUT_PROVIDERS,
+    FANOUT_PLUGINS,
+    FANOUT_DISABLE_PLUGINS,
+    FANOUT_PROCESSORS,
+    FANOUT_IP,
+    FANOUT_SYNC,
+    FANOUT_BATCH_SIZE,
+    FANOUT_FLUSH_INTERVAL,
+    FANOUT_QUEUE_SIZE,
+    FANOUT_QUEUE_BYTES,
+    FANOUT_OVERFLOW,
+    FANOUT_BLOCK_TIMEOUT,
+    FANOUT_MAX_RETRIES,
+    FANOUT_REQUEST_TIMEOUT,
+    FANOUT_SHUTDOWN_TIMEOUT,
+    FANOUT_DEAD_LETTER_DIR,
+    FANOUT_MAX_EVENT_BYTES,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeliveryOptions:
+    """The knobs of one channel, resolved for one provider."""
+
+    batch_size: int = FANOUT_BATCH_SIZE.default
+    flush_interval: float = FANOUT_FLUSH_INTERVAL.default
+    queue_size: int = FANOUT_QUEUE_SIZE.default
+    queue_bytes: int = FANOUT_QUEUE_BYTES.default
+    overflow: Overflow = "drop_new"
+    block_timeout: float = FANOUT_BLOCK_TIMEOUT.default
+    max_retries: int = FANOUT_MAX_RETRIES.default
+    request_timeout: float = FANOUT_REQUEST_TIMEOUT.default
+    sync: bool = False
+    #: Backoff before retry n is about ``min(retry_cap, retry_base * 2**n)`` ± 50 % jitter.
+    retry_base: float = 0.5
+    retry_cap: float = 30.0
+
+
+_DELIVERY_VARS: Final[dict[str, EnvVar[Any]]] = {
+    "batch_size": FANOUT_BATCH_SIZE,
+    "flush_interval": FANOUT_FLUSH_INTERVAL,
+    "queue_size": FANOUT_QUEUE_SIZE,
+    "queue_bytes": FANOUT_QUEUE_BYTES,
+    "overflow": FANOUT_OVERFLOW,
+    "block_timeout": FANOUT_BLOCK_TIMEOUT,
+    "max_retries": FANOUT_MAX_RETRIES,
+    "request_timeout": FANOUT_REQUEST_TIMEOUT,
+    "sync": FANOUT_SYNC,
+}
+DELIVERY_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(DeliveryOptions))
+
+
+def resolve_delivery(
+    provider: str,
+    env: Mapping[str, str],
+    global_kwargs: Mapping[str, Any],
+    provider_kwargs: Mapping[str, Any],
+) -> DeliveryOptions:
+    """Resolve one channel's knobs: per-provider kwarg, per-provider env, kwarg, env, default."""
+    values: dict[str, Any] = {}
+    for field in DELIVERY_FIELDS:
+        var = _DELIVERY_VARS.get(field)
+        if field in provider_kwargs and provider_kwargs[field] is not None:
+            values[field] = provider_kwargs[field]
+            continue
+        if var is not None:
+            per = f"FANOUT_{env_token(provider)}_{var.suffix}"
+            if env.get(per, "").strip():
+                values[field] = _read_one(var, per, env, provider)
+                continue
+        if field in global_kwargs and global_kwargs[field] is not None:
+            values[field] = global_kwargs[field]
+            continue
+        if var is not None:
+            value = var.read(env)
+            if value is not None:
+                values[field] = value
+    options = DeliveryOptions(**values)
+    _check_delivery(options, provider)
+    return options
+
+
+def _read_one(var: EnvVar[Any], name: str, env: Mapping[str, str], provider: str) -> Any:
+    try:
+        return var.parse(env[name])
+    except ValueError as exc:
+        raise ConfigError(f"{name} is malformed: {exc}", variable=name, provider=provider) from None
+
+
+def _check_delivery(options: DeliveryOptions, provider: str) -> None:
+    """Keyword arguments skip the env parsers, so check them the same way here."""
+    checks: list[tuple[str, bool]] = [
+        ("batch_size", isinstance(options.batch_size, int) and options.batch_size > 0),
+        ("queue_size", isinstance(options.queue_size, int) and options.queue_size > 0),
+        ("queue_bytes", isinstance(options.queue_bytes, int) and options.queue_bytes > 0),
+        ("max_retries", isinstance(options.max_retries, int) and options.max_retries >= 0),
+        ("flush_interval", _positive(options.flush_interval)),
+        ("block_timeout", _positive(options.block_timeout)),
+        ("request_timeout", _positive(options.request_timeout)),
+        ("overflow", options.overflow in ("drop_new", "block")),
+        ("sync", isinstance(options.sync, bool)),
+    ]
+    for field, ok in checks:
+        if not ok:
+            raise ConfigError(
+                f"{field} for provider {provider!r} is malformed", variable=field, provider=provider
+            )
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientOptions:
+    """Client-wide settings (not per provider)."""
+
+    providers: tuple[str, ...] | None
+    plugins: tuple[str, ...] | None
+    disable_plugins: tuple[str, ...]
+    processors: tuple[str, ...]
+    ip: str
+    shutdown_timeout: float
+    dead_letter_dir: Path | None
+    max_event_bytes: int
+
+    @classmethod
+    def resolve(cls, env: Mapping[str, str], kwargs: Mapping[str, Any]) -> ClientOptions:
+        def pick(field: str, var: EnvVar[Any]) -> Any:
+            if kwargs.get(field) is not None:
+                return kwargs[field]
+            value = var.read(env)
+            return var.default if value is None else value
+
+        options = cls(
+            providers=pick("providers", FANOUT_PROVIDERS),
+            plugins=pick("plugins", FANOUT_PLUGINS),
+            disable_plugins=tuple(pick("disable_plugins", FANOUT_DISABLE_PLUGINS)),
+            processors=tuple(pick("processor_names", FANOUT_PROCESSORS)),
+            ip=pick("ip", FANOUT_IP),
+            shutdown_timeout=pick("shutdown_timeout", FANOUT_SHUTDOWN_TIMEOUT),
+            dead_letter_dir=_path_or_none(pick("dead_letter_dir", FANOUT_DEAD_LETTER_DIR)),
+            max_event_bytes=pick("max_event_bytes", FANOUT_MAX_EVENT_BYTES),
+        )
+        if options.ip not in ("keep", "anonymize", "drop"):
+            raise ConfigError("ip must be keep, anonymize or drop", variable="FANOUT_IP")
+        if not _positive(options.shutdown_timeout):
+            raise ConfigError("shutdown_timeout must be positive", variable="shutdown_timeout")
+        return options
+
+
+def _path_or_none(value: Any) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment; the only read of ``os.environ`` in fanout."""
+    return os.environ
+
+
+# -- provider settings -------------------------------------------------------------------
+
+
+def _raw_setting(spec: ProviderSpec, setting: Setting, env: Mapping[str, str]) -> tuple[str, str] | None:
+    for name in setting.env_names(spec.name):
+        raw = env.get(name)
+        if raw is not None and raw.strip() != "":
+            return name, raw
+    return None
+
+
+def missing_settings(
+    spec: ProviderSpec, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> list[Setting]:
+    """Required settings of ``spec`` that neither ``overrides`` nor the environment give."""
+    overrides = overrides or {}
+    return [
+        s
+        for s in spec.required_settings()
+        if overrides.get(s.field) is None and s.default is None and _raw_setting(spec, s, env) is None
+    ]
+
+
+def resolve_settings(
+    spec: ProviderSpec, env: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Every declared setting of ``spec``, parsed; ``ConfigError`` names what is wrong."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - {s.field for s in spec.settings}
+    if unknown:
+        raise ConfigError(
+            f"provider {spec.name!r} has no setting(s) {', '.join(sorted(unknown))}",
+            variable=sorted(unknown)[0],
+            provider=spec.name,
+        )
+    values: dict[str, Any] = {}
+    for setting in spec.settings:
+        if overrides.get(setting.field) is not None:
+            values[setting.field] = overrides[setting.field]
+            continue
+        found = _raw_setting(spec, setting, env)
+        if found is None:
+            if setting.default is not None:
+                found = (setting.env_names(spec.name)[0], setting.default)
+            elif setting.required:
+                names = " or ".join(setting.env_names(spec.name))
+                raise ConfigError(
+                    f"provider {spec.name!r} is enabled but {names} is not set",
+                    variable=setting.env_names(spec.name)[0],
+                    provider=spec.name,
+                )
+            else:
+                values[setting.field] = None
+                continue
+        name, raw = found
+        try:
+            values[setting.field] = setting.parse(raw.strip())
+        except ValueError as exc:
+            detail = "" if setting.secret else f": {exc}"
+            raise ConfigError(
+                f"{name} (provider {spec.name!r}) is malformed{detail}",
+                variable=name,
+                provider=spec.name,
+            ) from None
+    return values

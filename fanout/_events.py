@@ -1,0 +1,415 @@
+"""The one immutable ``Event`` type, and the validation that runs on the caller's thread.
+
+Everything a backend could choke on is caught here, before anything is queued: an event
+either becomes a fully JSON-safe, size-checked ``Event`` or the call raises ``InvalidEvent``
+and no channel sees it. That is what lets the worker threads serialise without surprises
+and lets ``track()`` promise "valid or nothing, never half-sent".
+
+Values that have an obvious JSON form are converted once here (datetime, date, Decimal,
+UUID, Enum, set, tuple), so every provider sees the same canonical values.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import math
+import random
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Final, Literal, NamedTuple
+
+from ._exceptions import InvalidEvent
+
+__all__ = ["Event", "EventKind", "build_event", "new_event_id", "SCHEMA_VERSION"]
+
+EventKind = Literal["identify", "track", "page", "alias", "group"]
+KINDS: Final[frozenset[str]] = frozenset({"identify", "track", "page", "alias", "group"})
+
+#: Version of the canonical JSON form returned by :meth:`Event.to_dict`.
+SCHEMA_VERSION: Final = 1
+#: Default upper bound on one event's encoded size (``FANOUT_MAX_EVENT_BYTES``).
+DEFAULT_MAX_EVENT_BYTES: Final = 256 * 1024
+#: Nesting deeper than this is refused; it also stops reference cycles.
+MAX_DEPTH: Final = 32
+MAX_ID_LENGTH: Final = 512
+MAX_NAME_LENGTH: Final = 512
+
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+_UTC = _dt.timezone.utc
+_VARIANT: Final = "89ab"
+_getrandbits = random.getrandbits
+_isfinite = math.isfinite
+
+
+def new_event_id() -> str:
+    """A UUIDv7 string: unique, and ordered by creation time.
+
+    Time order keeps a collector's primary-key index append-mostly, and the format is a
+    valid UUID so vendors that insist on one (PostHog) take it unchanged. The random bits
+    come from the ``random`` module, which CPython reseeds in a forked child; it costs a
+    third of ``str(uuid.uuid4())`` on the caller's thread, and event ids need uniqueness,
+    not secrecy.
+    """
+    h = f"{time.time_ns() // 1_000_000:012x}{_getrandbits(80):020x}"
+    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[_getrandbits(2)]}{h[17:20]}-{h[20:32]}"
+
+
+class Event(NamedTuple):
+    """One analytics call, validated and immutable, shared by every channel.
+
+    ``properties``, ``traits`` and ``context`` are read-only mappings of JSON-safe values.
+    ``size`` is the approximate encoded size in bytes, used for batching by bytes.
+    Processors derive changed copies with :meth:`replace`.
+
+    A ``NamedTuple`` rather than a frozen dataclass: it is immutable the same way, and
+    building one costs a seventh of a frozen dataclass's ``__init__`` (0.7 µs against
+    5.8 µs measured here), which matters because one is built on the caller's thread per call.
+    """
+
+    kind: EventKind
+    event_id: str
+    timestamp: _dt.datetime
+    person_id: str | None = None
+    anonymous_id: str | None = None
+    name: str | None = None
+    properties: Mapping[str, Any] = _EMPTY
+    traits: Mapping[str, Any] = _EMPTY
+    context: Mapping[str, Any] = _EMPTY
+    group_type: str | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    size: int = 0
+
+    @property
+    def distinct_id(self) -> str:
+        """The id a backend should attribute the event to: the person, else the visitor."""
+        return self.person_id or self.anonymous_id or ""
+
+    def replace(self, **changes: Any) -> Event:
+        """Return a copy with ``changes`` applied; the new values are validated again."""
+        data = self._asdict()
+        data.pop("size")
+        unknown = set(changes) - set(data)
+        if unknown:
+            raise TypeError(f"Event has no field(s) {sorted(unknown)}")
+        data.update(changes)
+        return build_event(**data, max_bytes=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON form: fanout's native wire format and dead-letter format."""
+        return {
+            "v": SCHEMA_VERSION,
+            "kind": self.kind,
+            "event_id": self.event_id,
+            "timestamp": format_timestamp(self.timestamp),
+            "person_id": self.person_id,
+            "anonymous_id": self.anonymous_id,
+            "name": self.name,
+            "properties": dict(self.properties),
+            "traits": dict(self.traits),
+            "context": dict(self.context),
+            "group": (
+                {"type": self.group_type, "id": self.group_id}
+                if self.group_id is not None
+                else None
+            ),
+            "previous_id": self.previous_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, max_bytes: int | None = None) -> Event:
+        """Rebuild (and re-validate) an event from :meth:`to_dict` output or an import file."""
+        if not isinstance(data, Mapping):
+            raise InvalidEvent("an event must be a JSON object")
+        group = data.get("group") or {}
+        if not isinstance(group, Mapping):
+            raise InvalidEvent("group must be an object with 'type' and 'id'", path="group")
+        return build_event(
+            kind=data.get("kind", "track"),
+            event_id=data.get("event_id"),
+            timestamp=data.get("timestamp"),
+            person_id=data.get("person_id"),
+            anonymous_id=data.get("anonymous_id"),
+            name=data.get("name"),
+            properties=data.get("properties"),
+            traits=data.get("traits"),
+            context=data.get("context"),
+            group_type=group.get("type"),
+            group_id=group.get("id"),
+            previous_id=data.get("previous_id"),
+            max_bytes=max_bytes,
+        )
+
+
+def format_timestamp(ts: _dt.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as most collectors expect."""
+    return ts.astimezone(_UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- validation -------------------------------------------------------------------------
+#
+# The walkers copy the caller's containers (the caller may mutate them after track()
+# returns, while the event waits in a queue), check them, and estimate their encoded size,
+# in one pass. Plain scalars are handled inline and the offending key path is only built
+# when something is wrong, because this runs on the caller's thread for every call.
+
+
+class _Bad(Exception):
+    """Internal: a value that cannot become JSON; collects its key path while unwinding."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.keys: list[str | int] = []
+
+
+def _path(field: str, keys: list[str | int]) -> str:
+    out = field
+    for key in reversed(keys):
+        out += f"[{key}]" if isinstance(key, int) else f".{key}"
+    return out
+
+
+def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], int]:
+    out = dict(value)
+    size = 2
+    for k, v in out.items():
+        if type(k) is not str:
+            if isinstance(k, str):
+                k2 = str(k)
+                del out[k]
+                out[k2] = v
+                return _json_object(out, depth)
+            raise _Bad(f"has a non-string key {k!r}; JSON object keys must be strings")
+        t = type(v)
+        if t is str:
+            size += len(k) + 6 + (len(v) if v.isascii() else len(v.encode("utf-8")))
+        elif t is int or t is bool or v is None:
+            size += len(k) + 12
+        elif t is float:
+            if not _isfinite(v):
+                e = _Bad(f"is {v!r}, which JSON cannot represent")
+                e.keys.append(k)
+                raise e
+            size += len(k) + 28
+        else:
+            try:
+                out[k], n = _json_value(v, depth)
+            except _Bad as e:
+                e.keys.append(k)
+                raise
+            size += len(k) + 4 + n
+    return out, size
+
+
+def _json_array(value: Iterable[Any], depth: int) -> tuple[list[Any], int]:
+    out = list(value)
+    size = 2
+    for i, v in enumerate(out):
+        t = type(v)
+        if t is str:
+            size += 3 + (len(v) if v.isascii() else len(v.encode("utf-8")))
+        elif t is int or t is bool or v is None:
+            size += 8
+        elif t is float:
+            if not _isfinite(v):
+                e = _Bad(f"is {v!r}, which JSON cannot represent")
+                e.keys.append(i)
+                raise e
+            size += 24
+        else:
+            try:
+                out[i], n = _json_value(v, depth)
+            except _Bad as e:
+                e.keys.append(i)
+                raise
+            size += n + 1
+    return out, size
+
+
+def _json_value(value: Any, depth: int) -> tuple[Any, int]:
+    """Convert one non-plain value; the types that have one obvious JSON form."""
+    if depth >= MAX_DEPTH:
+        raise _Bad(f"is nested more than {MAX_DEPTH} levels deep")
+    t = type(value)
+    if t is dict or isinstance(value, Mapping):
+        return _json_object(value, depth + 1)
+    if t is list or t is tuple:
+        return _json_array(value, depth + 1)
+    if isinstance(value, (str, int, float)):  # bool, enums and str/int subclasses
+        if isinstance(value, enum.Enum):
+            return _json_value(value.value, depth + 1)
+        plain = bool(value) if isinstance(value, bool) else None
+        if plain is not None:
+            return plain, 5
+        for base in (str, int, float):
+            if isinstance(value, base):
+                wrapped, n = _json_array([base(value)], depth)
+                return wrapped[0], n - 3
+    if isinstance(value, enum.Enum):
+        return _json_value(value.value, depth + 1)
+    if isinstance(value, _dt.datetime):
+        return value.isoformat(), 34
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat(), 18
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise _Bad(f"is {value!r}, which JSON cannot represent")
+        # The PostHog and Segment SDKs make the same choice: a JSON number, via float.
+        return float(value), 24
+    if isinstance(value, uuid.UUID):
+        return str(value), 38
+    if isinstance(value, (set, frozenset)):
+        try:
+            items = sorted(value)
+        except TypeError:
+            items = list(value)
+        return _json_array(items, depth + 1)
+    if isinstance(value, (list, tuple)):
+        return _json_array(value, depth + 1)
+    raise _Bad(
+        f"is a {type(value).__name__}, which cannot become JSON; "
+        "convert it to str, int, float, bool, list or dict first"
+    )
+
+
+def _mapping(value: Any, field: str) -> tuple[Mapping[str, Any], int]:
+    if value is None:
+        return _EMPTY, 0
+    if not isinstance(value, Mapping):
+        raise InvalidEvent(f"{field} must be a dict, not {type(value).__name__}", path=field)
+    if not value:
+        return _EMPTY, 0
+    try:
+        out, size = _json_object(value, 1)
+    except _Bad as e:
+        path = _path(field, e.keys)
+        raise InvalidEvent(f"{path} {e.message}", path=path) from None
+    return MappingProxyType(out), size
+
+
+def _identifier(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    if type(value) is int:
+        value = str(value)
+    elif isinstance(value, uuid.UUID):
+        value = str(value)
+    elif not isinstance(value, str):
+        raise InvalidEvent(f"{field} must be a string, not {type(value).__name__}", path=field)
+    if not value or value.isspace():
+        raise InvalidEvent(f"{field} must not be empty", path=field)
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidEvent(f"{field} is longer than {MAX_ID_LENGTH} characters", path=field)
+    return value
+
+
+def _plain_id(value: Any) -> bool:
+    return (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and not value.isspace()
+    )
+
+
+def _timestamp(value: Any) -> _dt.datetime:
+    if value is None:
+        return _dt.datetime.now(_UTC)
+    if isinstance(value, str):
+        try:
+            value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidEvent(
+                f"timestamp {value!r} is not an ISO 8601 date-time", path="timestamp"
+            ) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            value = _dt.datetime.fromtimestamp(value, _UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InvalidEvent("timestamp is out of range", path="timestamp") from None
+    if not isinstance(value, _dt.datetime):
+        raise InvalidEvent(
+            "timestamp must be a timezone-aware datetime, an ISO 8601 string or epoch seconds",
+            path="timestamp",
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidEvent(
+            "timestamp must be timezone-aware (a naive datetime is ambiguous); "
+            "use datetime.now(timezone.utc)",
+            path="timestamp",
+        )
+    return value.astimezone(_UTC)
+
+
+def build_event(
+    kind: str,
+    *,
+    name: Any = None,
+    person_id: Any = None,
+    anonymous_id: Any = None,
+    properties: Any = None,
+    traits: Any = None,
+    context: Any = None,
+    event_id: Any = None,
+    timestamp: Any = None,
+    group_type: Any = None,
+    group_id: Any = None,
+    previous_id: Any = None,
+    max_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
+) -> Event:
+    """Validate one call and build its ``Event``; raise ``InvalidEvent`` naming the culprit."""
+    if kind not in KINDS:
+        raise InvalidEvent(f"unknown event kind {kind!r}", path="kind")
+    # Plain, valid strings are by far the common case; only the rest pays for a call.
+    person = person_id if _plain_id(person_id) else _identifier(person_id, "person_id")
+    anonymous = (
+        anonymous_id if _plain_id(anonymous_id) else _identifier(anonymous_id, "anonymous_id")
+    )
+    if person is None and anonymous is None:
+        raise InvalidEvent("an event needs a person_id or an anonymous_id", path="person_id")
+    if name is not None or kind == "track":
+        if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or name.isspace():
+            raise InvalidEvent(
+                f"the event name must be a non-empty string of at most {MAX_NAME_LENGTH} "
+                "characters",
+                path="name",
+            )
+    eid: str = (
+        new_event_id()
+        if event_id is None
+        else (event_id if _plain_id(event_id) else _identifier(event_id, "event_id"))  # type: ignore[assignment]
+    )
+    gtype = gid = prev = None
+    if kind == "group" or group_type is not None or group_id is not None:
+        gtype = _identifier(group_type, "group_type")
+        gid = _identifier(group_id, "group_id")
+        if kind == "group" and (gtype is None or gid is None):
+            raise InvalidEvent("a group call needs a group_type and a group_id", path="group_id")
+    if previous_id is not None or kind == "alias":
+        prev = _identifier(previous_id, "previous_id")
+        if kind == "alias" and prev is None:
+            raise InvalidEvent("an alias call needs a previous_id", path="previous_id")
+    props, n1 = _mapping(properties, "properties") if properties is not None else (_EMPTY, 0)
+    trts, n2 = _mapping(traits, "traits") if traits is not None else (_EMPTY, 0)
+    ctx, n3 = _mapping(context, "context") if context is not None else (_EMPTY, 0)
+    size = 160 + len(eid) + n1 + n2 + n3 + len(name or "") + len(person or "")
+    size += len(anonymous or "")
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidEvent(
+            f"the event is about {size} bytes, above the {max_bytes}-byte limit "
+            "(FANOUT_MAX_EVENT_BYTES)",
+            path="properties",
+        )
+    ts = _dt.datetime.now(_UTC) if timestamp is None else _timestamp(timestamp)
+    return _new_event(
+        (kind, eid, ts, person, anonymous, name, props, trts, ctx,
+         gtype, gid, prev, size)
+    )
+
+
+def _new_event(fields: tuple[Any, ...]) -> Event:
+    return tuple.__new__(Event, fields)

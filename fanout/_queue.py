@@ -1,0 +1,140 @@
+"""The channel's queue, behind a small interface.
+
+The channel only needs ``put`` / ``take`` / ``ack`` and a few counts, so a durable on-disk
+spool (events surviving a crash) can replace :class:`MemoryQueue` without touching the
+client or the providers: ``take`` hands out a batch, ``ack`` says it is resolved
+(delivered or dead-lettered) and may be forgotten. The in-memory queue forgets on ``take``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from ._events import Event
+
+__all__ = ["EventQueue", "MemoryQueue"]
+
+
+class EventQueue(Protocol):
+    """A bounded FIFO of events for one channel."""
+
+    def put(self, event: Event, timeout: float | None = None) -> bool:
+        """Append ``event``; ``False`` if there is no room (after waiting ``timeout``)."""
+        ...
+
+    def take(self, max_events: int, max_bytes: int) -> list[Event]:
+        """Remove and return up to ``max_events`` / ``max_bytes`` from the head.
+
+        Always returns at least one event when not empty, even one above ``max_bytes``
+        (the channel decides what to do with it).
+        """
+        ...
+
+    def ack(self, batch: Sequence[Event]) -> None:
+        """``batch`` (from ``take``) is resolved: delivered or dead-lettered."""
+        ...
+
+    def drain(self) -> list[Event]:
+        """Remove and return everything (shutdown)."""
+        ...
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: new locks, and forget the parent's events (it sends them)."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def total_put(self) -> int:
+        """Events ever accepted by ``put``; ``flush`` waits until that many are resolved."""
+        ...
+
+
+class MemoryQueue:
+    """A deque bounded by count and by bytes, so a burst of big events cannot exhaust memory
+    while a burst of small ones is not dropped early."""
+
+    def __init__(self, max_events: int, max_bytes: int) -> None:
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._items: collections.deque[Event] = collections.deque()
+        self._bytes = 0
+        self._total = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    def put(self, event: Event, timeout: float | None = None) -> bool:
+        with self._cond:
+            if self._has_room(event):
+                self._append(event)
+                return True
+            if not timeout:
+                return False
+            deadline = time.monotonic() + timeout
+            while not self._has_room(event):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            self._append(event)
+            return True
+
+    def _has_room(self, event: Event) -> bool:
+        return len(self._items) < self.max_events and (
+            self._bytes + event.size <= self.max_bytes or not self._items
+        )
+
+    def _append(self, event: Event) -> None:
+        self._items.append(event)
+        self._bytes += event.size
+        self._total += 1
+
+    def take(self, max_events: int, max_bytes: int) -> list[Event]:
+        batch: list[Event] = []
+        with self._cond:
+            items = self._items
+            size = 0
+            while items and len(batch) < max_events:
+                nxt = items[0].size
+                if batch and size + nxt > max_bytes:
+                    break
+                batch.append(items.popleft())
+                size += nxt
+            self._bytes -= size
+            if batch:
+                self._cond.notify_all()
+        return batch
+
+    def ack(self, batch: Sequence[Event]) -> None:
+        """Nothing to do: memory forgets on ``take``."""
+
+    def drain(self) -> list[Event]:
+        with self._cond:
+            batch = list(self._items)
+            self._items.clear()
+            self._bytes = 0
+            self._cond.notify_all()
+        return batch
+
+    def reset_after_fork(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._items = collections.deque()
+        self._bytes = 0
+        self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    @property
+    def total_put(self) -> int:
+        return self._total

@@ -1,0 +1,68 @@
+"""Processors: plain callables run in order on every event before it is fanned out.
+
+A processor takes an :class:`~fanout.Event` and returns it, a changed copy
+(``event.replace(...)``), or ``None`` to drop the event for every provider. They run on the
+caller's thread, so they should be cheap; an exception in one is logged and the event goes
+on unchanged (a broken enrichment must not lose data or raise into business code).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Literal, TypeAlias
+
+from ._events import Event
+
+__all__ = ["Processor", "IPMode", "ip_processor", "anonymize_ip"]
+
+#: ``(event) -> event | None``. Return ``None`` to drop the event.
+Processor: TypeAlias = Callable[[Event], "Event | None"]
+
+IPMode = Literal["keep", "anonymize", "drop"]
+
+#: Keys of ``context`` treated as IP addresses.
+IP_KEYS = ("ip",)
+
+
+def anonymize_ip(value: str) -> str | None:
+    """Zero the last octet of an IPv4 address, or the last 80 bits of an IPv6 one.
+
+    That is what Google Analytics' IP anonymisation does, and it keeps a city-level
+    location while no longer identifying a subscriber. Returns ``None`` when ``value`` is
+    not an IP address (it is then dropped rather than passed on unexamined).
+    """
+    try:
+        ip = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return None
+    if ip.version == 4:
+        return str(ipaddress.IPv4Address(int(ip) & 0xFFFFFF00))
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        return str(ipaddress.IPv4Address(int(mapped) & 0xFFFFFF00))
+    return str(ipaddress.IPv6Address(int(ip) & ~((1 << 80) - 1)))
+
+
+def ip_processor(mode: IPMode) -> Processor | None:
+    """The built-in processor for ``FANOUT_IP``: ``None`` when there is nothing to do."""
+    if mode == "keep":
+        return None
+
+    def process_ip(event: Event) -> Event:
+        context = event.context
+        if not context or not any(key in context for key in IP_KEYS):
+            return event
+        changed = dict(context)
+        for key in IP_KEYS:
+            if key not in changed:
+                continue
+            value = changed.pop(key)
+            if mode == "anonymize" and isinstance(value, str):
+                masked = anonymize_ip(value)
+                if masked is not None:
+                    changed[key] = masked
+        return event.replace(context=changed)
+
+    process_ip.__name__ = f"ip_{mode}"
+    return process_ip
