@@ -1,0 +1,133 @@
+"""One fanout :class:`~fanout.Event` → one Segment message, shaped as the official SDK shapes it.
+
+The shapes below are those ``segment.analytics.Client`` (segment-analytics-python 2.4)
+builds in ``identify``/``track``/``page``/``alias``/``group`` and ``_enqueue``: the same keys,
+including the ones it sends as ``null`` (``anonymousId``, ``category``, ``name``), an empty
+``integrations`` object, ``context.library``, ``messageId`` and a millisecond ISO 8601
+``timestamp``. The parity tests compare the two on a local server, so a drift in either
+shows up there rather than in Segment's debugger.
+
+The SDK's ``clean()`` is not applied: fanout's event validation has already made every value
+JSON-safe (``Decimal`` → float and ``datetime`` → ISO string, as ``clean`` and the SDK's
+serializer do), and it keeps ``UUID`` values as strings where ``clean`` silently drops the
+whole key that holds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from fanout import Event
+
+from .__about__ import __version__
+
+__all__ = ["LIBRARY", "to_message", "timestamp_text"]
+
+#: ``context.library``: who built the message. Segment shows it in its debugger; it is
+#: informational, so it names fanout-segment rather than borrowing the SDK's name.
+LIBRARY: Final = {"name": "fanout-segment", "version": __version__}
+
+#: Trait that carries fanout's ``group_type`` on group calls (Segment has no group type;
+#: destinations such as Amplitude and Mixpanel read the type from a configurable trait).
+GROUP_TYPE_TRAIT: Final = "group_type"
+
+
+def timestamp_text(event: Event) -> str:
+    """The SDK's ``timestamp.isoformat(timespec="milliseconds")``; fanout stamps are UTC."""
+    return event.timestamp.isoformat(timespec="milliseconds")
+
+
+def _context(event: Event) -> dict[str, Any]:
+    context = dict(event.context)
+    context["library"] = dict(LIBRARY)
+    return context
+
+
+def _identify(event: Event) -> dict[str, Any]:
+    return {
+        "integrations": {},
+        "anonymousId": event.anonymous_id,
+        "timestamp": timestamp_text(event),
+        "context": _context(event),
+        "type": "identify",
+        "userId": event.person_id,
+        "traits": dict(event.traits),
+        "messageId": event.event_id,
+    }
+
+
+def _track(event: Event) -> dict[str, Any]:
+    return {
+        "integrations": {},
+        "anonymousId": event.anonymous_id,
+        "properties": dict(event.properties),
+        "timestamp": timestamp_text(event),
+        "context": _context(event),
+        "userId": event.person_id,
+        "type": "track",
+        "event": event.name,
+        "messageId": event.event_id,
+    }
+
+
+def _page(event: Event) -> dict[str, Any]:
+    # fanout's page() already put url / path / title / referrer into properties, which is
+    # where Segment's page spec keeps them.
+    return {
+        "integrations": {},
+        "anonymousId": event.anonymous_id,
+        "properties": dict(event.properties),
+        "timestamp": timestamp_text(event),
+        "category": None,
+        "context": _context(event),
+        "userId": event.person_id,
+        "type": "page",
+        "name": event.name,
+        "messageId": event.event_id,
+    }
+
+
+def _alias(event: Event) -> dict[str, Any]:
+    return {
+        "integrations": {},
+        "previousId": event.previous_id,
+        "timestamp": timestamp_text(event),
+        "context": _context(event),
+        "userId": event.person_id,
+        "type": "alias",
+        "messageId": event.event_id,
+        "anonymousId": None,
+    }
+
+
+def _group(event: Event) -> dict[str, Any]:
+    traits = dict(event.traits)
+    if event.group_type is not None:
+        # The caller's own trait of that name wins: it is their data.
+        traits.setdefault(GROUP_TYPE_TRAIT, event.group_type)
+    return {
+        "integrations": {},
+        "anonymousId": event.anonymous_id,
+        "timestamp": timestamp_text(event),
+        "groupId": event.group_id,
+        "context": _context(event),
+        "userId": event.person_id,
+        "traits": traits,
+        "type": "group",
+        "messageId": event.event_id,
+    }
+
+
+_BUILDERS: Final[dict[str, Callable[[Event], dict[str, Any]]]] = {
+    "identify": _identify,
+    "track": _track,
+    "page": _page,
+    "alias": _alias,
+    "group": _group,
+}
+
+
+def to_message(event: Event) -> dict[str, Any]:
+    """The Segment message for ``event``: JSON-ready, ``event_id`` as its ``messageId``."""
+    return _BUILDERS[event.kind](event)

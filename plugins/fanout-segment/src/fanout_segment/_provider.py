@@ -1,0 +1,172 @@
+"""``SegmentProvider``: sends one batch to Segment's ``/v1/batch`` the way the SDK does.
+
+What the request looks like comes from ``segment.analytics.request.post`` (2.4): a JSON body
+``{"batch": [...], "sentAt": ..., "writeKey": ...}``, HTTP basic auth with the write key as
+user name and an empty password, ``Content-Type: application/json``, gzip when enabled.
+How it travels is fanout's: :class:`fanout.http.HttpSender` on the channel's worker thread,
+never the SDK's consumer thread or queue, so nothing is queued or retried twice and
+``flush()`` sees everything.
+
+Sizes are checked exactly here, on the encoded messages, because Segment answers an
+oversized batch or message with a 400 (not a 413) that would dead-letter the whole batch:
+
+- a message above Segment's 32 KB limit is rejected on its own (``PermanentError(rejected=)``)
+  once the rest of the batch has been delivered;
+- a body above 500 KB is never sent: :class:`BatchTooLarge` makes the channel split it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Final
+from urllib.parse import urlsplit
+
+import httpx
+from segment.analytics.consumer import MAX_MSG_SIZE
+from segment.analytics.utils import remove_trailing_slash
+
+from fanout import (
+    BatchTooLarge,
+    DeliveryError,
+    Event,
+    PermanentError,
+    ProviderConfig,
+    RetryableError,
+)
+from fanout.http import USER_AGENT, HttpSender, raise_for_status
+
+from .__about__ import __version__
+from ._message import to_message
+
+__all__ = ["SegmentProvider", "MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "parse_host"]
+
+DEFAULT_HOST: Final = "https://api.segment.io"
+#: Segment's HTTP Tracking API: "a maximum of 500KB per batch request and 32KB per call"
+#: (the SDK's ``MAX_MSG_SIZE``). Read as decimal kilobytes for the batch, to be safe.
+MAX_BATCH_BYTES: Final = 500_000
+MAX_MESSAGE_BYTES: Final[int] = MAX_MSG_SIZE
+#: At most this many events per batch request (Segment docs; more are accepted with a 200
+#: and then dropped).
+MAX_BATCH_EVENTS: Final = 2500
+
+#: Statuses the SDK's consumer treats differently from fanout's generic HTTP rules:
+#: 460 is a retryable Segment status; 501 and 505 will not get better by retrying.
+_RETRYABLE_4XX: Final = frozenset({460})
+_PERMANENT_5XX: Final = frozenset({501, 505})
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_host(value: str) -> str:
+    """``SEGMENT_HOST``: an http(s) base URL, without the SDK's trailing slash."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL, e.g. https://api.segment.io")
+    return str(remove_trailing_slash(value))
+
+
+class SegmentProvider:
+    """Translates fanout events to Segment messages and posts them as one batch."""
+
+    def __init__(
+        self,
+        write_key: str,
+        *,
+        host: str = DEFAULT_HOST,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not write_key:
+            raise ValueError("a Segment write key is required")
+        self.host = parse_host(host)
+        self.url = self.host + "/v1/batch"
+        self._write_key = write_key
+        basic = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
+        # Both forms of the key, so no error text can carry either (see _redacted).
+        self._secrets = (write_key, basic)
+        self._http = HttpSender(
+            timeout=timeout,
+            gzip_min_bytes=0,  # always: the SDK's gzip=True compresses every body
+            headers={
+                "User-Agent": f"fanout-segment/{__version__} {USER_AGENT}",
+                "Authorization": f"Basic {basic}",
+            },
+            transport=transport,
+        )
+
+    @classmethod
+    def from_config(cls, config: ProviderConfig) -> SegmentProvider:
+        return cls(
+            config.require("write_key"),
+            host=config.get("host") or DEFAULT_HOST,
+            timeout=config.timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SegmentProvider host={self.host!r}>"  # never the write key
+
+    # -- sending -----------------------------------------------------------------------
+
+    def encode(self, batch: Sequence[Event]) -> tuple[bytes, dict[int, str]]:
+        """The request body for ``batch``, and the indices of messages too large to send."""
+        parts: list[bytes] = []
+        rejected: dict[int, str] = {}
+        for i, event in enumerate(batch):
+            data = _ENCODER.encode(to_message(event)).encode("utf-8")
+            if len(data) > MAX_MESSAGE_BYTES:
+                rejected[i] = (
+                    f"message is {len(data)} bytes, above Segment's "
+                    f"{MAX_MESSAGE_BYTES}-byte limit per message"
+                )
+                continue
+            parts.append(data)
+        if not parts:
+            return b"", rejected
+        tail = _ENCODER.encode(
+            {"sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat(), "writeKey": self._write_key}
+        ).encode("utf-8")
+        return b'{"batch":[' + b",".join(parts) + b"]," + tail[1:], rejected
+
+    def send(self, batch: Sequence[Event]) -> None:
+        body, rejected = self.encode(batch)
+        if body:
+            if len(body) > MAX_BATCH_BYTES and len(batch) - len(rejected) > 1:
+                raise BatchTooLarge(
+                    f"batch body is {len(body)} bytes, above Segment's {MAX_BATCH_BYTES}"
+                )
+            self._post(body)
+        if rejected:
+            raise PermanentError(
+                f"{len(rejected)} message(s) above Segment's size limit", rejected=rejected
+            )
+
+    def _post(self, body: bytes) -> None:
+        try:
+            response = self._http.post(self.url, body)
+            status = response.status_code
+            if status in _RETRYABLE_4XX:
+                raise RetryableError(f"Segment answered HTTP {status}", status_code=status)
+            if status in _PERMANENT_5XX:
+                raise PermanentError(f"Segment answered HTTP {status}", status_code=status)
+            raise_for_status(response, what="Segment")
+        except DeliveryError as exc:
+            raise self._redacted(exc) from None
+
+    def _redacted(self, exc: DeliveryError) -> DeliveryError:
+        """``exc`` with the write key masked, in case a server or proxy echoed it back."""
+        text = str(exc)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        exc.args = (text,)
+        return exc
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def after_fork(self) -> None:
+        self._http.after_fork()
