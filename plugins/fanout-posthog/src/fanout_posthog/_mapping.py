@@ -1,0 +1,144 @@
+"""fanout events → PostHog ``/batch/`` messages, the way posthog-python builds them.
+
+Each function mirrors one official SDK call, so that the parity tests can hold the two
+side by side (``posthog`` 7.x, ``client.py``):
+
+- ``track``    ≙ ``capture(name, distinct_id=..., properties=...)``
+- ``identify`` ≙ ``capture("$identify", properties={"$set": traits, "$anon_distinct_id": ...})``
+- ``page``     ≙ ``capture("$pageview", properties={"$current_url": ..., ...})``
+- ``alias``    ≙ ``alias(previous_id=..., distinct_id=...)``  (``$create_alias``)
+- ``group``    ≙ ``group_identify(group_type, group_key, properties, distinct_id=...)``
+
+``capture()`` merges the SDK's system context (``$python_version``, ``$os``…) into the
+properties and every call is enriched with ``$lib``, ``$lib_version``, ``$geoip_disable``
+and ``$is_server``; :class:`MessageBuilder` does the same, computing the system context
+once with the SDK's own helper instead of once per event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from fanout import Event
+from posthog.utils import system_context
+
+__all__ = ["EVENT_ID_NAMESPACE", "MessageBuilder", "posthog_uuid"]
+
+#: The namespace of the UUIDv5 a non-UUID ``event_id`` becomes. Fixed forever: changing it
+#: would give a redelivered webhook a new ``uuid`` and PostHog would count it twice.
+#: (It is ``uuid5(NAMESPACE_URL, "https://pypi.org/project/fanout-posthog/#event_id")``.)
+EVENT_ID_NAMESPACE: Final = uuid.UUID("4e2ec7d4-798e-5b0b-a0a9-c40f408d1e08")
+
+#: fanout ``context`` keys with a PostHog property of their own. Other context keys have no
+#: PostHog meaning on a server-side event and are not sent.
+CONTEXT_PROPERTIES: Final[Mapping[str, str]] = {
+    "ip": "$ip",
+    "user_agent": "$raw_user_agent",
+    "session_id": "$session_id",
+}
+
+#: ``Client.page()`` puts these in ``properties``; PostHog's web analytics reads them under
+#: its own names (the names posthog-js sends on ``$pageview``).
+PAGE_PROPERTIES: Final[Mapping[str, str]] = {
+    "url": "$current_url",
+    "path": "$pathname",
+    "referrer": "$referrer",
+    "title": "title",
+}
+
+
+def posthog_uuid(event_id: str) -> str:
+    """The PostHog ``uuid`` for a fanout ``event_id``: the same UUID, or a UUIDv5 of it.
+
+    posthog-python silently swaps a non-UUID ``uuid`` for a random one, which would make
+    every redelivery of a Stripe webhook (``evt_...``) a new event. A UUIDv5 in a fixed
+    namespace maps the same id to the same UUID every time, in every process.
+    """
+    try:
+        return str(uuid.UUID(event_id))
+    except ValueError:
+        return str(uuid.uuid5(EVENT_ID_NAMESPACE, event_id))
+
+
+class MessageBuilder:
+    """Builds one PostHog message per event; its state is only what every message shares."""
+
+    def __init__(self, *, lib: str, lib_version: str) -> None:
+        self._lib = lib
+        self._lib_version = lib_version
+        # posthog-python adds these to every capture(); they do not change in a process.
+        self._system: dict[str, Any] = system_context()
+
+    def message(self, event: Event) -> dict[str, Any]:
+        kind = event.kind
+        if kind == "track":
+            name: str = event.name or ""
+            props = {**event.properties, **self._system}
+            if event.group_type is not None and event.group_id is not None:
+                props["$groups"] = {event.group_type: event.group_id}
+            distinct_id = event.distinct_id
+        elif kind == "identify":
+            name = "$identify"
+            props = {"$set": dict(event.traits)}
+            if event.anonymous_id is not None and event.anonymous_id != event.person_id:
+                props["$anon_distinct_id"] = event.anonymous_id
+            props.update(self._system)
+            distinct_id = event.distinct_id
+        elif kind == "page":
+            name = "$pageview"
+            props = _page_properties(event.properties)
+            props.update(self._system)
+            distinct_id = event.distinct_id
+        elif kind == "alias":
+            name = "$create_alias"
+            previous = event.previous_id or ""
+            props = {"distinct_id": previous, "alias": event.person_id}
+            distinct_id = previous
+        elif kind == "group":
+            name = "$groupidentify"
+            props = {
+                "$group_type": event.group_type,
+                "$group_key": event.group_id,
+                "$group_set": dict(event.traits),
+            }
+            distinct_id = event.distinct_id
+        else:  # pragma: no cover - the core validates kinds
+            raise ValueError(f"unknown event kind {kind!r}")
+
+        geoip = False
+        for key, target in CONTEXT_PROPERTIES.items():
+            value = event.context.get(key)
+            if value is not None:
+                props[target] = value
+                geoip = geoip or key == "ip"
+        props["$lib"] = self._lib
+        props["$lib_version"] = self._lib_version
+        if not geoip:
+            # posthog-python's default (disable_geoip=True): without the visitor's IP,
+            # PostHog would locate every server-side event at the server.
+            props["$geoip_disable"] = True
+        props["$is_server"] = True
+        return {
+            "properties": props,
+            "timestamp": event.timestamp.isoformat(),
+            "distinct_id": distinct_id,
+            "event": name,
+            "uuid": posthog_uuid(event.event_id),
+        }
+
+
+def _page_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
+    props = {PAGE_PROPERTIES.get(k, k): v for k, v in properties.items()}
+    url = props.get("$current_url")
+    if isinstance(url, str):
+        host = urlsplit(url).netloc
+        if host:
+            props.setdefault("$host", host)
+    elif isinstance(props.get("$pathname"), str):
+        # A bare path is still the page that was viewed; PostHog needs $current_url to
+        # show it at all.
+        props["$current_url"] = props["$pathname"]
+    return props
