@@ -11,12 +11,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import fanout_segment
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
 import fanout
-import fanout_segment
 
 #: Looks like a real write key; every secrecy test searches for it and its base64 form.
 WRITE_KEY = "wk_Zq8TESTsecretWRITEkey0123456789"

@@ -20,15 +20,15 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import fanout_segment
 import pytest
 from conftest import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 from pytest_httpserver import HTTPServer
-from segment.analytics import Client as SegmentClient
-from segment.analytics.version import VERSION as SDK_VERSION
+from segment.analytics import Client as SegmentClient  # type: ignore[import-untyped]
+from segment.analytics.version import VERSION as SDK_VERSION  # type: ignore[import-untyped]
 from werkzeug import Request
 
 import fanout
-import fanout_segment
 
 UTC = dt.timezone.utc
 TS = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -78,9 +78,13 @@ def _strip_allowed(message: dict[str, Any], *, keep_message_id: bool) -> dict[st
 
 def assert_same_request(sdk_req: Request, fanout_req: Request, *, caller_event_id: bool) -> None:
     """Same request, but for the documented allowed differences (see module docstring)."""
-    assert (fanout_req.method, fanout_req.path) == (sdk_req.method, sdk_req.path) == (
-        "POST",
-        "/v1/batch",
+    assert (
+        (fanout_req.method, fanout_req.path)
+        == (sdk_req.method, sdk_req.path)
+        == (
+            "POST",
+            "/v1/batch",
+        )
     )
     expected_auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     assert sdk_req.headers["Authorization"] == expected_auth
@@ -118,9 +122,7 @@ def assert_same_request(sdk_req: Request, fanout_req: Request, *, caller_event_i
 def test_identify_without_anonymous_id(server: HTTPServer, sdk: SegmentClient) -> None:
     traits = {"email": "ada@example.com", "plan": "pro", "logins": 3}
     sdk_req = _send_sdk(server, lambda: sdk.identify("user_123", traits, timestamp=TS))
-    fanout_req = _send_fanout(
-        server, lambda c: c.identify("user_123", traits=traits, timestamp=TS)
-    )
+    fanout_req = _send_fanout(server, lambda c: c.identify("user_123", traits=traits, timestamp=TS))
     assert_same_request(sdk_req, fanout_req, caller_event_id=False)
     assert decode_body(fanout_req)["batch"][0]["anonymousId"] is None
 
@@ -147,7 +149,9 @@ def _nested_properties(order_id: object) -> dict[str, Any]:
         "total": Decimal("42.50"),
         "currency": "EUR",
         "order_id": order_id,
-        "placed_at": dt.datetime(2024, 5, 6, 9, 0, 0, 250000, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        "placed_at": dt.datetime(
+            2024, 5, 6, 9, 0, 0, 250000, tzinfo=dt.timezone(dt.timedelta(hours=2))
+        ),
         "cart": {
             "items": [
                 {"sku": "A-1", "price": Decimal("19.99"), "qty": 2},

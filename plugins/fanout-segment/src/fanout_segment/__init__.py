@@ -22,7 +22,14 @@ from ._provider import (
     parse_host,
 )
 
-__all__ = ["SETTINGS", "LIMITS", "SegmentProvider", "__version__", "register_providers", "to_message"]
+__all__ = [
+    "LIMITS",
+    "SETTINGS",
+    "SegmentProvider",
+    "__version__",
+    "register_providers",
+    "to_message",
+]
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(

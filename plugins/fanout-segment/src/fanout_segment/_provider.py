@@ -25,8 +25,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
-from segment.analytics.consumer import MAX_MSG_SIZE
-from segment.analytics.utils import remove_trailing_slash
+from segment.analytics.consumer import MAX_MSG_SIZE  # type: ignore[import-untyped]
+from segment.analytics.utils import remove_trailing_slash  # type: ignore[import-untyped]
 
 from fanout import (
     BatchTooLarge,
