@@ -99,8 +99,9 @@ def local_sink() -> Iterator[str]:
 
 
 def _fanout_round(url: str, n: int) -> tuple[float, float]:
-    import fanout
     import fanout_segment
+
+    import fanout
 
     client = fanout.Client(
         providers=["segment"],
