@@ -15,9 +15,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import posthog
-from posthog_support import API_KEY, batch_requests, decode_body, make_client
 from fanout_posthog import EVENT_ID_NAMESPACE, posthog_uuid
+from posthog.version import VERSION as SDK_VERSION
+from posthog_support import API_KEY, batch_requests, decode_body, make_client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
@@ -63,7 +63,7 @@ def assert_same_request(sdk_req: Request, fan_req: Request, *, generated_ids: bo
     assert sdk_req.path == fan_req.path == "/batch/"
     assert sdk_req.query_string == fan_req.query_string == b""
     assert sdk_req.headers["Content-Type"] == fan_req.headers["Content-Type"] == "application/json"
-    assert sdk_req.headers.get("Authorization") is None and fan_req.headers.get("Authorization") is None
+    assert "Authorization" not in sdk_req.headers and "Authorization" not in fan_req.headers
     assert sdk_req.headers["User-Agent"].startswith("posthog-python/")
     assert fan_req.headers["User-Agent"].startswith("fanout-posthog/")
 
@@ -78,7 +78,7 @@ def assert_same_request(sdk_req: Request, fan_req: Request, *, generated_ids: bo
 
     assert s_msg["properties"].pop("$lib") == "posthog-python"
     assert f_msg["properties"].pop("$lib") == "fanout-posthog"
-    assert s_msg["properties"].pop("$lib_version") == posthog.VERSION
+    assert s_msg["properties"].pop("$lib_version") == SDK_VERSION
     assert f_msg["properties"].pop("$lib_version") == fanout_posthog_version()
     if generated_ids:
         for msg in (s_msg, f_msg):

@@ -17,11 +17,12 @@ import math
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from posthog.consumer import MAX_MSG_SIZE
+from posthog.request import DEFAULT_HOST, determine_server_host
+
 import fanout
 from fanout.hookspecs import RegisterProvider
 from fanout.provider import BatchLimits, Capability, ProviderConfig, Setting
-from posthog.consumer import MAX_MSG_SIZE
-from posthog.request import DEFAULT_HOST, determine_server_host
 
 from .__about__ import __version__
 from ._mapping import EVENT_ID_NAMESPACE, MessageBuilder, posthog_uuid

@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from fanout import Event
 from posthog.utils import system_context
+
+from fanout import Event
 
 __all__ = ["EVENT_ID_NAMESPACE", "MessageBuilder", "posthog_uuid"]
 

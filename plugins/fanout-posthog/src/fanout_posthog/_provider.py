@@ -90,6 +90,7 @@ class PostHogProvider:
             (old if event.timestamp.timestamp() < cutoff else live).append(i)
         parts = [(p, historical) for p, historical in ((live, False), (old, True)) if p]
         rejected: dict[int, str] = {}
+        status: int | None = None
         for n, (indices, historical) in enumerate(parts):
             try:
                 self._post([batch[i] for i in indices], historical=historical)
@@ -97,6 +98,7 @@ class PostHogProvider:
                 if type(exc) is not PermanentError or len(parts) == 1:
                     raise  # BatchTooLarge, or the only part: the channel handles the batch
                 rejected.update((i, str(exc)) for i in indices)
+                status = exc.status_code
             else:
                 if n + 1 < len(parts):
                     if len(accepted) > _MAX_ACCEPTED:
@@ -106,7 +108,9 @@ class PostHogProvider:
             accepted.difference_update(e.event_id for e in batch)
         if rejected:
             raise PermanentError(
-                f"PostHog refused {len(rejected)} of {len(batch)} event(s)", rejected=rejected
+                f"PostHog refused {len(rejected)} of {len(batch)} event(s)",
+                rejected=rejected,
+                status_code=status,
             )
 
     def close(self) -> None:
