@@ -1,0 +1,96 @@
+"""``fanout track`` / ``fanout identify``: send one event from the shell or a script."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .._report import FlushReport
+from ._common import build_client, parse_pairs, user_errors
+
+
+def _finish(client: Any, event_id: str, timeout: float, quiet: bool) -> None:
+    report: FlushReport = client.shutdown(timeout=timeout)
+    if not quiet:
+        click.echo(event_id)
+        click.echo(report.table(), err=True)
+    if not report.ok:
+        sys.exit(1)
+
+
+_common = [
+    click.option("-P", "--provider", "providers", multiple=True, help="Send only to these."),
+    click.option("--event-id", help="Idempotency key (e.g. a Stripe event id)."),
+    click.option("--timestamp", help="ISO 8601 time of the event (default: now)."),
+    click.option("--timeout", type=float, default=10.0, show_default=True),
+    click.option("-q", "--quiet", is_flag=True, help="Print nothing; use the exit status."),
+]
+
+
+def _with_common(f: Any) -> Any:
+    for option in reversed(_common):
+        f = option(f)
+    return f
+
+
+@click.command("track")
+@click.argument("name")
+@click.option("--person", "person_id", help="The person's id.")
+@click.option("--anonymous", "anonymous_id", help="An anonymous visitor id.")
+@click.option("-p", "--property", "props", multiple=True, metavar="KEY=VALUE")
+@_with_common
+def track_command(
+    name: str,
+    person_id: str | None,
+    anonymous_id: str | None,
+    props: tuple[str, ...],
+    providers: tuple[str, ...],
+    event_id: str | None,
+    timestamp: str | None,
+    timeout: float,
+    quiet: bool,
+) -> None:
+    """Track event NAME; prints its event id. Exit 1 if any provider did not get it."""
+    properties = parse_pairs(props, "--property")
+    client = build_client(providers, register_atexit=False)
+    with user_errors():
+        eid = client.track(
+            name,
+            person_id=person_id,
+            anonymous_id=anonymous_id,
+            properties=properties,
+            event_id=event_id,
+            timestamp=timestamp,
+        )
+    _finish(client, eid, timeout, quiet)
+
+
+@click.command("identify")
+@click.argument("person_id")
+@click.option("--anonymous", "anonymous_id", help="Link this anonymous visitor id.")
+@click.option("-t", "--trait", "traits", multiple=True, metavar="KEY=VALUE")
+@_with_common
+def identify_command(
+    person_id: str,
+    anonymous_id: str | None,
+    traits: tuple[str, ...],
+    providers: tuple[str, ...],
+    event_id: str | None,
+    timestamp: str | None,
+    timeout: float,
+    quiet: bool,
+) -> None:
+    """Identify PERSON_ID with traits; prints the event id."""
+    values = parse_pairs(traits, "--trait")
+    client = build_client(providers, register_atexit=False)
+    with user_errors():
+        eid = client.identify(
+            person_id,
+            anonymous_id=anonymous_id,
+            traits=values,
+            event_id=event_id,
+            timestamp=timestamp,
+        )
+    _finish(client, eid, timeout, quiet)

@@ -1,0 +1,143 @@
+"""HTTP for providers: one fork-safe httpx client, gzip, and failure classification.
+
+Every HTTP provider (the built-in ``collector`` and the vendor plugins) needs the same
+three things, so they live here once:
+
+- a keep-alive :class:`httpx.Client` that is never shared with a forked child (the child
+  builds its own on first use instead of writing into the parent's sockets);
+- gzip above a size threshold, for backends that accept ``Content-Encoding: gzip``;
+- the mapping from transport errors and status codes to the errors the channel expects:
+  timeouts, connection errors, 408, 429 and 5xx are :class:`RetryableError` (with the
+  ``Retry-After`` hint), 413 is :class:`BatchTooLarge`, any other 4xx is
+  :class:`PermanentError`.
+
+Error messages carry the status and a short excerpt of the response body, never request
+headers, so API keys sent in headers cannot leak into logs or dead letters.
+"""
+
+from __future__ import annotations
+
+import gzip as _gzip
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ._exceptions import BatchTooLarge, PermanentError, RetryableError
+from ._retry import parse_retry_after
+
+__all__ = ["HttpSender", "raise_for_status", "encode_json", "USER_AGENT"]
+
+from .__about__ import __version__
+
+USER_AGENT = f"fanout/{__version__} (+https://pypi.org/project/fanout-analytics/)"
+_EXCERPT = 300
+
+
+def encode_json(payload: Any) -> bytes:
+    """Compact UTF-8 JSON; the values are already JSON-safe (validated on the caller's side)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class HttpSender:
+    """A POST-only HTTP client for one provider, used from that provider's worker thread."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 10.0,
+        gzip_min_bytes: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.gzip_min_bytes = gzip_min_bytes
+        self._headers = {"User-Agent": USER_AGENT, **(headers or {})}
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"<HttpSender timeout={self.timeout}>"  # headers may hold keys: never shown
+
+    def _http(self) -> httpx.Client:
+        if self._client is None or self._pid != os.getpid():
+            # In a forked child the inherited client's sockets belong to the parent: drop
+            # the reference without closing it, and start afresh.
+            self._pid = os.getpid()
+            self._client = httpx.Client(
+                timeout=self.timeout,
+                headers=self._headers,
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return self._client
+
+    def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+        gzip: bool | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> httpx.Response:
+        """POST ``body``; transport failures raise :class:`RetryableError`.
+
+        ``gzip=None`` compresses when ``gzip_min_bytes`` is set and the body is at least
+        that large. The response is returned whatever its status: pass it to
+        :func:`raise_for_status`, or inspect it first when the backend reports per-event
+        results in a 200.
+        """
+        hdrs = {"Content-Type": content_type, **(headers or {})}
+        if gzip is None:
+            gzip = self.gzip_min_bytes is not None and len(body) >= self.gzip_min_bytes
+        if gzip:
+            body = _gzip.compress(body, compresslevel=5)
+            hdrs["Content-Encoding"] = "gzip"
+        try:
+            return self._http().post(url, content=body, headers=hdrs, params=params, auth=auth)
+        except httpx.TimeoutException as exc:
+            raise RetryableError(f"timed out after {self.timeout}s ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise RetryableError(f"connection failed: {type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        if self._client is not None and self._pid == os.getpid():
+            self._client.close()
+        self._client = None
+
+    def after_fork(self) -> None:
+        self._client = None
+        self._pid = os.getpid()
+
+
+def raise_for_status(response: httpx.Response, *, what: str = "backend") -> None:
+    """Raise the channel's error for a non-2xx ``response``; return for 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    excerpt = _excerpt(response)
+    message = f"{what} answered HTTP {status}" + (f": {excerpt}" if excerpt else "")
+    if status == 413:
+        raise BatchTooLarge(message, status_code=status)
+    if status in (408, 425, 429) or status >= 500:
+        raise RetryableError(
+            message,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            status_code=status,
+        )
+    raise PermanentError(message, status_code=status)
+
+
+def _excerpt(response: httpx.Response) -> str:
+    try:
+        text = response.text
+    except Exception:  # noqa: BLE001 - undecodable bodies are not worth failing over
+        return ""
+    text = " ".join(text.split())
+    return text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else "")
