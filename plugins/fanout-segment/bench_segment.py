@@ -127,7 +127,7 @@ def _fanout_round(url: str, n: int) -> tuple[float, float]:
 
 
 def _sdk_round(url: str, n: int, *, gzip: bool) -> tuple[float, float]:
-    from segment.analytics import Client
+    from segment.analytics import Client  # type: ignore[import-untyped]
 
     errors: list[object] = []
     client = Client(

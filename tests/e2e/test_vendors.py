@@ -11,11 +11,11 @@ everything and another's never answers (until the test releases it); the test sh
   dedupe key: Segment ``messageId``, PostHog ``uuid``, Mixpanel ``$insert_id``);
 - ``flush(timeout)`` returns at its deadline, reporting the hung and failing ones pending.
 
-The scenarios rotate the roles so each installed vendor is, in turn, the hanging one.
-Vendors whose plugin is not installed are left out (and named in the skip reason when fewer
-than two are installed). The built-in ``collector`` provider is not part of the core yet, so
-the in-memory provider stands for the always-healthy local backend; when
-``fanout/providers/collector.py`` lands, add it to ``VENDORS`` with its server.
+The built-in ``collector`` provider (fanout's own protocol) takes part the same way, on its
+own local server (``FANOUT_COLLECTOR_URL``/``FANOUT_COLLECTOR_KEY``, dedupe key ``event_id``),
+and an in-memory provider rides along as a backend that is always healthy and keeps order.
+The scenarios rotate the roles so each backend is, in turn, the hanging one. Vendors whose
+plugin is not installed are left out (named in the skip reason when fewer than two remain).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import gzip
 import importlib.metadata
+import importlib.util
 import json
 import threading
 import urllib.parse
@@ -55,9 +56,16 @@ VENDORS = (
 )
 
 
+#: fanout's own protocol, built in (when the core ships it): on a local server like the rest.
+COLLECTOR = Vendor("collector", "FANOUT_COLLECTOR_KEY", "FANOUT_COLLECTOR_URL", "event_id")
+
+
 def _installed() -> list[Vendor]:
     names = {ep.name for ep in importlib.metadata.entry_points(group="fanout")}
-    return [v for v in VENDORS if v.name in names]
+    found = [v for v in VENDORS if v.name in names]
+    if importlib.util.find_spec("fanout.providers.collector") is not None:
+        found.append(COLLECTOR)
+    return found
 
 
 INSTALLED = _installed()
