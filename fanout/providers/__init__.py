@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..hookspecs import RegisterProvider, hookimpl
-from ..provider import BatchLimits, ProviderConfig, Setting
+from ..collector import protocol as _collector_protocol
+from ..provider import BatchLimits, Capability, ProviderConfig, Setting
 from . import console, null
 
 
@@ -31,12 +32,47 @@ def register_providers(register: RegisterProvider) -> None:
         limits=BatchLimits(max_events=1000, max_bytes=16 * 1024 * 1024),
     )
     register(
+        "collector",
+        _collector_factory,
+        settings=(
+            Setting(
+                "url",
+                help="Base URL of a fanout collector, e.g. http://127.0.0.1:8765.",
+                required=True,
+                parse=_collector_protocol.parse_url,
+            ),
+            Setting("key", help="Server key (sk_...) from `fanout collector keys create`.",
+                    required=True, secret=True),
+        ),
+        description="fanout's own HTTP protocol (docs/protocol.md): the reference collector.",
+        limits=BatchLimits(
+            max_events=_collector_protocol.MAX_BATCH_EVENTS,
+            # Below the protocol's exact byte limit, because the channel batches by each
+            # event's estimated size; the provider checks the exact size before sending.
+            max_bytes=_collector_protocol.MAX_BATCH_BYTES * 4 // 5,
+            max_event_bytes=_collector_protocol.MAX_EVENT_BYTES,
+        ),
+        capabilities={
+            Capability.DEDUPLICATION,
+            Capability.IDENTITY_MERGE,
+            Capability.HISTORICAL_IMPORT,
+            Capability.GROUPS,
+        },
+    )
+    register(
         "memory",
         _memory_factory,
         description="Keeps events in memory for tests (fanout.testing).",
         auto_enable=False,
         limits=BatchLimits(max_events=10_000, max_bytes=64 * 1024 * 1024),
     )
+
+
+def _collector_factory(config: ProviderConfig) -> object:
+    # Imported on use: httpx costs an import only when the collector is enabled.
+    from .collector import CollectorProvider
+
+    return CollectorProvider.from_config(config)
 
 
 def _memory_factory(config: ProviderConfig) -> object:

@@ -1,0 +1,117 @@
+"""``collector``: fanout's own HTTP protocol, spoken to the reference collector or any
+server that implements ``docs/protocol.md``.
+
+The provider only encodes and classifies; the channel batches (within the limits declared
+in ``providers/__init__.py`` from :mod:`fanout.collector.protocol`), retries and splits.
+Classification follows the protocol: 200 is committed, with per-event rejections reported
+as :class:`PermanentError` ``rejected={index: reason}`` so only those events are
+dead-lettered; 413 splits; 429 and 5xx retry (``Retry-After`` honoured); 400 and 401 are
+permanent. The server key travels only in the ``Authorization`` header, which no error
+message, log line or repr ever includes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+import httpx
+
+from .._events import Event, format_timestamp
+from .._exceptions import BatchTooLarge, PermanentError
+from ..collector.protocol import BATCH_PATH, MAX_BATCH_BYTES, parse_url
+from ..http import HttpSender, raise_for_status
+from ..provider import ProviderConfig
+
+__all__ = ["CollectorProvider", "parse_url", "GZIP_MIN_BYTES"]
+
+#: Bodies at least this large are gzipped. Below it, compressing costs more client CPU than
+#: it saves on a local or same-region link (measured in ``benchmarks/collector.py``).
+GZIP_MIN_BYTES: Final = 64 * 1024
+
+_UTC = _dt.timezone.utc
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class CollectorProvider:
+    """Sends batches to ``{url}/v1/batch`` with a Bearer server key."""
+
+    name = "collector"
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        timeout: float = 10.0,
+        gzip_min_bytes: int | None = GZIP_MIN_BYTES,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.endpoint = parse_url(url) + BATCH_PATH
+        self._sender = HttpSender(
+            timeout=timeout,
+            gzip_min_bytes=gzip_min_bytes,
+            headers={"Authorization": f"Bearer {key}"},
+            transport=transport,
+        )
+
+    @classmethod
+    def from_config(cls, config: ProviderConfig) -> CollectorProvider:
+        return cls(config.require("url"), config.require("key"), timeout=config.timeout)
+
+    def __repr__(self) -> str:
+        return f"<CollectorProvider {self.endpoint}>"  # the key is never shown
+
+    def encode(self, batch: Sequence[Event]) -> bytes:
+        """The request body: ``{"batch": [...], "sent_at": ...}`` as compact UTF-8 JSON."""
+        payload = {
+            "batch": [e.to_dict() for e in batch],
+            "sent_at": format_timestamp(_dt.datetime.now(_UTC)),
+        }
+        return _dumps(payload).encode("utf-8")
+
+    def send(self, batch: Sequence[Event]) -> None:
+        body = self.encode(batch)
+        if len(body) > MAX_BATCH_BYTES:
+            # The channel batches by estimated size; the exact size decides here, before
+            # a request the server would refuse.
+            raise BatchTooLarge(
+                f"batch of {len(batch)} events is {len(body)} bytes, above the collector's "
+                f"{MAX_BATCH_BYTES}-byte limit"
+            )
+        response = self._sender.post(self.endpoint, body)
+        if response.status_code == 200:
+            _raise_for_rejections(response, len(batch))
+            return
+        raise_for_status(response, what="collector")
+
+    def close(self) -> None:
+        self._sender.close()
+
+    def after_fork(self) -> None:
+        self._sender.after_fork()
+
+
+def _raise_for_rejections(response: httpx.Response, size: int) -> None:
+    """A 200 means the batch is committed; its ``rejected`` entries are permanent failures."""
+    try:
+        data: Any = response.json()
+    except ValueError:
+        return  # committed all the same; a malformed summary is not worth a retry
+    rejected = data.get("rejected") if isinstance(data, dict) else None
+    if not rejected or not isinstance(rejected, list):
+        return
+    reasons: dict[int, str] = {}
+    for item in rejected:
+        if isinstance(item, dict) and isinstance(item.get("index"), int):
+            index = item["index"]
+            if 0 <= index < size:
+                reasons[index] = str(item.get("error", "rejected"))[:300]
+    if reasons:
+        raise PermanentError(
+            f"collector rejected {len(reasons)} of {size} event(s)",
+            rejected=reasons,
+            status_code=200,
+        )
