@@ -36,8 +36,10 @@ def _register_builtin_commands() -> None:
     main.add_command(send.track_command)
     main.add_command(send.identify_command)
     main.add_command(demo.demo_command)
-    from . import collector
-
+    try:
+        from . import collector
+    except ImportError:  # TODO(lead): drop once fanout/cli/collector.py lands
+        return
     main.add_command(collector.collector_group)
 
 
@@ -58,3 +60,12 @@ def _register_plugin_commands() -> None:
 
 _register_builtin_commands()
 _register_plugin_commands()
+
+
+def run() -> None:
+    """Console entry point: Ctrl-C exits with 130 and no traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .._config import ENV_VARS, environ
-from ._common import build_client
+from ._common import build_client, user_errors
 
 
 @click.command("check")
@@ -17,8 +17,9 @@ from ._common import build_client
 def check_command(send_test_event: bool, timeout: float, providers: tuple[str, ...]) -> None:
     """Validate configuration and report per provider; exit 1 if a test event fails."""
     env = environ()
-    for var in ENV_VARS:
-        var.read(env)  # raises ConfigError naming a malformed variable
+    with user_errors():
+        for var in ENV_VARS:
+            var.read(env)  # raises ConfigError naming a malformed variable
     client = build_client(providers, register_atexit=False, sync=False)
     click.echo(f"configuration ok: providers {', '.join(client.providers)}")
     if not send_test_event:

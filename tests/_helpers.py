@@ -1,0 +1,68 @@
+"""Small in-process provider plugins for the core tests.
+
+They are real providers (the channel calls them exactly as it calls a vendor plugin), each
+standing for a backend that misbehaves in one of the ways the channel must survive.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from fanout import Event
+
+
+class RaisingProvider:
+    """A provider with a bug: every send raises something unexpected."""
+
+    name = "raising"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, batch: Sequence[Event]) -> None:
+        self.calls += 1
+        raise ZeroDivisionError("provider bug")
+
+    def close(self) -> None:
+        pass
+
+
+class HangingProvider:
+    """A backend that never answers (until released at the end of the test)."""
+
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def send(self, batch: Sequence[Event]) -> None:
+        self.entered.set()
+        self.release.wait(60)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+class ScriptedProvider:
+    """Raises the given exceptions in order, then accepts; records every batch it sees."""
+
+    def __init__(self, name: str, script: Sequence[BaseException | None] = ()) -> None:
+        self.name = name
+        self.script = list(script)
+        self.seen: list[list[Event]] = []
+        self.accepted: list[Event] = []
+        self.lock = threading.Lock()
+
+    def send(self, batch: Sequence[Event]) -> None:
+        with self.lock:
+            self.seen.append(list(batch))
+            if self.script:
+                exc = self.script.pop(0)
+                if exc is not None:
+                    raise exc
+            self.accepted.extend(batch)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import uuid
+from decimal import Decimal
+
+import pytest
+
+import fanout
+from fanout import Event, InvalidEvent
+from fanout._events import build_event, new_event_id
+
+
+class Plan(enum.Enum):
+    PRO = "pro"
+
+
+def test_track_event_has_id_and_aware_utc_timestamp():
+    e = build_event("track", name="signup", person_id="u1")
+    assert uuid.UUID(e.event_id).version == 7
+    assert e.timestamp.tzinfo is not None and e.timestamp.utcoffset() == dt.timedelta(0)
+    assert e.distinct_id == "u1"
+
+
+def test_event_ids_are_unique_and_time_ordered():
+    ids = [new_event_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def test_conversions_to_json_values():
+    when = dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    u = uuid.UUID("12345678-1234-5678-1234-567812345678")
+    e = build_event(
+        "track",
+        name="x",
+        person_id=42,
+        properties={
+            "when": when,
+            "day": dt.date(2024, 5, 1),
+            "price": Decimal("19.99"),
+            "id": u,
+            "plan": Plan.PRO,
+            "tags": {"b", "a"},
+            "pair": (1, 2),
+            "nested": {"deep": [{"x": Decimal("1")}]},
+        },
+    )
+    assert e.person_id == "42"
+    assert dict(e.properties) == {
+        "when": "2024-05-01T12:30:15.123456+02:00",
+        "day": "2024-05-01",
+        "price": 19.99,
+        "id": str(u),
+        "plan": "pro",
+        "tags": ["a", "b"],
+        "pair": [1, 2],
+        "nested": {"deep": [{"x": 1.0}]},
+    }
+
+
+def test_event_is_immutable_and_snapshots_caller_data():
+    props = {"items": [1, 2]}
+    e = build_event("track", name="x", person_id="u", properties=props)
+    props["items"].append(3)
+    props["new"] = True
+    assert dict(e.properties) == {"items": [1, 2]}
+    with pytest.raises(TypeError):
+        e.properties["x"] = 1  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        e.name = "y"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "path"),
+    [
+        ({"name": "x"}, "person_id"),
+        ({"name": "", "person_id": "u"}, "name"),
+        ({"name": 5, "person_id": "u"}, "name"),
+        ({"name": "x", "person_id": ""}, "person_id"),
+        ({"name": "x", "person_id": "u", "properties": {"a": {"b": [1, float("nan")]}}}, "properties.a.b[1]"),
+        ({"name": "x", "person_id": "u", "properties": {"a": float("inf")}}, "properties.a"),
+        ({"name": "x", "person_id": "u", "properties": {"a": {1: "x"}}}, "properties.a"),
+        ({"name": "x", "person_id": "u", "properties": {"o": [object()]}}, "properties.o[0]"),
+        ({"name": "x", "person_id": "u", "properties": {"d": Decimal("NaN")}}, "properties.d"),
+        ({"name": "x", "person_id": "u", "properties": ["not", "a", "dict"]}, "properties"),
+        ({"name": "x", "person_id": "u", "timestamp": dt.datetime(2024, 1, 1)}, "timestamp"),
+        ({"name": "x", "person_id": "u", "timestamp": "yesterday"}, "timestamp"),
+        ({"name": "x", "person_id": "u", "context": {"b": b"bytes"}}, "context.b"),
+    ],
+)
+def test_invalid_input_names_the_culprit(kwargs, path):
+    with pytest.raises(InvalidEvent) as info:
+        build_event("track", **kwargs)
+    assert info.value.path == path
+    assert isinstance(info.value, ValueError)
+    assert path.split(".")[0] in str(info.value)
+
+
+def test_deep_nesting_and_cycles_are_refused():
+    deep: dict = {}
+    cur = deep
+    for _ in range(100):
+        cur["a"] = {}
+        cur = cur["a"]
+    with pytest.raises(InvalidEvent, match="nested"):
+        build_event("track", name="x", person_id="u", properties=deep)
+    cyc: dict = {}
+    cyc["self"] = cyc
+    with pytest.raises(InvalidEvent, match="nested"):
+        build_event("track", name="x", person_id="u", properties=cyc)
+
+
+def test_size_limit():
+    big = {"blob": "x" * 300_000}
+    with pytest.raises(InvalidEvent, match="FANOUT_MAX_EVENT_BYTES"):
+        build_event("track", name="x", person_id="u", properties=big)
+    # non-ASCII text counts by its UTF-8 size, not its length
+    with pytest.raises(InvalidEvent):
+        build_event("track", name="x", person_id="u", properties={"t": "€" * 90_000})
+    assert build_event("track", name="x", person_id="u", properties={"t": "€" * 80_000}).size > 240_000
+
+
+def test_kind_specific_rules():
+    with pytest.raises(InvalidEvent, match="previous_id"):
+        build_event("alias", person_id="u")
+    with pytest.raises(InvalidEvent, match="group"):
+        build_event("group", person_id="u", group_type="company")
+    g = build_event("group", person_id="u", group_type="company", group_id="acme")
+    assert g.to_dict()["group"] == {"type": "company", "id": "acme"}
+
+
+def test_round_trip_through_canonical_dict():
+    e = build_event(
+        "identify",
+        person_id="u1",
+        anonymous_id="anon",
+        traits={"email": "a@example.com"},
+        timestamp="2024-02-03T04:05:06.789Z",
+        event_id="evt_123",
+    )
+    again = Event.from_dict(e.to_dict())
+    assert again._replace(size=0) == e._replace(size=0)
+    assert e.to_dict()["timestamp"] == "2024-02-03T04:05:06.789Z"
+
+
+def test_replace_revalidates():
+    e = build_event("track", name="x", person_id="u")
+    assert e.replace(name="y").name == "y"
+    with pytest.raises(InvalidEvent):
+        e.replace(properties={"bad": object()})
+
+
+def test_invalid_call_queues_nothing(make_client, memory):
+    client = make_client(providers=[memory], sync=True)
+    with pytest.raises(InvalidEvent):
+        client.track("x", person_id="u", properties={"ok": 1, "bad": {1, object()}})
+    client.track("x", person_id="u")
+    assert memory.names() == ["x"]
+    assert client.stats()["memory"].delivered == 1
+
+
+def test_page_builds_url_and_path(make_client, memory):
+    client = make_client(providers=[memory], sync=True)
+    client.page("https://example.com/pricing?x=1", anonymous_id="a", title="Pricing", referrer="r")
+    client.page("/docs", anonymous_id="a")
+    first, second = memory.events
+    assert first.kind == "page"
+    assert dict(first.properties) == {
+        "url": "https://example.com/pricing?x=1",
+        "path": "/pricing",
+        "title": "Pricing",
+        "referrer": "r",
+    }
+    assert dict(second.properties) == {"path": "/docs"}
+    with pytest.raises(InvalidEvent):
+        client.page("", anonymous_id="a")
+
+
+def test_all_five_kinds_reach_the_provider(make_client, memory):
+    client = make_client(providers=[memory], sync=True)
+    client.identify("u1", anonymous_id="anon-1", traits={"plan": "pro"})
+    client.track("checkout.finished", person_id="u1", event_id="evt_1")
+    client.page("/home", person_id="u1")
+    client.alias("u1", "anon-1")
+    client.group("company", "acme", person_id="u1", traits={"seats": 5})
+    assert [e.kind for e in memory.events] == ["identify", "track", "page", "alias", "group"]
+    assert memory.events[1].event_id == "evt_1"
+
+
+def test_public_api_is_small_sorted_and_importable():
+    assert fanout.__all__ == sorted(fanout.__all__)
+    for name in fanout.__all__:
+        assert hasattr(fanout, name), name
+    assert repr(fanout.Client).endswith("'fanout.Client'>")
+    assert fanout.InvalidEvent.__module__ == "fanout"

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from fanout import hookimpl
+from fanout.processors import anonymize_ip
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("203.0.113.77", "203.0.113.0"),
+        ("2001:db8:1234:5678:9abc:def0:1234:5678", "2001:db8:1234::"),
+        ("::ffff:198.51.100.23", "198.51.100.0"),
+        ("not an ip", None),
+    ],
+)
+def test_anonymize_ip(ip, expected):
+    assert anonymize_ip(ip) == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("anonymize", {"ip": "203.0.113.0", "ua": "x"}), ("drop", {"ua": "x"}), ("keep", {"ip": "203.0.113.77", "ua": "x"})],
+)
+def test_ip_modes(make_client, memory, mode, expected):
+    c = make_client(providers=[memory], sync=True, environ={"FANOUT_IP": mode})
+    c.track("x", person_id="u", context={"ip": "203.0.113.77", "ua": "x"})
+    assert dict(memory.events[0].context) == expected
+
+
+def test_processors_run_in_order_may_drop_and_a_broken_one_is_skipped(make_client, memory, caplog):
+    def enrich(e):
+        return e.replace(properties={**e.properties, "env": "prod"})
+
+    def drop_internal(e):
+        return None if e.name and e.name.startswith("internal.") else e
+
+    def broken(e):
+        raise RuntimeError("processor bug")
+
+    class Plugin:
+        @hookimpl
+        def register_processors(self, register):
+            register("enrich", enrich)
+            register("drop_internal", drop_internal)
+
+    c = make_client(
+        providers=[memory],
+        sync=True,
+        plugins=[Plugin()],
+        environ={"FANOUT_PROCESSORS": "enrich,drop_internal"},
+    )
+    c.track("public", person_id="u")
+    c.track("internal.debug", person_id="u")
+    assert memory.names() == ["public"]
+    assert memory.events[0].properties["env"] == "prod"
+
+    c2 = make_client(providers=[memory], sync=True, processors=[broken, enrich])
+    c2.track("still", person_id="u")
+    assert memory.names()[-1] == "still" and "processor bug" in caplog.text
+
+
+def test_unknown_processor_is_config_error(make_client, memory):
+    from fanout import ConfigError
+
+    with pytest.raises(ConfigError, match="FANOUT_PROCESSORS|unknown processor"):
+        make_client(providers=[memory], environ={"FANOUT_PROCESSORS": "nope"})
