@@ -91,6 +91,8 @@ class MessageBuilder:
         elif kind == "page":
             name = "$pageview"
             props = _page_properties(event.properties)
+            if event.name is not None:
+                props.setdefault("page_name", event.name)
             props.update(self._system)
             distinct_id = event.distinct_id
         elif kind == "alias":
