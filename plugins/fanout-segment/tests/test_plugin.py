@@ -123,3 +123,33 @@ def test_core_does_not_know_the_plugin() -> None:
         str(p) for p in core.rglob("*.py") if "fanout_segment" in p.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+def test_unimportable_sdk_breaks_only_this_plugin() -> None:
+    """With segment-analytics-python missing, the plugin fails to load and says so; the
+    client still starts with every other provider."""
+    code = textwrap.dedent(
+        """
+        import json, sys
+        sys.modules["segment"] = None  # as if segment-analytics-python were not installed
+        import fanout
+        env = {"SEGMENT_WRITE_KEY": "k", "FANOUT_PROVIDERS": "console"}
+        client = fanout.Client(environ=env, register_atexit=False)
+        info = {p.name: p.error for p in client.registry.plugins}
+        try:
+            fanout.Client(environ=env, providers=["segment"], register_atexit=False)
+            outcome = "started"
+        except fanout.ConfigError as exc:
+            outcome = str(exc)
+        print(json.dumps({"providers": client.providers, "error": info.get("segment"),
+                          "outcome": outcome}))
+        client.shutdown(timeout=1)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["providers"] == ["console"]
+    assert out["error"] and "segment" in out["error"]
+    assert "segment" in out["outcome"] and "failed to load" in out["outcome"]
