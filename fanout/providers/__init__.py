@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..hookspecs import RegisterProvider, hookimpl
 from ..collector import protocol as _collector_protocol
-from ..provider import BatchLimits, Capability, ProviderConfig, Setting
+from ..hookspecs import RegisterProvider, hookimpl
+from ..provider import BatchLimits, Capability, Provider, ProviderConfig, Setting
 from . import console, null
 
 
@@ -68,7 +68,7 @@ def register_providers(register: RegisterProvider) -> None:
     )
 
 
-def _collector_factory(config: ProviderConfig) -> object:
+def _collector_factory(config: ProviderConfig) -> Provider:
     # Imported on use: httpx costs an import only when the collector is enabled.
     from .collector import CollectorProvider
 
