@@ -320,3 +320,21 @@ def test_anonymous_track_with_visitor_ip(server, sdk_factory):
 def test_small_bodies_are_sent_plain(server, client):
     b = via_fanout(server, client, lambda: client.track("x", person_id="u"))
     assert "Content-Encoding" not in b.headers
+
+
+def test_sync_mode_posts_before_returning(server, sdk_factory):
+    """``sync=True`` (serverless): like the SDK's ``sync_mode``, the request is made before
+    the call returns, and it is the same request."""
+    ts, eid = recent(), str(uuid.uuid4())
+    sdk = sdk_factory()
+    a = exchange(server, lambda: sdk.capture(
+        "cron.ran", distinct_id="job_1", timestamp=ts, uuid=eid
+    ))
+    client = make_client(server, sync=True)
+    try:
+        b = exchange(server, lambda: client.track(
+            "cron.ran", person_id="job_1", timestamp=ts, event_id=eid
+        ))
+    finally:
+        client.shutdown(timeout=5)
+    assert_same_request(a, b)
