@@ -26,18 +26,13 @@ from starlette.routing import Route  # noqa: E402
 
 from .ingest import ProtocolError, decode_body, validate_batch  # noqa: E402
 from .keys import KeyInfo, bearer_key  # noqa: E402
-from .protocol import MAX_BATCH_BYTES, PROTOCOL_VERSION  # noqa: E402
+from .protocol import PROTOCOL_VERSION, Limits  # noqa: E402
 from .ratelimit import RateLimiter  # noqa: E402
 from .store import Store  # noqa: E402
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger("fanout.collector")
-
-#: Requests whose declared (compressed) size is above this are refused unread; gzip is
-#: expected to shrink JSON, so the decoded limit is the real bound.
-_MAX_WIRE_BYTES = MAX_BATCH_BYTES
-
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -48,10 +43,18 @@ def create_app(
     *,
     rate_limit: float | None = None,
     burst: float | None = None,
+    limits: Limits | None = None,
     close_store: bool = True,
 ) -> Starlette:
-    """The collector app over ``store``; ``rate_limit`` is events per second per key."""
+    """The collector app over ``store``; ``rate_limit`` is events per second per key.
+
+    A request body is refused unread (413) when it is larger than the decoded limit even
+    before decoding: gzip only ever shrinks JSON batches, so that bound is safe.
+    """
     limiter = RateLimiter(rate_limit, burst)
+    limits = limits or Limits()
+    max_wire = limits.max_batch_bytes
+    too_large = f"body above {max_wire} bytes; send smaller batches"
 
     async def authenticate(request: Request) -> KeyInfo | None:
         key = bearer_key(request.headers.get("authorization"))
@@ -64,16 +67,18 @@ def create_app(
         if key is None:
             return _error(401, "missing, unknown or revoked server key")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > _MAX_WIRE_BYTES:
-            return _error(413, f"body above {MAX_BATCH_BYTES} bytes; send smaller batches")
+        if declared is not None and declared.isdigit() and int(declared) > max_wire:
+            return _error(413, too_large)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
-            if len(body) > _MAX_WIRE_BYTES:
-                return _error(413, f"body above {MAX_BATCH_BYTES} bytes; send smaller batches")
+            if len(body) > max_wire:
+                return _error(413, too_large)
         encoding = request.headers.get("content-encoding")
         try:
-            result = await run_in_threadpool(_ingest, store, limiter, key, bytes(body), encoding)
+            result = await run_in_threadpool(
+                _ingest, store, limiter, limits, key, bytes(body), encoding
+            )
         except ProtocolError as exc:
             return _error(exc.status, exc.message)
         except _Limited as exc:
@@ -125,13 +130,18 @@ class _Limited(Exception):
 
 
 def _ingest(
-    store: Store, limiter: RateLimiter, key: KeyInfo, body: bytes, encoding: str | None
+    store: Store,
+    limiter: RateLimiter,
+    limits: Limits,
+    key: KeyInfo,
+    body: bytes,
+    encoding: str | None,
 ) -> dict[str, Any]:
-    batch = decode_body(body, encoding)
+    batch = decode_body(body, encoding, limits)
     wait = limiter.acquire(key.id, len(batch))
     if wait is not None:
         raise _Limited(wait)
-    ingested = validate_batch(batch)
+    ingested = validate_batch(batch, limits)
     result = store.insert(ingested.rows, ingested.links, key_id=key.id)
     if ingested.rejected:
         logger.info("key %d: rejected %d event(s)", key.id, len(ingested.rejected))

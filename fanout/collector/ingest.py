@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple
 
 from .._events import Event
 from .._exceptions import InvalidEvent
-from .protocol import MAX_BATCH_BYTES, MAX_BATCH_EVENTS, MAX_EVENT_BYTES
+from .protocol import Limits
 
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
 
@@ -66,15 +66,21 @@ class Ingested(NamedTuple):
     links: list[Link]
 
 
-def decode_body(body: bytes, content_encoding: str | None = None) -> list[Any]:
+_DEFAULT = Limits()
+
+
+def decode_body(
+    body: bytes, content_encoding: str | None = None, limits: Limits = _DEFAULT
+) -> list[Any]:
     """The ``batch`` list of a request body, or a :class:`ProtocolError`."""
+    max_bytes = limits.max_batch_bytes
     encoding = (content_encoding or "").strip().lower()
     if encoding == "gzip":
-        body = _gunzip(body)
+        body = _gunzip(body, max_bytes)
     elif encoding not in _IDENTITY:
         raise ProtocolError(400, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip")
-    if len(body) > MAX_BATCH_BYTES:
-        raise ProtocolError(413, f"body above {MAX_BATCH_BYTES} bytes; send smaller batches")
+    if len(body) > max_bytes:
+        raise ProtocolError(413, f"body above {max_bytes} bytes; send smaller batches")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -87,32 +93,33 @@ def decode_body(body: bytes, content_encoding: str | None = None) -> list[Any]:
     if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
         raise ProtocolError(400, 'body must be a JSON object {"batch": [event, ...]}')
     batch: list[Any] = data["batch"]
-    if len(batch) > MAX_BATCH_EVENTS:
-        raise ProtocolError(413, f"more than {MAX_BATCH_EVENTS} events in one batch")
+    if len(batch) > limits.max_batch_events:
+        raise ProtocolError(413, f"more than {limits.max_batch_events} events in one batch")
     return batch
 
 
-def _gunzip(body: bytes) -> bytes:
+def _gunzip(body: bytes, max_bytes: int) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
-        out = inflater.decompress(body, MAX_BATCH_BYTES + 1)
+        out = inflater.decompress(body, max_bytes + 1)
     except zlib.error:
         raise ProtocolError(400, "body is not valid gzip") from None
-    if len(out) > MAX_BATCH_BYTES:
-        raise ProtocolError(413, f"body above {MAX_BATCH_BYTES} bytes once decompressed")
+    if len(out) > max_bytes:
+        raise ProtocolError(413, f"body above {max_bytes} bytes once decompressed")
     if not inflater.eof:
         raise ProtocolError(400, "body is truncated gzip")
     return out
 
 
-def validate_batch(batch: Sequence[Any]) -> Ingested:
+def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
     """Validate each event of ``batch``; never raises for a bad event."""
+    max_event = limits.max_event_bytes
     rows: list[Row] = []
     rejected: list[tuple[int, str]] = []
     links: list[Link] = []
     for index, raw in enumerate(batch):
         try:
-            row, link = _row(raw)
+            row, link = _row(raw, max_event)
         except _Reject as exc:
             rejected.append((index, str(exc)))
             continue
@@ -126,7 +133,7 @@ class _Reject(Exception):
     pass
 
 
-def _row(raw: Any) -> tuple[Row, Link | None]:
+def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
     if not isinstance(raw, dict):
         raise _Reject("an event must be a JSON object")
     event_id = raw.get("event_id")
@@ -143,8 +150,8 @@ def _row(raw: Any) -> tuple[Row, Link | None]:
         body = _dumps(doc).encode("utf-8")
     except UnicodeEncodeError:
         raise _Reject("the event contains invalid UTF-8 (or a lone surrogate)") from None
-    if len(body) > MAX_EVENT_BYTES:
-        raise _Reject(f"the event is {len(body)} bytes, above the {MAX_EVENT_BYTES}-byte limit")
+    if len(body) > max_event:
+        raise _Reject(f"the event is {len(body)} bytes, above the {max_event}-byte limit")
     timestamp: str = doc["timestamp"]
     row = Row(event.event_id, event.kind, timestamp, event.person_id, event.anonymous_id,
               event.name, body)

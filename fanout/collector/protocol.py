@@ -8,6 +8,7 @@ core imports this module, and the server's dependencies stay behind the ``collec
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "PROTOCOL_VERSION",
     "KEY_PREFIX",
+    "Limits",
     "parse_url",
 ]
 
@@ -33,6 +35,18 @@ MAX_BATCH_EVENTS: Final = 1000
 MAX_BATCH_BYTES: Final = 5 * 1024 * 1024
 #: Most bytes of one event as compact UTF-8 JSON; a larger event is rejected on its own.
 MAX_EVENT_BYTES: Final = 512 * 1024
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """The limits a server enforces; the defaults are the protocol's. A server may lower
+    them (the tests do, to exercise 413 and per-event rejections with small data)."""
+
+    max_batch_events: int = MAX_BATCH_EVENTS
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_event_bytes: int = MAX_EVENT_BYTES
+
 
 #: Server keys look like ``sk_`` + 43 URL-safe characters (256 random bits).
 KEY_PREFIX: Final = "sk_"

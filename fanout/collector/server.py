@@ -24,6 +24,7 @@ require_extra()
 import uvicorn  # noqa: E402
 
 from .app import create_app  # noqa: E402
+from .protocol import Limits  # noqa: E402
 from .store import Store  # noqa: E402
 
 __all__ = ["CollectorServer", "ServerThread", "bind", "serve"]
@@ -126,6 +127,7 @@ class ServerThread:
         port: int = 0,
         rate_limit: float | None = None,
         burst: float | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self._sock = bind(host, port)
@@ -133,7 +135,7 @@ class ServerThread:
         self.port: int = self._sock.getsockname()[1]
         self._ready = threading.Event()
         self._server = CollectorServer(
-            _config(create_app(store, rate_limit=rate_limit, burst=burst)),
+            _config(create_app(store, rate_limit=rate_limit, burst=burst, limits=limits)),
             on_ready=self._ready.set,
         )
         self._thread = threading.Thread(target=self._run, name="fanout-collector", daemon=True)
