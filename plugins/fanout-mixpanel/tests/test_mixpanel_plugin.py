@@ -1,0 +1,96 @@
+"""The plugin as fanout finds it: entry point, declared settings, limits and capabilities."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import fanout_mixpanel
+from mixpanel_support import TOKEN
+
+import fanout
+from fanout.provider import Capability
+
+CORE = Path(fanout.__file__).parent
+
+
+def test_discovered_through_the_entry_point_in_a_fresh_process() -> None:
+    """Installed (pip install -e), the plugin is found with no import of it by name; the
+    vendor's variable names configure it; the token never appears in what is printed."""
+    code = textwrap.dedent(
+        f"""
+        import json, fanout
+        client = fanout.Client(
+            environ={{"MIXPANEL_TOKEN": {TOKEN!r},
+                      "MIXPANEL_API_HOST": "api-eu.mixpanel.com"}},
+            register_atexit=False,
+        )
+        spec = client.registry.spec("mixpanel")
+        info = [p for p in client.registry.plugins if "mixpanel" in p.providers][0]
+        provider = client._channels[0].provider if client.providers == ["mixpanel"] else None
+        print(json.dumps({{
+            "providers": client.providers,
+            "plugin": info.name, "distribution": info.distribution,
+            "settings": [s.field for s in spec.settings],
+            "host": getattr(provider, "api_host", None),
+            "repr": repr(provider) + repr(client),
+        }}))
+        client.shutdown(timeout=1)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "mixpanel" in info["providers"]
+    assert info["plugin"] == "mixpanel" and info["distribution"] == "fanout-mixpanel"
+    assert info["settings"] == ["token", "api_secret", "api_host"]
+    assert info["host"] == "https://api-eu.mixpanel.com"
+    assert TOKEN not in out.stdout + out.stderr
+
+
+def test_declaration() -> None:
+    specs: dict[str, object] = {}
+
+    def register(name: str, factory: object, **kwargs: object) -> None:
+        specs[name] = kwargs
+
+    fanout_mixpanel.register_providers(register)
+    decl = specs["mixpanel"]
+    assert isinstance(decl, dict)
+    settings = {s.field: s for s in decl["settings"]}
+    assert settings["token"].secret and settings["token"].required
+    assert settings["token"].aliases == ("MIXPANEL_TOKEN",)
+    assert settings["api_secret"].secret and not settings["api_secret"].required
+    assert settings["api_secret"].aliases == ("MIXPANEL_API_SECRET",)
+    assert settings["api_host"].default == "https://api.mixpanel.com"
+    assert settings["api_host"].aliases == ("MIXPANEL_API_HOST",)
+    assert decl["limits"].max_events == 2000
+    assert decl["kinds"] == {"identify", "track", "page", "alias", "group"}
+    assert decl["capabilities"] >= {
+        Capability.HISTORICAL_IMPORT, Capability.IDENTITY_MERGE, Capability.GROUPS,
+        Capability.DEDUPLICATION,
+    }
+
+
+def test_core_does_not_know_the_plugin() -> None:
+    hits = [
+        str(path.relative_to(CORE))
+        for path in CORE.rglob("*.py")
+        if "mixpanel" in path.read_text(encoding="utf-8").lower()
+    ]
+    assert hits == []
+
+
+def test_insert_id_format() -> None:
+    from fanout_mixpanel import insert_id
+
+    uuid7 = "01890a5d-ac96-774b-bcce-b302099a8057"
+    assert insert_id(uuid7) == uuid7
+    for raw in ("evt_1NG8Du2eZvKYlo2CUI79vXWy", "x" * 37, "a b", "é"):
+        derived = insert_id(raw)
+        assert len(derived) == 36 and derived.isalnum() and derived == insert_id(raw)
+    assert insert_id("evt_1") != insert_id("evt_2")
