@@ -33,7 +33,8 @@ def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
 
 
 def _create_key(db: Path) -> str:
-    result = CliRunner().invoke(main, ["collector", "keys", "create", "--label", "t", "--db", str(db)])
+    args = ["collector", "keys", "create", "--label", "t", "--db", str(db)]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return result.stdout.strip().splitlines()[0]
 
