@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Final
+from urllib.parse import urlsplit
 
 __all__ = [
     "BATCH_PATH",
@@ -55,7 +56,8 @@ KEY_PREFIX: Final = "sk_"
 def parse_url(value: str) -> str:
     """A collector's base URL (the ``url`` setting): http(s), without ``/v1/...``."""
     url = value.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("expected an http:// or https:// base URL, e.g. http://127.0.0.1:8765")
     if url.endswith(BATCH_PATH):
         url = url[: -len(BATCH_PATH)]
