@@ -56,7 +56,7 @@ class _Throttle:
         self._last[key] = now
         n = self._suppressed.pop(key, 0)
         if n:
-            self._logger.warning(msg + " (%d more like this since the last report)", *args, n)
+            self._logger.warning("%s (%d more like this since the last report)", msg % args, n)
         else:
             self._logger.warning(msg, *args)
 
@@ -132,28 +132,28 @@ class Channel:
             self._deliver_sync(event)
             return
         queue = self._queue
-        if not queue.put(event):
-            if not (self._block and queue.put(event, self.options.block_timeout)):
-                self._lose(
-                    "queue_full",
-                    1,
-                    "queue full (%d events / %d bytes); event dropped",
-                    len(queue),
-                    queue.nbytes,
-                )
-                return
+        queued = queue.put(event)
+        if not queued and self._block:
+            queued = queue.put(event, self.options.block_timeout)
+        if not queued:
+            self._lose(
+                "queue_full",
+                1,
+                "queue full (%d events / %d bytes); event dropped",
+                len(queue),
+                queue.nbytes,
+            )
+            return
         if self._thread is None:
             self._ensure_worker()
-        if len(queue) >= self._batch_events:
+        if queued >= self._batch_events:
             self._wake.set()
 
     def _ensure_worker(self) -> None:
         with self._start_lock:
             if self._thread is not None or self._stop.is_set():
                 return
-            thread = threading.Thread(
-                target=self._run, name=f"fanout-{self.name}", daemon=True
-            )
+            thread = threading.Thread(target=self._run, name=f"fanout-{self.name}", daemon=True)
             thread.start()
             self._thread = thread
             self.logger.debug("worker started (pid %d)", os.getpid())
@@ -241,8 +241,12 @@ class Channel:
             with self._stats_lock:
                 self.retries += 1
             self._throttle.warning(
-                "retry", "%s: %s; retrying %d event(s) in %.1fs",
-                self.name, self._redact(error), len(batch), delay,
+                "retry",
+                "%s: %s; retrying %d event(s) in %.1fs",
+                self.name,
+                self._redact(error),
+                len(batch),
+                delay,
             )
             if deadline is not None:
                 time.sleep(delay)
@@ -296,7 +300,12 @@ class Channel:
         with self._stats_lock:
             self._losses[reason] = self._losses.get(reason, 0) + len(events)
         self._throttle.warning(
-            "fail:" + reason, "%s: %d event(s) failed (%s): %s", self.name, len(events), reason, error
+            "fail:" + reason,
+            "%s: %d event(s) failed (%s): %s",
+            self.name,
+            len(events),
+            reason,
+            error,
         )
         failure = DeliveryFailure(self.name, reason, error, tuple(events), status)
         if self._dead_letters is not None:

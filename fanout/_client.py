@@ -150,7 +150,8 @@ class Client:
             for inst in instances:
                 built.append((_instance_name(inst), inst, None))
             seen: set[str] = set()
-            for name, provider, spec in built:
+            for name, provider, maybe_spec in built:
+                spec_or_none: ProviderSpec | None = maybe_spec
                 if name in seen:
                     raise ConfigError(f"provider {name!r} is enabled twice", variable="providers")
                 seen.add(name)
@@ -159,9 +160,17 @@ class Client:
                         name,
                         provider,
                         options=resolve_delivery(name, env, global_kwargs, delivery.get(name, {})),
-                        limits=spec.limits if spec else getattr(provider, "limits", BatchLimits()),
-                        kinds=spec.kinds if spec else frozenset(
-                            getattr(provider, "kinds", ("identify", "track", "page", "alias", "group"))
+                        limits=(
+                            spec_or_none.limits
+                            if spec_or_none
+                            else getattr(provider, "limits", BatchLimits())
+                        ),
+                        kinds=spec_or_none.kinds
+                        if spec_or_none
+                        else frozenset(
+                            getattr(
+                                provider, "kinds", ("identify", "track", "page", "alias", "group")
+                            )
                         ),
                         dead_letters=dead_letters,
                         on_error=on_error,
@@ -312,7 +321,7 @@ class Client:
         timestamp: Any = None,
         context: Mapping[str, Any] | None = None,
     ) -> str:
-        """Say who ``person_id`` is (``traits``); with ``anonymous_id``, link the visitor to them."""
+        """Say who ``person_id`` is; with ``anonymous_id``, link that visitor to them."""
         if person_id is None:
             raise InvalidEvent("identify needs a person_id", path="person_id")
         event = build_event(
@@ -433,7 +442,7 @@ class Client:
         try:
             for processor in self._processors:
                 try:
-                    result = processor(event)
+                    result: object = processor(event)  # user code: checked below
                 except Exception:  # noqa: BLE001 - a broken processor must not lose the event
                     logger.exception("processor %r raised; event passed on unchanged", processor)
                     continue
@@ -571,4 +580,3 @@ def _shutdown_all() -> None:
                 continue
             if not report.ok:
                 logger.warning("fanout: at exit, not everything was delivered: %r", report)
-

@@ -124,10 +124,10 @@ FANOUT_PLUGINS: Final = EnvVar(
     parse_list,
     "Allow-list of entry-point plugins to load (names in the `fanout` group). Unset: all.",
 )
-FANOUT_DISABLE_PLUGINS: Final = EnvVar(
+FANOUT_DISABLE_PLUGINS: Final = EnvVar[tuple[str, ...]](
     "FANOUT_DISABLE_PLUGINS", (), parse_list, "Entry-point plugins never to load."
 )
-FANOUT_PROCESSORS: Final = EnvVar(
+FANOUT_PROCESSORS: Final = EnvVar[tuple[str, ...]](
     "FANOUT_PROCESSORS",
     (),
     parse_list,
@@ -390,7 +390,9 @@ def environ() -> Mapping[str, str]:
 # -- provider settings -------------------------------------------------------------------
 
 
-def _raw_setting(spec: ProviderSpec, setting: Setting, env: Mapping[str, str]) -> tuple[str, str] | None:
+def _raw_setting(
+    spec: ProviderSpec, setting: Setting, env: Mapping[str, str]
+) -> tuple[str, str] | None:
     for name in setting.env_names(spec.name):
         raw = env.get(name)
         if raw is not None and raw.strip() != "":
@@ -406,7 +408,9 @@ def missing_settings(
     return [
         s
         for s in spec.required_settings()
-        if overrides.get(s.field) is None and s.default is None and _raw_setting(spec, s, env) is None
+        if overrides.get(s.field) is None
+        and s.default is None
+        and _raw_setting(spec, s, env) is None
     ]
 
 

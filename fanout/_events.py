@@ -305,15 +305,11 @@ def _identifier(value: Any, field: str) -> str | None:
         raise InvalidEvent(f"{field} must not be empty", path=field)
     if len(value) > MAX_ID_LENGTH:
         raise InvalidEvent(f"{field} is longer than {MAX_ID_LENGTH} characters", path=field)
-    return value
+    return str(value)
 
 
 def _plain_id(value: Any) -> bool:
-    return (
-        type(value) is str
-        and 0 < len(value) <= MAX_ID_LENGTH
-        and not value.isspace()
-    )
+    return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not value.isspace()
 
 
 def _timestamp(value: Any) -> _dt.datetime:
@@ -406,8 +402,7 @@ def build_event(
         )
     ts = _dt.datetime.now(_UTC) if timestamp is None else _timestamp(timestamp)
     return _new_event(
-        (kind, eid, ts, person, anonymous, name, props, trts, ctx,
-         gtype, gid, prev, size)
+        (kind, eid, ts, person, anonymous, name, props, trts, ctx, gtype, gid, prev, size)
     )
 
 

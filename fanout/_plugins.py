@@ -188,9 +188,7 @@ def _collect_providers(registry: Registry, infos: dict[str, PluginInfo]) -> None
             if name in registry.providers:
                 first = registry.providers[name].plugin
                 registry.conflicts.setdefault(name, [first]).append(_plugin)
-                logger.warning(
-                    "provider %r is registered by both %r and %r", name, first, _plugin
-                )
+                logger.warning("provider %r is registered by both %r and %r", name, first, _plugin)
                 return
             registry.providers[name] = spec
             if _plugin in infos:

@@ -22,8 +22,9 @@ __all__ = ["EventQueue", "MemoryQueue"]
 class EventQueue(Protocol):
     """A bounded FIFO of events for one channel."""
 
-    def put(self, event: Event, timeout: float | None = None) -> bool:
-        """Append ``event``; ``False`` if there is no room (after waiting ``timeout``)."""
+    def put(self, event: Event, timeout: float | None = None) -> int:
+        """Append ``event``; return how many events are now queued, 0 if there was no room
+        (after waiting up to ``timeout``). The count saves the caller a second call."""
         ...
 
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
@@ -67,37 +68,50 @@ class MemoryQueue:
         self._items: collections.deque[Event] = collections.deque()
         self._bytes = 0
         self._total = 0
-        self._cond = threading.Condition(threading.Lock())
+        self._new_locks()
 
-    def put(self, event: Event, timeout: float | None = None) -> bool:
-        with self._cond:
-            if self._has_room(event):
-                self._append(event)
-                return True
+    def _new_locks(self) -> None:
+        # The fast path takes the bare lock (a C-level context manager); only a caller
+        # waiting for room under overflow=block uses the condition built on the same lock.
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._waiting = 0
+
+    def put(self, event: Event, timeout: float | None = None) -> int:
+        size = event.size
+        with self._lock:
+            items = self._items
+            n = len(items)
+            if n < self.max_events and (self._bytes + size <= self.max_bytes or not n):
+                items.append(event)
+                self._bytes += size
+                self._total += 1
+                return n + 1
             if not timeout:
-                return False
+                return 0
             deadline = time.monotonic() + timeout
-            while not self._has_room(event):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            self._append(event)
-            return True
+            self._waiting += 1
+            try:
+                while not self._has_room(event):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return 0
+                    self._room.wait(remaining)
+            finally:
+                self._waiting -= 1
+            items.append(event)
+            self._bytes += size
+            self._total += 1
+            return len(items)
 
     def _has_room(self, event: Event) -> bool:
         return len(self._items) < self.max_events and (
             self._bytes + event.size <= self.max_bytes or not self._items
         )
 
-    def _append(self, event: Event) -> None:
-        self._items.append(event)
-        self._bytes += event.size
-        self._total += 1
-
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
         batch: list[Event] = []
-        with self._cond:
+        with self._lock:
             items = self._items
             size = 0
             while items and len(batch) < max_events:
@@ -107,23 +121,24 @@ class MemoryQueue:
                 batch.append(items.popleft())
                 size += nxt
             self._bytes -= size
-            if batch:
-                self._cond.notify_all()
+            if batch and self._waiting:
+                self._room.notify_all()
         return batch
 
     def ack(self, batch: Sequence[Event]) -> None:
         """Nothing to do: memory forgets on ``take``."""
 
     def drain(self) -> list[Event]:
-        with self._cond:
+        with self._lock:
             batch = list(self._items)
             self._items.clear()
             self._bytes = 0
-            self._cond.notify_all()
+            if self._waiting:
+                self._room.notify_all()
         return batch
 
     def reset_after_fork(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._new_locks()
         self._items = collections.deque()
         self._bytes = 0
         self._total = 0

@@ -100,10 +100,14 @@ class FlushReport(Mapping[str, ChannelReport]):
             for n, r in self._reports.items()
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        return "\n".join(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-            for row in rows
-        )
+        def line(row: tuple[str, ...]) -> str:
+            cells = [
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            return "  ".join(cells)
+
+        return "\n".join(line(row) for row in rows)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,7 @@ class Backoff:
         """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, MAX_RETRY_AFTER)
-        d = min(self.cap, self.base * (2 ** min(attempt, 32)))
+        d: float = min(self.cap, self.base * (2 ** min(attempt, 32)))
         return d * random.uniform(1 - self.jitter, 1 + self.jitter)
 
 
@@ -51,8 +51,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)

@@ -84,7 +84,7 @@ class HttpSender:
         content_type: str = "application/json",
         gzip: bool | None = None,
         params: Mapping[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
+        auth: tuple[str | bytes, str | bytes] | None = None,
     ) -> httpx.Response:
         """POST ``body``; transport failures raise :class:`RetryableError`.
 
@@ -100,9 +100,17 @@ class HttpSender:
             body = _gzip.compress(body, compresslevel=5)
             hdrs["Content-Encoding"] = "gzip"
         try:
-            return self._http().post(url, content=body, headers=hdrs, params=params, auth=auth)
+            return self._http().post(
+                url,
+                content=body,
+                headers=hdrs,
+                params=params,
+                auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth,
+            )
         except httpx.TimeoutException as exc:
-            raise RetryableError(f"timed out after {self.timeout}s ({type(exc).__name__})") from None
+            raise RetryableError(
+                f"timed out after {self.timeout}s ({type(exc).__name__})"
+            ) from None
         except httpx.TransportError as exc:
             raise RetryableError(f"connection failed: {type(exc).__name__}: {exc}") from None
 

@@ -7,6 +7,7 @@ import logging
 import threading
 
 import pytest
+from _helpers import ScriptedProvider
 
 from fanout import BatchLimits, BatchTooLarge, PermanentError, RetryableError
 from fanout._channel import Channel
@@ -14,14 +15,14 @@ from fanout._config import DeliveryOptions
 from fanout._deadletter import DeadLetters
 from fanout._events import build_event
 
-from _helpers import ScriptedProvider
-
 FAST = {"retry_base": 0.01, "retry_cap": 0.05, "flush_interval": 0.05}
 
 
 def events(n, size=0, prefix="e"):
     props = {"pad": "x" * size} if size else None
-    return [build_event("track", name=f"{prefix}{i}", person_id="u", properties=props) for i in range(n)]
+    return [
+        build_event("track", name=f"{prefix}{i}", person_id="u", properties=props) for i in range(n)
+    ]
 
 
 def run_channel(provider, evs, *, limits=None, timeout=10, **options):

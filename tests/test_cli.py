@@ -9,18 +9,38 @@ import sys
 
 
 def fanout(*args, env=None):
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("FANOUT_", "POSTHOG_", "SEGMENT_", "MIXPANEL_"))}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("FANOUT_", "POSTHOG_", "SEGMENT_", "MIXPANEL_"))
+    }
     full.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "fanout.cli", *args], env=full, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fanout.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_track_prints_event_id_and_sends(tmp_path):
     out = tmp_path / "events.jsonl"
     proc = fanout(
-        "track", "signup", "--person", "u1", "-p", "plan=pro", "-p", "seats=3", "-p", 'meta={"a":[1]}',
-        "--event-id", "evt_1", "-P", "console",
+        "track",
+        "signup",
+        "--person",
+        "u1",
+        "-p",
+        "plan=pro",
+        "-p",
+        "seats=3",
+        "-p",
+        'meta={"a":[1]}',
+        "--event-id",
+        "evt_1",
+        "-P",
+        "console",
         env={"FANOUT_CONSOLE_FILE": str(out)},
     )
     assert proc.returncode == 0, proc.stderr
@@ -32,11 +52,25 @@ def test_track_prints_event_id_and_sends(tmp_path):
 
 def test_identify(tmp_path):
     out = tmp_path / "events.jsonl"
-    proc = fanout("identify", "u1", "--anonymous", "a1", "-t", "email=a@b.c", "-P", "console", "-q",
-                  env={"FANOUT_CONSOLE_FILE": str(out)})
+    proc = fanout(
+        "identify",
+        "u1",
+        "--anonymous",
+        "a1",
+        "-t",
+        "email=a@b.c",
+        "-P",
+        "console",
+        "-q",
+        env={"FANOUT_CONSOLE_FILE": str(out)},
+    )
     assert proc.returncode == 0 and proc.stdout == ""
     event = json.loads(out.read_text())
-    assert (event["kind"], event["anonymous_id"], event["traits"]) == ("identify", "a1", {"email": "a@b.c"})
+    assert (event["kind"], event["anonymous_id"], event["traits"]) == (
+        "identify",
+        "a1",
+        {"email": "a@b.c"},
+    )
 
 
 def test_bad_input_exits_2_with_message_on_stderr():
@@ -64,9 +98,15 @@ def test_check_send_test_event_reports_per_provider():
 def test_check_send_test_event_fails_with_exit_1_when_backend_is_down():
     # The native collector on a closed port: connection refused, retried, still pending.
     proc = fanout(
-        "check", "--send-test-event", "--timeout", "1",
-        env={"FANOUT_PROVIDERS": "collector", "FANOUT_COLLECTOR_URL": "http://127.0.0.1:9",
-             "FANOUT_COLLECTOR_KEY": "sk_test_secret"},
+        "check",
+        "--send-test-event",
+        "--timeout",
+        "1",
+        env={
+            "FANOUT_PROVIDERS": "collector",
+            "FANOUT_COLLECTOR_URL": "http://127.0.0.1:9",
+            "FANOUT_COLLECTOR_KEY": "sk_test_secret",
+        },
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "collector" in proc.stdout

@@ -19,7 +19,9 @@ class KeyedProvider(InMemoryProvider):
         self.config = config
 
     def send(self, batch):
-        raise fanout.PermanentError(f"401 for key {self.config.settings['api_key']}", status_code=401)
+        raise fanout.PermanentError(
+            f"401 for key {self.config.settings['api_key']}", status_code=401
+        )
 
 
 class KeyedPlugin:
@@ -84,7 +86,11 @@ def test_malformed_secret_setting_never_echoes_value(make_client):
     class P:
         @fanout.hookimpl
         def register_providers(self, register):
-            register("sec", InMemoryProvider, settings=[Setting("key", secret=True, required=True, parse=int)])
+            register(
+                "sec",
+                InMemoryProvider,
+                settings=[Setting("key", secret=True, required=True, parse=int)],
+            )
 
     with pytest.raises(ConfigError) as info:
         make_client(environ={"FANOUT_SEC_KEY": SECRET}, plugins=[P()])

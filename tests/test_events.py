@@ -79,7 +79,10 @@ def test_event_is_immutable_and_snapshots_caller_data():
         ({"name": "", "person_id": "u"}, "name"),
         ({"name": 5, "person_id": "u"}, "name"),
         ({"name": "x", "person_id": ""}, "person_id"),
-        ({"name": "x", "person_id": "u", "properties": {"a": {"b": [1, float("nan")]}}}, "properties.a.b[1]"),
+        (
+            {"name": "x", "person_id": "u", "properties": {"a": {"b": [1, float("nan")]}}},
+            "properties.a.b[1]",
+        ),
         ({"name": "x", "person_id": "u", "properties": {"a": float("inf")}}, "properties.a"),
         ({"name": "x", "person_id": "u", "properties": {"a": {1: "x"}}}, "properties.a"),
         ({"name": "x", "person_id": "u", "properties": {"o": [object()]}}, "properties.o[0]"),
@@ -119,7 +122,9 @@ def test_size_limit():
     # non-ASCII text counts by its UTF-8 size, not its length
     with pytest.raises(InvalidEvent):
         build_event("track", name="x", person_id="u", properties={"t": "€" * 90_000})
-    assert build_event("track", name="x", person_id="u", properties={"t": "€" * 80_000}).size > 240_000
+    assert (
+        build_event("track", name="x", person_id="u", properties={"t": "€" * 80_000}).size > 240_000
+    )
 
 
 def test_kind_specific_rules():

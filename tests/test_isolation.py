@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import threading
 
+from _helpers import HangingProvider, RaisingProvider
 from werkzeug import Request, Response
 
 from fanout.http import HttpSender, encode_json, raise_for_status
-
-from _helpers import HangingProvider, RaisingProvider
 
 
 class HttpProvider:
@@ -26,7 +25,9 @@ class HttpProvider:
         self.http.close()
 
 
-def test_healthy_provider_gets_everything_beside_raising_hanging_and_500(make_client, memory, httpserver):
+def test_healthy_provider_gets_everything_beside_raising_hanging_and_500(
+    make_client, memory, httpserver
+):
     hits = []
     lock = threading.Lock()
 
@@ -63,7 +64,7 @@ def test_healthy_provider_gets_everything_beside_raising_hanging_and_500(make_cl
 def test_shutdown_accounts_for_everything(make_client, memory):
     hanging = HangingProvider()
     client = make_client(providers=[hanging, memory], batch_size=5, flush_interval=0.05)
-    for i in range(40):
+    for _ in range(40):
         client.track("x", person_id="u")
     report = client.shutdown(timeout=1)
     assert report["memory"].delivered == 40

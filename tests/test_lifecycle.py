@@ -66,7 +66,9 @@ def poster_plugin(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_fork_child_works_and_parent_events_are_not_sent_twice(httpserver, poster_plugin, make_client):
+def test_fork_child_works_and_parent_events_are_not_sent_twice(
+    httpserver, poster_plugin, make_client
+):
     received = _collecting_server(httpserver)
     plugin, _ = poster_plugin
     client = make_client(
@@ -99,7 +101,11 @@ def test_fork_child_works_and_parent_events_are_not_sent_twice(httpserver, poste
 
 
 def _run(code: str, env: dict[str, str], tmp_path) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **env, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    full_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=full_env,

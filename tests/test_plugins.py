@@ -38,7 +38,9 @@ def install_fake_distribution(site, dist, module, source):
     info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[fanout]\n{module.removeprefix('fanout_')} = {module}\n")
+    (info / "entry_points.txt").write_text(
+        f"[fanout]\n{module.removeprefix('fanout_')} = {module}\n"
+    )
 
 
 @pytest.fixture
@@ -53,7 +55,11 @@ def run(site, code, **env):
     full = {**os.environ, "PYTHONPATH": str(site), **env}
     full.pop("FANOUT_PROVIDERS", None) if "FANOUT_PROVIDERS" not in env else None
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=full, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

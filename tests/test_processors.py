@@ -21,7 +21,11 @@ def test_anonymize_ip(ip, expected):
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [("anonymize", {"ip": "203.0.113.0", "ua": "x"}), ("drop", {"ua": "x"}), ("keep", {"ip": "203.0.113.77", "ua": "x"})],
+    [
+        ("anonymize", {"ip": "203.0.113.0", "ua": "x"}),
+        ("drop", {"ua": "x"}),
+        ("keep", {"ip": "203.0.113.77", "ua": "x"}),
+    ],
 )
 def test_ip_modes(make_client, memory, mode, expected):
     c = make_client(providers=[memory], sync=True, environ={"FANOUT_IP": mode})

@@ -55,7 +55,9 @@ def _register_plugin_commands() -> None:
         try:
             impl.function(cli=main)
         except Exception as exc:  # noqa: BLE001
-            click.echo(f"fanout: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True)
+            click.echo(
+                f"fanout: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True
+            )
 
 
 _register_builtin_commands()

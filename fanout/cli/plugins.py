@@ -83,7 +83,11 @@ def plugins_command(as_json: bool) -> None:
         click.echo(f"  {r['provider']:<12} {mark}  from {r['plugin']}  {r['description']}")
         for s in r["settings"]:
             flag = " (secret)" if s["secret"] else ""
-            where = f"= {s['value']!s}  [{s['set_by'] or 'default'}]" if s["set_by"] or s["value"] else "not set"
+            where = (
+                f"= {s['value']!s}  [{s['set_by'] or 'default'}]"
+                if s["set_by"] or s["value"]
+                else "not set"
+            )
             req = "required" if s["required"] else "optional"
             click.echo(f"      {s['env'][0]:<32} {req}{flag}  {where}")
         if r["missing"]:

@@ -1,0 +1,194 @@
+"""Caller-thread cost of ``track()``, beside the floor and the PostHog SDK, in one run.
+
+    python benchmarks/hot_path.py [--calls 20000] [--reps 5]
+
+Prints mean / p50 / p99 µs per call for: ``queue.Queue.put_nowait(dict)`` (the floor),
+fanout with 1 provider (null) and with 4 (null, memory, console to /dev/null, a second
+memory), and, when ``posthog`` is installed, ``Posthog.capture()`` against a local sink.
+Then a burst of 50,000 events with default settings (drops must be 0) and the memory each
+queued event costs. Medians over repetitions; ratios against PostHog from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import queue
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fanout  # noqa: E402
+from fanout.testing import InMemoryProvider  # noqa: E402
+
+PROPS = {"plan": "pro", "amount": 4999, "currency": "usd", "coupon": None, "seats": 3}
+
+
+def measure(call: Callable[[int], object], calls: int, reps: int) -> dict[str, float]:
+    """Per-call nanoseconds over ``reps`` runs; summary statistics are medians across runs."""
+    means, p50s, p99s = [], [], []
+    clock = time.perf_counter_ns
+    for _ in range(reps):
+        samples = [0] * calls
+        for i in range(calls):
+            t0 = clock()
+            call(i)
+            samples[i] = clock() - t0
+        samples.sort()
+        means.append(sum(samples) / calls)
+        p50s.append(samples[calls // 2])
+        p99s.append(samples[int(calls * 0.99)])
+    return {
+        "mean": statistics.median(means) / 1000,
+        "p50": statistics.median(p50s) / 1000,
+        "p99": statistics.median(p99s) / 1000,
+    }
+
+
+def fanout_client(n_providers: int) -> fanout.Client:
+    providers: list[str | fanout.Provider] = [
+        "null",
+        "memory",
+        "console",
+        InMemoryProvider("memory2"),
+    ]
+    return fanout.Client(
+        providers=providers[:n_providers],
+        settings={"console": {"file": os.devnull}} if n_providers >= 3 else None,
+        load_entry_points=False,
+        environ={},
+        register_atexit=False,
+    )
+
+
+def bench_fanout(n: int, calls: int, reps: int) -> dict[str, float]:
+    client = fanout_client(n)
+    try:
+        return measure(
+            lambda i: client.track("checkout.finished", person_id="user_123", properties=PROPS),
+            calls,
+            reps,
+        )
+    finally:
+        client.shutdown(timeout=30)
+
+
+def bench_queue(calls: int, reps: int) -> dict[str, float]:
+    q: queue.Queue[dict[str, object]] = queue.Queue()
+
+    def put(i: int) -> None:
+        q.put_nowait({"event": "checkout.finished", "distinct_id": "user_123", "properties": PROPS})
+
+    return measure(put, calls, reps)
+
+
+def bench_posthog(calls: int, reps: int) -> dict[str, float] | None:
+    try:
+        from posthog import Posthog
+    except ImportError:
+        return None
+    from _sink import Sink
+
+    with Sink() as url:
+        # A queue large enough that the SDK does not drop during the measurement.
+        ph = Posthog("phc_benchmark", host=url, max_queue_size=calls * reps + 1, thread=1)
+        try:
+            return measure(
+                lambda i: ph.capture("checkout.finished", distinct_id="user_123", properties=PROPS),
+                calls,
+                reps,
+            )
+        finally:
+            ph.shutdown()
+
+
+def burst(n: int) -> dict[str, float]:
+    """``n`` events as fast as possible with default settings, 4 providers; count drops."""
+    client = fanout_client(4)
+    t0 = time.perf_counter()
+    for i in range(n):
+        client.track("burst", person_id=f"u{i % 100}", properties={**PROPS, "i": i})
+    elapsed = time.perf_counter() - t0
+    report = client.shutdown(timeout=120)
+    return {
+        "events": n,
+        "seconds": elapsed,
+        "dropped": sum(r.dropped for r in report.values()),
+        "delivered_min": min(r.delivered for r in report.values()),
+    }
+
+
+def memory_per_event(n: int) -> float:
+    """Bytes per queued event (shared by all channels), from tracemalloc."""
+    client = fanout.Client(
+        providers=["null", "null2"] if False else [InMemoryProvider("a"), InMemoryProvider("b")],
+        load_entry_points=False,
+        environ={},
+        register_atexit=False,
+        flush_interval=3600,
+        batch_size=10_000_000 // 1000,
+    )
+    for ch in client._channels:
+        ch._batch_events = 10**9  # keep everything queued while measuring
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        client.track("burst", person_id=f"u{i % 100}", properties={**PROPS, "i": i})
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    queued = client.stats()["a"].pending
+    client.shutdown(timeout=30)
+    return (after - before) / max(queued, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--burst", type=int, default=50_000)
+    args = parser.parse_args()
+
+    rows: list[tuple[str, dict[str, float] | None]] = [
+        ("queue.Queue.put_nowait(dict)", bench_queue(args.calls, args.reps)),
+        ("fanout track(), 1 provider", bench_fanout(1, args.calls, args.reps)),
+        ("fanout track(), 4 providers", bench_fanout(4, args.calls, args.reps)),
+        ("posthog capture() (SDK)", bench_posthog(args.calls, args.reps)),
+    ]
+    ph = rows[3][1]
+    print(f"caller-thread cost, {args.calls:,} calls x {args.reps} reps (medians of runs), µs")
+    print(f"{'':34} {'mean':>8} {'p50':>8} {'p99':>8} {'mean / posthog':>15}")
+    for name, r in rows:
+        if r is None:
+            print(f"{name:34} {'(posthog not installed)':>26}")
+            continue
+        ratio = f"{r['mean'] / ph['mean']:.2f}" if ph else "-"
+        print(f"{name:34} {r['mean']:8.2f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:>15}")
+    four = rows[2][1]
+    assert four is not None
+    print()
+    print(f"4 providers: p99 / mean = {four['p99'] / four['mean']:.2f} (target < 3)")
+    if ph:
+        print(
+            f"4 providers: mean / PostHog capture() = {four['mean'] / ph['mean']:.2f}"
+            " (target <= 0.25)"
+        )
+    b = burst(args.burst)
+    print()
+    print(
+        f"burst of {b['events']:,} events, default settings, 4 providers: "
+        f"{b['seconds']:.2f}s on the caller, dropped {b['dropped']}, "
+        f"every provider delivered >= {b['delivered_min']:,}"
+    )
+    per = memory_per_event(20_000)
+    print(f"memory per queued event (shared by every channel): {per:,.0f} bytes")
+
+
+if __name__ == "__main__":
+    main()
