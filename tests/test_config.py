@@ -157,3 +157,13 @@ def test_secrets_never_in_reprs_logs_errors_or_dead_letters(make_client, caplog,
     assert failures and "***" in failures[0].error
     for text in texts:
         assert SECRET not in text
+
+
+def test_every_core_variable_is_documented():
+    from pathlib import Path
+
+    from fanout._config import ENV_VARS
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    missing = [v.name for v in ENV_VARS if f"`{v.name}`" not in doc]
+    assert missing == []
