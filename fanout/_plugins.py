@@ -101,6 +101,8 @@ def load_registry(
     if load_entry_points:
         _load_entry_points(pm, infos, allow=None if allow is None else set(allow), deny=set(deny))
     for plugin in extra_plugins:
+        if pm.is_registered(plugin):  # also installed as an entry point: load it once
+            continue
         name = pm.register(plugin)
         if name is not None:
             infos[name] = PluginInfo(name, loaded=True)

@@ -147,3 +147,12 @@ def test_factory_failure_is_plugin_error_naming_provider(make_client):
 
     with pytest.raises(fanout.PluginError, match="flaky"):
         make_client(plugins=[P()], providers=["flaky"])
+
+
+def test_plugin_passed_in_process_and_installed_as_entry_point_loads_once(site, monkeypatch):
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("GOOD_TOKEN", "t")
+    import fanout_good
+
+    registry = load_registry(extra_plugins=[fanout_good])
+    assert "good" in registry.providers and "good" not in registry.conflicts
