@@ -94,3 +94,28 @@ def test_insert_id_format() -> None:
         derived = insert_id(raw)
         assert len(derived) == 36 and derived.isalnum() and derived == insert_id(raw)
     assert insert_id("evt_1") != insert_id("evt_2")
+
+
+def test_unimportable_sdk_breaks_only_this_plugin() -> None:
+    """With the mixpanel SDK unimportable the plugin fails to load, fanout says so, and the
+    client still starts with the other providers."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.modules["mixpanel"] = None  # import mixpanel → ImportError
+        import fanout
+        client = fanout.Client(providers=["console"], environ={{"MIXPANEL_TOKEN": {TOKEN!r}}},
+                               register_atexit=False)
+        info = [p for p in client.registry.plugins if p.name == "mixpanel"][0]
+        print(json.dumps({{"providers": client.providers, "loaded": info.loaded,
+                          "error": info.error}}))
+        client.shutdown(timeout=1)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["providers"] == ["console"]
+    assert info["loaded"] is False and "mixpanel" in info["error"]
+    assert TOKEN not in out.stdout + out.stderr
