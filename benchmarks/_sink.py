@@ -1,8 +1,17 @@
-"""A do-nothing HTTP sink on 127.0.0.1 for benchmarks: reads the body, answers 200 ``{}``."""
+"""A do-nothing HTTP sink for benchmarks, in its own process so it costs the measured
+process nothing: reads each body, answers 200 ``{"status": 1}`` (which every provider
+here and Mixpanel's SDK read as success).
+
+    with Sink() as url: ...        # starts ``python _sink.py PORT``, stops it on exit
+"""
 
 from __future__ import annotations
 
-import threading
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -12,7 +21,6 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        self.server.requests += 1  # type: ignore[attr-defined]
         body = b'{"status": 1}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -27,16 +35,35 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Sink:
-    """``with Sink() as url:`` a local server that accepts anything, stopped on exit."""
+    """``with Sink() as url:`` a local sink process on 127.0.0.1, terminated on exit."""
 
     def __enter__(self) -> str:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.requests = 0  # type: ignore[attr-defined]
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/", timeout=1).read()
+                return url
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError("benchmark sink did not start") from None
+                time.sleep(0.05)
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+if __name__ == "__main__":
+    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), _Handler)
+    server.daemon_threads = True
+    server.serve_forever()

@@ -58,8 +58,13 @@ async def _sink_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": b'{"status": 1}'})
 
 
@@ -82,7 +87,9 @@ def sink() -> Iterator[str]:
     """The do-nothing sink in a uvicorn subprocess."""
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--sink"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -108,11 +115,19 @@ def _serve_sink() -> None:
 @contextmanager
 def collector(db: Path) -> Iterator[tuple[str, str]]:
     """``fanout collector serve`` in a subprocess on a fresh database: (url, key)."""
-    created = subprocess.run([*FANOUT, "collector", "keys", "create", "--label", "bench",
-                              "--db", str(db)], capture_output=True, text=True, check=True)
+    created = subprocess.run(
+        [*FANOUT, "collector", "keys", "create", "--label", "bench", "--db", str(db)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = created.stdout.strip()
-    proc = subprocess.Popen([*FANOUT, "collector", "serve", "--port", "0", "--db", str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [*FANOUT, "collector", "serve", "--port", "0", "--db", str(db)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip().removeprefix("listening on ")
@@ -140,15 +155,18 @@ def fanout_round(url: str, key: str, n: int, batch: int, gzip: bool) -> tuple[fl
 
     provider = CollectorProvider(url, key, gzip_min_bytes=1024 if gzip else None)
     client = fanout.Client(
-        providers=[provider], environ={}, register_atexit=False, load_entry_points=False,
-        batch_size=batch, queue_size=n + 1,
+        providers=[provider],
+        environ={},
+        register_atexit=False,
+        load_entry_points=False,
+        batch_size=batch,
+        queue_size=n + 1,
     )
     # The provider object carries the same limits the registered spec declares.
     try:
         cpu, start = time.process_time(), time.perf_counter()
         for i in range(n):
-            client.track("checkout.finished", person_id=f"user_{i % 1000}",
-                         properties=PROPERTIES)
+            client.track("checkout.finished", person_id=f"user_{i % 1000}", properties=PROPERTIES)
         report = client.flush(timeout=300)
         end, cpu_end = time.perf_counter(), time.process_time()
     finally:
@@ -163,13 +181,20 @@ def posthog_round(url: str, n: int, batch: int) -> tuple[float, float]:
     from posthog import Posthog
 
     errors: list[object] = []
-    client = Posthog("phc_bench", host=url, flush_at=batch, max_queue_size=n + 1,
-                     on_error=lambda e, b: errors.append(e), gzip=False)
+    client = Posthog(
+        "phc_bench",
+        host=url,
+        flush_at=batch,
+        max_queue_size=n + 1,
+        on_error=lambda e, b: errors.append(e),
+        gzip=False,
+    )
     try:
         cpu, start = time.process_time(), time.perf_counter()
         for i in range(n):
-            client.capture("checkout.finished", distinct_id=f"user_{i % 1000}",
-                           properties=PROPERTIES)
+            client.capture(
+                "checkout.finished", distinct_id=f"user_{i % 1000}", properties=PROPERTIES
+            )
         client.flush()
         end, cpu_end = time.perf_counter(), time.process_time()
     finally:
@@ -183,8 +208,14 @@ def segment_round(url: str, n: int, batch: int) -> tuple[float, float]:
     from segment.analytics import Client
 
     errors: list[object] = []
-    client = Client("bench-key", host=url, upload_size=min(batch, 100), gzip=False,
-                    max_queue_size=n + 1, on_error=lambda e, b: errors.append(e))
+    client = Client(
+        "bench-key",
+        host=url,
+        upload_size=min(batch, 100),
+        gzip=False,
+        max_queue_size=n + 1,
+        on_error=lambda e, b: errors.append(e),
+    )
     try:
         cpu, start = time.process_time(), time.perf_counter()
         for i in range(n):
@@ -236,8 +267,11 @@ def main() -> None:
             for name in contenders:
                 results[name].append(rounds[name](r))
                 wall, cpu = results[name][-1]
-                print(f"round {r + 1} {name:<8} {n / wall:>9,.0f} ev/s  "
-                      f"{cpu / n * 1e6:6.1f} µs CPU/ev", file=sys.stderr)
+                print(
+                    f"round {r + 1} {name:<8} {n / wall:>9,.0f} ev/s  "
+                    f"{cpu / n * 1e6:6.1f} µs CPU/ev",
+                    file=sys.stderr,
+                )
     _table(n, results)
 
 
@@ -250,13 +284,19 @@ def _table(n: int, results: dict[str, list[tuple[float, float]]]) -> None:
     rate = {k: n / statistics.median(w for w, _ in v) for k, v in results.items()}
     cpu = {k: statistics.median(c for _, c in v) / n * 1e6 for k, v in results.items()}
     base = "fanout" if "fanout" in results else next(iter(results))
-    print(f"\n{n} events per round, {len(next(iter(results.values())))} rounds, medians; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'contender':<34} {'events/s':>10} {'vs fanout':>10} {'client CPU µs/ev':>17} "
-          f"{'vs fanout':>10}")
+    print(
+        f"\n{n} events per round, {len(next(iter(results.values())))} rounds, medians; "
+        f"{os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'contender':<34} {'events/s':>10} {'vs fanout':>10} {'client CPU µs/ev':>17} "
+        f"{'vs fanout':>10}"
+    )
     for k in results:
-        print(f"{labels[k]:<34} {rate[k]:>10,.0f} {rate[k] / rate[base]:>9.2f}x "
-              f"{cpu[k]:>17.1f} {cpu[k] / cpu[base]:>9.2f}x")
+        print(
+            f"{labels[k]:<34} {rate[k]:>10,.0f} {rate[k] / rate[base]:>9.2f}x "
+            f"{cpu[k]:>17.1f} {cpu[k] / cpu[base]:>9.2f}x"
+        )
     print(json.dumps({"events": n, "events_per_s": rate, "client_cpu_us_per_event": cpu}))
 
 
