@@ -75,7 +75,7 @@ def _collector_factory(config: ProviderConfig) -> Provider:
     return CollectorProvider.from_config(config)
 
 
-def _memory_factory(config: ProviderConfig) -> object:
+def _memory_factory(config: ProviderConfig) -> Provider:
     from ..testing import InMemoryProvider
 
     return InMemoryProvider()
