@@ -36,10 +36,8 @@ def _register_builtin_commands() -> None:
     main.add_command(send.track_command)
     main.add_command(send.identify_command)
     main.add_command(demo.demo_command)
-    try:
-        from . import collector
-    except ImportError:  # TODO(lead): drop once fanout/cli/collector.py lands
-        return
+    from . import collector
+
     main.add_command(collector.collector_group)
 
 
