@@ -68,22 +68,9 @@ __all__ = [
     "track",
 ]
 
-for _name in (
-    "BatchLimits",
-    "BatchTooLarge",
-    "ChannelReport",
-    "ConfigError",
-    "DeliveryError",
-    "DeliveryFailure",
-    "Event",
-    "FanoutError",
-    "FlushReport",
-    "InvalidEvent",
-    "PermanentError",
-    "PluginError",
-    "ProviderConfig",
-    "RetryableError",
-    "Setting",
-):
-    globals()[_name].__module__ = "fanout"
-del _name
+# Public classes read as ``fanout.Client`` in reprs and tracebacks, not as private modules.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("fanout."):
+        _obj.__module__ = "fanout"
+del _name, _obj
