@@ -119,3 +119,18 @@ def test_unimportable_sdk_breaks_only_this_plugin() -> None:
     assert info["providers"] == ["console"]
     assert info["loaded"] is False and "mixpanel" in info["error"]
     assert TOKEN not in out.stdout + out.stderr
+
+
+def test_form_quote_is_quote_plus() -> None:
+    from urllib.parse import quote_plus
+
+    from fanout_mixpanel._provider import form_quote
+
+    samples = [
+        "".join(chr(i) for i in range(128)),
+        '[{"event":"a b","properties":{"x":"100% +&=?#","$insert_id":"e-1"}}]',
+        "caf\u00e9 \u2603",  # not ASCII: falls back to quote_plus itself
+        "",
+    ]
+    for text in samples:
+        assert form_quote(text) == quote_plus(text)

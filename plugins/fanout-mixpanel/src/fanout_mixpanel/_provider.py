@@ -27,7 +27,7 @@ import datetime as _dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import httpx
 from mixpanel import json_dumps  # type: ignore[import-untyped]
@@ -206,7 +206,8 @@ class MixpanelProvider:
 
     def _post_form(self, endpoint: Endpoint, chunk: list[tuple[int, dict[str, Any]]]) -> None:
         data = json_dumps([record for _, record in chunk])
-        body = urlencode({"data": data, "verbose": 1, "ip": 0}).encode("ascii")
+        # What requests makes of the SDK's {"data": ..., "verbose": 1, "ip": 0}.
+        body = b"data=" + form_quote(data).encode("ascii") + b"&verbose=1&ip=0"
         _check_size(body, len(chunk), endpoint)
         response = self._http.post(self._url(endpoint), body, content_type=_FORM, gzip=False)
         raise_for_status(response, what=f"Mixpanel {_PATHS[endpoint]}")
@@ -285,6 +286,34 @@ class MixpanelProvider:
 
     def after_fork(self) -> None:
         self._http.after_fork()
+
+
+#: ASCII characters quote_plus() escapes, with their escapes (space is handled apart).
+_ESCAPES: Final = {
+    chr(i): f"%{i:02X}"
+    for i in range(128)
+    if chr(i) not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~ "
+}
+
+
+def form_quote(text: str) -> str:
+    """``urllib.parse.quote_plus(text)``, about twice as fast on the SDK's ASCII-only JSON.
+
+    ``quote_plus`` loops in Python over every byte; here one C-level ``str.replace`` runs
+    per distinct character to escape, ``%`` first so that no escape is escaped again.
+    """
+    if not text.isascii():
+        return quote_plus(text)
+    present = set(text)
+    if "%" in present:
+        text = text.replace("%", "%25")
+    for char in present:
+        escape = _ESCAPES.get(char)
+        if escape is not None and char != "%":
+            text = text.replace(char, escape)
+    if " " in present:
+        text = text.replace(" ", "+")
+    return text
 
 
 def _for_import(event: Event, record: dict[str, Any]) -> dict[str, Any]:
