@@ -147,7 +147,9 @@ class Event(NamedTuple):
 
 def format_timestamp(ts: _dt.datetime) -> str:
     """ISO 8601 in UTC with milliseconds and a ``Z``, as most collectors expect."""
-    return ts.astimezone(_UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if ts.tzinfo is not _UTC:  # events are normalised to UTC; others are converted
+        ts = ts.astimezone(_UTC)
+    return ts.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 # -- validation -------------------------------------------------------------------------
