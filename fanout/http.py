@@ -36,9 +36,15 @@ USER_AGENT = f"fanout/{__version__} (+https://pypi.org/project/fanout-analytics/
 _EXCERPT = 300
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_json(payload: Any) -> bytes:
-    """Compact UTF-8 JSON; the values are already JSON-safe (validated on the caller's side)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Compact UTF-8 JSON; the values are already JSON-safe (validated on the caller's side).
+
+    One shared encoder: ``json.dumps`` with keyword arguments builds a new one per call.
+    """
+    return _ENCODER.encode(payload).encode("utf-8")
 
 
 class HttpSender:

@@ -11,6 +11,10 @@ from typing import TextIO
 from .._events import Event
 from ..provider import ProviderConfig
 
+# One encoder for every call: json.dumps() with keyword arguments builds a new one each
+# time, which costs about as much as encoding a small event.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 class ConsoleProvider:
     def __init__(self, file: str = "-") -> None:
@@ -30,9 +34,7 @@ class ConsoleProvider:
         return self._stream
 
     def send(self, batch: Sequence[Event]) -> None:
-        text = "".join(
-            json.dumps(e.to_dict(), ensure_ascii=False, separators=(",", ":")) + "\n" for e in batch
-        )
+        text = "".join(_encode(e.to_dict()) + "\n" for e in batch)
         with self._lock:
             out = self._out()
             out.write(text)
