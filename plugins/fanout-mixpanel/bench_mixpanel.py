@@ -1,7 +1,7 @@
 """Events/s delivered to Mixpanel's /track: fanout's provider against the SDK's BufferedConsumer.
 
 Both send the same calls, in the same run, to the same local sink answering 200
-``{"status": 1, "error": null}`` (a process of its own, so it does not share the clients'
+``{"status": 1}`` (a process of its own, so it does not share the clients'
 GIL). A round is N ``track()`` calls from one thread, then wait until everything is
 delivered (fanout ``flush()``; ``BufferedConsumer.flush()`` for the SDK, which otherwise
 sends on the caller's thread every 50 calls). events/s is N over that wall time; the caller's
@@ -19,77 +19,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from pathlib import Path
 
 PROPERTIES = {"plan": "pro", "total": 42.5, "items": [{"sku": "A-1", "qty": 2}], "coupon": None}
 TOKEN = "bench-token"
 
 
 # -- the sink -----------------------------------------------------------------------------
+# The repository's shared benchmark sink (benchmarks/_sink.py): a process of its own that
+# answers 200 {"status": 1}, which BufferedConsumer and the provider both read as success.
 
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle on, the client's delayed ACK would
-    # add ~40 ms to every request and measure the sink instead of the contenders.
-    disable_nagle_algorithm = True
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = b'{"status": 1, "error": null}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def local_sink() -> Iterator[str]:
-    """A sink on 127.0.0.1 in a child process; stopped on exit."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/ping", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the benchmark sink did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _sink import Sink as local_sink  # type: ignore[import-not-found]  # noqa: E402
 
 # -- contenders ---------------------------------------------------------------------------
 
@@ -194,13 +139,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sink", help="URL of a running sink (default: start one)")
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve is not None:
-        server = ThreadingHTTPServer(("127.0.0.1", args.serve), _Handler)
-        server.daemon_threads = True
-        server.serve_forever()
-        return
     r = bench(args.sink, events=args.events, rounds=args.rounds)
     print(f"mixpanel /track, {args.events} events x {args.rounds} rounds (medians):")
     print(
