@@ -24,9 +24,9 @@ from ._deadletter import DeadLetters
 from ._events import Event, build_event
 from ._exceptions import ConfigError, FanoutError, InvalidEvent, PluginError
 from ._plugins import Registry, load_registry
-from ._report import ChannelReport, FlushReport
+from ._report import FlushReport
 from .processors import IPMode, Processor, ip_processor
-from .provider import BatchLimits, Provider, ProviderConfig, ProviderSpec
+from .provider import ALL_KINDS, BatchLimits, Provider, ProviderConfig, ProviderSpec
 
 __all__ = ["Client", "ClientState"]
 
@@ -134,7 +134,9 @@ class Client:
             else None
         )
         self._channels: list[Channel] = []
-        built: list[tuple[str, Provider, ProviderSpec | None]] = []
+        # (name, provider, limits, kinds): registered providers carry their declaration;
+        # provider objects passed in may carry `limits` / `kinds` attributes.
+        built: list[tuple[str, Provider, BatchLimits, frozenset[str]]] = []
         names = self._select_providers(env, explicit=providers is not None, instances=instances)
         settings = settings or {}
         delivery = delivery or {}
@@ -146,12 +148,14 @@ class Client:
                     str(values[s.field]) for s in spec.settings if s.secret and values.get(s.field)
                 ]
                 opts = resolve_delivery(name, env, global_kwargs, delivery.get(name, {}))
-                built.append((name, self._build(spec, values, opts.request_timeout), spec))
+                provider = self._build(spec, values, opts.request_timeout)
+                built.append((name, provider, spec.limits, spec.kinds))
             for inst in instances:
-                built.append((_instance_name(inst), inst, None))
+                limits = getattr(inst, "limits", BatchLimits())
+                kinds = frozenset(getattr(inst, "kinds", ALL_KINDS))
+                built.append((_instance_name(inst), inst, limits, kinds))
             seen: set[str] = set()
-            for name, provider, maybe_spec in built:
-                spec_or_none: ProviderSpec | None = maybe_spec
+            for name, provider, limits, kinds in built:
                 if name in seen:
                     raise ConfigError(f"provider {name!r} is enabled twice", variable="providers")
                 seen.add(name)
@@ -160,32 +164,21 @@ class Client:
                         name,
                         provider,
                         options=resolve_delivery(name, env, global_kwargs, delivery.get(name, {})),
-                        limits=(
-                            spec_or_none.limits
-                            if spec_or_none
-                            else getattr(provider, "limits", BatchLimits())
-                        ),
-                        kinds=spec_or_none.kinds
-                        if spec_or_none
-                        else frozenset(
-                            getattr(
-                                provider, "kinds", ("identify", "track", "page", "alias", "group")
-                            )
-                        ),
+                        limits=limits,
+                        kinds=kinds,
                         dead_letters=dead_letters,
                         on_error=on_error,
                         redact=self.redact,
                     )
                 )
         except FanoutError:
-            for _, provider, _ in built:
+            for _, provider, _, _ in built:
                 _close_quietly(provider)
             raise
         self._processors = self._select_processors(processors)
         self._state = ClientState.OPEN
         self._shutdown_lock = threading.Lock()
         self._final_report: FlushReport | None = None
-        self._processor_drops = 0
         if register_atexit:
             _register_atexit(self)
         logger.debug("fanout client ready: providers %s", ", ".join(self.providers))
@@ -446,8 +439,7 @@ class Client:
                 except Exception:  # noqa: BLE001 - a broken processor must not lose the event
                     logger.exception("processor %r raised; event passed on unchanged", processor)
                     continue
-                if result is None:
-                    self._processor_drops += 1
+                if result is None:  # the processor filtered the event out on purpose
                     return
                 if not isinstance(result, Event):
                     logger.error("processor %r returned %r, not an Event", processor, type(result))
@@ -521,12 +513,6 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
-
-    def report_for(self, provider: str) -> ChannelReport:
-        for channel in self._channels:
-            if channel.name == provider:
-                return channel.report()
-        raise KeyError(provider)
 
 
 Client.__module__ = "fanout"

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from .._client import Client
 from .._report import FlushReport
 from ._common import build_client, parse_pairs, user_errors
 
 
-def _finish(client: Any, event_id: str, timeout: float, quiet: bool) -> None:
+def _send(
+    providers: tuple[str, ...], timeout: float, quiet: bool, call: Callable[[Client], str]
+) -> None:
+    """Build a client, make one call, shut down within ``timeout`` and report; exit 1 unless
+    every provider got the event."""
+    client = build_client(providers, register_atexit=False)
+    with user_errors():
+        event_id = call(client)
     report: FlushReport = client.shutdown(timeout=timeout)
     if not quiet:
         click.echo(event_id)
@@ -54,17 +63,19 @@ def track_command(
 ) -> None:
     """Track event NAME; prints its event id. Exit 1 if any provider did not get it."""
     properties = parse_pairs(props, "--property")
-    client = build_client(providers, register_atexit=False)
-    with user_errors():
-        eid = client.track(
+    _send(
+        providers,
+        timeout,
+        quiet,
+        lambda client: client.track(
             name,
             person_id=person_id,
             anonymous_id=anonymous_id,
             properties=properties,
             event_id=event_id,
             timestamp=timestamp,
-        )
-    _finish(client, eid, timeout, quiet)
+        ),
+    )
 
 
 @click.command("identify")
@@ -84,13 +95,15 @@ def identify_command(
 ) -> None:
     """Identify PERSON_ID with traits; prints the event id."""
     values = parse_pairs(traits, "--trait")
-    client = build_client(providers, register_atexit=False)
-    with user_errors():
-        eid = client.identify(
+    _send(
+        providers,
+        timeout,
+        quiet,
+        lambda client: client.identify(
             person_id,
             anonymous_id=anonymous_id,
             traits=values,
             event_id=event_id,
             timestamp=timestamp,
-        )
-    _finish(client, eid, timeout, quiet)
+        ),
+    )
