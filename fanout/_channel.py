@@ -146,7 +146,10 @@ class Channel:
             return
         if self._thread is None:
             self._ensure_worker()
-        if queued >= self._batch_events:
+        # Wake the worker once per full batch, not on every call while it is still on its
+        # way: setting an Event takes its Condition's lock in Python code. No wake-up is
+        # lost, because the worker clears the flag before it looks at the queue.
+        if queued >= self._batch_events and not self._wake.is_set():
             self._wake.set()
 
     def _ensure_worker(self) -> None:
