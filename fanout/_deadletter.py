@@ -8,13 +8,13 @@ canonical event, so ``fanout import`` can replay a file once the cause is fixed.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from ._events import Event
+from ._json import dumps
 from ._report import DeliveryFailure
 
 __all__ = ["DeadLetters"]
@@ -45,7 +45,7 @@ class DeadLetters:
     ) -> None:
         now = _dt.datetime.now(_dt.timezone.utc).isoformat()
         lines = "".join(
-            json.dumps(
+            dumps(
                 {
                     "provider": provider,
                     "reason": reason,
@@ -53,10 +53,8 @@ class DeadLetters:
                     "status_code": status_code,
                     "failed_at": now,
                     "event": e.to_dict(),
-                },
-                ensure_ascii=False,
-                separators=(",", ":"),
-            )
+                }
+            ).decode("utf-8")
             + "\n"
             for e in events
         )

@@ -19,12 +19,12 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from types import MappingProxyType
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, NoReturn
 
 from ._exceptions import InvalidEvent
+from ._json import dumps
 
-__all__ = ["Event", "EventKind", "build_event", "new_event_id", "SCHEMA_VERSION"]
+__all__ = ["Event", "EventKind", "ReadOnlyDict", "build_event", "new_event_id", "SCHEMA_VERSION"]
 
 EventKind = Literal["identify", "track", "page", "alias", "group"]
 KINDS: Final[frozenset[str]] = frozenset({"identify", "track", "page", "alias", "group"})
@@ -38,11 +38,45 @@ MAX_DEPTH: Final = 32
 MAX_ID_LENGTH: Final = 512
 MAX_NAME_LENGTH: Final = 512
 
-_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """An event's ``properties``, ``traits`` or ``context``: a dict that refuses changes.
+
+    A dict subclass rather than ``MappingProxyType``: JSON encoders (orjson and the
+    standard library's C encoder) write a dict subclass directly, while a mapping proxy
+    costs a conversion per mapping, per event, per provider. Nested containers are the
+    event's private copies, so nothing the caller holds can change a queued event.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("an event's data is read-only: derive a copy with event.replace(...)")
+
+    __setitem__ = __delitem__ = _refuse
+    clear = pop = popitem = setdefault = update = __ior__ = _refuse
+
+    def copy(self) -> dict[str, Any]:
+        """A plain, changeable dict."""
+        return dict(self)
+
+    def __reduce__(self) -> tuple[type[ReadOnlyDict], tuple[dict[str, Any]]]:
+        # Pickling and copy.copy() would otherwise rebuild it through __setitem__.
+        return (ReadOnlyDict, (dict(self),))
+
+
+_EMPTY: Final[Mapping[str, Any]] = ReadOnlyDict()
+_dict_set = dict.__setitem__
 _UTC = _dt.timezone.utc
-_VARIANT: Final = "89ab"
+# UUIDv7 layout: 48 bits of Unix milliseconds, version 7, 74 random bits, variant 0b10.
+_ID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+_ID_SET: Final = (0x7 << 76) | (0x2 << 62)
 _getrandbits = random.getrandbits
+_time_ns = time.time_ns
 _isfinite = math.isfinite
+_now = _dt.datetime.now
+_tuple_new = tuple.__new__
 
 
 def new_event_id() -> str:
@@ -54,8 +88,9 @@ def new_event_id() -> str:
     third of ``str(uuid.uuid4())`` on the caller's thread, and event ids need uniqueness,
     not secrecy.
     """
-    h = f"{time.time_ns() // 1_000_000:012x}{_getrandbits(80):020x}"
-    return f"{h[:8]}-{h[8:12]}-7{h[13:16]}-{_VARIANT[_getrandbits(2)]}{h[17:20]}-{h[20:32]}"
+    n = (_time_ns() // 1_000_000 << 80 | _getrandbits(80)) & _ID_CLEAR | _ID_SET
+    h = n.to_bytes(16, "big").hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Event(NamedTuple):
@@ -100,7 +135,21 @@ class Event(NamedTuple):
         return build_event(**data, max_bytes=None)
 
     def to_dict(self) -> dict[str, Any]:
-        """The canonical JSON form: fanout's native wire format and dead-letter format."""
+        """The canonical JSON form: fanout's native wire format and dead-letter format.
+
+        A new dict the caller may change; its mappings are copies of the event's.
+        """
+        data = self._canonical()
+        data["properties"] = dict(self.properties)
+        data["traits"] = dict(self.traits)
+        data["context"] = dict(self.context)
+        return data
+
+    def to_json(self) -> bytes:
+        """:meth:`to_dict` as compact UTF-8 JSON, encoded without copying the mappings."""
+        return dumps(self._canonical())
+
+    def _canonical(self) -> dict[str, Any]:
         return {
             "v": SCHEMA_VERSION,
             "kind": self.kind,
@@ -109,9 +158,9 @@ class Event(NamedTuple):
             "person_id": self.person_id,
             "anonymous_id": self.anonymous_id,
             "name": self.name,
-            "properties": dict(self.properties),
-            "traits": dict(self.traits),
-            "context": dict(self.context),
+            "properties": self.properties,
+            "traits": self.traits,
+            "context": self.context,
             "group": (
                 {"type": self.group_type, "id": self.group_id}
                 if self.group_id is not None
@@ -146,10 +195,22 @@ class Event(NamedTuple):
 
 
 def format_timestamp(ts: _dt.datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and a ``Z``, as most collectors expect."""
+    """ISO 8601 in UTC with milliseconds and a ``Z``, as most collectors expect.
+
+    Formatted field by field: half the cost of ``isoformat()`` plus slicing, and workers
+    format one per event.
+    """
     if ts.tzinfo is not _UTC:  # events are normalised to UTC; others are converted
         ts = ts.astimezone(_UTC)
-    return ts.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 - faster than an f-string
+        ts.year,
+        ts.month,
+        ts.day,
+        ts.hour,
+        ts.minute,
+        ts.second,
+        ts.microsecond // 1000,
+    )
 
 
 # -- validation -------------------------------------------------------------------------
@@ -176,16 +237,18 @@ def _path(field: str, keys: list[str | int]) -> str:
     return out
 
 
-def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], int]:
-    out = dict(value)
+def _json_object(
+    value: Mapping[Any, Any], depth: int, make: type[dict[str, Any]] = dict
+) -> tuple[dict[str, Any], int]:
+    out = make(value)
     size = 2
     for k, v in out.items():
         if type(k) is not str:
             if isinstance(k, str):
-                k2 = str(k)
-                del out[k]
-                out[k2] = v
-                return _json_object(out, depth)
+                plain = dict(out)
+                del plain[k]
+                plain[str(k)] = v
+                return _json_object(plain, depth, make)
             raise _Bad(f"has a non-string key {k!r}; JSON object keys must be strings")
         t = type(v)
         if t is str:
@@ -200,10 +263,11 @@ def _json_object(value: Mapping[Any, Any], depth: int) -> tuple[dict[str, Any], 
             size += len(k) + 28
         else:
             try:
-                out[k], n = _json_value(v, depth)
+                converted, n = _json_value(v, depth)
             except _Bad as e:
                 e.keys.append(k)
                 raise
+            _dict_set(out, k, converted)  # also for a ReadOnlyDict being built
             size += len(k) + 4 + n
     return out, size
 
@@ -280,18 +344,15 @@ def _json_value(value: Any, depth: int) -> tuple[Any, int]:
 
 
 def _mapping(value: Any, field: str) -> tuple[Mapping[str, Any], int]:
-    if value is None:
-        return _EMPTY, 0
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
         raise InvalidEvent(f"{field} must be a dict, not {type(value).__name__}", path=field)
     if not value:
         return _EMPTY, 0
     try:
-        out, size = _json_object(value, 1)
+        return _json_object(value, 1, ReadOnlyDict)
     except _Bad as e:
         path = _path(field, e.keys)
         raise InvalidEvent(f"{path} {e.message}", path=path) from None
-    return MappingProxyType(out), size
 
 
 def _identifier(value: Any, field: str) -> str | None:
@@ -362,10 +423,17 @@ def build_event(
     """Validate one call and build its ``Event``; raise ``InvalidEvent`` naming the culprit."""
     if kind not in KINDS:
         raise InvalidEvent(f"unknown event kind {kind!r}", path="kind")
-    # Plain, valid strings are by far the common case; only the rest pays for a call.
-    person = person_id if _plain_id(person_id) else _identifier(person_id, "person_id")
+    # None and plain, valid strings are by far the common cases; only the rest pays for
+    # a call to the full check.
+    person = (
+        person_id
+        if person_id is None or _plain_id(person_id)
+        else _identifier(person_id, "person_id")
+    )
     anonymous = (
-        anonymous_id if _plain_id(anonymous_id) else _identifier(anonymous_id, "anonymous_id")
+        anonymous_id
+        if anonymous_id is None or _plain_id(anonymous_id)
+        else _identifier(anonymous_id, "anonymous_id")
     )
     if person is None and anonymous is None:
         raise InvalidEvent("an event needs a person_id or an anonymous_id", path="person_id")
@@ -402,11 +470,8 @@ def build_event(
             "(FANOUT_MAX_EVENT_BYTES)",
             path="properties",
         )
-    ts = _dt.datetime.now(_UTC) if timestamp is None else _timestamp(timestamp)
-    return _new_event(
-        (kind, eid, ts, person, anonymous, name, props, trts, ctx, gtype, gid, prev, size)
+    ts = _now(_UTC) if timestamp is None else _timestamp(timestamp)
+    # The NamedTuple's own __new__ would check the fields by keyword again.
+    return _tuple_new(
+        Event, (kind, eid, ts, person, anonymous, name, props, trts, ctx, gtype, gid, prev, size)
     )
-
-
-def _new_event(fields: tuple[Any, ...]) -> Event:
-    return tuple.__new__(Event, fields)

@@ -31,11 +31,11 @@ from .._events import (
     SCHEMA_VERSION,
     format_timestamp,
 )
+from .._json import dumps
 from .protocol import Limits
 
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _IDENTITY: Final = frozenset({"", "identity"})
 
 
@@ -245,7 +245,7 @@ def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
         "previous_id": previous_id,
     }
     try:
-        body = _dumps(doc).encode("utf-8")
+        body = dumps(doc)
     except UnicodeEncodeError:
         raise _Reject("the event contains invalid UTF-8 (or a lone surrogate)") from None
     if len(body) > max_event:

@@ -13,9 +13,6 @@ message, log line or repr ever includes.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import math
-import time
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -23,6 +20,7 @@ import httpx
 
 from .._events import SCHEMA_VERSION, Event, format_timestamp
 from .._exceptions import BatchTooLarge, PermanentError
+from .._json import dumps
 from ..collector.protocol import BATCH_PATH, MAX_BATCH_BYTES, parse_url
 from ..http import HttpSender, raise_for_status
 from ..provider import ProviderConfig
@@ -34,7 +32,6 @@ __all__ = ["CollectorProvider", "parse_url", "GZIP_MIN_BYTES"]
 GZIP_MIN_BYTES: Final = 64 * 1024
 
 _UTC = _dt.timezone.utc
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class CollectorProvider:
@@ -77,7 +74,7 @@ class CollectorProvider:
             "batch": [_wire(e) for e in batch],
             "sent_at": format_timestamp(_dt.datetime.now(_UTC)),
         }
-        return _dumps(payload).encode("utf-8")
+        return dumps(payload)
 
     def send(self, batch: Sequence[Event]) -> None:
         body = self.encode(batch)
@@ -106,7 +103,7 @@ def _wire(e: Event) -> dict[str, Any]:
         "v": SCHEMA_VERSION,
         "kind": e.kind,
         "event_id": e.event_id,
-        "timestamp": _timestamp(e.timestamp),
+        "timestamp": format_timestamp(e.timestamp),
     }
     if e.person_id is not None:
         out["person_id"] = e.person_id
@@ -114,35 +111,18 @@ def _wire(e: Event) -> dict[str, Any]:
         out["anonymous_id"] = e.anonymous_id
     if e.name is not None:
         out["name"] = e.name
+    # The read-only mappings go in as they are; the encoder turns them into objects.
     if e.properties:
-        out["properties"] = dict(e.properties)
+        out["properties"] = e.properties
     if e.traits:
-        out["traits"] = dict(e.traits)
+        out["traits"] = e.traits
     if e.context:
-        out["context"] = dict(e.context)
+        out["context"] = e.context
     if e.group_id is not None:
         out["group"] = {"type": e.group_type, "id": e.group_id}
     if e.previous_id is not None:
         out["previous_id"] = e.previous_id
     return out
-
-
-_SECONDS: dict[int, str] = {}
-
-
-def _timestamp(ts: _dt.datetime) -> str:
-    """:func:`format_timestamp`, with the whole-second part cached: events of a batch share
-    a handful of seconds, and ``isoformat`` is a fifth of the per-event encoding cost."""
-    offset = ts.utcoffset()
-    if offset is None or offset.microseconds:
-        return format_timestamp(ts)
-    whole = math.floor(ts.timestamp())
-    prefix = _SECONDS.get(whole)
-    if prefix is None:
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        prefix = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{prefix}.{ts.microsecond // 1000:03d}Z"
 
 
 def _raise_for_rejections(response: httpx.Response, size: int) -> None:

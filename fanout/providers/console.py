@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from collections.abc import Sequence
@@ -10,10 +9,6 @@ from typing import TextIO
 
 from .._events import Event
 from ..provider import ProviderConfig
-
-# One encoder for every call: json.dumps() with keyword arguments builds a new one each
-# time, which costs about as much as encoding a small event.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class ConsoleProvider:
@@ -34,7 +29,9 @@ class ConsoleProvider:
         return self._stream
 
     def send(self, batch: Sequence[Event]) -> None:
-        text = "".join(_encode(e.to_dict()) + "\n" for e in batch)
+        lines = [e.to_json() for e in batch]
+        lines.append(b"")
+        text = b"\n".join(lines).decode("utf-8")
         with self._lock:
             out = self._out()
             out.write(text)
