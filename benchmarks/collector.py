@@ -284,9 +284,12 @@ def _table(n: int, results: dict[str, list[tuple[float, float]]]) -> None:
     rate = {k: n / statistics.median(w for w, _ in v) for k, v in results.items()}
     cpu = {k: statistics.median(c for _, c in v) / n * 1e6 for k, v in results.items()}
     base = "fanout" if "fanout" in results else next(iter(results))
+    from fanout import _json
+
+    encoder = "orjson" if _json.FAST else "json (standard library)"
     print(
         f"\n{n} events per round, {len(next(iter(results.values())))} rounds, medians; "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; fanout's JSON encoder: {encoder}"
     )
     print(
         f"{'contender':<34} {'events/s':>10} {'vs fanout':>10} {'client CPU µs/ev':>17} "

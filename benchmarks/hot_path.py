@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fanout  # noqa: E402
+from fanout import _json as fanout_json  # noqa: E402
 from fanout.testing import InMemoryProvider  # noqa: E402
 
 PROPS = {"plan": "pro", "amount": 4999, "currency": "usd", "coupon": None, "seats": 3}
@@ -197,6 +198,8 @@ def main() -> None:
         ("fanout track(), 4 providers", bench_fanout(4, args.calls, args.reps)),
         ("posthog capture() (SDK)", bench_posthog(args.calls, args.reps)),
     ]
+    encoder = "orjson" if fanout_json.FAST else "json (standard library)"
+    print(f"Python {sys.version.split()[0]}, JSON encoder: {encoder}")
     print(f"back-to-back calls: {args.calls:,} x {args.reps} reps (medians of runs), µs")
     _table(rows)
     paced_calls = max(1, args.calls // 10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import pytest
 from _helpers import ScriptedProvider
@@ -42,6 +43,38 @@ def test_batches_by_count():
     ch, _ = run_channel(p, events(25), batch_size=10)
     assert [len(b) for b in p.seen] == [10, 10, 5]
     assert ch.report().delivered == 25
+
+
+def test_full_batches_leave_without_a_flush_or_the_interval_under_concurrent_callers():
+    """The caller wakes the worker once per full batch; no wake-up may be lost between the
+    worker's clearing its flag and callers on other threads filling the next batch."""
+    p = ScriptedProvider("p")
+    opts = DeliveryOptions(**{**FAST, "flush_interval": 60.0, "batch_size": 10})
+    ch = Channel("p", p, options=opts)
+    per_thread, threads = 500, 4
+    evs = events(per_thread * threads)
+
+    def emit(chunk):
+        for e in chunk:
+            ch.emit(e)
+
+    workers = [
+        threading.Thread(target=emit, args=(evs[i * per_thread : (i + 1) * per_thread],))
+        for i in range(threads)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    # No flush: only the full-batch wake-ups can deliver within the 60 s interval.
+    deadline = time.monotonic() + 20
+    while ch.report().delivered < len(evs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ch.report().delivered == len(evs)
+    assert sorted(e.event_id for b in p.seen for e in b) == sorted(e.event_id for e in evs)
+    assert all(len(b) == 10 for b in p.seen)
+    ch.begin_shutdown()
+    ch.finish_shutdown(time.monotonic() + 2)
 
 
 def test_batches_by_bytes_and_provider_event_limit():

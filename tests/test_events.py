@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import time
 import uuid
 from decimal import Decimal
 
@@ -9,7 +10,7 @@ import pytest
 
 import fanout
 from fanout import Event, InvalidEvent
-from fanout._events import build_event, new_event_id
+from fanout._events import build_event, format_timestamp, new_event_id
 
 
 class Plan(enum.Enum):
@@ -27,6 +28,33 @@ def test_event_ids_are_unique_and_time_ordered():
     ids = [new_event_id() for _ in range(2000)]
     assert len(set(ids)) == 2000
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def test_event_ids_are_uuid7_carrying_the_creation_millisecond():
+    before = time.time_ns() // 1_000_000
+    raw = [new_event_id() for _ in range(500)]
+    after = time.time_ns() // 1_000_000
+    ids = [uuid.UUID(s) for s in raw]
+    assert [str(u) for u in ids] == raw  # canonical form: lowercase, hyphens in place
+    assert {(u.version, u.variant) for u in ids} == {(7, uuid.RFC_4122)}
+    assert all(before <= u.int >> 80 <= after for u in ids)
+    # 74 random bits: every position of the random part varies across 500 ids.
+    random_part = [u.int & ((1 << 62) - 1) for u in ids]
+    assert all(len({(r >> bit) & 1 for r in random_part}) == 2 for bit in range(62))
+
+
+@pytest.mark.parametrize(
+    ("when", "text"),
+    [
+        (dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=dt.timezone.utc), "2024-05-01T12:30:15.123Z"),
+        (dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc), "0001-01-01T00:00:00.000Z"),
+        (dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone.utc), "9999-12-31T23:59:59.999Z"),
+        (dt.datetime(2024, 1, 1, 1, 0, 0, 500, tzinfo=dt.timezone(dt.timedelta(hours=2))), "2023-12-31T23:00:00.000Z"),
+    ],
+)
+def test_timestamps_are_utc_with_milliseconds(when, text):
+    assert format_timestamp(when) == text
+    assert build_event("track", name="x", person_id="u", timestamp=when).to_dict()["timestamp"] == text
 
 
 def test_conversions_to_json_values():
