@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import json
 from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
@@ -36,7 +35,7 @@ from fanout import (
     ProviderConfig,
     RetryableError,
 )
-from fanout.http import USER_AGENT, HttpSender, raise_for_status
+from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
 
 from .__about__ import __version__
 from ._message import to_message
@@ -56,9 +55,6 @@ MAX_BATCH_EVENTS: Final = 2500
 #: 460 is a retryable Segment status; 501 and 505 will not get better by retrying.
 _RETRYABLE_4XX: Final = frozenset({460})
 _PERMANENT_5XX: Final = frozenset({501, 505})
-
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
 
 def parse_host(value: str) -> str:
     """``SEGMENT_HOST``: an http(s) base URL, without the SDK's trailing slash."""
@@ -115,7 +111,7 @@ class SegmentProvider:
         parts: list[bytes] = []
         rejected: dict[int, str] = {}
         for i, event in enumerate(batch):
-            data = _ENCODER.encode(to_message(event)).encode("utf-8")
+            data = encode_json(to_message(event))
             if len(data) > MAX_MESSAGE_BYTES:
                 rejected[i] = (
                     f"message is {len(data)} bytes, above Segment's "
@@ -125,9 +121,9 @@ class SegmentProvider:
             parts.append(data)
         if not parts:
             return b"", rejected
-        tail = _ENCODER.encode(
+        tail = encode_json(
             {"sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat(), "writeKey": self._write_key}
-        ).encode("utf-8")
+        )
         return b'{"batch":[' + b",".join(parts) + b"]," + tail[1:], rejected
 
     def send(self, batch: Sequence[Event]) -> None:
