@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from _helpers import HangingProvider, RaisingProvider
 from werkzeug import Request, Response
@@ -50,7 +51,13 @@ def test_healthy_provider_gets_everything_beside_raising_hanging_and_500(
     n = 500
     for i in range(n):
         client.track("tick", person_id=f"u{i % 7}", properties={"i": i})  # never raises
+    started = time.monotonic()
     report = client.flush(timeout=3)
+    elapsed = time.monotonic() - started
+    # The hanging provider holds its request for 60 s, the raising and 500 ones retry 1000
+    # times: flush ends at its one deadline, shared by all channels. Three stuck channels
+    # with a deadline each would take 9 s; the 2 s margin is for a loaded machine.
+    assert elapsed < 3 + 2, elapsed
     assert report["memory"].delivered == n
     assert sorted(e.properties["i"] for e in memory.events) == list(range(n))
     assert report.timed_out
@@ -66,7 +73,9 @@ def test_shutdown_accounts_for_everything(make_client, memory):
     client = make_client(providers=[hanging, memory], batch_size=5, flush_interval=0.05)
     for _ in range(40):
         client.track("x", person_id="u")
+    started = time.monotonic()
     report = client.shutdown(timeout=1)
+    assert time.monotonic() - started < 1 + 2  # not the hanging provider's 60 s
     assert report["memory"].delivered == 40
     h = report["hanging"]
     # one batch of 5 stuck in flight; the rest is dropped as shutdown_timeout, with a count
