@@ -5,8 +5,9 @@
 Prints mean / p50 / p99 µs per call for: ``queue.Queue.put_nowait(dict)`` (the floor),
 fanout with 1 provider (null) and with 4 (null, memory, console to /dev/null, a second
 memory), and, when ``posthog`` is installed, ``Posthog.capture()`` against a local sink.
-Then a burst of 50,000 events with default settings (drops must be 0) and the memory each
-queued event costs. Medians over repetitions; ratios against PostHog from the same run.
+Then a burst of 50,000 events with default settings (drops must be 0), the PostHog SDK's
+drops for a burst of 20,000 with its defaults, and the memory each queued event costs.
+Medians over repetitions; ratios against PostHog from the same run.
 """
 
 from __future__ import annotations
@@ -146,6 +147,32 @@ def burst(n: int) -> dict[str, float]:
     }
 
 
+def posthog_burst(n: int) -> dict[str, float] | None:
+    """The same burst through the PostHog SDK with its default settings, to a local sink:
+    ``capture()`` returns ``None`` for every event its full queue drops."""
+    try:
+        from posthog import Posthog
+    except ImportError:
+        return None
+    import logging
+
+    from _sink import Sink
+
+    logging.getLogger("posthog").setLevel(logging.CRITICAL)  # one warning per drop
+    with Sink() as url:
+        ph = Posthog("phc_benchmark", host=url)
+        try:
+            t0 = time.perf_counter()
+            results = [
+                ph.capture("burst", distinct_id=f"u{i % 100}", properties={**PROPS, "i": i})
+                for i in range(n)
+            ]
+            elapsed = time.perf_counter() - t0
+        finally:
+            ph.shutdown()
+    return {"events": n, "seconds": elapsed, "dropped": sum(r is None for r in results)}
+
+
 def memory_per_event(n: int) -> float:
     """Bytes per queued event (shared by all channels), from tracemalloc."""
     client = fanout.Client(
@@ -189,6 +216,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--burst", type=int, default=50_000)
+    parser.add_argument("--posthog-burst", type=int, default=20_000)
     parser.add_argument("--pace", type=float, default=0.001, help="seconds between paced calls")
     args = parser.parse_args()
 
@@ -236,6 +264,13 @@ def main() -> None:
         f"{b['seconds']:.2f}s on the caller, dropped {b['dropped']}, "
         f"every provider delivered >= {b['delivered_min']:,}"
     )
+    ph_burst = posthog_burst(args.posthog_burst)
+    if ph_burst:
+        print(
+            f"burst of {ph_burst['events']:,} events, PostHog SDK defaults: "
+            f"{ph_burst['seconds']:.2f}s on the caller, dropped {ph_burst['dropped']:,} "
+            f"({ph_burst['dropped'] / ph_burst['events']:.0%})"
+        )
     per = memory_per_event(20_000)
     print(f"memory per queued event (shared by every channel): {per:,.0f} bytes")
 
