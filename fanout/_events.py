@@ -39,7 +39,6 @@ MAX_ID_LENGTH: Final = 512
 MAX_NAME_LENGTH: Final = 512
 
 
-
 class ReadOnlyDict(dict[str, Any]):
     """An event's ``properties``, ``traits`` or ``context``: a dict that refuses changes.
 

@@ -10,9 +10,9 @@ an integer beyond 64 bits, so every accepted event encodes, and exactly.
 Decoding stays with the standard library (``json.loads``): orjson would turn an integer
 beyond 64 bits into a float without a word, and the collector must store what it was sent.
 
-An :class:`~fanout.Event`'s mappings are read-only ``MappingProxyType`` views. Both encoders
-turn them into dicts through ``default=dict``, a call into C, so nothing is copied in Python
-first.
+An :class:`~fanout.Event`'s mappings are read-only dict subclasses, which both encoders
+write directly. Any other mapping a plugin passes in (a ``MappingProxyType``, say) becomes a
+dict through ``default=dict``, a call into C.
 """
 
 from __future__ import annotations
