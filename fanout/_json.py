@@ -5,7 +5,10 @@ CPU is taken from the application's own threads (they share the GIL), so it is p
 the request path too. orjson, a core dependency on CPython, encodes a typical event in
 0.2 µs against 2-3 µs for the standard library. The standard library takes over where
 orjson is not installed (PyPy) and for the one value fanout accepts that orjson refuses,
-an integer beyond 64 bits, so every accepted event encodes, and exactly.
+an integer beyond 64 bits, so every accepted event encodes, and exactly. The two write the
+same text but for some floats: both write the shortest form that reads back as the same
+float, orjson as ``1e-7`` or ``0.00001`` where the standard library writes ``1e-07`` or
+``1e-05``.
 
 Decoding stays with the standard library (``json.loads``): orjson would turn an integer
 beyond 64 bits into a float without a word, and the collector must store what it was sent.

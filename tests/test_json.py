@@ -1,12 +1,16 @@
 """fanout's one JSON encoder: orjson where installed, the standard library otherwise, and the
-same bytes either way for every value an event can hold."""
+same JSON values either way for every value an event can hold (the same bytes too, but for
+how some floats are spelled: ``1e-7`` against ``1e-07``)."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import json
+import math
 import pickle
+import random
+import struct
 import subprocess
 import sys
 import uuid
@@ -56,6 +60,21 @@ def test_both_encoders_write_the_same_bytes(event):
     assert fast == _json.dumps_stdlib(event.to_dict())
     assert fast == event.to_json()
     assert json.loads(fast) == json.loads(json.dumps(event.to_dict()))
+
+
+def test_floats_read_back_exactly_from_both_encoders_though_spelled_differently():
+    rng = random.Random(7)
+    floats = [1e-7, 1e-5, -0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2]
+    floats += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0] for _ in range(20000)]
+    floats = [f for f in floats if math.isfinite(f)]
+    spelled_differently = 0
+    for f in floats:
+        fast, reference = _json.dumps(f), _json.dumps_stdlib(f)
+        assert json.loads(fast) == json.loads(reference) == f
+        assert math.copysign(1, json.loads(fast)) == math.copysign(1, f)
+        spelled_differently += fast != reference
+    assert _json.dumps(1e-7) in (b"1e-7", b"1e-07")  # orjson's spelling, or the reference's
+    assert spelled_differently < len(floats) // 10
 
 
 def test_compact_utf8_without_escaping_non_ascii():
