@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import os
 import queue
 import statistics
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -110,25 +113,36 @@ def bench_queue(calls: int, reps: int) -> dict[str, float]:
     return measure(put, calls, reps)
 
 
-def bench_posthog(calls: int, reps: int, pace: float = 0.0) -> dict[str, float] | None:
+@contextmanager
+def posthog_sdk(**options: Any) -> Iterator[Any]:
+    """The PostHog SDK's client sending to a local sink process, or ``None`` when the
+    ``posthog`` package is not installed; shut down (and the sink stopped) on exit."""
     try:
         from posthog import Posthog
     except ImportError:
-        return None
+        yield None
+        return
     from _sink import Sink
 
     with Sink() as url:
-        # A queue large enough that the SDK does not drop during the measurement.
-        ph = Posthog("phc_benchmark", host=url, max_queue_size=calls * reps + 1)
+        ph = Posthog("phc_benchmark", host=url, **options)
         try:
-            return measure(
-                lambda i: ph.capture("checkout.finished", distinct_id="user_123", properties=PROPS),
-                calls,
-                reps,
-                pace=pace,
-            )
+            yield ph
         finally:
             ph.shutdown()
+
+
+def bench_posthog(calls: int, reps: int, pace: float = 0.0) -> dict[str, float] | None:
+    # A queue large enough that the SDK does not drop during the measurement.
+    with posthog_sdk(max_queue_size=calls * reps + 1) as ph:
+        if ph is None:
+            return None
+        return measure(
+            lambda i: ph.capture("checkout.finished", distinct_id="user_123", properties=PROPS),
+            calls,
+            reps,
+            pace=pace,
+        )
 
 
 def burst(n: int) -> dict[str, float]:
@@ -150,26 +164,17 @@ def burst(n: int) -> dict[str, float]:
 def posthog_burst(n: int) -> dict[str, float] | None:
     """The same burst through the PostHog SDK with its default settings, to a local sink:
     ``capture()`` returns ``None`` for every event its full queue drops."""
-    try:
-        from posthog import Posthog
-    except ImportError:
-        return None
-    import logging
-
-    from _sink import Sink
-
-    logging.getLogger("posthog").setLevel(logging.CRITICAL)  # one warning per drop
-    with Sink() as url:
-        ph = Posthog("phc_benchmark", host=url)
-        try:
-            t0 = time.perf_counter()
-            results = [
-                ph.capture("burst", distinct_id=f"u{i % 100}", properties={**PROPS, "i": i})
-                for i in range(n)
-            ]
-            elapsed = time.perf_counter() - t0
-        finally:
-            ph.shutdown()
+    with posthog_sdk() as ph:
+        if ph is None:
+            return None
+        # After the client is built: it sets its logger's level. One warning per drop.
+        logging.getLogger("posthog").setLevel(logging.CRITICAL)
+        t0 = time.perf_counter()
+        results = [
+            ph.capture("burst", distinct_id=f"u{i % 100}", properties={**PROPS, "i": i})
+            for i in range(n)
+        ]
+        elapsed = time.perf_counter() - t0
     return {"events": n, "seconds": elapsed, "dropped": sum(r is None for r in results)}
 
 
