@@ -95,7 +95,7 @@ def test_lone_surrogate_is_a_unicode_error_as_with_the_standard_library():
         _json.dumps({"a": "\ud800"})
 
 
-def test_read_only_mappings_are_encoded_without_conversion():
+def test_event_mappings_are_read_only_dicts_that_encode_as_objects():
     e = sample_events()[0]
     assert type(e.properties) is ReadOnlyDict
     assert json.loads(_json.dumps({"p": e.properties}))["p"]["plan"] == "pro"
