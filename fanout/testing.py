@@ -13,51 +13,14 @@ restores the previous default client afterwards.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from ._client import Client
 from ._default import set_default_client
-from ._events import Event
+from .providers.memory import InMemoryProvider
 
 __all__ = ["InMemoryProvider", "capture_events", "fanout_events", "reset_default_client"]
-
-
-class InMemoryProvider:
-    """Keeps every batch it is sent. Thread-safe; ``name`` defaults to ``memory``."""
-
-    def __init__(self, name: str = "memory") -> None:
-        self.name = name
-        self._lock = threading.Lock()
-        self.batches: list[list[Event]] = []
-        self.closed = False
-
-    def send(self, batch: Sequence[Event]) -> None:
-        with self._lock:
-            self.batches.append(list(batch))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def after_fork(self) -> None:
-        self._lock = threading.Lock()
-        self.batches = []
-
-    @property
-    def events(self) -> list[Event]:
-        with self._lock:
-            return [e for batch in self.batches for e in batch]
-
-    def names(self) -> list[str | None]:
-        return [e.name for e in self.events]
-
-    def of_kind(self, kind: str) -> list[Event]:
-        return [e for e in self.events if e.kind == kind]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.batches.clear()
 
 
 def capture_events(**client_kwargs: Any) -> _Capture:

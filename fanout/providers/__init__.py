@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..collector import protocol as _collector_protocol
 from ..hookspecs import RegisterProvider, hookimpl
 from ..provider import BatchLimits, Capability, Provider, ProviderConfig, Setting
-from . import console, null
+from . import console, memory, null
 
 
 @hookimpl
@@ -76,6 +76,4 @@ def _collector_factory(config: ProviderConfig) -> Provider:
 
 
 def _memory_factory(config: ProviderConfig) -> Provider:
-    from ..testing import InMemoryProvider
-
-    return InMemoryProvider()
+    return memory.InMemoryProvider()
