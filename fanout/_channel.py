@@ -17,9 +17,9 @@ import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 
+from . import _lifecycle
 from ._config import DeliveryOptions
 from ._deadletter import DeadLetters
 from ._events import Event
@@ -98,7 +98,7 @@ class Channel:
         self._init_runtime()
         self._closed = False
         self._provider_closed = False
-        _register_fork_hook(self)
+        _lifecycle.register_fork_aware(self)
 
     def _init_runtime(self) -> None:
         """Thread state; rebuilt in a forked child, where the parent's threads do not exist."""
@@ -410,14 +410,3 @@ class Channel:
             except Exception:  # noqa: BLE001
                 self.logger.exception("provider %s after_fork raised", self.name)
 
-
-def _register_fork_hook(channel: Channel) -> None:
-    ref = weakref.WeakMethod(channel._after_fork_in_child)
-
-    def after_in_child() -> None:
-        method = ref()
-        if method is not None:
-            method()
-
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=after_in_child)

@@ -7,17 +7,15 @@ each of them. ``flush`` and ``shutdown`` spend one deadline across all channels 
 
 from __future__ import annotations
 
-import atexit
 import enum
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import _config
+from . import _config, _lifecycle
 from ._channel import Channel, ErrorCallback
 from ._config import ClientOptions, resolve_delivery, resolve_settings
 from ._deadletter import DeadLetters
@@ -180,7 +178,7 @@ class Client:
         self._shutdown_lock = threading.Lock()
         self._final_report: FlushReport | None = None
         if register_atexit:
-            _register_atexit(self)
+            _lifecycle.register_client(self)
         logger.debug("fanout client ready: providers %s", ", ".join(self.providers))
 
     @classmethod
@@ -499,6 +497,13 @@ class Client:
 
     close = shutdown
 
+    def _shutdown_at_exit(self) -> None:
+        """The exit hook's call (:mod:`fanout._lifecycle`): shut down, say what was lost."""
+        if self._state is ClientState.OPEN:
+            report = self.shutdown()
+            if not report.ok:
+                logger.warning("fanout: at exit, not everything was delivered: %r", report)
+
     def _timeout(self, timeout: float | None) -> float:
         if timeout is None:
             return self._options.shutdown_timeout
@@ -533,36 +538,3 @@ def _close_quietly(provider: Provider) -> None:
         provider.close()
     except Exception:  # noqa: BLE001
         logger.debug("closing a provider after a failed start raised", exc_info=True)
-
-
-# -- exit ---------------------------------------------------------------------------------
-
-_live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-_atexit_registered = False
-_atexit_lock = threading.Lock()
-
-
-def _register_atexit(client: Client) -> None:
-    """Deliver what is queued at a normal interpreter exit, bounded by the shutdown timeout.
-
-    One hook for all clients, holding them weakly, so a client that is garbage collected is
-    not kept alive by its exit hook.
-    """
-    global _atexit_registered
-    _live_clients.add(client)
-    with _atexit_lock:
-        if not _atexit_registered:
-            atexit.register(_shutdown_all)
-            _atexit_registered = True
-
-
-def _shutdown_all() -> None:
-    for client in list(_live_clients):
-        if client.state is ClientState.OPEN:
-            try:
-                report = client.shutdown()
-            except Exception:  # noqa: BLE001 - exit must go on
-                logger.exception("fanout: shutdown at exit failed")
-                continue
-            if not report.ok:
-                logger.warning("fanout: at exit, not everything was delivered: %r", report)

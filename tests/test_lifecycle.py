@@ -215,3 +215,124 @@ def test_testing_fixture_captures_default_client(fanout_events):
     fanout.track("checkout.finished", person_id="u", properties={"amount": 100})
     assert fanout_events.names() == ["checkout.finished"]
     assert fanout_events.events[0].properties["amount"] == 100
+
+
+def test_a_thousand_clients_leave_no_hook_thread_or_socket_behind(tmp_path):
+    """One at-fork hook and one exit hook for the process, however many clients it builds."""
+    proc = _run(
+        """
+        import atexit, gc, os, threading
+        forks = []
+        real = os.register_at_fork
+        def counting(**kw):  # count fanout's hooks (the stdlib's random has its own)
+            forks.extend(f for f in kw.values() if f.__module__.startswith("fanout"))
+            real(**kw)
+        os.register_at_fork = counting
+        import fanout
+        from fanout import _lifecycle
+        from fanout.testing import InMemoryProvider
+        def fds():
+            return len(os.listdir("/proc/self/fd"))
+        before = (atexit._ncallbacks(), threading.active_count(), fds())
+        for i in range(1000):
+            c = fanout.Client(providers=["null"], load_entry_points=False, environ={})
+            if i % 2:  # half of them are used and shut down, half just dropped
+                c.track("x", person_id="u")
+                c.shutdown(1)
+            del c
+        for i in range(200):  # with HTTP providers, used and shut down
+            with fanout.Client(
+                providers=["collector"], load_entry_points=False, sync=True,
+                environ={"FANOUT_COLLECTOR_URL": "http://127.0.0.1:9", "FANOUT_COLLECTOR_KEY": "k",
+                         "FANOUT_MAX_RETRIES": "0", "FANOUT_REQUEST_TIMEOUT": "0.2"},
+            ) as c:
+                c.track("x", person_id="u")
+        del c
+        gc.collect()
+        after = (atexit._ncallbacks(), threading.active_count(), fds())
+        counts = _lifecycle.hook_counts()
+        print(len(forks), after[0] - before[0], after[1] - before[1], after[2] - before[2],
+              counts["clients"], counts["fork_aware"])
+        """,
+        {},
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    forks, atexits, threads, fds, clients, channels = map(int, proc.stdout.split())
+    assert (forks, atexits) == (1, 1)
+    assert (threads, fds) == (0, 0)
+    assert (clients, channels) == (0, 0)  # nothing kept alive by the registry
+
+
+MP_CHILDREN = {
+    "process-fork": """
+        ctx = mp.get_context("fork")
+        ps = [ctx.Process(target=work, args=(i,)) for i in range(4)]
+        [p.start() for p in ps]; [p.join(30) for p in ps]
+        assert all(p.exitcode == 0 for p in ps), [p.exitcode for p in ps]
+        """,
+    "process-spawn": """
+        ctx = mp.get_context("spawn")
+        ps = [ctx.Process(target=work, args=(i,)) for i in range(2)]
+        [p.start() for p in ps]; [p.join(60) for p in ps]
+        assert all(p.exitcode == 0 for p in ps), [p.exitcode for p in ps]
+        """,
+    "pool-fork": """
+        pool = mp.get_context("fork").Pool(2, maxtasksperchild=1)
+        pool.map(work, range(4))
+        pool.close(); pool.join()
+        """,
+    "process-pool-executor": """
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as ex:
+            list(ex.map(work, range(4)))
+        """,
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("how", sorted(MP_CHILDREN))
+def test_multiprocessing_children_deliver_what_they_tracked(
+    how, httpserver, poster_plugin, tmp_path
+):
+    """Children leave through os._exit, after multiprocessing's own finalizers: ours is one.
+
+    The flush interval is 60 s, so nothing is sent before the child exits."""
+    received = _collecting_server(httpserver)
+    (tmp_path / "mp_work.py").write_text(
+        textwrap.dedent(
+            """
+            import fanout, poster_plugin
+            _client = None
+            def client():
+                global _client
+                if _client is None:
+                    _client = fanout.Client(plugins=[poster_plugin], load_entry_points=False)
+                return _client
+            def work(i):
+                c = client()
+                for j in range(50):
+                    c.track("mp", person_id=f"w{i}", properties={"j": j})
+                return i
+            """
+        )
+    )
+    proc = _run(
+        "import multiprocessing as mp\nfrom mp_work import client, work\n"
+        "if __name__ == '__main__':\n"
+        "    client()  # built in the parent, inherited by forked children\n"
+        + textwrap.indent(textwrap.dedent(MP_CHILDREN[how]), "    ")
+        + "    print('done')\n",
+        {
+            "FANOUT_PROVIDERS": "poster",
+            "FANOUT_POSTER_URL": httpserver.url_for("/batch"),
+            "FANOUT_FLUSH_INTERVAL": "60",
+            "FANOUT_SHUTDOWN_TIMEOUT": "10",
+        },
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    flat = [i for req in received for i in req]
+    children = 2 if how == "process-spawn" else 4
+    assert len(flat) == 50 * children
+    assert len(set(flat)) == len(flat)
