@@ -92,18 +92,9 @@ def new_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-class Event(NamedTuple):
-    """One analytics call, validated and immutable, shared by every channel.
-
-    ``properties``, ``traits`` and ``context`` are read-only mappings of JSON-safe values.
-    ``size`` is the approximate encoded size in bytes, used for batching by bytes.
-    Processors derive changed copies with :meth:`replace`.
-
-    A ``NamedTuple`` rather than a frozen dataclass: it is immutable the same way, and
-    building one costs a seventh of a frozen dataclass's ``__init__`` (0.7 µs against
-    5.8 µs measured here), which matters because one is built on the caller's thread per call.
-    """
-
+class _EventFields(NamedTuple):
+    # The storage: a tuple with C-level field getters. Only build_event creates these
+    # directly (tuple.__new__), after validating; every public way goes through Event.
     kind: EventKind
     event_id: str
     timestamp: _dt.datetime
@@ -118,6 +109,71 @@ class Event(NamedTuple):
     previous_id: str | None = None
     size: int = 0
 
+
+class Event(_EventFields):
+    """One analytics call, validated and immutable, shared by every channel.
+
+    ``properties``, ``traits`` and ``context`` are read-only mappings of JSON-safe values.
+    ``size`` is the approximate encoded size in bytes, used for batching by bytes.
+    Processors derive changed copies with :meth:`replace`.
+
+    Valid by construction: ``Event(...)``, :meth:`replace`, ``_replace``, ``_make`` and
+    unpickling all validate exactly as ``track()`` does and raise ``InvalidEvent`` naming the
+    path, so no processor, import or ``Client.send()`` can fan out an event a backend would
+    choke on. ``event_id`` and ``timestamp`` default to a new id and now; ``size`` is always
+    computed, never taken. The one thing not applied is the size limit, which is each
+    client's setting (``FANOUT_MAX_EVENT_BYTES``); the channels still refuse an event above
+    their provider's limit.
+
+    A tuple rather than a frozen dataclass: it is immutable the same way, and building one
+    costs a seventh of a frozen dataclass's ``__init__`` (0.7 µs against 5.8 µs measured
+    here), which matters because one is built on the caller's thread per call.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        kind: str,
+        event_id: str | None = None,
+        timestamp: Any = None,
+        person_id: str | None = None,
+        anonymous_id: str | None = None,
+        name: str | None = None,
+        properties: Mapping[str, Any] | None = None,
+        traits: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
+        group_type: str | None = None,
+        group_id: str | None = None,
+        previous_id: str | None = None,
+        size: int | None = None,  # accepted for tuple round trips; always recomputed
+    ) -> Event:
+        return build_event(
+            kind,
+            event_id=event_id,
+            timestamp=timestamp,
+            person_id=person_id,
+            anonymous_id=anonymous_id,
+            name=name,
+            properties=properties,
+            traits=traits,
+            context=context,
+            group_type=group_type,
+            group_id=group_id,
+            previous_id=previous_id,
+            max_bytes=None,
+        )
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> Event:  # type: ignore[override]
+        # Typed for Event, not the generic tuple type the base declares.
+        """Build from a sequence of field values, validated like ``Event(...)``."""
+        return cls(*iterable)
+
+    def _replace(self, /, **changes: Any) -> Event:
+        """The same as :meth:`replace`: validated."""
+        return self.replace(**changes)
+
     @property
     def distinct_id(self) -> str:
         """The id a backend should attribute the event to: the person, else the visitor."""
@@ -126,12 +182,11 @@ class Event(NamedTuple):
     def replace(self, **changes: Any) -> Event:
         """Return a copy with ``changes`` applied; the new values are validated again."""
         data = self._asdict()
-        data.pop("size")
         unknown = set(changes) - set(data)
         if unknown:
             raise TypeError(f"Event has no field(s) {sorted(unknown)}")
         data.update(changes)
-        return build_event(**data, max_bytes=None)
+        return Event(**data)
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical JSON form: fanout's native wire format and dead-letter format.

@@ -228,3 +228,50 @@ def test_public_api_is_small_sorted_and_importable():
         assert hasattr(fanout, name), name
     assert repr(fanout.Client).endswith("'fanout.Client'>")
     assert fanout.InvalidEvent.__module__ == "fanout"
+
+
+# -- valid by construction --------------------------------------------------------------
+
+
+def test_event_constructor_validates_like_track():
+    with pytest.raises(fanout.InvalidEvent) as info:
+        fanout.Event("track", name="x", person_id="u", properties={"bad": object()})
+    assert info.value.path == "properties.bad"
+    with pytest.raises(fanout.InvalidEvent):
+        fanout.Event("track", name="x")  # no person_id or anonymous_id
+    with pytest.raises(fanout.InvalidEvent):
+        fanout.Event("nonsense", person_id="u")
+
+
+def test_event_constructor_fills_id_timestamp_and_size():
+    e = fanout.Event("track", name="x", person_id="u", properties={"a": [1, 2]})
+    assert len(e.event_id) == 36 and e.timestamp.tzinfo is not None
+    assert e.size > 0
+    assert type(e.properties).__name__ == "ReadOnlyDict"
+    forged = fanout.Event("track", name="x", person_id="u", size=1)
+    assert forged.size > 1  # size is computed, never taken
+
+
+@pytest.mark.parametrize(
+    "derive",
+    [
+        lambda e: e._replace(properties={"x": object()}),
+        lambda e: e.replace(properties={"x": object()}),
+        lambda e: type(e)._make([*e[:6], {"x": object()}, *e[7:]]),
+    ],
+    ids=["_replace", "replace", "_make"],
+)
+def test_every_public_way_to_derive_an_event_validates(derive):
+    e = fanout.Event("track", name="x", person_id="u")
+    with pytest.raises(fanout.InvalidEvent) as info:
+        derive(e)
+    assert info.value.path == "properties.x"
+
+
+def test_pickle_and_copy_round_trip_keep_a_valid_event():
+    import copy
+    import pickle
+
+    e = fanout.Event("track", name="x", person_id="u", properties={"n": [1, {"k": "v"}]})
+    for other in (pickle.loads(pickle.dumps(e)), copy.copy(e), copy.deepcopy(e)):
+        assert other == e and type(other) is fanout.Event
