@@ -6,14 +6,19 @@ Built lazily from the environment on first use, so importing fanout costs nothin
 
 from __future__ import annotations
 
+import inspect
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 from ._client import Client
 from ._report import FlushReport
 
 _lock = threading.Lock()
 _client: Client | None = None
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def get_default_client() -> Client:
@@ -36,29 +41,31 @@ def set_default_client(client: Client | None) -> Client | None:
     return previous
 
 
-def track(name: str, **kwargs: Any) -> str:
-    """``get_default_client().track(...)``."""
-    return get_default_client().track(name, **kwargs)
+def _on_default_client(method: Callable[Concatenate[Client, P], R]) -> Callable[P, R]:
+    """``method`` called on the default client, with ``method``'s own typed signature.
+
+    One source for the module functions' signatures: ``fanout.track`` takes exactly what
+    ``Client.track`` takes, so mypy rejects ``fanout.track("x", persn_id="u")`` just as it
+    rejects the typo on a client, and the two can never drift apart.
+    """
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return method(get_default_client(), *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = method.__name__
+    call.__doc__ = f"``get_default_client().{method.__name__}(...)``.\n\n{method.__doc__ or ''}"
+    signature = inspect.signature(method)  # for help(), IDEs and docs: no ``self``
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
+    return call
 
 
-def identify(person_id: str, **kwargs: Any) -> str:
-    """``get_default_client().identify(...)``."""
-    return get_default_client().identify(person_id, **kwargs)
-
-
-def page(url_or_path: str, **kwargs: Any) -> str:
-    """``get_default_client().page(...)``."""
-    return get_default_client().page(url_or_path, **kwargs)
-
-
-def alias(person_id: str, previous_id: str, **kwargs: Any) -> str:
-    """``get_default_client().alias(...)``."""
-    return get_default_client().alias(person_id, previous_id, **kwargs)
-
-
-def group(group_type: str, group_id: str, **kwargs: Any) -> str:
-    """``get_default_client().group(...)``."""
-    return get_default_client().group(group_type, group_id, **kwargs)
+track = _on_default_client(Client.track)
+identify = _on_default_client(Client.identify)
+page = _on_default_client(Client.page)
+alias = _on_default_client(Client.alias)
+group = _on_default_client(Client.group)
 
 
 def flush(timeout: float | None = None) -> FlushReport:

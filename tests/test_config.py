@@ -167,3 +167,14 @@ def test_every_core_variable_is_documented():
     doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
     missing = [v.name for v in ENV_VARS if f"`{v.name}`" not in doc]
     assert missing == []
+
+
+def test_module_functions_have_the_client_methods_signatures():
+    """One source: fanout.track & co. take exactly what Client.track & co. take."""
+    import inspect
+
+    for name in ("track", "identify", "page", "alias", "group"):
+        method = inspect.signature(getattr(fanout.Client, name))
+        function = inspect.signature(getattr(fanout, name))
+        assert list(function.parameters) == list(method.parameters)[1:], name
+        assert function.return_annotation == method.return_annotation
