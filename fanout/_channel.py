@@ -20,14 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import _lifecycle
-from ._config import DeliveryOptions
+from ._config import Delivery
 from ._deadletter import DeadLetters
 from ._events import Event
 from ._exceptions import BatchTooLarge, PermanentError, RetryableError
 from ._queue import EventQueue, MemoryQueue
 from ._report import DROPPED_REASONS, FAILED_REASONS, ChannelReport, DeliveryFailure
 from ._retry import Backoff
-from .provider import ALL_KINDS, BatchLimits, Provider
+from .provider import ALL_KINDS, BatchLimits, Provider, close_provider, provider_after_fork
 
 __all__ = ["Channel"]
 
@@ -69,7 +69,7 @@ class Channel:
         name: str,
         provider: Provider,
         *,
-        options: DeliveryOptions | None = None,
+        options: Delivery | None = None,
         limits: BatchLimits | None = None,
         kinds: frozenset[str] = ALL_KINDS,
         dead_letters: DeadLetters | None = None,
@@ -79,7 +79,7 @@ class Channel:
     ) -> None:
         self.name = name
         self.provider = provider
-        self.options = options or DeliveryOptions()
+        self.options = options or Delivery()
         self.limits = limits or BatchLimits()
         self.kinds = kinds
         self._dead_letters = dead_letters
@@ -227,6 +227,10 @@ class Channel:
             except RetryableError as exc:
                 delay = self._backoff.delay(attempt, exc.retry_after)
                 error, status = str(exc), exc.status_code
+                if exc.pending is not None or exc.rejected:
+                    batch = self._partial(batch, exc)
+                    if not batch:
+                        return
             except Exception as exc:  # noqa: BLE001 - a provider bug must not kill the worker
                 self.logger.exception("provider %s raised unexpectedly; will retry", self.name)
                 delay = self._backoff.delay(attempt)
@@ -256,6 +260,19 @@ class Channel:
             elif self._abort.wait(delay):
                 self._fail(batch, "shutdown_timeout", error, status)
                 return
+
+    def _partial(self, batch: list[Event], exc: RetryableError) -> list[Event]:
+        """Resolve what a partly delivered batch says; return the events still to retry."""
+        n = len(batch)
+        rejected = {i: r for i, r in (exc.rejected or {}).items() if 0 <= i < n}
+        pending = [i for i in (range(n) if exc.pending is None else exc.pending) if 0 <= i < n]
+        pending = [i for i in pending if i not in rejected]
+        for i, reason in rejected.items():
+            self._fail([batch[i]], "permanent_error", f"{exc}: {reason}", exc.status_code)
+        delivered = n - len(pending) - len(rejected)
+        if delivered:
+            self._count_delivered(delivered)
+        return [batch[i] for i in pending]
 
     def _permanent(self, batch: list[Event], exc: PermanentError) -> None:
         if exc.rejected is None:
@@ -375,7 +392,7 @@ class Channel:
             return
         self._provider_closed = True
         try:
-            self.provider.close()
+            close_provider(self.provider)
         except Exception:  # noqa: BLE001 - closing is best effort
             self.logger.exception("closing provider %s raised", self.name)
 
@@ -403,10 +420,8 @@ class Channel:
         self._queue.reset_after_fork()
         if self._dead_letters is not None:
             self._dead_letters.reset_after_fork()
-        hook = getattr(self.provider, "after_fork", None)
-        if callable(hook):
-            try:
-                hook()
-            except Exception:  # noqa: BLE001
-                self.logger.exception("provider %s after_fork raised", self.name)
+        try:
+            provider_after_fork(self.provider)
+        except Exception:  # noqa: BLE001
+            self.logger.exception("provider %s after_fork raised", self.name)
 

@@ -17,30 +17,18 @@ from urllib.parse import urlsplit
 
 from . import _config, _lifecycle
 from ._channel import Channel, ErrorCallback
-from ._config import ClientOptions, resolve_delivery, resolve_settings
-from ._deadletter import DeadLetters
+from ._config import ClientOptions
 from ._events import Event, build_event
-from ._exceptions import ConfigError, FanoutError, InvalidEvent, PluginError
-from ._plugins import Registry, load_registry
+from ._exceptions import InvalidEvent
+from ._plugins import Registry
 from ._report import FlushReport
-from .processors import IPMode, Processor, ip_processor
-from .provider import ALL_KINDS, BatchLimits, Provider, ProviderConfig, ProviderSpec
+from ._setup import load_client_registry, wire
+from .processors import IPMode, Processor
+from .provider import Provider
 
 __all__ = ["Client", "ClientState"]
 
 logger = logging.getLogger("fanout")
-
-_DELIVERY_KWARGS = (
-    "batch_size",
-    "flush_interval",
-    "queue_size",
-    "queue_bytes",
-    "overflow",
-    "block_timeout",
-    "max_retries",
-    "request_timeout",
-    "sync",
-)
 
 
 class ClientState(enum.Enum):
@@ -90,8 +78,7 @@ class Client:
     ) -> None:
         env = _config.environ() if environ is None else environ
         named = [p for p in providers or () if isinstance(p, str)]
-        instances = [p for p in providers or () if not isinstance(p, str)]
-        self._options = ClientOptions.resolve(
+        options = ClientOptions.resolve(
             env,
             {
                 "providers": tuple(named) if providers is not None else None,
@@ -103,17 +90,15 @@ class Client:
                 "max_event_bytes": max_event_bytes,
             },
         )
-        self.registry: Registry = load_registry(
-            load_entry_points=load_entry_points,
-            allow=self._options.plugins,
-            deny=self._options.disable_plugins,
-            extra_plugins=plugins,
-        )
-        self._max_event_bytes = self._options.max_event_bytes
-        self._secrets: list[str] = []
-        global_kwargs = {
-            k: v
-            for k, v in {
+        wiring = wire(
+            env=env,
+            options=options,
+            registry=load_client_registry(
+                options, load_entry_points=load_entry_points, plugins=plugins
+            ),
+            providers=providers,
+            settings=settings or {},
+            delivery={
                 "batch_size": batch_size,
                 "flush_interval": flush_interval,
                 "queue_size": queue_size,
@@ -123,57 +108,17 @@ class Client:
                 "max_retries": max_retries,
                 "request_timeout": request_timeout,
                 "sync": sync,
-            }.items()
-            if v is not None
-        }
-        dead_letters = (
-            DeadLetters(self._options.dead_letter_dir)
-            if self._options.dead_letter_dir is not None
-            else None
+            },
+            per_provider_delivery=delivery or {},
+            processors=processors,
+            on_error=on_error,
         )
-        self._channels: list[Channel] = []
-        # (name, provider, limits, kinds): registered providers carry their declaration;
-        # provider objects passed in may carry `limits` / `kinds` attributes.
-        built: list[tuple[str, Provider, BatchLimits, frozenset[str]]] = []
-        names = self._select_providers(env, explicit=providers is not None, instances=instances)
-        settings = settings or {}
-        delivery = delivery or {}
-        try:
-            for name in names:
-                spec = self.registry.spec(name)
-                values = resolve_settings(spec, env, settings.get(name))
-                self._secrets += [
-                    str(values[s.field]) for s in spec.settings if s.secret and values.get(s.field)
-                ]
-                opts = resolve_delivery(name, env, global_kwargs, delivery.get(name, {}))
-                provider = self._build(spec, values, opts.request_timeout)
-                built.append((name, provider, spec.limits, spec.kinds))
-            for inst in instances:
-                limits = getattr(inst, "limits", BatchLimits())
-                kinds = frozenset(getattr(inst, "kinds", ALL_KINDS))
-                built.append((_instance_name(inst), inst, limits, kinds))
-            seen: set[str] = set()
-            for name, provider, limits, kinds in built:
-                if name in seen:
-                    raise ConfigError(f"provider {name!r} is enabled twice", variable="providers")
-                seen.add(name)
-                self._channels.append(
-                    Channel(
-                        name,
-                        provider,
-                        options=resolve_delivery(name, env, global_kwargs, delivery.get(name, {})),
-                        limits=limits,
-                        kinds=kinds,
-                        dead_letters=dead_letters,
-                        on_error=on_error,
-                        redact=self.redact,
-                    )
-                )
-        except FanoutError:
-            for _, provider, _, _ in built:
-                _close_quietly(provider)
-            raise
-        self._processors = self._select_processors(processors)
+        self._options = options
+        self.registry: Registry = wiring.registry
+        self._channels: list[Channel] = wiring.channels
+        self._processors = wiring.processors
+        self.redact = wiring.redact
+        self._max_event_bytes = options.max_event_bytes
         self._state = ClientState.OPEN
         self._shutdown_lock = threading.Lock()
         self._final_report: FlushReport | None = None
@@ -185,80 +130,6 @@ class Client:
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Client:
         """A client configured by the environment alone (``kwargs`` still take precedence)."""
         return cls(environ=environ, **kwargs)
-
-    # -- construction helpers -----------------------------------------------------------
-
-    def _select_providers(
-        self, env: Mapping[str, str], *, explicit: bool, instances: list[Provider]
-    ) -> list[str]:
-        chosen = self._options.providers
-        if chosen is not None:
-            variable = "providers" if explicit else "FANOUT_PROVIDERS"
-            unknown = [n for n in chosen if n not in self.registry.providers]
-            if unknown:
-                installed = ", ".join(sorted(self.registry.providers))
-                broken = [p.name for p in self.registry.plugins if p.error]
-                hint = f"; plugins that failed to load: {', '.join(broken)}" if broken else ""
-                raise ConfigError(
-                    f"{variable} names unknown provider(s) {', '.join(unknown)} "
-                    f"(installed: {installed}){hint}",
-                    variable=variable,
-                )
-            return list(dict.fromkeys(chosen))
-        if instances:
-            return []
-        auto = [
-            spec.name
-            for spec in self.registry.providers.values()
-            if spec.auto_enable
-            and spec.name not in self.registry.conflicts
-            and not _config.missing_settings(spec, env)
-        ]
-        return auto or ["null"]
-
-    def _build(self, spec: ProviderSpec, values: dict[str, Any], timeout: float) -> Provider:
-        try:
-            provider = spec.factory(ProviderConfig(spec.name, values, timeout))
-        except FanoutError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - report which plugin failed, then stop
-            raise PluginError(
-                f"provider {spec.name!r} (plugin {spec.plugin}) failed to start: "
-                f"{type(exc).__name__}: {self.redact(str(exc))}",
-                plugin=spec.plugin,
-            ) from None
-        if not callable(getattr(provider, "send", None)):
-            raise PluginError(f"provider {spec.name!r} has no send()", plugin=spec.plugin)
-        return provider
-
-    def _select_processors(self, processors: Sequence[str | Processor] | None) -> list[Processor]:
-        chain: list[Processor] = []
-        builtin = ip_processor(self._options.ip)  # type: ignore[arg-type]
-        if builtin is not None:
-            chain.append(builtin)
-        names: Sequence[str | Processor] = (
-            self._options.processors if processors is None else processors
-        )
-        for item in names:
-            if callable(item):
-                chain.append(item)
-                continue
-            try:
-                chain.append(self.registry.processors[item])
-            except KeyError:
-                known = ", ".join(sorted(self.registry.processors)) or "none"
-                raise ConfigError(
-                    f"unknown processor {item!r} (registered: {known})",
-                    variable="FANOUT_PROCESSORS",
-                ) from None
-        return chain
-
-    def redact(self, text: str) -> str:
-        """``text`` with every configured secret value masked (logs, dead letters, errors)."""
-        for secret in self._secrets:
-            if secret and secret in text:
-                text = text.replace(secret, "***")
-        return text
 
     # -- properties ----------------------------------------------------------------------
 
@@ -288,7 +159,7 @@ class Client:
         context: Mapping[str, Any] | None = None,
     ) -> str:
         """Record that ``name`` happened; returns the event id. Raises only ``InvalidEvent``."""
-        event = build_event(
+        return self._emit(
             "track",
             name=name,
             person_id=person_id,
@@ -297,10 +168,7 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
-            max_bytes=self._max_event_bytes,
         )
-        self._dispatch(event)
-        return event.event_id
 
     def identify(
         self,
@@ -315,7 +183,7 @@ class Client:
         """Say who ``person_id`` is; with ``anonymous_id``, link that visitor to them."""
         if person_id is None:
             raise InvalidEvent("identify needs a person_id", path="person_id")
-        event = build_event(
+        return self._emit(
             "identify",
             person_id=person_id,
             anonymous_id=anonymous_id,
@@ -323,10 +191,7 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
-            max_bytes=self._max_event_bytes,
         )
-        self._dispatch(event)
-        return event.event_id
 
     def page(
         self,
@@ -355,7 +220,7 @@ class Client:
             props["title"] = title
         if referrer is not None:
             props["referrer"] = referrer
-        event = build_event(
+        return self._emit(
             "page",
             name=name,
             person_id=person_id,
@@ -364,10 +229,7 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
-            max_bytes=self._max_event_bytes,
         )
-        self._dispatch(event)
-        return event.event_id
 
     def alias(
         self,
@@ -381,17 +243,14 @@ class Client:
         """Declare that ``previous_id`` (an old or anonymous id) is now ``person_id``."""
         if person_id is None:
             raise InvalidEvent("alias needs a person_id", path="person_id")
-        event = build_event(
+        return self._emit(
             "alias",
             person_id=person_id,
             previous_id=previous_id,
             event_id=event_id,
             timestamp=timestamp,
             context=context,
-            max_bytes=self._max_event_bytes,
         )
-        self._dispatch(event)
-        return event.event_id
 
     def group(
         self,
@@ -406,7 +265,7 @@ class Client:
         context: Mapping[str, Any] | None = None,
     ) -> str:
         """Put the person in a group (``company``, ``team``...) and set the group's traits."""
-        event = build_event(
+        return self._emit(
             "group",
             person_id=person_id,
             anonymous_id=anonymous_id,
@@ -416,8 +275,11 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
-            max_bytes=self._max_event_bytes,
         )
+
+    def _emit(self, kind: str, **fields: Any) -> str:
+        """The one builder behind the five tracking methods: validate, then fan out."""
+        event = build_event(kind, max_bytes=self._max_event_bytes, **fields)
         self._dispatch(event)
         return event.event_id
 
@@ -522,19 +384,3 @@ class Client:
 
 Client.__module__ = "fanout"
 
-
-def _instance_name(provider: Provider) -> str:
-    name = getattr(provider, "name", None)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(
-            f"provider object {type(provider).__name__} needs a 'name' attribute",
-            variable="providers",
-        )
-    return name
-
-
-def _close_quietly(provider: Provider) -> None:
-    try:
-        provider.close()
-    except Exception:  # noqa: BLE001
-        logger.debug("closing a provider after a failed start raised", exc_info=True)

@@ -22,10 +22,9 @@ from .provider import ProviderSpec, Setting, env_token
 __all__ = [
     "ENV_VARS",
     "ClientOptions",
-    "DeliveryOptions",
+    "Delivery",
     "EnvVar",
     "Overflow",
-    "resolve_delivery",
     "resolve_settings",
     "missing_settings",
 ]
@@ -248,8 +247,13 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
 
 
 @dataclasses.dataclass(frozen=True)
-class DeliveryOptions:
-    """The knobs of one channel, resolved for one provider."""
+class Delivery:
+    """The knobs of one channel, resolved for one provider: the one list of them.
+
+    Each field with a ``FANOUT_<FIELD>`` variable in :data:`ENV_VARS` (``per_provider``) is
+    read from the environment, globally and as ``FANOUT_<PROVIDER>_<FIELD>``; keyword
+    arguments to ``Client`` and its per-provider ``delivery=`` mapping use the same names.
+    """
 
     batch_size: int = FANOUT_BATCH_SIZE.default
     flush_interval: float = FANOUT_FLUSH_INTERVAL.default
@@ -264,49 +268,51 @@ class DeliveryOptions:
     retry_base: float = 0.5
     retry_cap: float = 30.0
 
-
-_DELIVERY_VARS: Final[dict[str, EnvVar[Any]]] = {
-    "batch_size": FANOUT_BATCH_SIZE,
-    "flush_interval": FANOUT_FLUSH_INTERVAL,
-    "queue_size": FANOUT_QUEUE_SIZE,
-    "queue_bytes": FANOUT_QUEUE_BYTES,
-    "overflow": FANOUT_OVERFLOW,
-    "block_timeout": FANOUT_BLOCK_TIMEOUT,
-    "max_retries": FANOUT_MAX_RETRIES,
-    "request_timeout": FANOUT_REQUEST_TIMEOUT,
-    "sync": FANOUT_SYNC,
-}
-DELIVERY_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(DeliveryOptions))
-
-
-def resolve_delivery(
-    provider: str,
-    env: Mapping[str, str],
-    global_kwargs: Mapping[str, Any],
-    provider_kwargs: Mapping[str, Any],
-) -> DeliveryOptions:
-    """Resolve one channel's knobs: per-provider kwarg, per-provider env, kwarg, env, default."""
-    values: dict[str, Any] = {}
-    for field in DELIVERY_FIELDS:
-        var = _DELIVERY_VARS.get(field)
-        if field in provider_kwargs and provider_kwargs[field] is not None:
-            values[field] = provider_kwargs[field]
-            continue
-        if var is not None:
-            per = f"FANOUT_{env_token(provider)}_{var.suffix}"
-            if env.get(per, "").strip():
-                values[field] = _read_one(var, per, env, provider)
+    @classmethod
+    def resolve(
+        cls,
+        provider: str,
+        env: Mapping[str, str],
+        global_kwargs: Mapping[str, Any],
+        provider_kwargs: Mapping[str, Any],
+    ) -> Delivery:
+        """Most specific first: per-provider kwarg, per-provider env, kwarg, env, default."""
+        unknown = (set(global_kwargs) | set(provider_kwargs)) - DELIVERY_FIELDS
+        if unknown:
+            raise ConfigError(
+                f"unknown delivery setting(s) {', '.join(sorted(unknown))}",
+                variable=sorted(unknown)[0],
+                provider=provider,
+            )
+        values: dict[str, Any] = {}
+        for field in DELIVERY_FIELDS:
+            var = DELIVERY_VARS.get(field)
+            if provider_kwargs.get(field) is not None:
+                values[field] = provider_kwargs[field]
                 continue
-        if field in global_kwargs and global_kwargs[field] is not None:
-            values[field] = global_kwargs[field]
-            continue
-        if var is not None:
-            value = var.read(env)
-            if value is not None:
-                values[field] = value
-    options = DeliveryOptions(**values)
-    _check_delivery(options, provider)
-    return options
+            if var is not None:
+                per = f"FANOUT_{env_token(provider)}_{var.suffix}"
+                if env.get(per, "").strip():
+                    values[field] = _read_one(var, per, env, provider)
+                    continue
+            if global_kwargs.get(field) is not None:
+                values[field] = global_kwargs[field]
+                continue
+            if var is not None:
+                value = var.read(env)
+                if value is not None:
+                    values[field] = value
+        options = cls(**values)
+        _check_delivery(options, provider)
+        return options
+
+
+#: Delivery field → its variable: every per-provider variable names a Delivery field.
+DELIVERY_VARS: Final[dict[str, EnvVar[Any]]] = {
+    var.suffix.lower(): var for var in ENV_VARS if var.per_provider
+}
+DELIVERY_FIELDS: Final = frozenset(f.name for f in dataclasses.fields(Delivery))
+assert set(DELIVERY_VARS) <= DELIVERY_FIELDS, "a per-provider variable without a field"
 
 
 def _read_one(var: EnvVar[Any], name: str, env: Mapping[str, str], provider: str) -> Any:
@@ -316,7 +322,7 @@ def _read_one(var: EnvVar[Any], name: str, env: Mapping[str, str], provider: str
         raise ConfigError(f"{name} is malformed: {exc}", variable=name, provider=provider) from None
 
 
-def _check_delivery(options: DeliveryOptions, provider: str) -> None:
+def _check_delivery(options: Delivery, provider: str) -> None:
     """Keyword arguments skip the env parsers, so check them the same way here."""
     checks: list[tuple[str, bool]] = [
         ("batch_size", isinstance(options.batch_size, int) and options.batch_size > 0),

@@ -17,7 +17,7 @@ dead-letter records and ``on_error`` calls.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 
 class FanoutError(Exception):
@@ -65,7 +65,15 @@ class DeliveryError(FanoutError):
 
 
 class RetryableError(DeliveryError):
-    """Try the same batch again later; ``retry_after`` (seconds) is the backend's own hint."""
+    """Try again later; ``retry_after`` (seconds) is the backend's own hint.
+
+    Without ``pending`` nothing of the batch was delivered and all of it is retried. With
+    ``pending`` (batch indices) the backend took the other events: only the pending ones
+    are retried, and the rest count as delivered. ``rejected`` (index → reason) names
+    events refused for good in the same attempt; they are dead-lettered, not retried. A
+    provider that sends one batch in several requests reports what it got through this
+    way instead of remembering ids across calls.
+    """
 
     def __init__(
         self,
@@ -73,9 +81,13 @@ class RetryableError(DeliveryError):
         *,
         retry_after: float | None = None,
         status_code: int | None = None,
+        pending: Iterable[int] | None = None,
+        rejected: Mapping[int, str] | None = None,
     ):
         super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
+        self.pending = sorted(set(pending)) if pending is not None else None
+        self.rejected = dict(rejected) if rejected is not None else None
 
 
 class PermanentError(DeliveryError):

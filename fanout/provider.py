@@ -10,25 +10,47 @@ treated as a retryable bug and logged with the provider's name.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, TypeVar, runtime_checkable
 
 from ._events import KINDS, Event
-from ._exceptions import BatchTooLarge, ConfigError, PermanentError, RetryableError
+from ._exceptions import (
+    BatchTooLarge,
+    ConfigError,
+    DeliveryError,
+    PermanentError,
+    PluginError,
+    RetryableError,
+)
+from ._redact import Redactor
+from .hookspecs import RegisterProcessor, RegisterProvider, hookimpl
 
 __all__ = [
     "ALL_KINDS",
     "BatchLimits",
     "BatchTooLarge",
     "Capability",
+    "ConfigError",
+    "DeliveryError",
+    "Event",
     "PermanentError",
     "Provider",
     "ProviderConfig",
     "ProviderFactory",
     "ProviderSpec",
+    "Redactor",
+    "RegisterProcessor",
+    "RegisterProvider",
     "RetryableError",
     "Setting",
+    "close_provider",
+    "describe_instance",
+    "hookimpl",
+    "provider_after_fork",
 ]
+
+T = TypeVar("T")
 
 #: Every event kind; a provider that supports fewer declares ``kinds=`` explicitly.
 ALL_KINDS: Final[frozenset[str]] = KINDS
@@ -45,24 +67,49 @@ class Capability:
 
 @runtime_checkable
 class Provider(Protocol):
-    """Sends one batch to one backend.
+    """Sends one batch to one backend. ``send`` is the one required member.
 
     ``send`` is called from the provider's own channel worker, one batch at a time, so a
     provider needs no locking of its own. It returns normally when the backend accepted the
     whole batch, and raises to say otherwise:
 
     - :class:`RetryableError` (``retry_after=`` seconds if the backend said so): timeouts,
-      connection errors, 5xx, 429. The channel retries with backoff.
+      connection errors, 5xx, 429. The channel retries with backoff. With ``pending=[i,
+      ...]`` the other events were delivered and only those are retried.
     - :class:`BatchTooLarge`: the channel splits the batch and sends the halves.
     - :class:`PermanentError`: the batch is dead-lettered, or with ``rejected={index:
       reason}`` only those events are, and the rest count as delivered.
+
+    Optional members, read once when the channel is built (see :func:`close_provider`,
+    :func:`provider_after_fork`, :func:`describe_instance`):
+
+    ``close() -> None``
+        Release connections; called once at shutdown from the channel's thread. Default:
+        nothing to release.
+    ``after_fork() -> None``
+        Reset per-process state in a forked child. Default: nothing to reset
+        (:class:`fanout.http.HttpSender` already starts afresh in a child by itself).
+    ``name: str``, ``limits: BatchLimits``, ``kinds: frozenset[str]``
+        Only for provider objects passed straight to ``Client(providers=[obj])``, which
+        have no registration: ``name`` is required; ``limits`` defaults to
+        ``BatchLimits()`` and ``kinds`` to every kind.
     """
 
     def send(self, batch: Sequence[Event]) -> None: ...
 
-    def close(self) -> None:
-        """Release connections. Called once at shutdown, from the channel's thread."""
-        ...
+
+def close_provider(provider: Provider) -> None:
+    """Call the provider's optional ``close()``."""
+    close = getattr(provider, "close", None)
+    if callable(close):
+        close()
+
+
+def provider_after_fork(provider: Provider) -> None:
+    """Call the provider's optional ``after_fork()``."""
+    hook = getattr(provider, "after_fork", None)
+    if callable(hook):
+        hook()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +168,48 @@ class ProviderConfig:
         return f"ProviderConfig(name={self.name!r}, settings=<{len(self.settings)} values>)"
 
     def get(self, field: str, default: Any = None) -> Any:
+        """The parsed value of ``field`` (untyped; prefer the typed getters below)."""
         return self.settings.get(field, default)
+
+    def _typed(self, field: str, kind: type[T], default: T | None) -> T | None:
+        value = self.settings.get(field)
+        if value is None:
+            return default
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"setting {field!r} of provider {self.name!r} must be a {kind.__name__}, "
+                f"not {type(value).__name__} (declare a parse= for it)",
+                variable=self.variable(field),
+                provider=self.name,
+            )
+        return value
+
+    def get_str(self, field: str, default: str | None = None) -> str | None:
+        """``field`` as a string, or ``default`` when unset."""
+        return self._typed(field, str, default)
+
+    def get_int(self, field: str, default: int | None = None) -> int | None:
+        return self._typed(field, int, default)
+
+    def get_float(self, field: str, default: float | None = None) -> float | None:
+        return self._typed(field, float, default)
+
+    def get_bool(self, field: str, default: bool | None = None) -> bool | None:
+        return self._typed(field, bool, default)
+
+    def require_str(self, field: str) -> str:
+        """``field`` as a string, or a ``ConfigError`` naming its variable."""
+        value = self.get_str(field)
+        if value is None:
+            self.require(field)  # raises
+        assert value is not None
+        return value
+
+    def variable(self, field: str) -> str:
+        """The ``FANOUT_<PROVIDER>_<FIELD>`` variable of ``field``."""
+        return f"FANOUT_{env_token(self.name)}_{field.upper()}"
 
     def require(self, field: str) -> Any:
         """The value of ``field``, or a ``ConfigError`` naming it (for factories' own checks)."""
@@ -129,7 +217,7 @@ class ProviderConfig:
         if value is None:
             raise ConfigError(
                 f"provider {self.name!r} needs the setting {field!r}",
-                variable=f"FANOUT_{env_token(self.name)}_{field.upper()}",
+                variable=self.variable(field),
                 provider=self.name,
             )
         return value
@@ -143,7 +231,9 @@ class ProviderSpec:
     """A provider as registered: how to build it, and everything fanout shows about it."""
 
     name: str
-    factory: ProviderFactory
+    #: A callable, or ``"module:attribute"`` naming one. The string form is imported only
+    #: when the provider is enabled, so declaring a provider never imports its vendor SDK.
+    factory: ProviderFactory | str
     settings: tuple[Setting, ...] = ()
     limits: BatchLimits = BatchLimits()
     kinds: frozenset[str] = ALL_KINDS
@@ -155,3 +245,49 @@ class ProviderSpec:
 
     def required_settings(self) -> tuple[Setting, ...]:
         return tuple(s for s in self.settings if s.required)
+
+    def load_factory(self) -> ProviderFactory:
+        """The factory callable, importing it now when it was declared by name."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        module, _, attr = self.factory.partition(":")
+        try:
+            target: Any = importlib.import_module(module)
+            for part in attr.split(".") if attr else ():
+                target = getattr(target, part)
+        except Exception as exc:  # noqa: BLE001 - report which plugin failed
+            raise PluginError(
+                f"provider {self.name!r} (plugin {self.plugin}) could not import its factory "
+                f"{self.factory!r}: {type(exc).__name__}: {exc}",
+                plugin=self.plugin,
+            ) from None
+        if not callable(target):
+            raise PluginError(
+                f"provider {self.name!r}: {self.factory!r} is not callable", plugin=self.plugin
+            )
+        factory: ProviderFactory = target
+        return factory
+
+
+def describe_instance(provider: Provider) -> ProviderSpec:
+    """The declaration of a provider object passed straight to ``Client(providers=[...])``.
+
+    Such objects have no registration, so their optional ``name``, ``limits`` and ``kinds``
+    attributes stand in for it (see :class:`Provider`).
+    """
+    name = getattr(provider, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"provider object {type(provider).__name__} needs a 'name' attribute",
+            variable="providers",
+        )
+    limits = getattr(provider, "limits", None)
+    kinds = getattr(provider, "kinds", None)
+    return ProviderSpec(
+        name=name,
+        factory=lambda config: provider,
+        limits=limits if isinstance(limits, BatchLimits) else BatchLimits(),
+        kinds=ALL_KINDS if kinds is None else frozenset(kinds),
+        plugin="(instance)",
+        auto_enable=False,
+    )

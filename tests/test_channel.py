@@ -12,7 +12,7 @@ from _helpers import ScriptedProvider
 
 from fanout import BatchLimits, BatchTooLarge, PermanentError, RetryableError
 from fanout._channel import Channel
-from fanout._config import DeliveryOptions
+from fanout._config import Delivery
 from fanout._deadletter import DeadLetters
 from fanout._events import build_event
 
@@ -27,7 +27,7 @@ def events(n, size=0, prefix="e"):
 
 
 def run_channel(provider, evs, *, limits=None, timeout=10, **options):
-    opts = DeliveryOptions(**{**FAST, **options})
+    opts = Delivery(**{**FAST, **options})
     failures = []
     ch = Channel(provider.name, provider, options=opts, limits=limits, on_error=failures.append)
     for e in evs:
@@ -49,7 +49,7 @@ def test_full_batches_leave_without_a_flush_or_the_interval_under_concurrent_cal
     """The caller wakes the worker once per full batch; no wake-up may be lost between the
     worker's clearing its flag and callers on other threads filling the next batch."""
     p = ScriptedProvider("p")
-    opts = DeliveryOptions(**{**FAST, "flush_interval": 60.0, "batch_size": 10})
+    opts = Delivery(**{**FAST, "flush_interval": 60.0, "batch_size": 10})
     ch = Channel("p", p, options=opts)
     per_thread, threads = 500, 4
     evs = events(per_thread * threads)
@@ -131,7 +131,7 @@ def test_retry_after_is_honoured():
 
 def test_retries_exhausted_goes_to_dead_letter(tmp_path):
     p = ScriptedProvider("p", [RetryableError("500")] * 10)
-    opts = DeliveryOptions(**FAST, max_retries=2)
+    opts = Delivery(**FAST, max_retries=2)
     failures = []
     ch = Channel("p", p, options=opts, dead_letters=DeadLetters(tmp_path), on_error=failures.append)
     evs = events(2)
@@ -179,6 +179,41 @@ def test_per_event_rejection_keeps_the_rest_delivered():
     assert (r.delivered, r.failed) == (3, 2)
 
 
+def test_partial_success_retries_only_the_pending_events():
+    """RetryableError(pending=...) means the rest were delivered: only those are retried."""
+    p = ScriptedProvider("p", [RetryableError("second request failed", pending=[1, 3])])
+    evs = events(5)
+    ch, failures = run_channel(p, evs)
+    assert p.seen == [evs, [evs[1], evs[3]]]
+    assert failures == []
+    r = ch.report()
+    assert (r.delivered, r.failed, r.retries, r.pending) == (5, 0, 1, 0)
+    assert sorted(e.event_id for e in p.accepted) == sorted(
+        e.event_id for e in [evs[1], evs[3]]
+    )  # the scripted backend accepted only the retry; the first attempt "took" the other 3
+
+
+def test_partial_success_with_rejections_dead_letters_them_and_retries_the_rest():
+    p = ScriptedProvider(
+        "p", [RetryableError("503", pending=[2, 4], rejected={0: "bad record"}), None]
+    )
+    evs = events(5)
+    ch, failures = run_channel(p, evs)
+    assert p.seen[1] == [evs[2], evs[4]]
+    assert [f.events for f in failures] == [(evs[0],)]
+    assert "bad record" in failures[0].error
+    r = ch.report()
+    assert (r.delivered, r.failed, r.pending) == (4, 1, 0)
+
+
+def test_partial_success_with_nothing_pending_is_resolved_without_a_retry():
+    p = ScriptedProvider("p", [RetryableError("odd but legal", pending=[])])
+    ch, failures = run_channel(p, events(3))
+    assert len(p.seen) == 1
+    r = ch.report()
+    assert (r.delivered, r.retries, r.failed) == (3, 0, 0)
+
+
 def test_permanent_batch_failure_is_not_retried():
     p = ScriptedProvider("p", [PermanentError("401 unauthorized", status_code=401)])
     ch, failures = run_channel(p, events(4))
@@ -188,7 +223,7 @@ def test_permanent_batch_failure_is_not_retried():
 
 def test_on_error_callback_that_raises_does_not_stop_delivery():
     p = ScriptedProvider("p", [PermanentError("no")])
-    opts = DeliveryOptions(**FAST, batch_size=1)
+    opts = Delivery(**FAST, batch_size=1)
 
     def boom(failure):
         raise RuntimeError("callback bug")
@@ -209,7 +244,7 @@ def test_queue_full_drops_new_events_counts_and_logs_once(caplog):
             super().send(batch)
 
     p = Slow("p")
-    opts = DeliveryOptions(**FAST, queue_size=5, batch_size=1)
+    opts = Delivery(**FAST, queue_size=5, batch_size=1)
     ch = Channel("p", p, options=opts)
     with caplog.at_level(logging.WARNING, logger="fanout.channel.p"):
         for e in events(50):
@@ -230,7 +265,7 @@ def test_queue_bounded_by_bytes():
             gate.wait(10)
             super().send(batch)
 
-    opts = DeliveryOptions(**FAST, queue_bytes=20_000, batch_size=1)
+    opts = Delivery(**FAST, queue_bytes=20_000, batch_size=1)
     ch = Channel("p", Slow("p"), options=opts)
     for e in events(20, size=2000):
         ch.emit(e)
@@ -241,7 +276,7 @@ def test_queue_bounded_by_bytes():
 
 def test_block_overflow_waits_for_room_instead_of_dropping():
     p = ScriptedProvider("p")
-    opts = DeliveryOptions(**FAST, queue_size=2, batch_size=1, overflow="block", block_timeout=5)
+    opts = Delivery(**FAST, queue_size=2, batch_size=1, overflow="block", block_timeout=5)
     ch = Channel("p", p, options=opts)
     for e in events(30):
         ch.emit(e)
@@ -252,7 +287,7 @@ def test_block_overflow_waits_for_room_instead_of_dropping():
 
 def test_unsupported_kind_is_skipped_and_counted():
     p = ScriptedProvider("p")
-    opts = DeliveryOptions(**FAST)
+    opts = Delivery(**FAST)
     ch = Channel("p", p, options=opts, kinds=frozenset({"track"}))
     ch.emit(build_event("alias", person_id="u", previous_id="a"))
     ch.emit(events(1)[0])
@@ -263,7 +298,7 @@ def test_unsupported_kind_is_skipped_and_counted():
 
 def test_worker_starts_lazily():
     p = ScriptedProvider("p")
-    ch = Channel("p", p, options=DeliveryOptions(**FAST))
+    ch = Channel("p", p, options=Delivery(**FAST))
     assert ch._thread is None
     ch.emit(events(1)[0])
     assert ch._thread is not None and ch._thread.daemon

@@ -7,15 +7,73 @@ Subcommands live in their own modules; plugins add theirs through the
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from typing import Any, Final
 
 import click
 
 from ..__about__ import __version__
 
+#: Built-in subcommands, imported only when used or listed: ``fanout --version`` and
+#: ``fanout track`` do not pay for the collector's or the demo's imports.
+_BUILTIN: Final[dict[str, str]] = {
+    "plugins": "fanout.cli.plugins:plugins_command",
+    "check": "fanout.cli.check:check_command",
+    "track": "fanout.cli.send:track_command",
+    "identify": "fanout.cli.send:identify_command",
+    "demo": "fanout.cli.demo:demo_command",
+    "collector": "fanout.cli.collector:collector_group",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class FanoutGroup(click.Group):
+    """Loads built-in commands on demand and plugin commands only when a name is unknown
+    (or the list is shown), so plugins' imports are never paid for a built-in command."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugins_loaded = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return sorted({*_BUILTIN, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _BUILTIN and cmd_name not in self.commands:
+            module, _, attr = _BUILTIN[cmd_name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self._plugins_loaded:
+            self._load_plugin_commands()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def _load_plugin_commands(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from .. import _config
+        from .._setup import load_client_registry
+
+        try:
+            options = _config.ClientOptions.resolve(_config.environ(), {})
+            registry = load_client_registry(options)
+        except Exception as exc:  # noqa: BLE001 - the CLI must start even if plugins are broken
+            click.echo(f"fanout: plugins failed to load: {exc}", err=True)
+            return
+        for impl in registry.pm.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=self)
+            except Exception as exc:  # noqa: BLE001
+                click.echo(
+                    f"fanout: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True
+                )
+
+
+@click.group(cls=FanoutGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fanout")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug) to stderr.")
 def main(verbose: int) -> None:
@@ -26,40 +84,6 @@ def main(verbose: int) -> None:
             format="%(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
-
-
-def _register_builtin_commands() -> None:
-    from . import check, demo, plugins, send
-
-    main.add_command(plugins.plugins_command)
-    main.add_command(check.check_command)
-    main.add_command(send.track_command)
-    main.add_command(send.identify_command)
-    main.add_command(demo.demo_command)
-    from . import collector
-
-    main.add_command(collector.collector_group)
-
-
-def _register_plugin_commands() -> None:
-    from .._plugins import load_registry
-
-    try:
-        registry = load_registry()
-    except Exception as exc:  # noqa: BLE001 - the CLI must start even if plugins are broken
-        click.echo(f"fanout: plugins failed to load: {exc}", err=True)
-        return
-    for impl in registry.pm.hook.register_commands.get_hookimpls():
-        try:
-            impl.function(cli=main)
-        except Exception as exc:  # noqa: BLE001
-            click.echo(
-                f"fanout: plugin {impl.plugin_name!r} failed to add commands: {exc}", err=True
-            )
-
-
-_register_builtin_commands()
-_register_plugin_commands()
 
 
 def run() -> None:

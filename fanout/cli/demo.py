@@ -22,7 +22,8 @@ import click
 
 from .. import _config, events
 from .._client import Client
-from .._plugins import BUILTIN, load_registry
+from .._plugins import BUILTIN
+from .._setup import load_client_registry, select_providers
 from ..collector.sqlite import SQLiteStore
 from ._common import user_errors
 from .collector import format_timeline
@@ -31,15 +32,9 @@ from .collector import format_timeline
 def _vendor_providers() -> list[str]:
     """Plugin providers whose required settings are present in the environment."""
     env = _config.environ()
-    registry = load_registry()
-    return [
-        spec.name
-        for spec in registry.providers.values()
-        if spec.plugin != BUILTIN
-        and spec.auto_enable
-        and spec.name not in registry.conflicts
-        and not _config.missing_settings(spec, env)
-    ]
+    registry = load_client_registry(_config.ClientOptions.resolve(env, {}))
+    auto = select_providers(registry, env, None)
+    return [name for name in auto if registry.providers[name].plugin != BUILTIN]
 
 
 @click.command("demo")

@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from .. import _config
-from .._plugins import load_registry
+from .._exceptions import ConfigError
+from .._setup import load_client_registry, select_providers
 from ._common import mask, setting_source
 
 
@@ -18,15 +19,16 @@ def plugins_command(as_json: bool) -> None:
     """List plugins, their providers, enabled or not, and missing settings (secrets masked)."""
     env = _config.environ()
     options = _config.ClientOptions.resolve(env, {})
-    registry = load_registry(allow=options.plugins, deny=options.disable_plugins)
-    selected = options.providers
+    registry = load_client_registry(options)
+    try:
+        enabled_names = set(select_providers(registry, env, options.providers))
+    except ConfigError as exc:  # unknown names in FANOUT_PROVIDERS: list what is there
+        click.echo(f"warning: {exc}", err=True)
+        enabled_names = set(options.providers or ())
     rows: list[dict[str, Any]] = []
     for spec in registry.providers.values():
         missing = [s.env_names(spec.name)[0] for s in _config.missing_settings(spec, env)]
-        if selected is not None:
-            enabled = spec.name in selected
-        else:
-            enabled = spec.auto_enable and not missing
+        enabled = spec.name in enabled_names
         settings = []
         for s in spec.settings:
             source = setting_source(spec, s, env)
@@ -53,10 +55,6 @@ def plugins_command(as_json: bool) -> None:
                 "description": spec.description,
             }
         )
-    if selected is None and not any(r["enabled"] for r in rows):
-        for r in rows:
-            if r["provider"] == "null":
-                r["enabled"] = True
     plugins = [
         {
             "name": p.name,
