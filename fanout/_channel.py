@@ -111,6 +111,10 @@ class Channel:
         self._stats_lock = threading.Lock()
         self._flushes = 0
         self._inflight = 0
+        self._inflight_batch: list[Event] | None = None
+        #: Set when shutdown's deadline took the in-flight batch over: whatever the worker's
+        #: send later returns, that batch is already resolved (dead-lettered) and counted.
+        self._claimed = False
         self._resolved = 0  # events taken from the queue and resolved (worker only)
         self._sync_lock = threading.Lock()
         self.delivered = 0
@@ -189,13 +193,16 @@ class Channel:
                 return
             with self._progress:
                 self._inflight = len(batch)
+                self._inflight_batch = batch
             try:
                 self._deliver(batch)
             finally:
                 queue.ack(batch)
                 with self._progress:
-                    self._inflight = 0
-                    self._resolved += len(batch)
+                    if self._inflight_batch is batch:  # not taken over by shutdown
+                        self._inflight = 0
+                        self._inflight_batch = None
+                        self._resolved += len(batch)
                     self._progress.notify_all()
 
     def _deliver(self, batch: list[Event], *, deadline: float | None = None) -> None:
@@ -208,11 +215,16 @@ class Channel:
                 "too_large",
                 f"event above {self.name}'s limit of {self.limits.max_event_bytes} bytes",
             )
-        attempt = 0
+        attempt = 0  # counts failures, not rate-limit answers (429)
+        budget = time.monotonic() + self.options.retry_timeout
+        if deadline is not None:
+            budget = min(budget, deadline)
         while batch:
             try:
                 self.provider.send(batch)
             except BatchTooLarge as exc:
+                if self._claimed:
+                    return
                 if len(batch) == 1:
                     self._fail(batch, "too_large", str(exc), exc.status_code)
                     return
@@ -222,28 +234,39 @@ class Channel:
                 self._deliver(batch[mid:], deadline=deadline)
                 return
             except PermanentError as exc:
-                self._permanent(batch, exc)
+                if not self._claimed:
+                    self._permanent(batch, exc)
                 return
             except RetryableError as exc:
+                if self._claimed:
+                    return
                 delay = self._backoff.delay(attempt, exc.retry_after)
                 error, status = str(exc), exc.status_code
+                rate_limited = status == 429
                 if exc.pending is not None or exc.rejected:
                     batch = self._partial(batch, exc)
                     if not batch:
                         return
             except Exception as exc:  # noqa: BLE001 - a provider bug must not kill the worker
+                if self._claimed:
+                    return
                 self.logger.exception("provider %s raised unexpectedly; will retry", self.name)
                 delay = self._backoff.delay(attempt)
                 error, status = f"{type(exc).__name__}: {exc}", None
+                rate_limited = False
             else:
-                self._count_delivered(len(batch))
+                if not self._claimed:
+                    self._count_delivered(len(batch))
                 return
-            attempt += 1
-            if attempt > self.options.max_retries:
+            if not rate_limited:
+                attempt += 1
+            limit = self.options.max_retries
+            if limit is not None and attempt > limit:
                 self._fail(batch, "retries_exhausted", error, status)
                 return
-            if deadline is not None and time.monotonic() + delay > deadline:
-                self._fail(batch, "retries_exhausted", error + " (sync deadline)", status)
+            if time.monotonic() + delay > budget:
+                why = "sync deadline" if deadline is not None else "FANOUT_RETRY_TIMEOUT"
+                self._fail(batch, "retries_exhausted", f"{error} ({why} reached)", status)
                 return
             with self._stats_lock:
                 self.retries += 1
@@ -377,6 +400,22 @@ class Channel:
                 self._abort.set()
                 self._wake.set()
                 thread.join(0.05)
+            if thread.is_alive():
+                # The provider is still inside send() (a hung backend): the batch in flight
+                # is resolved here, like everything else still pending at the deadline.
+                with self._progress:
+                    inflight, self._inflight_batch = self._inflight_batch, None
+                    if inflight is not None:
+                        self._claimed = True
+                        self._inflight = 0
+                        self._resolved += len(inflight)
+                if inflight:
+                    self._fail(
+                        inflight,
+                        "shutdown_timeout",
+                        f"{len(inflight)} event(s) were being sent when shutdown's deadline "
+                        "passed",
+                    )
         leftover = self._queue.drain()
         if leftover:
             self._fail(

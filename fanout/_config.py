@@ -182,11 +182,21 @@ FANOUT_BLOCK_TIMEOUT: Final = EnvVar(
     "Seconds a caller may wait for room in a full queue under `FANOUT_OVERFLOW=block`.",
     per_provider=True,
 )
-FANOUT_MAX_RETRIES: Final = EnvVar(
+FANOUT_MAX_RETRIES: Final = EnvVar[int | None](
     "FANOUT_MAX_RETRIES",
-    8,
+    None,
     parse_non_negative_int,
-    "Retries of a batch after retryable failures, before it is dead-lettered.",
+    "Most retries of one batch before it is dead-lettered. Unset: no count, only "
+    "FANOUT_RETRY_TIMEOUT bounds them (rate-limit answers, 429, never count).",
+    per_provider=True,
+)
+FANOUT_RETRY_TIMEOUT: Final = EnvVar(
+    "FANOUT_RETRY_TIMEOUT",
+    600.0,
+    parse_positive_float,
+    "Seconds one batch is retried (backoff with full jitter, at least 0.5 s apart, "
+    "Retry-After honoured up to 60 s) before it is dead-lettered: an ordinary deploy or "
+    "outage of a backend costs nothing.",
     per_provider=True,
 )
 FANOUT_REQUEST_TIMEOUT: Final = EnvVar(
@@ -239,6 +249,7 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_OVERFLOW,
     FANOUT_BLOCK_TIMEOUT,
     FANOUT_MAX_RETRIES,
+    FANOUT_RETRY_TIMEOUT,
     FANOUT_REQUEST_TIMEOUT,
     FANOUT_SHUTDOWN_TIMEOUT,
     FANOUT_DEAD_LETTER_DIR,
@@ -261,10 +272,11 @@ class Delivery:
     queue_bytes: int = FANOUT_QUEUE_BYTES.default
     overflow: Overflow = "drop_new"
     block_timeout: float = FANOUT_BLOCK_TIMEOUT.default
-    max_retries: int = FANOUT_MAX_RETRIES.default
+    max_retries: int | None = FANOUT_MAX_RETRIES.default
+    retry_timeout: float = FANOUT_RETRY_TIMEOUT.default
     request_timeout: float = FANOUT_REQUEST_TIMEOUT.default
     sync: bool = False
-    #: Backoff before retry n is about ``min(retry_cap, retry_base * 2**n)`` ± 50 % jitter.
+    #: Backoff before retry n is uniform in ``[retry_base, min(retry_cap, retry_base * 2**n)]``.
     retry_base: float = 0.5
     retry_cap: float = 30.0
 
@@ -328,7 +340,12 @@ def _check_delivery(options: Delivery, provider: str) -> None:
         ("batch_size", isinstance(options.batch_size, int) and options.batch_size > 0),
         ("queue_size", isinstance(options.queue_size, int) and options.queue_size > 0),
         ("queue_bytes", isinstance(options.queue_bytes, int) and options.queue_bytes > 0),
-        ("max_retries", isinstance(options.max_retries, int) and options.max_retries >= 0),
+        (
+            "max_retries",
+            options.max_retries is None
+            or (isinstance(options.max_retries, int) and options.max_retries >= 0),
+        ),
+        ("retry_timeout", _positive(options.retry_timeout)),
         ("flush_interval", _positive(options.flush_interval)),
         ("block_timeout", _positive(options.block_timeout)),
         ("request_timeout", _positive(options.request_timeout)),

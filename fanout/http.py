@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip as _gzip
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -34,6 +34,8 @@ from .__about__ import __version__
 
 USER_AGENT = f"fanout/{__version__} (+https://pypi.org/project/fanout-analytics/)"
 _EXCERPT = 300
+#: Same-host 307/308 redirects followed per request.
+MAX_REDIRECTS: Final = 3
 
 
 def encode_json(payload: Any) -> bytes:
@@ -104,13 +106,30 @@ class HttpSender:
             body = _gzip.compress(body, compresslevel=5)
             hdrs["Content-Encoding"] = "gzip"
         try:
-            return self._http().post(
+            response = self._http().post(
                 url,
                 content=body,
                 headers=hdrs,
                 params=params,
                 auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth,
             )
+            # 307 and 308 keep the method and body: follow them (an http -> https redirect
+            # at a load balancer). 301/302/303 would turn the POST into a GET: never
+            # followed; raise_for_status makes them permanent, naming where they point.
+            for _ in range(MAX_REDIRECTS):
+                if response.status_code not in (307, 308) or "location" not in response.headers:
+                    break
+                target = response.url.join(response.headers["location"])
+                if target.host != response.url.host:
+                    break  # never carry credentials to another host
+                response = self._http().post(
+                    target,
+                    content=body,
+                    headers=hdrs,
+                    params=None,
+                    auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth,
+                )
+            return response
         except httpx.TimeoutException as exc:
             raise RetryableError(
                 f"timed out after {self.timeout}s ({type(exc).__name__})"
@@ -135,6 +154,15 @@ def raise_for_status(response: httpx.Response, *, what: str = "backend") -> None
         return
     excerpt = _excerpt(response)
     message = f"{what} answered HTTP {status}" + (f": {excerpt}" if excerpt else "")
+    if 300 <= status < 400:
+        location = response.headers.get("location")
+        where = str(response.url.join(location).copy_with(query=None)) if location else None
+        raise PermanentError(
+            f"{what} answered HTTP {status} (a redirect"
+            + (f" to {where}" if where else "")
+            + "); configure that URL instead: a POST cannot follow it",
+            status_code=status,
+        )
     if status == 413:
         raise BatchTooLarge(message, status_code=status)
     if status in (408, 425, 429) or status >= 500:

@@ -61,4 +61,9 @@ def parse_url(value: str) -> str:
         raise ValueError("expected an http:// or https:// base URL, e.g. http://127.0.0.1:8765")
     if url.endswith(BATCH_PATH):
         url = url[: -len(BATCH_PATH)]
+    if url.endswith("/v1"):
+        raise ValueError(
+            "give the collector's base URL without /v1 (fanout adds /v1/batch), "
+            f"e.g. {url[: -len('/v1')]}"
+        )
     return url

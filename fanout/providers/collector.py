@@ -19,7 +19,7 @@ from typing import Any, Final
 import httpx
 
 from .._events import SCHEMA_VERSION, Event, format_timestamp
-from .._exceptions import BatchTooLarge, PermanentError
+from .._exceptions import BatchTooLarge, PermanentError, RetryableError
 from .._json import dumps
 from ..collector.protocol import BATCH_PATH, MAX_BATCH_BYTES, parse_url
 from ..http import HttpSender, raise_for_status
@@ -89,6 +89,12 @@ class CollectorProvider:
         if response.status_code == 200:
             _raise_for_rejections(response, len(batch))
             return
+        if response.status_code == 404:
+            raise PermanentError(
+                f"collector answered HTTP 404 at {self.endpoint}: the url setting must be the "
+                "collector's base URL (fanout adds /v1/batch), e.g. http://127.0.0.1:8765",
+                status_code=404,
+            )
         raise_for_status(response, what="collector")
 
     def close(self) -> None:
@@ -126,12 +132,25 @@ def _wire(e: Event) -> dict[str, Any]:
 
 
 def _raise_for_rejections(response: httpx.Response, size: int) -> None:
-    """A 200 means the batch is committed; its ``rejected`` entries are permanent failures."""
+    """A 200 with the collector's summary means the batch is committed; its ``rejected``
+    entries are permanent failures.
+
+    A 200 that is not that summary (a proxy's or load balancer's welcome page, a captive
+    portal) is not the collector's answer: nothing says the batch was stored, so it is
+    retryable, and the error names what came back.
+    """
     try:
         data: Any = response.json()
     except ValueError:
-        return  # committed all the same; a malformed summary is not worth a retry
-    rejected = data.get("rejected") if isinstance(data, dict) else None
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("accepted"), int):
+        kind = response.headers.get("Content-Type", "no content type")
+        raise RetryableError(
+            f"{response.url} answered 200 with something that is not a collector's reply "
+            f"({kind}); is the URL a fanout collector?",
+            status_code=200,
+        )
+    rejected = data.get("rejected")
     if not rejected or not isinstance(rejected, list):
         return
     reasons: dict[int, str] = {}
