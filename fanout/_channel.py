@@ -61,6 +61,40 @@ class _Throttle:
             self._logger.warning(msg, *args)
 
 
+class Claim:
+    """The events of one delivery, each resolved exactly once: by the worker, or by a
+    deadline that gave up on the worker.
+
+    A hung backend can hold a send past shutdown's (or sync mode's) deadline. The deadline
+    then :meth:`take` s what is still unresolved and dead-letters it; when the send finally
+    returns, :meth:`settle` hands the worker nothing left to count, so no event is counted
+    twice or not at all.
+    """
+
+    __slots__ = ("_lock", "_open", "taken")
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self._lock = threading.Lock()
+        self._open = {id(e): e for e in events}
+        self.taken = False
+
+    def settle(self, events: Sequence[Event]) -> list[Event]:
+        """The ones among ``events`` still unresolved, now resolved by the caller."""
+        with self._lock:
+            if self.taken:
+                return []
+            pop = self._open.pop
+            return [e for e in events if pop(id(e), None) is not None]
+
+    def take(self) -> list[Event]:
+        """Everything still unresolved; later :meth:`settle` calls get nothing."""
+        with self._lock:
+            self.taken = True
+            out = list(self._open.values())
+            self._open.clear()
+            return out
+
+
 class Channel:
     """Delivers events to one provider, isolated from every other channel."""
 
@@ -111,12 +145,9 @@ class Channel:
         self._stats_lock = threading.Lock()
         self._flushes = 0
         self._inflight = 0
-        self._inflight_batch: list[Event] | None = None
-        #: Set when shutdown's deadline took the in-flight batch over: whatever the worker's
-        #: send later returns, that batch is already resolved (dead-lettered) and counted.
-        self._claimed = False
+        #: The claim on the batch being sent, which shutdown's deadline may take over.
+        self._inflight_claim: Claim | None = None
         self._resolved = 0  # events taken from the queue and resolved (worker only)
-        self._sync_lock = threading.Lock()
         self.delivered = 0
         self.retries = 0
         self.batches = 0
@@ -132,8 +163,8 @@ class Channel:
         if event.kind not in self.kinds:
             self._count_skip(1)
             return
-        if self._sync:
-            self._deliver_sync(event)
+        if self._sync:  # the client delivers sync channels itself (Client._dispatch)
+            self.deliver_now(event, time.monotonic() + self.options.request_timeout * 2)
             return
         queue = self._queue
         queued = queue.put(event)
@@ -191,27 +222,34 @@ class Channel:
             batch = queue.take(self._batch_events, self._batch_bytes)
             if not batch:
                 return
+            claim = Claim(batch)
             with self._progress:
                 self._inflight = len(batch)
-                self._inflight_batch = batch
+                self._inflight_claim = claim
             try:
-                self._deliver(batch)
+                self._deliver(batch, claim)
             finally:
                 queue.ack(batch)
                 with self._progress:
-                    if self._inflight_batch is batch:  # not taken over by shutdown
+                    if self._inflight_claim is claim:  # not taken over by shutdown
                         self._inflight = 0
-                        self._inflight_batch = None
+                        self._inflight_claim = None
                         self._resolved += len(batch)
                     self._progress.notify_all()
 
-    def _deliver(self, batch: list[Event], *, deadline: float | None = None) -> None:
-        """Send ``batch`` until it is resolved: retries, splitting and dead letters."""
+    def _deliver(
+        self, batch: list[Event], claim: Claim, *, deadline: float | None = None
+    ) -> None:
+        """Send ``batch`` until it is resolved: retries, splitting and dead letters.
+
+        Every outcome is settled through ``claim``, so a deadline that took the batch over
+        while the provider was still sending makes the late outcome a no-op.
+        """
         too_big = [e for e in batch if e.size > self.limits.max_event_bytes]
         if too_big:
             batch = [e for e in batch if e.size <= self.limits.max_event_bytes]
             self._fail(
-                too_big,
+                claim.settle(too_big),
                 "too_large",
                 f"event above {self.name}'s limit of {self.limits.max_event_bytes} bytes",
             )
@@ -223,50 +261,50 @@ class Channel:
             try:
                 self.provider.send(batch)
             except BatchTooLarge as exc:
-                if self._claimed:
+                if claim.taken:
                     return
                 if len(batch) == 1:
-                    self._fail(batch, "too_large", str(exc), exc.status_code)
+                    self._fail(claim.settle(batch), "too_large", str(exc), exc.status_code)
                     return
                 mid = len(batch) // 2
                 self.logger.debug("batch of %d too large; splitting", len(batch))
-                self._deliver(batch[:mid], deadline=deadline)
-                self._deliver(batch[mid:], deadline=deadline)
+                self._deliver(batch[:mid], claim, deadline=deadline)
+                self._deliver(batch[mid:], claim, deadline=deadline)
                 return
             except PermanentError as exc:
-                if not self._claimed:
-                    self._permanent(batch, exc)
+                self._permanent(batch, exc, claim)
                 return
             except RetryableError as exc:
-                if self._claimed:
+                if claim.taken:
                     return
                 delay = self._backoff.delay(attempt, exc.retry_after)
                 error, status = str(exc), exc.status_code
                 rate_limited = status == 429
                 if exc.pending is not None or exc.rejected:
-                    batch = self._partial(batch, exc)
+                    batch = self._partial(batch, exc, claim)
                     if not batch:
                         return
             except Exception as exc:  # noqa: BLE001 - a provider bug must not kill the worker
-                if self._claimed:
+                if claim.taken:
                     return
                 self.logger.exception("provider %s raised unexpectedly; will retry", self.name)
                 delay = self._backoff.delay(attempt)
                 error, status = f"{type(exc).__name__}: {exc}", None
                 rate_limited = False
             else:
-                if not self._claimed:
-                    self._count_delivered(len(batch))
+                self._count_delivered(len(claim.settle(batch)))
                 return
             if not rate_limited:
                 attempt += 1
             limit = self.options.max_retries
             if limit is not None and attempt > limit:
-                self._fail(batch, "retries_exhausted", error, status)
+                self._fail(claim.settle(batch), "retries_exhausted", error, status)
                 return
             if time.monotonic() + delay > budget:
                 why = "sync deadline" if deadline is not None else "FANOUT_RETRY_TIMEOUT"
-                self._fail(batch, "retries_exhausted", f"{error} ({why} reached)", status)
+                self._fail(
+                    claim.settle(batch), "retries_exhausted", f"{error} ({why} reached)", status
+                )
                 return
             with self._stats_lock:
                 self.retries += 1
@@ -281,44 +319,64 @@ class Channel:
             if deadline is not None:
                 time.sleep(delay)
             elif self._abort.wait(delay):
-                self._fail(batch, "shutdown_timeout", error, status)
+                self._fail(claim.settle(batch), "shutdown_timeout", error, status)
                 return
 
-    def _partial(self, batch: list[Event], exc: RetryableError) -> list[Event]:
+    def _partial(self, batch: list[Event], exc: RetryableError, claim: Claim) -> list[Event]:
         """Resolve what a partly delivered batch says; return the events still to retry."""
         n = len(batch)
         rejected = {i: r for i, r in (exc.rejected or {}).items() if 0 <= i < n}
         pending = [i for i in (range(n) if exc.pending is None else exc.pending) if 0 <= i < n]
         pending = [i for i in pending if i not in rejected]
         for i, reason in rejected.items():
-            self._fail([batch[i]], "permanent_error", f"{exc}: {reason}", exc.status_code)
-        delivered = n - len(pending) - len(rejected)
+            self._fail(
+                claim.settle([batch[i]]), "permanent_error", f"{exc}: {reason}", exc.status_code
+            )
+        keep = set(pending) | set(rejected)
+        delivered = claim.settle([e for i, e in enumerate(batch) if i not in keep])
         if delivered:
-            self._count_delivered(delivered)
+            self._count_delivered(len(delivered))
         return [batch[i] for i in pending]
 
-    def _permanent(self, batch: list[Event], exc: PermanentError) -> None:
+    def _permanent(self, batch: list[Event], exc: PermanentError, claim: Claim) -> None:
         if exc.rejected is None:
-            self._fail(batch, "permanent_error", str(exc), exc.status_code)
+            self._fail(claim.settle(batch), "permanent_error", str(exc), exc.status_code)
             return
-        rejected = [(i, r) for i, r in exc.rejected.items() if 0 <= i < len(batch)]
-        for i, reason in rejected:
-            self._fail([batch[i]], "permanent_error", f"{exc}: {reason}", exc.status_code)
-        self._count_delivered(len(batch) - len(rejected))
+        rejected = {i: r for i, r in exc.rejected.items() if 0 <= i < len(batch)}
+        for i, reason in rejected.items():
+            self._fail(
+                claim.settle([batch[i]]), "permanent_error", f"{exc}: {reason}", exc.status_code
+            )
+        self._count_delivered(
+            len(claim.settle([e for i, e in enumerate(batch) if i not in rejected]))
+        )
 
-    def _deliver_sync(self, event: Event) -> None:
-        """Sync mode: deliver in the caller's thread, bounded by one request timeout's worth
-        of retries, and still never raise."""
-        deadline = time.monotonic() + 2 * self.options.request_timeout
+    def deliver_now(self, event: Event, deadline: float, claim: Claim | None = None) -> None:
+        """Sync mode: deliver ``event`` in the calling thread, retrying until ``deadline``
+        (monotonic); never raises. The client runs several of these in parallel and takes
+        ``claim`` over when its one deadline passes."""
+        if self._closed:
+            self._lose("closed", 1, "events tracked after shutdown are dropped")
+            return
+        if event.kind not in self.kinds:
+            self._count_skip(1)
+            return
         try:
-            with self._sync_lock:
-                self._deliver([event], deadline=deadline)
+            self._deliver([event], claim or Claim([event]), deadline=deadline)
         except Exception:  # noqa: BLE001 - never raise into business code
             self.logger.exception("unexpected error delivering to %s", self.name)
+
+    def abandon(self, claim: Claim, why: str) -> None:
+        """Dead-letter what ``claim`` still holds (a deadline passed); count it once."""
+        events = claim.take()
+        if events:
+            self._fail(events, "sync_timeout", why)
 
     # -- accounting ----------------------------------------------------------------------
 
     def _count_delivered(self, n: int) -> None:
+        if not n:
+            return
         with self._stats_lock:
             self.delivered += n
             self.batches += 1
@@ -404,11 +462,11 @@ class Channel:
                 # The provider is still inside send() (a hung backend): the batch in flight
                 # is resolved here, like everything else still pending at the deadline.
                 with self._progress:
-                    inflight, self._inflight_batch = self._inflight_batch, None
-                    if inflight is not None:
-                        self._claimed = True
+                    claim, self._inflight_claim = self._inflight_claim, None
+                    if claim is not None:
+                        self._resolved += self._inflight
                         self._inflight = 0
-                        self._resolved += len(inflight)
+                inflight = claim.take() if claim is not None else []
                 if inflight:
                     self._fail(
                         inflight,

@@ -23,6 +23,7 @@ from ._exceptions import InvalidEvent
 from ._plugins import Registry
 from ._report import FlushReport
 from ._setup import load_client_registry, wire
+from ._sync import deliver_sync
 from .processors import IPMode, Processor
 from .provider import Provider
 
@@ -72,6 +73,7 @@ class Client:
         retry_timeout: float | None = None,
         request_timeout: float | None = None,
         shutdown_timeout: float | None = None,
+        sync_timeout: float | None = None,
         dead_letter_dir: str | None = None,
         max_event_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
@@ -87,6 +89,7 @@ class Client:
                 "disable_plugins": disable_plugins,
                 "ip": ip,
                 "shutdown_timeout": shutdown_timeout,
+                "sync_timeout": sync_timeout,
                 "dead_letter_dir": dead_letter_dir,
                 "max_event_bytes": max_event_bytes,
             },
@@ -118,6 +121,8 @@ class Client:
         self._options = options
         self.registry: Registry = wiring.registry
         self._channels: list[Channel] = wiring.channels
+        self._queued = [c for c in self._channels if not c.options.sync]
+        self._sync = [c for c in self._channels if c.options.sync]
         self._processors = wiring.processors
         self.redact = wiring.redact
         self._max_event_bytes = options.max_event_bytes
@@ -307,8 +312,10 @@ class Client:
                     logger.error("processor %r returned %r, not an Event", processor, type(result))
                     continue
                 event = result
-            for channel in self._channels:
+            for channel in self._queued:
                 channel.emit(event)
+            if self._sync:
+                deliver_sync(self._sync, event, self._options.sync_timeout)
         except Exception:  # noqa: BLE001
             logger.exception("internal error while dispatching an event")
 

@@ -214,6 +214,13 @@ FANOUT_SYNC: Final = EnvVar(
     "per provider.",
     per_provider=True,
 )
+FANOUT_SYNC_TIMEOUT: Final = EnvVar(
+    "FANOUT_SYNC_TIMEOUT",
+    3.0,
+    parse_positive_float,
+    "Sync mode: seconds one call may spend delivering to all sync providers together (in "
+    "parallel); what did not make it is dead-lettered and counted (`sync_timeout`).",
+)
 FANOUT_SHUTDOWN_TIMEOUT: Final = EnvVar(
     "FANOUT_SHUTDOWN_TIMEOUT",
     5.0,
@@ -242,6 +249,7 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_PROCESSORS,
     FANOUT_IP,
     FANOUT_SYNC,
+    FANOUT_SYNC_TIMEOUT,
     FANOUT_BATCH_SIZE,
     FANOUT_FLUSH_INTERVAL,
     FANOUT_QUEUE_SIZE,
@@ -373,6 +381,7 @@ class ClientOptions:
     processors: tuple[str, ...]
     ip: str
     shutdown_timeout: float
+    sync_timeout: float
     dead_letter_dir: Path | None
     max_event_bytes: int
 
@@ -391,6 +400,7 @@ class ClientOptions:
             processors=tuple(pick("processor_names", FANOUT_PROCESSORS)),
             ip=pick("ip", FANOUT_IP),
             shutdown_timeout=pick("shutdown_timeout", FANOUT_SHUTDOWN_TIMEOUT),
+            sync_timeout=pick("sync_timeout", FANOUT_SYNC_TIMEOUT),
             dead_letter_dir=_path_or_none(pick("dead_letter_dir", FANOUT_DEAD_LETTER_DIR)),
             max_event_bytes=pick("max_event_bytes", FANOUT_MAX_EVENT_BYTES),
         )
@@ -398,6 +408,8 @@ class ClientOptions:
             raise ConfigError("ip must be keep, anonymize or drop", variable="FANOUT_IP")
         if not _positive(options.shutdown_timeout):
             raise ConfigError("shutdown_timeout must be positive", variable="shutdown_timeout")
+        if not _positive(options.sync_timeout):
+            raise ConfigError("sync_timeout must be positive", variable="sync_timeout")
         return options
 
 

@@ -21,15 +21,18 @@ __all__ = [
 LOSS_REASONS: Final = (
     "queue_full",  # the queue was full (overflow policy)
     "permanent_error",  # the backend refused the batch or the event
-    "retries_exhausted",  # retryable failures outlasted FANOUT_MAX_RETRIES
+    "retries_exhausted",  # retryable failures outlasted FANOUT_RETRY_TIMEOUT (or MAX_RETRIES)
     "too_large",  # the event is above the provider's per-event limit
     "shutdown_timeout",  # still undelivered when shutdown's deadline passed
+    "sync_timeout",  # sync mode: not delivered within FANOUT_SYNC_TIMEOUT
     "closed",  # tracked after shutdown
     "unsupported_kind",  # the provider cannot represent this kind of event (skipped)
 )
 
 #: Reached the provider and were refused or never accepted: counted as ``failed``.
-FAILED_REASONS: Final = frozenset({"permanent_error", "retries_exhausted", "too_large"})
+FAILED_REASONS: Final = frozenset(
+    {"permanent_error", "retries_exhausted", "too_large", "sync_timeout"}
+)
 #: Never reached the provider: counted as ``dropped``.
 DROPPED_REASONS: Final = frozenset({"queue_full", "closed", "shutdown_timeout"})
 

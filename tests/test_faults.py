@@ -311,3 +311,71 @@ def test_redirects_that_would_turn_a_post_into_a_get_are_permanent(status, failu
     assert front.requests == 1
     assert "https://collector.example/v1/batch" in failures[0].error
     assert "x=1" not in failures[0].error
+
+
+def test_sync_mode_sends_to_every_provider_in_parallel_within_one_deadline(failures):
+    """Three providers down (a hang, refused connections, 500s) and one healthy: one call
+    returns within FANOUT_SYNC_TIMEOUT; on main it took 3.8 s+ per call, one after another."""
+    release = threading.Event()
+
+    def hang(n: int) -> Response | None:
+        release.wait(30)
+        return None
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = s.getsockname()[1]
+    with Front(hang) as hung, Front(lambda n: Response("down", status=500)) as down, Front(
+        lambda n: None
+    ) as healthy:
+        names = ["hung", "refused", "down", "healthy"]
+        urls = [hung.url, f"http://127.0.0.1:{refused}", down.url, healthy.url]
+        plugin = _collector_aliases(names)
+        client = fanout.Client(
+            providers=names,
+            plugins=[plugin],
+            settings={n: {"url": u, "key": "sk"} for n, u in zip(names, urls, strict=True)},
+            load_entry_points=False,
+            register_atexit=False,
+            environ={},
+            on_error=failures.append,
+            sync=True,
+            sync_timeout=1.5,
+            request_timeout=10,
+        )
+        t0 = time.monotonic()
+        event_id = client.track("paid", person_id="u")
+        elapsed = time.monotonic() - t0
+        stats = client.stats()
+        release.set()
+        client.shutdown(2)
+    assert elapsed < 10  # bounded by the sync timeout, not 3 x retries; no fine timing here
+    assert set(healthy.accepted) == {event_id}
+    assert {n: (stats[n].delivered, stats[n].failed) for n in names} == {
+        "hung": (0, 1),
+        "refused": (0, 1),
+        "down": (0, 1),
+        "healthy": (1, 0),
+    }
+    assert sorted(f.provider for f in failures) == ["down", "hung", "refused"]
+    assert {f.reason for f in failures} <= {"sync_timeout", "retries_exhausted"}
+    assert stats["hung"].losses == {"sync_timeout": 1}
+
+
+def _collector_aliases(names):
+    """A plugin registering the collector provider under several names (one per front)."""
+    from fanout.provider import Setting
+    from fanout.providers.collector import CollectorProvider
+
+    class Plugin:
+        @fanout.hookimpl
+        def register_providers(self, register):
+            for name in names:
+                register(
+                    name,
+                    CollectorProvider.from_config,
+                    settings=(Setting("url", required=True), Setting("key", required=True)),
+                    auto_enable=False,
+                )
+
+    return Plugin()
