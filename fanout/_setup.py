@@ -9,6 +9,7 @@ demo, so they can never disagree.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from .provider import (
     describe_instance,
 )
 
-__all__ = ["Wiring", "wire", "select_providers", "load_client_registry"]
+__all__ = ["Wiring", "wire", "select_providers", "load_client_registry", "explain_null"]
 
 logger = logging.getLogger("fanout")
 
@@ -95,6 +96,37 @@ def select_providers(
     return auto or ["null"]
 
 
+def explain_null(registry: Registry, env: Mapping[str, str]) -> str:
+    """Why no provider enabled itself: what each installed one needs, and near misses.
+
+    A misspelled ``POSTHOG_APIKEY`` used to fall back to ``null`` in silence: every event
+    discarded, ``fanout check`` saying "ok". The message names the variable each provider
+    needs and any set variable that looks like a typo of one.
+    """
+    needs: list[str] = []
+    expected: set[str] = set()
+    for spec in registry.providers.values():
+        if not spec.auto_enable or spec.name in registry.conflicts:
+            continue
+        missing = _config.missing_settings(spec, env)
+        names = [" or ".join(s.env_names(spec.name)) for s in missing]
+        needs.append(f"{spec.name} needs {', '.join(names)}")
+        for setting in spec.settings:
+            expected.update(setting.env_names(spec.name))
+    hints = []
+    for var in sorted(env):
+        if var in expected or not var.isupper():
+            continue
+        close = difflib.get_close_matches(var, expected, n=1, cutoff=0.85)
+        if close:
+            hints.append(f"{var} is set; did you mean {close[0]}?")
+    installed = "; ".join(needs) if needs else "no provider plugin is installed"
+    return (
+        "fanout: no provider is configured, so events go to 'null' and are discarded. "
+        f"{installed}. " + " ".join(hints) + " Set FANOUT_PROVIDERS=null to silence this."
+    ).replace("  ", " ")
+
+
 def wire(
     *,
     env: Mapping[str, str],
@@ -116,6 +148,8 @@ def wire(
         variable="providers" if providers is not None else "FANOUT_PROVIDERS",
         has_instances=bool(instances),
     )
+    if names == ["null"] and options.providers is None:
+        logger.warning("%s", explain_null(registry, env))
     specs = [registry.spec(name) for name in names] + [describe_instance(p) for p in instances]
     seen: set[str] = set()
     for spec in specs:

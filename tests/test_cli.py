@@ -119,3 +119,42 @@ def test_version_and_help():
     assert proc.returncode == 0
     for cmd in ("plugins", "check", "track", "identify", "demo"):
         assert cmd in proc.stdout
+
+
+def test_check_fails_when_only_the_implicit_null_provider_is_enabled():
+    """A misspelled POSTHOG_APIKEY used to print 'configuration ok ... null' and exit 0."""
+    proc = fanout("check", "--send-test-event", env={"POSTHOG_APIKEY": "phc_typo_secret"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "configuration ok" not in proc.stdout
+    assert "POSTHOG_APIKEY is set; did you mean POSTHOG_API_KEY?" in proc.stderr
+    assert "posthog needs FANOUT_POSTHOG_API_KEY or POSTHOG_API_KEY" in proc.stderr
+    assert "collector needs FANOUT_COLLECTOR_URL" in proc.stderr
+    assert "phc_typo_secret" not in proc.stdout + proc.stderr
+    # Asking for null on purpose is fine.
+    assert fanout("check", env={"FANOUT_PROVIDERS": "null"}).returncode == 0
+
+
+def test_collector_url_with_v1_says_which_base_url_is_expected():
+    proc = fanout(
+        "check",
+        env={
+            "FANOUT_PROVIDERS": "collector",
+            "FANOUT_COLLECTOR_URL": "http://127.0.0.1:8765/v1",
+            "FANOUT_COLLECTOR_KEY": "sk_x",
+        },
+    )
+    assert proc.returncode == 2
+    assert "FANOUT_COLLECTOR_URL" in proc.stderr
+    assert "without /v1" in proc.stderr and "http://127.0.0.1:8765" in proc.stderr
+
+
+def test_cli_plugin_loading_honours_fanout_disable_plugins():
+    proc = fanout("plugins", "--json", env={"FANOUT_DISABLE_PLUGINS": "posthog"})
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    data = json.loads(proc.stdout)
+    posthog = [p for p in data["plugins"] if p["name"] == "posthog"]
+    if posthog:  # installed: listed, but not loaded
+        assert posthog[0]["loaded"] is False
+    assert "posthog" not in [r["provider"] for r in data["providers"]]

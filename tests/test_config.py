@@ -178,3 +178,19 @@ def test_module_functions_have_the_client_methods_signatures():
         function = inspect.signature(getattr(fanout, name))
         assert list(function.parameters) == list(method.parameters)[1:], name
         assert function.return_annotation == method.return_annotation
+
+
+def test_falling_back_to_null_warns_once_naming_what_is_needed(caplog):
+    client = fanout.Client(
+        load_entry_points=False,
+        register_atexit=False,
+        environ={"FANOUT_COLECTOR_URL": "http://127.0.0.1:1"},
+    )
+    try:
+        assert client.providers == ["null"]
+    finally:
+        client.shutdown(1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "collector needs FANOUT_COLLECTOR_URL, FANOUT_COLLECTOR_KEY" in warnings[0]
+    assert "FANOUT_COLECTOR_URL is set; did you mean FANOUT_COLLECTOR_URL?" in warnings[0]

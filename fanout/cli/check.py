@@ -6,7 +6,9 @@ import sys
 
 import click
 
+from .. import _config
 from .._config import ENV_VARS, environ
+from .._setup import explain_null
 from ._common import build_client, user_errors
 
 
@@ -21,6 +23,12 @@ def check_command(send_test_event: bool, timeout: float, providers: tuple[str, .
         for var in ENV_VARS:
             var.read(env)  # raises ConfigError naming a malformed variable
     client = build_client(providers, register_atexit=False, sync=False)
+    implicit_null = not providers and _config.FANOUT_PROVIDERS.read(env) is None
+    if implicit_null and client.providers == ["null"]:
+        # Building the client logged what each provider needs; say it even with logging off.
+        client.shutdown(timeout=timeout)
+        click.echo(explain_null(client.registry, env), err=True)
+        sys.exit(1)
     click.echo(f"configuration ok: providers {', '.join(client.providers)}")
     if not send_test_event:
         client.shutdown(timeout=timeout)
