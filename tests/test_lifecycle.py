@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -336,3 +337,62 @@ def test_multiprocessing_children_deliver_what_they_tracked(
     children = 2 if how == "process-spawn" else 4
     assert len(flat) == 50 * children
     assert len(set(flat)) == len(flat)
+
+
+EXIT_PATHS = {
+    # name: (how the script ends, signal sent from outside or None, events delivered)
+    "normal exit": ("pass", None, 300),
+    "sys.exit(3)": ("sys.exit(3)", None, 300),
+    "uncaught exception": ("raise RuntimeError('boom')", None, 300),
+    "Ctrl-C (SIGINT)": ("wait()", signal.SIGINT, 300),
+    "SIGTERM with a handler": (
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); wait()",
+        signal.SIGTERM,
+        300,
+    ),
+    "SIGTERM without a handler": ("wait()", signal.SIGTERM, 0),
+    "os._exit": ("os._exit(0)", None, 0),
+    "kill -9": ("wait()", signal.SIGKILL, 0),
+}
+
+
+@pytest.mark.parametrize("path", list(EXIT_PATHS))
+def test_exit_paths_deliver_what_docs_lifecycle_md_says(path, httpserver, poster_plugin, tmp_path):
+    """Each row of the exit-path table in docs/lifecycle.md, in a real process.
+
+    The flush interval is 60 s, so only the exit hook can deliver. The rows that lose the
+    in-memory queue (no Python code runs) are what the durable spool is for."""
+    how, sig, expected = EXIT_PATHS[path]
+    received = _collecting_server(httpserver)
+    code = f"""
+import os, signal, sys, time, fanout, poster_plugin
+c = fanout.Client(plugins=[poster_plugin], load_entry_points=False, flush_interval=60)
+for i in range(300):
+    c.track("exit", person_id="u", properties={{"i": i}})
+def wait():
+    print("ready", flush=True)
+    time.sleep(30)
+{how}
+"""
+    env = {
+        **os.environ,
+        "FANOUT_PROVIDERS": "poster",
+        "FANOUT_POSTER_URL": httpserver.url_for("/batch"),
+        "FANOUT_SHUTDOWN_TIMEOUT": "10",
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if sig is not None:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+            proc.send_signal(sig)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert sum(len(r) for r in received) == expected
