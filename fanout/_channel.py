@@ -25,8 +25,15 @@ from ._deadletter import DeadLetters
 from ._events import Event
 from ._exceptions import BatchTooLarge, PermanentError, RetryableError
 from ._queue import EventQueue, MemoryQueue
-from ._report import DROPPED_REASONS, FAILED_REASONS, ChannelReport, DeliveryFailure
+from ._report import (
+    DROPPED_REASONS,
+    FAILED_REASONS,
+    SKIPPED_REASONS,
+    ChannelReport,
+    DeliveryFailure,
+)
 from ._retry import Backoff
+from ._routing import compile_filter
 from .provider import ALL_KINDS, BatchLimits, Provider, close_provider, provider_after_fork
 
 __all__ = ["Channel"]
@@ -126,6 +133,7 @@ class Channel:
         self._batch_bytes = self.limits.max_bytes
         self._backoff = Backoff(self.options.retry_base, self.options.retry_cap)
         self._sync = self.options.sync
+        self._accepts = compile_filter(self.options.events, self.options.exclude_events, name)
         self._block = self.options.overflow == "block"
         self.logger = logging.getLogger(f"fanout.channel.{name}")
         self._throttle = _Throttle(self.logger)
@@ -162,6 +170,9 @@ class Channel:
             return
         if event.kind not in self.kinds:
             self._count_skip(1)
+            return
+        if self._accepts is not None and not self._accepts(event):
+            self.skip_routed()
             return
         if self._sync:  # the client delivers sync channels itself (Client._dispatch)
             self.deliver_now(event, time.monotonic() + self.options.request_timeout * 2)
@@ -361,6 +372,9 @@ class Channel:
         if event.kind not in self.kinds:
             self._count_skip(1)
             return
+        if self._accepts is not None and not self._accepts(event):
+            self.skip_routed()
+            return
         try:
             self._deliver([event], claim or Claim([event]), deadline=deadline)
         except Exception:  # noqa: BLE001 - never raise into business code
@@ -381,9 +395,13 @@ class Channel:
             self.delivered += n
             self.batches += 1
 
-    def _count_skip(self, n: int) -> None:
+    def _count_skip(self, n: int, reason: str = "unsupported_kind") -> None:
         with self._stats_lock:
-            self._losses["unsupported_kind"] = self._losses.get("unsupported_kind", 0) + n
+            self._losses[reason] = self._losses.get(reason, 0) + n
+
+    def skip_routed(self) -> None:
+        """Count one event routed away from this provider (never silently)."""
+        self._count_skip(1, "routed")
 
     def _lose(self, reason: str, n: int, msg: str, *args: object) -> None:
         """Count ``n`` events dropped before reaching the provider, and say so (throttled)."""
@@ -502,7 +520,7 @@ class Channel:
             delivered=delivered,
             failed=sum(n for r, n in losses.items() if r in FAILED_REASONS),
             dropped=sum(n for r, n in losses.items() if r in DROPPED_REASONS),
-            skipped=losses.get("unsupported_kind", 0),
+            skipped=sum(n for r, n in losses.items() if r in SKIPPED_REASONS),
             pending=self.pending(),
             retries=retries,
             batches=batches,

@@ -121,6 +121,7 @@ class Client:
         self._options = options
         self.registry: Registry = wiring.registry
         self._channels: list[Channel] = wiring.channels
+        self._channel_names = tuple(c.name for c in self._channels)
         self._queued = [c for c in self._channels if not c.options.sync]
         self._sync = [c for c in self._channels if c.options.sync]
         self._processors = wiring.processors
@@ -164,6 +165,8 @@ class Client:
         event_id: str | None = None,
         timestamp: Any = None,
         context: Mapping[str, Any] | None = None,
+        providers: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> str:
         """Record that ``name`` happened; returns the event id. Raises only ``InvalidEvent``."""
         return self._emit(
@@ -175,6 +178,8 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
+            providers=providers,
+            exclude=exclude,
         )
 
     def identify(
@@ -186,6 +191,8 @@ class Client:
         event_id: str | None = None,
         timestamp: Any = None,
         context: Mapping[str, Any] | None = None,
+        providers: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> str:
         """Say who ``person_id`` is; with ``anonymous_id``, link that visitor to them."""
         if person_id is None:
@@ -198,6 +205,8 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
+            providers=providers,
+            exclude=exclude,
         )
 
     def page(
@@ -213,6 +222,8 @@ class Client:
         event_id: str | None = None,
         timestamp: Any = None,
         context: Mapping[str, Any] | None = None,
+        providers: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> str:
         """Record a page view (server-rendered pages, redirects, API docs...)."""
         if not isinstance(url_or_path, str) or not url_or_path.strip():
@@ -236,6 +247,8 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
+            providers=providers,
+            exclude=exclude,
         )
 
     def alias(
@@ -246,6 +259,8 @@ class Client:
         event_id: str | None = None,
         timestamp: Any = None,
         context: Mapping[str, Any] | None = None,
+        providers: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> str:
         """Declare that ``previous_id`` (an old or anonymous id) is now ``person_id``."""
         if person_id is None:
@@ -257,6 +272,8 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
+            providers=providers,
+            exclude=exclude,
         )
 
     def group(
@@ -270,6 +287,8 @@ class Client:
         event_id: str | None = None,
         timestamp: Any = None,
         context: Mapping[str, Any] | None = None,
+        providers: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
     ) -> str:
         """Put the person in a group (``company``, ``team``...) and set the group's traits."""
         return self._emit(
@@ -282,13 +301,46 @@ class Client:
             event_id=event_id,
             timestamp=timestamp,
             context=context,
+            providers=providers,
+            exclude=exclude,
         )
 
-    def _emit(self, kind: str, **fields: Any) -> str:
-        """The one builder behind the five tracking methods: validate, then fan out."""
+    def _emit(
+        self,
+        kind: str,
+        *,
+        providers: Sequence[str] | None,
+        exclude: Sequence[str] | None,
+        **fields: Any,
+    ) -> str:
+        """The one builder behind the five tracking methods: validate, then fan out.
+
+        ``providers`` (only these) and ``exclude`` route one call, like Segment's
+        ``integrations`` option; the providers left out count it as skipped (``routed``).
+        """
+        route = None if providers is None and exclude is None else self._route(providers, exclude)
         event = build_event(kind, max_bytes=self._max_event_bytes, **fields)
-        self._dispatch(event)
+        self._dispatch(event, route)
         return event.event_id
+
+    def _route(
+        self, providers: Sequence[str] | None, exclude: Sequence[str] | None
+    ) -> frozenset[str]:
+        names = set(self._channel_names)
+        for arg, value in (("providers", providers), ("exclude", exclude)):
+            if value is None:
+                continue
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise InvalidEvent(f"{arg} must be a list of provider names", path=arg)
+            unknown = sorted(set(value) - names)
+            if unknown:
+                raise InvalidEvent(
+                    f"{arg} names provider(s) {', '.join(unknown)} that this client does not "
+                    f"have (enabled: {', '.join(self._channel_names)})",
+                    path=arg,
+                )
+        chosen = set(providers) if providers is not None else names
+        return frozenset(chosen - set(exclude or ()))
 
     def send(self, event: Event) -> str:
         """Fan out an already built :class:`Event` (imports, replays of dead letters)."""
@@ -297,7 +349,7 @@ class Client:
         self._dispatch(event)
         return event.event_id
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: Event, route: frozenset[str] | None = None) -> None:
         # Sentry-style boundary: nothing below may raise into the caller.
         try:
             for processor in self._processors:
@@ -312,10 +364,20 @@ class Client:
                     logger.error("processor %r returned %r, not an Event", processor, type(result))
                     continue
                 event = result
-            for channel in self._queued:
-                channel.emit(event)
-            if self._sync:
-                deliver_sync(self._sync, event, self._options.sync_timeout)
+            if route is None:
+                for channel in self._queued:
+                    channel.emit(event)
+                if self._sync:
+                    deliver_sync(self._sync, event, self._options.sync_timeout)
+                return
+            for channel in self._channels:
+                if channel.name not in route:
+                    channel.skip_routed()
+                elif not channel.options.sync:
+                    channel.emit(event)
+            sync = [c for c in self._sync if c.name in route]
+            if sync:
+                deliver_sync(sync, event, self._options.sync_timeout)
         except Exception:  # noqa: BLE001
             logger.exception("internal error while dispatching an event")
 

@@ -221,6 +221,23 @@ FANOUT_SYNC_TIMEOUT: Final = EnvVar(
     "Sync mode: seconds one call may spend delivering to all sync providers together (in "
     "parallel); what did not make it is dead-lettered and counted (`sync_timeout`).",
 )
+FANOUT_EVENTS: Final = EnvVar[tuple[str, ...] | None](
+    "FANOUT_EVENTS",
+    None,
+    parse_list,
+    "Only these events reach the provider (usually set per provider, "
+    "`FANOUT_<P>_EVENTS`): glob patterns on event names (`checkout.*,subscription.*`) "
+    "and `kind:<kind>` for whole kinds (`kind:identify`). Others are skipped (`routed`).",
+    per_provider=True,
+)
+FANOUT_EXCLUDE_EVENTS: Final = EnvVar[tuple[str, ...] | None](
+    "FANOUT_EXCLUDE_EVENTS",
+    None,
+    parse_list,
+    "These events never reach the provider (`FANOUT_<P>_EXCLUDE_EVENTS`), same patterns as "
+    "FANOUT_EVENTS; skipped and counted (`routed`).",
+    per_provider=True,
+)
 FANOUT_SHUTDOWN_TIMEOUT: Final = EnvVar(
     "FANOUT_SHUTDOWN_TIMEOUT",
     5.0,
@@ -259,6 +276,8 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_MAX_RETRIES,
     FANOUT_RETRY_TIMEOUT,
     FANOUT_REQUEST_TIMEOUT,
+    FANOUT_EVENTS,
+    FANOUT_EXCLUDE_EVENTS,
     FANOUT_SHUTDOWN_TIMEOUT,
     FANOUT_DEAD_LETTER_DIR,
     FANOUT_MAX_EVENT_BYTES,
@@ -284,6 +303,8 @@ class Delivery:
     retry_timeout: float = FANOUT_RETRY_TIMEOUT.default
     request_timeout: float = FANOUT_REQUEST_TIMEOUT.default
     sync: bool = False
+    events: tuple[str, ...] | None = None
+    exclude_events: tuple[str, ...] | None = None
     #: Backoff before retry n is uniform in ``[retry_base, min(retry_cap, retry_base * 2**n)]``.
     retry_base: float = 0.5
     retry_cap: float = 30.0
@@ -322,6 +343,9 @@ class Delivery:
                 value = var.read(env)
                 if value is not None:
                     values[field] = value
+        for field in ("events", "exclude_events"):
+            if isinstance(values.get(field), (list, set, frozenset)):
+                values[field] = tuple(values[field])
         options = cls(**values)
         _check_delivery(options, provider)
         return options
@@ -359,12 +383,20 @@ def _check_delivery(options: Delivery, provider: str) -> None:
         ("request_timeout", _positive(options.request_timeout)),
         ("overflow", options.overflow in ("drop_new", "block")),
         ("sync", isinstance(options.sync, bool)),
+        ("events", _patterns(options.events)),
+        ("exclude_events", _patterns(options.exclude_events)),
     ]
     for field, ok in checks:
         if not ok:
             raise ConfigError(
                 f"{field} for provider {provider!r} is malformed", variable=field, provider=provider
             )
+
+
+def _patterns(value: object) -> bool:
+    return value is None or (
+        isinstance(value, tuple) and all(isinstance(p, str) and p for p in value)
+    )
 
 
 def _positive(x: object) -> bool:

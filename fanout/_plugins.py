@@ -25,7 +25,14 @@ import pluggy
 from . import hookspecs
 from ._exceptions import PluginError
 from .processors import Processor
-from .provider import ALL_KINDS, BatchLimits, ProviderFactory, ProviderSpec, Setting
+from .provider import (
+    ALL_KINDS,
+    BatchLimits,
+    ProviderFactory,
+    ProviderSpec,
+    Setting,
+    split_instance,
+)
 
 __all__ = ["PluginInfo", "Registry", "load_registry", "ENTRY_POINT_GROUP"]
 
@@ -34,6 +41,7 @@ logger = logging.getLogger("fanout.plugins")
 ENTRY_POINT_GROUP = "fanout"
 BUILTIN = "fanout.builtin"
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_INSTANCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 @dataclasses.dataclass
@@ -61,6 +69,20 @@ class Registry:
     conflicts: dict[str, list[str]]
 
     def spec(self, name: str) -> ProviderSpec:
+        """The declaration of ``name``, which may be a named instance (``posthog:eu``).
+
+        An instance is the registered provider under its own name, so it gets its own
+        channel, settings (``FANOUT_POSTHOG_EU_*``), stats and dead letters, for every
+        provider, third-party ones included, with no code in the plugin.
+        """
+        base, instance = split_instance(name)
+        if instance is not None:
+            if not _INSTANCE.match(instance):
+                raise PluginError(
+                    f"instance name {instance!r} in {name!r} must be lowercase letters, "
+                    "digits, '-' or '_'"
+                )
+            return dataclasses.replace(self.spec(base), name=name)
         if name in self.conflicts:
             raise PluginError(
                 f"provider {name!r} is registered by several plugins "

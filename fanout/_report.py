@@ -13,6 +13,7 @@ __all__ = [
     "DeliveryFailure",
     "DROPPED_REASONS",
     "FAILED_REASONS",
+    "SKIPPED_REASONS",
     "FlushReport",
     "LOSS_REASONS",
 ]
@@ -27,6 +28,7 @@ LOSS_REASONS: Final = (
     "sync_timeout",  # sync mode: not delivered within FANOUT_SYNC_TIMEOUT
     "closed",  # tracked after shutdown
     "unsupported_kind",  # the provider cannot represent this kind of event (skipped)
+    "routed",  # routed away: FANOUT_<P>_EVENTS / _EXCLUDE_EVENTS or providers=/exclude= (skipped)
 )
 
 #: Reached the provider and were refused or never accepted: counted as ``failed``.
@@ -35,6 +37,8 @@ FAILED_REASONS: Final = frozenset(
 )
 #: Never reached the provider: counted as ``dropped``.
 DROPPED_REASONS: Final = frozenset({"queue_full", "closed", "shutdown_timeout"})
+#: Not meant for the provider: counted as ``skipped``.
+SKIPPED_REASONS: Final = frozenset({"unsupported_kind", "routed"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +47,8 @@ class ChannelReport:
 
     ``failed`` counts events that reached the provider and were refused or never accepted
     (dead-lettered); ``dropped`` counts events that never reached it (queue full, closed,
-    shutdown timeout); ``skipped`` counts events of a kind the provider cannot represent.
+    shutdown timeout); ``skipped`` counts events of a kind the provider cannot represent
+    and events routed away from it.
     """
 
     provider: str

@@ -28,6 +28,7 @@ from .provider import (
     ProviderSpec,
     close_provider,
     describe_instance,
+    split_instance,
 )
 
 __all__ = ["Wiring", "wire", "select_providers", "load_client_registry", "explain_null"]
@@ -73,7 +74,7 @@ def select_providers(
     required settings; ``null`` when there is none (and no provider object was passed).
     """
     if chosen is not None:
-        unknown = [n for n in chosen if n not in registry.providers]
+        unknown = [n for n in chosen if split_instance(n)[0] not in registry.providers]
         if unknown:
             installed = ", ".join(sorted(registry.providers))
             broken = [p.name for p in registry.plugins if p.error]

@@ -132,13 +132,29 @@ class Setting:
     parse: Callable[[str], Any] = str
 
     def env_names(self, provider: str) -> tuple[str, ...]:
-        """The environment variables this setting is read from, in order of precedence."""
-        return (f"FANOUT_{env_token(provider)}_{self.field.upper()}", *self.aliases)
+        """The environment variables this setting is read from, in order of precedence.
+
+        A named instance (``posthog:eu``) reads only ``FANOUT_POSTHOG_EU_<FIELD>``: the
+        vendor's own names (``POSTHOG_API_KEY``) belong to the unnamed instance.
+        """
+        own = f"FANOUT_{env_token(provider)}_{self.field.upper()}"
+        return (own,) if INSTANCE_SEPARATOR in provider else (own, *self.aliases)
+
+
+#: ``posthog:eu`` is the instance ``eu`` of the provider ``posthog``.
+INSTANCE_SEPARATOR: Final = ":"
 
 
 def env_token(name: str) -> str:
-    """``my-provider`` → ``MY_PROVIDER``: the form a provider name takes in variable names."""
-    return name.upper().replace("-", "_").replace(".", "_")
+    """``my-provider`` → ``MY_PROVIDER``, ``posthog:eu`` → ``POSTHOG_EU``: the form a
+    provider (or instance) name takes in variable names."""
+    return name.upper().replace("-", "_").replace(".", "_").replace(INSTANCE_SEPARATOR, "_")
+
+
+def split_instance(name: str) -> tuple[str, str | None]:
+    """``posthog:eu`` → ``("posthog", "eu")``; ``posthog`` → ``("posthog", None)``."""
+    base, sep, instance = name.partition(INSTANCE_SEPARATOR)
+    return base, (instance if sep else None)
 
 
 @dataclasses.dataclass(frozen=True)

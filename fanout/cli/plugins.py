@@ -26,7 +26,8 @@ def plugins_command(as_json: bool) -> None:
         click.echo(f"warning: {exc}", err=True)
         enabled_names = set(options.providers or ())
     rows: list[dict[str, Any]] = []
-    for spec in registry.providers.values():
+    instances = [registry.spec(n) for n in sorted(enabled_names) if ":" in n]
+    for spec in [*registry.providers.values(), *instances]:
         missing = [s.env_names(spec.name)[0] for s in _config.missing_settings(spec, env)]
         enabled = spec.name in enabled_names
         settings = []
