@@ -24,6 +24,7 @@ from ._config import Delivery
 from ._deadletter import DeadLetters
 from ._events import Event
 from ._exceptions import BatchTooLarge, PermanentError, RetryableError
+from ._observe import DeliveryObserver
 from ._queue import EventQueue, MemoryQueue
 from ._report import (
     DROPPED_REASONS,
@@ -117,8 +118,10 @@ class Channel:
         on_error: ErrorCallback | None = None,
         redact: Redactor | None = None,
         queue: EventQueue | None = None,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         self.name = name
+        self.observer = observer
         self.provider = provider
         self.options = options or Delivery()
         self.limits = limits or BatchLimits()
@@ -268,10 +271,14 @@ class Channel:
         budget = time.monotonic() + self.options.retry_timeout
         if deadline is not None:
             budget = min(budget, deadline)
+        observer = self.observer
         while batch:
+            started = time.perf_counter() if observer is not None else 0.0
             try:
                 self.provider.send(batch)
             except BatchTooLarge as exc:
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "too_large")
                 if claim.taken:
                     return
                 if len(batch) == 1:
@@ -283,9 +290,13 @@ class Channel:
                 self._deliver(batch[mid:], claim, deadline=deadline)
                 return
             except PermanentError as exc:
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "permanent")
                 self._permanent(batch, exc, claim)
                 return
             except RetryableError as exc:
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "retryable")
                 if claim.taken:
                     return
                 delay = self._backoff.delay(attempt, exc.retry_after)
@@ -296,6 +307,8 @@ class Channel:
                     if not batch:
                         return
             except Exception as exc:  # noqa: BLE001 - a provider bug must not kill the worker
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "error")
                 if claim.taken:
                     return
                 self.logger.exception("provider %s raised unexpectedly; will retry", self.name)
@@ -303,6 +316,8 @@ class Channel:
                 error, status = f"{type(exc).__name__}: {exc}", None
                 rate_limited = False
             else:
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "ok")
                 self._count_delivered(len(claim.settle(batch)))
                 return
             if not rate_limited:
@@ -394,10 +409,25 @@ class Channel:
         with self._stats_lock:
             self.delivered += n
             self.batches += 1
+        if self.observer is not None:
+            self.observer.delivered(self.name, n)
+
+    def _observe_loss(self, reason: str, n: int) -> None:
+        if self.observer is None:
+            return
+        outcome = (
+            "failed"
+            if reason in FAILED_REASONS
+            else "skipped"
+            if reason in SKIPPED_REASONS
+            else "dropped"
+        )
+        self.observer.lost(self.name, outcome, reason, n)
 
     def _count_skip(self, n: int, reason: str = "unsupported_kind") -> None:
         with self._stats_lock:
             self._losses[reason] = self._losses.get(reason, 0) + n
+        self._observe_loss(reason, n)
 
     def skip_routed(self) -> None:
         """Count one event routed away from this provider (never silently)."""
@@ -407,6 +437,7 @@ class Channel:
         """Count ``n`` events dropped before reaching the provider, and say so (throttled)."""
         with self._stats_lock:
             self._losses[reason] = self._losses.get(reason, 0) + n
+        self._observe_loss(reason, n)
         self._throttle.warning(reason, "%s: " + msg, self.name, *args)
 
     def _fail(
@@ -418,6 +449,7 @@ class Channel:
         error = self._redact(error)
         with self._stats_lock:
             self._losses[reason] = self._losses.get(reason, 0) + len(events)
+        self._observe_loss(reason, len(events))
         self._throttle.warning(
             "fail:" + reason,
             "%s: %d event(s) failed (%s): %s",
@@ -439,6 +471,10 @@ class Channel:
 
     def pending(self) -> int:
         return len(self._queue) + self._inflight
+
+    def queued_bytes(self) -> int:
+        """Approximate bytes waiting in the queue (the metrics gauge reads it)."""
+        return self._queue.nbytes
 
     def request_flush(self) -> int:
         """Ask the worker to send everything queued now; returns the target to wait for."""

@@ -20,6 +20,7 @@ from ._channel import Channel, ErrorCallback
 from ._config import ClientOptions
 from ._events import Event, build_event
 from ._exceptions import InvalidEvent
+from ._observe import DeliveryObserver
 from ._plugins import Registry
 from ._report import FlushReport
 from ._setup import load_client_registry, wire
@@ -78,6 +79,7 @@ class Client:
         max_event_bytes: int | None = None,
         environ: Mapping[str, str] | None = None,
         register_atexit: bool = True,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         env = _config.environ() if environ is None else environ
         named = [p for p in providers or () if isinstance(p, str)]
@@ -117,6 +119,7 @@ class Client:
             per_provider_delivery=delivery or {},
             processors=processors,
             on_error=on_error,
+            observer=observer,
         )
         self._options = options
         self.registry: Registry = wiring.registry

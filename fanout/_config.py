@@ -238,6 +238,13 @@ FANOUT_EXCLUDE_EVENTS: Final = EnvVar[tuple[str, ...] | None](
     "FANOUT_EVENTS; skipped and counted (`routed`).",
     per_provider=True,
 )
+FANOUT_METRICS: Final = EnvVar(
+    "FANOUT_METRICS",
+    "auto",
+    _choice("auto", "otel", "off"),
+    "Delivery counts as OpenTelemetry metrics: `auto` when `opentelemetry-api` is installed "
+    "(the `otel` extra), `otel` to insist (a ConfigError without it), `off`.",
+)
 FANOUT_SHUTDOWN_TIMEOUT: Final = EnvVar(
     "FANOUT_SHUTDOWN_TIMEOUT",
     5.0,
@@ -278,6 +285,7 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_REQUEST_TIMEOUT,
     FANOUT_EVENTS,
     FANOUT_EXCLUDE_EVENTS,
+    FANOUT_METRICS,
     FANOUT_SHUTDOWN_TIMEOUT,
     FANOUT_DEAD_LETTER_DIR,
     FANOUT_MAX_EVENT_BYTES,
@@ -414,6 +422,7 @@ class ClientOptions:
     ip: str
     shutdown_timeout: float
     sync_timeout: float
+    metrics: str
     dead_letter_dir: Path | None
     max_event_bytes: int
 
@@ -433,6 +442,7 @@ class ClientOptions:
             ip=pick("ip", FANOUT_IP),
             shutdown_timeout=pick("shutdown_timeout", FANOUT_SHUTDOWN_TIMEOUT),
             sync_timeout=pick("sync_timeout", FANOUT_SYNC_TIMEOUT),
+            metrics=pick("metrics", FANOUT_METRICS),
             dead_letter_dir=_path_or_none(pick("dead_letter_dir", FANOUT_DEAD_LETTER_DIR)),
             max_event_bytes=pick("max_event_bytes", FANOUT_MAX_EVENT_BYTES),
         )

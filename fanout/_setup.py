@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from ._channel import Channel, ErrorCallback
 from ._config import ClientOptions, Delivery, resolve_settings
 from ._deadletter import DeadLetters
 from ._exceptions import ConfigError, FanoutError, PluginError
+from ._observe import DeliveryObserver
 from ._plugins import Registry, load_registry
 from ._redact import Redactor
 from .processors import Processor, ip_processor
@@ -139,6 +141,7 @@ def wire(
     per_provider_delivery: Mapping[str, Mapping[str, Any]],
     processors: Sequence[str | Processor] | None,
     on_error: ErrorCallback | None,
+    observer: DeliveryObserver | None = None,
 ) -> Wiring:
     """Build every channel (each provider resolved once) and the processor chain."""
     instances = [p for p in providers or () if not isinstance(p, str)]
@@ -170,6 +173,8 @@ def wire(
     dead_letters = (
         DeadLetters(options.dead_letter_dir) if options.dead_letter_dir is not None else None
     )
+    if observer is None:
+        observer = metrics_observer(options.metrics)
     channels: list[Channel] = []
     try:
         for spec, values, opts in resolved:
@@ -184,13 +189,39 @@ def wire(
                     dead_letters=dead_letters,
                     on_error=on_error,
                     redact=redact,
+                    observer=observer,
                 )
             )
     except FanoutError:
         for channel in channels:
             _close_quietly(channel.provider)
         raise
+    if observer is not None:
+        observer.attach(channels)
     return Wiring(options, registry, channels, _processors(options, registry, processors), redact)
+
+
+def metrics_observer(mode: str) -> DeliveryObserver | None:
+    """The OpenTelemetry observer when ``mode`` and the installed packages allow it.
+
+    ``auto`` costs nothing when the ``otel`` extra is not installed: one ``find_spec``.
+    """
+    if mode == "off":
+        return None
+    try:
+        installed = importlib.util.find_spec("opentelemetry.metrics") is not None
+    except (ImportError, ValueError):  # a broken or shadowed installation counts as absent
+        installed = False
+    if not installed:
+        if mode == "otel":
+            raise ConfigError(
+                "FANOUT_METRICS=otel needs OpenTelemetry: pip install 'fanout-analytics[otel]'",
+                variable="FANOUT_METRICS",
+            )
+        return None
+    from .integrations import otel
+
+    return otel.observer()
 
 
 def _build(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -63,8 +64,9 @@ def test_429_retry_after_is_the_wait(server: HTTPServer, caplog: pytest.LogCaptu
         client.shutdown(timeout=5)
     assert report["posthog"].delivered == 1
     assert delivered_uuids(server) == [eid]
-    # Without the header the test backoff is 0.05 s ± 50 %; the channel said 2.0 s.
-    assert "retrying 1 event(s) in 2.0s" in caplog.text
+    # Without the header the test backoff is 0.05 s; the channel waits the 2 s the header
+    # asked for, spread by up to 25 % so that clients sent away together return apart.
+    assert re.search(r"retrying 1 event\(s\) in 2\.[0-5]s", caplog.text), caplog.text
 
 
 def test_provider_reports_retry_after_and_status(server: HTTPServer) -> None:

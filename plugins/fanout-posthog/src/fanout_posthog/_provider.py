@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
-from fanout import Event, PermanentError
+from fanout import Event, PermanentError, RetryableError
 from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
 
 from .__about__ import __version__
@@ -33,9 +33,6 @@ LIB_NAME: Final = "fanout-posthog"
 #: Bodies at least this large are gzipped (when gzip is on): below it the header costs
 #: about what compression saves.
 GZIP_MIN_BYTES: Final = 1024
-#: Ids of events already accepted from a batch whose other part failed; bounded so that a
-#: batch the channel gave up on cannot make it grow without end.
-_MAX_ACCEPTED: Final = 100_000
 
 
 class PostHogProvider:
@@ -63,7 +60,6 @@ class PostHogProvider:
             gzip_min_bytes=GZIP_MIN_BYTES if gzip else None,
             headers={"User-Agent": f"{LIB_NAME}/{__version__} {USER_AGENT}"},
         )
-        self._accepted: set[str] = set()
 
     def __repr__(self) -> str:
         # The API key is deliberately absent.
@@ -76,17 +72,14 @@ class PostHogProvider:
 
         PostHog's ``historical_migration`` flag is per request, so a batch mixing fresh and
         old events takes two requests. When the first succeeds and the second fails, the
-        first part's ids are remembered and skipped when the channel sends the batch again
-        (a retry, or the halves of a split), so a retry never posts an event twice; a
-        permanent refusal of one part rejects only that part's events.
+        failure names only the second part's events as ``pending`` (and any part refused
+        for good as ``rejected``), so the channel retries just those and a retry never
+        posts an event twice.
         """
         cutoff = time.time() - self.historical_after
         live: list[int] = []
         old: list[int] = []
-        accepted = self._accepted
         for i, event in enumerate(batch):
-            if accepted and event.event_id in accepted:
-                continue
             (old if event.timestamp.timestamp() < cutoff else live).append(i)
         parts = [(p, historical) for p, historical in ((live, False), (old, True)) if p]
         rejected: dict[int, str] = {}
@@ -94,18 +87,21 @@ class PostHogProvider:
         for n, (indices, historical) in enumerate(parts):
             try:
                 self._post([batch[i] for i in indices], historical=historical)
+            except RetryableError as exc:
+                if n == 0:
+                    raise  # nothing of the batch was taken
+                raise RetryableError(
+                    str(exc),
+                    retry_after=exc.retry_after,
+                    status_code=exc.status_code,
+                    pending=[i for part, _ in parts[n:] for i in part],
+                    rejected=rejected,
+                ) from exc
             except PermanentError as exc:
                 if type(exc) is not PermanentError or len(parts) == 1:
                     raise  # BatchTooLarge, or the only part: the channel handles the batch
                 rejected.update((i, str(exc)) for i in indices)
                 status = exc.status_code
-            else:
-                if n + 1 < len(parts):
-                    if len(accepted) > _MAX_ACCEPTED:
-                        accepted.clear()
-                    accepted.update(batch[i].event_id for i in indices)
-        if accepted:
-            accepted.difference_update(e.event_id for e in batch)
         if rejected:
             raise PermanentError(
                 f"PostHog refused {len(rejected)} of {len(batch)} event(s)",
@@ -118,7 +114,6 @@ class PostHogProvider:
 
     def after_fork(self) -> None:
         self._http.after_fork()
-        self._accepted = set()
 
     # -- wire ----------------------------------------------------------------------------
 
