@@ -135,10 +135,12 @@ _KEY_COLUMNS: Final = (
     "k.id, k.label, k.created_at, k.revoked_at, k.project_id, p.name, k.scopes"
     " FROM server_keys k JOIN projects p ON p.id = k.project_id"
 )
-# The timeline's two halves, each in index order, merged in Python: sort keys first (the
-# indexes cover them), bodies fetched one by one only for the events of the page.
-_PERSON_KEYS: Final = (
-    "SELECT timestamp, seq FROM events WHERE project_id = ? AND person_id = ?"
+# The timeline's two halves, each read lazily in index order and merged in Python. The
+# person's own events stream with their bodies straight from the index order (no sort);
+# the linked anonymous ids' events need a sort, so only their keys are sorted and their
+# bodies fetched one by one for the events that make the page.
+_PERSON_EVENTS: Final = (
+    "SELECT timestamp, seq, body FROM events WHERE project_id = ? AND person_id = ?"
     " AND (timestamp, seq) > (?, ?) ORDER BY timestamp, seq LIMIT ?"
 )
 _ANONYMOUS_KEYS: Final = (
@@ -242,17 +244,17 @@ class SQLiteStore:
         ts, seq = after or _START
         with self._lock:
             db = self._db
-            mine = db.execute(_PERSON_KEYS, (project_id, person_id, ts, seq, limit + 1))
+            mine = db.execute(_PERSON_EVENTS, (project_id, person_id, ts, seq, limit + 1))
             linked = db.execute(
                 _ANONYMOUS_KEYS, (project_id, project_id, person_id, ts, seq, limit + 1)
-            )
-            keys = heapq.merge(mine.fetchall(), linked.fetchall())
-            return cut(self._bodies(keys), limit, max_bytes)
+            ).fetchall()
+            rows = heapq.merge(mine, self._bodies(linked))
+            return cut(((body, ts, seq) for ts, seq, body in rows), limit, max_bytes)
 
-    def _bodies(self, keys: Iterator[tuple[str, int]]) -> Iterator[tuple[bytes, str, int]]:
+    def _bodies(self, keys: list[tuple[str, int]]) -> Iterator[tuple[str, int, bytes]]:
         for ts, seq in keys:
             (body,) = self._db.execute("SELECT body FROM events WHERE seq = ?", (seq,)).fetchone()
-            yield body, ts, seq
+            yield ts, seq, body
 
     def linked_ids(self, project_id: int, person_id: str) -> list[str]:
         with self._lock:
