@@ -63,7 +63,7 @@ def collector_group() -> None:
               show_default=True, help="Seconds a request's headers may take to arrive.")
 @click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds a request's body may take to arrive.")
-@click.option("--body-budget", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--body-budget", type=click.IntRange(min=1), default=32, show_default=True,
               help="MiB of request bodies held in memory at once, over all connections.")
 def serve_command(host: str, port: int, db: str, rate_limit: float | None,
                   max_connections: int, header_timeout: float, body_timeout: float,

@@ -64,7 +64,7 @@ class AppOptions:
     """
 
     limits: Limits = dataclasses.field(default_factory=Limits)
-    body_budget: int = 64 * 1024 * 1024
+    body_budget: int = 32 * 1024 * 1024
     body_timeout: float = 60.0
 
 

@@ -14,9 +14,9 @@ event loop, no locks:
   that is still waiting for headers or idle between requests; a connection whose request
   is being served is never evicted, and when every connection is busy the new one is
   closed at once;
-- the **descriptor limit** raised to the hard limit at start, and the cap kept below it,
-  so ``accept()`` never fails with ``EMFILE`` (asyncio then retries in a loop and logs
-  every attempt).
+- the **descriptor limit** raised to the hard limit at start, and the cap kept below it
+  by a reserve and one accept burst (:data:`ACCEPT_BURST`), so ``accept()`` never fails
+  with ``EMFILE`` (asyncio then stops accepting for a second and logs every attempt).
 
 The body deadline lives in the app (:class:`~fanout.collector.app.AppOptions`), because
 only the app knows when it is waiting for the client rather than for its own budget.
@@ -33,10 +33,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .refusals import RefusalLog
 
-__all__ = ["ConnectionGuard", "ServingLimits", "guarded_protocol", "raise_fd_limit"]
+__all__ = ["ConnectionGuard", "ServingLimits", "connection_cap", "guarded_protocol",
+           "raise_fd_limit"]
 
 #: Descriptors kept free for the database, log files and the listening socket.
 FD_RESERVE: Final = 64
+#: asyncio accepts up to ``backlog`` connections in one go before any callback runs (so
+#: before an evicted connection's descriptor is closed); uvicorn passes its ``backlog``
+#: both to ``listen()`` and to that loop. The cap leaves room for one such burst.
+ACCEPT_BURST: Final = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +63,11 @@ def raise_fd_limit() -> int:
         except (ValueError, OSError):
             pass
     return int(soft)
+
+
+def connection_cap(wanted: int, fd_limit: int) -> int:
+    """The most connections to keep open under a descriptor limit."""
+    return max(16, min(wanted, fd_limit - FD_RESERVE - ACCEPT_BURST))
 
 
 class ConnectionGuard:

@@ -91,6 +91,9 @@ def decode_body(
         raise ProtocolError(400, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip")
     if len(body) > max_bytes:
         raise ProtocolError(413, f"body above {max_bytes} bytes; send smaller batches")
+    if body.count(b"[") + body.count(b"{") > limits.max_batch_containers:
+        raise ProtocolError(413, f"more than {limits.max_batch_containers} JSON arrays and "
+                                 "objects in one body; send smaller batches")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

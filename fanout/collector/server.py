@@ -25,9 +25,10 @@ import uvicorn  # noqa: E402
 
 from .app import AppOptions, create_app  # noqa: E402
 from .guard import (  # noqa: E402
-    FD_RESERVE,
+    ACCEPT_BURST,
     ConnectionGuard,
     ServingLimits,
+    connection_cap,
     guarded_protocol,
     raise_fd_limit,
 )
@@ -95,9 +96,8 @@ class CollectorServer(uvicorn.Server):
 
 
 def _config(app: object, serving: ServingLimits, refusals: RefusalLog) -> uvicorn.Config:
-    fd_limit = raise_fd_limit()
-    guard = ConnectionGuard(min(serving.max_connections, max(fd_limit - FD_RESERVE, 16)),
-                            refusals)
+    cap = connection_cap(serving.max_connections, raise_fd_limit())
+    guard = ConnectionGuard(cap, refusals)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_level="warning",
@@ -105,6 +105,7 @@ def _config(app: object, serving: ServingLimits, refusals: RefusalLog) -> uvicor
         lifespan="on",
         timeout_graceful_shutdown=10,
         timeout_keep_alive=serving.keep_alive,
+        backlog=ACCEPT_BURST,
         # httptools (the collector extra installs it) with the deadlines and cap of guard.py.
         http=guarded_protocol(guard, serving.header_timeout),
         ws="none",
