@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import AsyncIterator
-from typing import Any
 
 from . import require_extra
 
@@ -32,12 +32,12 @@ from starlette.routing import Route  # noqa: E402
 
 from .._json import dumps  # noqa: E402
 from .budget import ByteBudget  # noqa: E402
-from .ingest import ProtocolError, decode_body, validate_batch  # noqa: E402
+from .ingest import Ingested, ProtocolError, decode_body, validate_batch  # noqa: E402
 from .keys import INGEST, READ, KeyInfo, bearer_key  # noqa: E402
 from .protocol import PROTOCOL_VERSION, Limits  # noqa: E402
 from .ratelimit import Limiter, RateLimiter, retry_after_header  # noqa: E402
 from .refusals import RefusalLog  # noqa: E402
-from .store import Store  # noqa: E402
+from .store import InsertResult, Store  # noqa: E402
 from .timeline import (  # noqa: E402
     DEFAULT_LIMIT,
     DEFAULT_PAGE_BYTES,
@@ -102,7 +102,7 @@ def create_app(
     max_wire = limits.max_batch_bytes
     too_large = f"body above {max_wire} bytes; send smaller batches"
     budget = ByteBudget(options.body_budget)
-    decoding = asyncio.Semaphore(1)
+    decoding = threading.Semaphore(1)
 
     def refuse(request: Request, exc: _Refused, key: KeyInfo | None) -> Response:
         key_id = exc.key_id if exc.key_id is not None else (key.id if key else None)
@@ -160,12 +160,9 @@ def create_app(
             async with budget.hold(size):
                 body = await read_body(request)
                 encoding = request.headers.get("content-encoding")
-                async with decoding:
-                    ingested = await run_in_threadpool(
-                        _decode, limiter, limits, key, body, encoding)
+                ingested, result = await run_in_threadpool(
+                    _ingest, store, decoding, limiter, limits, key, body, encoding)
                 del body
-                result = await run_in_threadpool(
-                    store.insert, key.project_id, ingested.rows, ingested.links, key_id=key.id)
         except _Refused as exc:
             return refuse(request, exc, key)
         if ingested.rejected:
@@ -229,9 +226,20 @@ def create_app(
     )
 
 
+def _ingest(
+    store: Store, decoding: threading.Semaphore, limiter: Limiter, limits: Limits,
+    key: KeyInfo, body: bytearray, encoding: str | None,
+) -> tuple[Ingested, InsertResult]:
+    """One batch, in one worker thread (one hand-off per request): decoded and validated
+    while holding the decoding slot, inserted after releasing it."""
+    with decoding:
+        ingested = _decode(limiter, limits, key, body, encoding)
+    return ingested, store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)
+
+
 def _decode(
     limiter: Limiter, limits: Limits, key: KeyInfo, body: bytearray, encoding: str | None
-) -> Any:
+) -> Ingested:
     try:
         batch = decode_body(body, encoding, limits)
     except ProtocolError as exc:
