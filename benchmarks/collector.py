@@ -229,6 +229,73 @@ def segment_round(url: str, n: int, batch: int) -> tuple[float, float]:
     return end - start, cpu_end - cpu
 
 
+# -- timeline pages -----------------------------------------------------------------------
+
+
+def _fill(store: Any, project_id: int, n: int, heavy: int) -> None:
+    """``n`` events in one project: ``heavy`` of them one person's, the rest spread over
+    1,000 people, inserted through the same validation and insert path as the server."""
+    from fanout.collector.ingest import validate_batch
+
+    for start in range(0, n, 1000):
+        batch = []
+        for i in range(start, min(n, start + 1000)):
+            person = "heavy" if i % (n // heavy) == 0 else f"user_{i % 1000}"
+            second = i // 50
+            batch.append({
+                "event_id": f"e{i}", "name": "checkout.finished", "person_id": person,
+                "timestamp": f"2024-{1 + second // 2_600_000 % 12:02d}-01T00:"
+                             f"{second // 60 % 60:02d}:{second % 60:02d}.{i % 1000:03d}Z",
+                "properties": PROPERTIES,
+            })
+        ingested = validate_batch(batch)
+        store.insert(project_id, ingested.rows, ingested.links)
+
+
+def timeline_bench(n: int, heavy: int, pages: int) -> dict[str, float]:
+    """p50/p99 of one ``GET /v1/persons/{id}/events`` page (1,000 events) over HTTP."""
+    import httpx
+
+    from fanout.collector.keys import INGEST, READ
+    from fanout.collector.server import ServerThread
+    from fanout.collector.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "timeline.db")
+        project = store.create_project("bench")
+        store.create_key("bench", (INGEST,), "in")
+        _, key = store.create_key("bench", (READ,), "read")
+        started = time.perf_counter()
+        _fill(store, project.id, n, heavy)
+        print(f"stored {n:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        times: dict[str, list[float]] = {"heavy (walk)": [], "random person": []}
+        with ServerThread(store) as server, httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as http:
+            cursor = None
+            for _ in range(pages):  # walk the heavy person's history page by page
+                params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+                t = time.perf_counter()
+                page = http.get("/v1/persons/heavy/events", params=params).json()
+                times["heavy (walk)"].append(time.perf_counter() - t)
+                cursor = page["next_cursor"] or None
+            for i in range(pages):
+                t = time.perf_counter()
+                r = http.get(f"/v1/persons/user_{(i * 7919) % 1000}/events",
+                             params={"limit": 1000})
+                times["random person"].append(time.perf_counter() - t)
+                assert r.status_code == 200
+    out = {}
+    for name, values in times.items():
+        values.sort()
+        p50 = values[len(values) // 2] * 1e3
+        p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1e3
+        print(f"timeline {name:<14} {len(values)} pages of <=1000 events: "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        out[f"{name} p50 ms"], out[f"{name} p99 ms"] = p50, p99
+    return out
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -240,9 +307,15 @@ def main() -> None:
     parser.add_argument("--gzip", action="store_true", help="fanout gzips bodies above 1 KiB")
     parser.add_argument("--only", choices=["fanout", "posthog", "segment"], action="append")
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timeline", type=int, metavar="N", default=0,
+                        help="only time timeline pages over N stored events (e.g. 1000000)")
     args = parser.parse_args()
     if args.sink:
         _serve_sink()
+        return
+    if args.timeline:
+        print(json.dumps(timeline_bench(args.timeline, heavy=max(1, args.timeline // 10),
+                                        pages=100)))
         return
     logging.basicConfig(level=logging.ERROR)
     n, contenders = args.events, args.only or ["fanout", "posthog", "segment"]

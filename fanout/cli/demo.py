@@ -1,13 +1,13 @@
 """``fanout demo``: the whole path, end to end, on the embedded reference collector.
 
 It starts the collector in a thread on a free local port with a temporary SQLite file,
-creates a server key, and sends one customer's story through a real :class:`fanout.Client`
-to the collector, the console provider and any vendor provider configured in the
-environment (``POSTHOG_API_KEY``...): anonymous page views, a signup that identifies the
-visitor, a Stripe-style ``checkout.finished`` keyed by the Stripe event id, the same webhook
-redelivered (stored once), and a renewal from a "cron job". Then it flushes, prints each
-provider's delivery figures and the stitched timeline the collector stored, and stops
-everything it started: no thread, port or file is left behind.
+creates a project and an ingest key, and sends one customer's story through a real
+:class:`fanout.Client` to the collector, the console provider and any vendor provider
+configured in the environment (``POSTHOG_API_KEY``...): anonymous page views, a signup
+that identifies the visitor, a Stripe-style ``checkout.finished`` keyed by the Stripe
+event id, the same webhook redelivered (stored once), and a renewal from a "cron job".
+Then it flushes, prints each provider's delivery figures and the stitched timeline the
+collector stored, and stops everything it started: no thread, port or file is left behind.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from .. import _config, events
 from .._client import Client
 from .._plugins import BUILTIN
 from .._setup import load_client_registry, select_providers
+from ..collector.keys import INGEST
 from ..collector.sqlite import SQLiteStore
+from ..collector.store import read_timeline
 from ._common import user_errors
 from .collector import format_timeline
 
@@ -51,7 +53,8 @@ def demo_command(console: bool, timeout: float) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fanout-demo-"))
     try:
         store = SQLiteStore(tmp / "collector.db")
-        _, key = store.create_key("demo")
+        project = store.create_project("demo")
+        _, key = store.create_key(project.name, (INGEST,), "demo")
         with ServerThread(store) as server:
             click.echo(f"collector listening on {server.url} (database {tmp / 'collector.db'})")
             providers = ["collector", *(["console"] if console else []), *_vendor_providers()]
@@ -70,15 +73,15 @@ def demo_command(console: bool, timeout: float) -> None:
                 final = client.shutdown(timeout)
             click.echo("")
             click.echo(final.table())
-            stored = store.count_events()
+            stored = store.count_events(project.id)
             click.echo(
                 f"\ncollector: {sent} events sent, {stored} stored "
                 f"({sent - stored} redelivery deduplicated on event_id)"
             )
             click.echo("")
             click.echo(
-                format_timeline(person_id, store.linked_ids(person_id),
-                                store.person_events(person_id))
+                format_timeline(person_id, store.linked_ids(project.id, person_id),
+                                read_timeline(store, project.id, person_id))
             )
         if report.timed_out or not final.ok:
             raise SystemExit(1)

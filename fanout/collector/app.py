@@ -1,18 +1,24 @@
 """The ASGI app: ``POST /v1/batch``, ``GET /v1/persons/{id}/events``, ``GET /v1/health``.
 
-Request handling order is cheapest refusal first: key (401), declared size (413), body
-decoding (400/413), rate limit (429 + ``Retry-After``), per-event validation, one
-committed transaction, then 200. Decoding, validation and the insert run in a worker
-thread so the event loop keeps answering (health checks, other keys) while a batch is
-parsed and committed. Error bodies never echo the request's key.
+Request handling order is cheapest refusal first: key (401), scope (403), rate limit
+(429, before the body is read), declared size (413), the body read within its deadline
+(408) and within the server's memory budget, decoding (400/413), the rate limit again
+with the batch's real event count, per-event validation, one committed transaction, then
+200. Decoding and validation run in a worker thread, one batch at a time (they hold the
+GIL anyway, and one at a time bounds the memory a hostile body can inflate to), while the
+event loop keeps answering health checks and other keys. The insert runs outside that
+slot, so the next batch is decoded while this one commits. Error bodies never echo the
+request's key; refusals are logged at a bounded rate (:mod:`.refusals`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import logging
+import threading
 from collections.abc import AsyncIterator
-from typing import Any
 
 from . import require_extra
 
@@ -24,82 +30,179 @@ from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
-from .ingest import ProtocolError, decode_body, validate_batch  # noqa: E402
-from .keys import KeyInfo, bearer_key  # noqa: E402
+from .._json import dumps  # noqa: E402
+from .budget import ByteBudget  # noqa: E402
+from .ingest import Ingested, ProtocolError, decode_body, validate_batch  # noqa: E402
+from .keys import INGEST, READ, KeyInfo, bearer_key  # noqa: E402
 from .protocol import PROTOCOL_VERSION, Limits  # noqa: E402
-from .ratelimit import RateLimiter  # noqa: E402
-from .store import Store  # noqa: E402
+from .ratelimit import Limiter, RateLimiter, retry_after_header  # noqa: E402
+from .refusals import RefusalLog  # noqa: E402
+from .store import InsertResult, Store  # noqa: E402
+from .timeline import (  # noqa: E402
+    DEFAULT_LIMIT,
+    DEFAULT_PAGE_BYTES,
+    MAX_LIMIT,
+    MAX_PAGE_BYTES,
+    decode_cursor,
+    encode_cursor,
+)
 
-__all__ = ["create_app"]
+__all__ = ["AppOptions", "create_app"]
 
 logger = logging.getLogger("fanout.collector")
+
+
+@dataclasses.dataclass(frozen=True)
+class AppOptions:
+    """What the app enforces beyond the protocol's limits.
+
+    ``body_budget`` is the most request-body bytes held in memory at once, across all
+    connections: a request reserves its declared size (or the protocol's maximum when it
+    declares none) before its body is read, and waits, not reading, while the budget is
+    spent; the kernel's socket buffers then push back on the client. ``body_timeout`` is
+    how long reading one body may take once it has started.
+    """
+
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    body_budget: int = 32 * 1024 * 1024
+    body_timeout: float = 60.0
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 key_id: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+        self.key_id = key_id
+
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
 def create_app(
     store: Store,
     *,
-    rate_limit: float | None = None,
-    burst: float | None = None,
-    limits: Limits | None = None,
+    limiter: Limiter | None = None,
+    options: AppOptions | None = None,
+    refusals: RefusalLog | None = None,
     close_store: bool = True,
 ) -> Starlette:
-    """The collector app over ``store``; ``rate_limit`` is events per second per key.
-
-    A request body is refused unread (413) when it is larger than the decoded limit even
-    before decoding: gzip only ever shrinks JSON batches, so that bound is safe.
-    """
-    limiter = RateLimiter(rate_limit, burst)
-    limits = limits or Limits()
+    """The collector app over ``store``; ``limiter`` counts events per key (default: none)."""
+    limiter = limiter or RateLimiter(None)
+    options = options or AppOptions()
+    refusals = refusals or RefusalLog()
+    limits = options.limits
     max_wire = limits.max_batch_bytes
     too_large = f"body above {max_wire} bytes; send smaller batches"
+    budget = ByteBudget(options.body_budget)
+    decoding = threading.Semaphore(1)
 
-    async def authenticate(request: Request) -> KeyInfo | None:
+    def refuse(request: Request, exc: _Refused, key: KeyInfo | None) -> Response:
+        key_id = exc.key_id if exc.key_id is not None else (key.id if key else None)
+        refusals.record(exc.status, exc.message, client=_client(request), key_id=key_id)
+        return _error(exc.status, exc.message, exc.headers)
+
+    def limited(wait: float, key_id: int) -> _Refused:
+        return _Refused(429, "rate limit exceeded; retry later",
+                        {"Retry-After": retry_after_header(wait)}, key_id)
+
+    async def authorize(request: Request, scope: str) -> KeyInfo:
         key = bearer_key(request.headers.get("authorization"))
-        if key is None:
-            return None
-        return await run_in_threadpool(store.key_for, key)
+        info = None if key is None else await run_in_threadpool(store.key_for, key)
+        if info is None:
+            raise _Refused(401, "missing, unknown or revoked server key")
+        if not info.allows(scope):
+            raise _Refused(403, f"this key cannot {'send events' if scope == INGEST else 'read'}"
+                                f" (its scope is {', '.join(info.scopes) or 'none'})",
+                           key_id=info.id)
+        wait = limiter.check(info.id)
+        if wait is not None:
+            raise limited(wait, info.id)
+        return info
+
+    async def read_body(request: Request) -> bytearray:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.body_timeout
+        body = bytearray()
+        more = True
+        while more:
+            remaining = deadline - loop.time()
+            try:
+                message = await asyncio.wait_for(request.receive(), max(remaining, 0.0))
+            except asyncio.TimeoutError:
+                raise _Refused(408, f"body not received within {options.body_timeout:g} s"
+                               ) from None
+            if message["type"] == "http.disconnect":
+                raise _Refused(400, "client disconnected before sending the body")
+            body += message.get("body", b"")
+            if len(body) > max_wire:
+                raise _Refused(413, too_large)
+            more = message.get("more_body", False)
+        return body
 
     async def batch(request: Request) -> Response:
-        key = await authenticate(request)
-        if key is None:
-            return _error(401, "missing, unknown or revoked server key")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_wire:
-            return _error(413, too_large)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_wire:
-                return _error(413, too_large)
-        encoding = request.headers.get("content-encoding")
+        key: KeyInfo | None = None
         try:
-            result = await run_in_threadpool(
-                _ingest, store, limiter, limits, key, bytes(body), encoding
-            )
-        except ProtocolError as exc:
-            return _error(exc.status, exc.message)
-        except _Limited as exc:
-            return _error(
-                429,
-                "rate limit exceeded; retry later",
-                {"Retry-After": RateLimiter.retry_after_header(exc.wait)},
-            )
-        return JSONResponse(result)
+            key = await authorize(request, INGEST)
+            declared = request.headers.get("content-length")
+            size = max_wire
+            if declared is not None and declared.isdigit():
+                size = int(declared)
+                if size > max_wire:
+                    raise _Refused(413, too_large)
+            async with budget.hold(size):
+                body = await read_body(request)
+                encoding = request.headers.get("content-encoding")
+                ingested, result = await run_in_threadpool(
+                    _ingest, store, decoding, limiter, limits, key, body, encoding)
+                del body
+        except _Refused as exc:
+            return refuse(request, exc, key)
+        if ingested.rejected:
+            logger.info("key %d: rejected %d event(s)", key.id, len(ingested.rejected))
+        return JSONResponse({
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": [{"index": i, "error": e} for i, e in ingested.rejected],
+        })
 
     async def person_events(request: Request) -> Response:
-        if await authenticate(request) is None:
-            return _error(401, "missing, unknown or revoked server key")
-        person_id = request.path_params["person_id"]
+        key: KeyInfo | None = None
         try:
-            limit = min(10_000, max(1, int(request.query_params.get("limit", "1000"))))
-        except ValueError:
-            return _error(400, "limit must be an integer")
-        events = await run_in_threadpool(store.person_events, person_id, limit=limit)
-        linked = await run_in_threadpool(store.linked_ids, person_id)
-        return JSONResponse({"person_id": person_id, "anonymous_ids": linked, "events": events})
+            key = await authorize(request, READ)
+            query = request.query_params
+            try:
+                limit = min(MAX_LIMIT, max(1, int(query.get("limit", DEFAULT_LIMIT))))
+                max_bytes = min(MAX_PAGE_BYTES,
+                                max(1, int(query.get("max_bytes", DEFAULT_PAGE_BYTES))))
+            except ValueError:
+                raise _Refused(400, "limit and max_bytes must be integers") from None
+            cursor = query.get("cursor")
+            try:
+                after = decode_cursor(cursor) if cursor else None
+            except ValueError:
+                raise _Refused(400, "cursor is not one this server handed out") from None
+        except _Refused as exc:
+            return refuse(request, exc, key)
+        person_id = request.path_params["person_id"]
+        page = await run_in_threadpool(
+            store.timeline, key.project_id, person_id, limit=limit, max_bytes=max_bytes,
+            after=after)
+        limiter.charge(key.id, len(page.events))
+        linked = await run_in_threadpool(store.linked_ids, key.project_id, person_id)
+        head = dumps({"person_id": person_id, "anonymous_ids": linked})
+        tail = dumps(encode_cursor(page.next_cursor) if page.next_cursor else None)
+        # The stored JSON of each event goes out as it is: no decoding, no re-encoding.
+        content = b"".join((head[:-1], b',"events":[', b",".join(page.events),
+                            b'],"next_cursor":', tail, b"}"))
+        return Response(content, media_type="application/json")
 
     async def health(request: Request) -> Response:
         ok = await run_in_threadpool(store.healthy)
@@ -123,30 +226,29 @@ def create_app(
     )
 
 
-class _Limited(Exception):
-    def __init__(self, wait: float) -> None:
-        super().__init__(wait)
-        self.wait = wait
-
-
 def _ingest(
-    store: Store,
-    limiter: RateLimiter,
-    limits: Limits,
-    key: KeyInfo,
-    body: bytes,
-    encoding: str | None,
-) -> dict[str, Any]:
-    batch = decode_body(body, encoding, limits)
+    store: Store, decoding: threading.Semaphore, limiter: Limiter, limits: Limits,
+    key: KeyInfo, body: bytearray, encoding: str | None,
+) -> tuple[Ingested, InsertResult]:
+    """One batch, in one worker thread (one hand-off per request): decoded and validated
+    while holding the decoding slot, inserted after releasing it."""
+    with decoding:
+        ingested = _decode(limiter, limits, key, body, encoding)
+    return ingested, store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)
+
+
+def _decode(
+    limiter: Limiter, limits: Limits, key: KeyInfo, body: bytearray, encoding: str | None
+) -> Ingested:
+    try:
+        batch = decode_body(body, encoding, limits)
+    except ProtocolError as exc:
+        raise _Refused(exc.status, exc.message) from None
     wait = limiter.acquire(key.id, len(batch))
     if wait is not None:
-        raise _Limited(wait)
-    ingested = validate_batch(batch, limits)
-    result = store.insert(ingested.rows, ingested.links, key_id=key.id)
-    if ingested.rejected:
-        logger.info("key %d: rejected %d event(s)", key.id, len(ingested.rejected))
-    return {
-        "accepted": result.accepted,
-        "duplicates": result.duplicates,
-        "rejected": [{"index": i, "error": e} for i, e in ingested.rejected],
-    }
+        raise _Refused(429, "rate limit exceeded; retry later",
+                       {"Retry-After": retry_after_header(wait)})
+    try:
+        return validate_batch(batch, limits)
+    finally:
+        del batch

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import zlib
 from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
@@ -37,6 +38,7 @@ from .protocol import Limits
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
 
 _IDENTITY: Final = frozenset({"", "identity"})
+logger = logging.getLogger("fanout.collector")
 
 
 class ProtocolError(Exception):
@@ -78,7 +80,7 @@ _DEFAULT = Limits()
 
 
 def decode_body(
-    body: bytes, content_encoding: str | None = None, limits: Limits = _DEFAULT
+    body: bytes | bytearray, content_encoding: str | None = None, limits: Limits = _DEFAULT
 ) -> list[Any]:
     """The ``batch`` list of a request body, or a :class:`ProtocolError`."""
     max_bytes = limits.max_batch_bytes
@@ -89,6 +91,9 @@ def decode_body(
         raise ProtocolError(400, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip")
     if len(body) > max_bytes:
         raise ProtocolError(413, f"body above {max_bytes} bytes; send smaller batches")
+    if body.count(b"[") + body.count(b"{") > limits.max_batch_containers:
+        raise ProtocolError(413, f"more than {limits.max_batch_containers} JSON arrays and "
+                                 "objects in one body; send smaller batches")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -110,7 +115,7 @@ def _no_constants(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _gunzip(body: bytes, max_bytes: int) -> bytes:
+def _gunzip(body: bytes | bytearray, max_bytes: int) -> bytes:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         out = inflater.decompress(body, max_bytes + 1)
@@ -124,7 +129,13 @@ def _gunzip(body: bytes, max_bytes: int) -> bytes:
 
 
 def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
-    """Validate each event of ``batch``; never raises for a bad event."""
+    """Validate each event of ``batch``; never raises for a bad event.
+
+    Every client mistake is a :class:`_Reject` raised by the checks below. The broad
+    ``except`` is the last line of defence for a case the checks missed: that event is
+    rejected (and the miss logged for us to fix) instead of turning the batch into a 500
+    that a client would retry forever.
+    """
     max_event = limits.max_event_bytes
     rows: list[Row] = []
     rejected: list[tuple[int, str]] = []
@@ -134,6 +145,10 @@ def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
             row, link = _row(raw, max_event)
         except _Reject as exc:
             rejected.append((index, str(exc)))
+            continue
+        except Exception:
+            logger.exception("unexpected error validating event %d; rejected", index)
+            rejected.append((index, "the event could not be validated"))
             continue
         rows.append(row)
         if link is not None:
@@ -186,22 +201,27 @@ def _timestamp(value: Any) -> str:
     if type(value) is not str:
         raise _Reject("timestamp must be an ISO 8601 string")
     try:
-        if len(value) == 24 and value[-1] == "Z" and value[19] == ".":
+        if len(value) == 24 and value[-1] == "Z" and value[19] == "." and value[10] == "T":
             _dt.datetime.fromisoformat(value[:-1])
             return value
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _Reject(f"timestamp {value[:40]!r} is not an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
-    return format_timestamp(parsed)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+        # Converting to UTC can leave the years 1-9999 (0001-01-01T00:00:00+01:00).
+        return format_timestamp(parsed)
+    except (ValueError, OverflowError):
+        raise _Reject(f"timestamp {value[:40]!r} is not an ISO 8601 date-time "
+                      "between the years 1 and 9999 in UTC") from None
 
 
 def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
     if type(raw) is not dict:
         raise _Reject("an event must be a JSON object")
+    version = raw.get("v")
+    if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
+        raise _Reject(f"v must be {SCHEMA_VERSION} (the event schema version) or omitted")
     kind = raw.get("kind", "track")
-    if kind not in KINDS:
+    if type(kind) is not str or kind not in KINDS:
         raise _Reject(f"kind must be one of {', '.join(sorted(KINDS))}")
     event_id = _ident(raw, "event_id")
     if event_id is None:
@@ -248,6 +268,8 @@ def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
         body = dumps(doc)
     except UnicodeEncodeError:
         raise _Reject("the event contains invalid UTF-8 (or a lone surrogate)") from None
+    except (TypeError, ValueError):
+        raise _Reject("the event holds a number JSON cannot carry (out of range)") from None
     if len(body) > max_event:
         raise _Reject(f"the event is {len(body)} bytes, above the {max_event}-byte limit")
     row = Row(event_id, kind, timestamp, person_id, anonymous_id, name, body)

@@ -16,6 +16,7 @@ __all__ = [
     "BATCH_PATH",
     "HEALTH_PATH",
     "MAX_BATCH_BYTES",
+    "MAX_BATCH_CONTAINERS",
     "MAX_BATCH_EVENTS",
     "MAX_EVENT_BYTES",
     "PROTOCOL_VERSION",
@@ -36,7 +37,11 @@ MAX_BATCH_EVENTS: Final = 1000
 MAX_BATCH_BYTES: Final = 5 * 1024 * 1024
 #: Most bytes of one event as compact UTF-8 JSON; a larger event is rejected on its own.
 MAX_EVENT_BYTES: Final = 512 * 1024
-
+#: Most JSON arrays and objects (``[`` and ``{``, counted in the raw body, strings
+#: included) in one request body; more is answered 413. Each costs a Python object of
+#: ~60 bytes when decoded, so this bounds what a hostile body of empty lists inflates to
+#: (~6 MB instead of ~120 MB); real batches hold a few per event.
+MAX_BATCH_CONTAINERS: Final = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +52,7 @@ class Limits:
     max_batch_events: int = MAX_BATCH_EVENTS
     max_batch_bytes: int = MAX_BATCH_BYTES
     max_event_bytes: int = MAX_EVENT_BYTES
+    max_batch_containers: int = MAX_BATCH_CONTAINERS
 
 
 #: Server keys look like ``sk_`` + 43 URL-safe characters (256 random bits).

@@ -23,8 +23,17 @@ require_extra()
 
 import uvicorn  # noqa: E402
 
-from .app import create_app  # noqa: E402
-from .protocol import Limits  # noqa: E402
+from .app import AppOptions, create_app  # noqa: E402
+from .guard import (  # noqa: E402
+    ACCEPT_BURST,
+    ConnectionGuard,
+    ServingLimits,
+    connection_cap,
+    guarded_protocol,
+    raise_fd_limit,
+)
+from .ratelimit import Limiter  # noqa: E402
+from .refusals import RefusalLog  # noqa: E402
 from .store import Store  # noqa: E402
 
 __all__ = ["CollectorServer", "ServerThread", "bind", "serve"]
@@ -86,30 +95,42 @@ class CollectorServer(uvicorn.Server):
         self.should_exit = True
 
 
-def _config(app: object) -> uvicorn.Config:
+def _config(app: object, serving: ServingLimits, refusals: RefusalLog) -> uvicorn.Config:
+    cap = connection_cap(serving.max_connections, raise_fd_limit())
+    guard = ConnectionGuard(cap, refusals)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_level="warning",
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
-        # h11 is pure Python and always installed; httptools would be faster if present.
-        http="auto",
+        timeout_keep_alive=serving.keep_alive,
+        backlog=ACCEPT_BURST,
+        # httptools (the collector extra installs it) with the deadlines and cap of guard.py.
+        http=guarded_protocol(guard, serving.header_timeout),
         ws="none",
     )
+
+
+def _app(store: Store, limiter: Limiter | None, options: AppOptions | None,
+         refusals: RefusalLog) -> object:
+    return create_app(store, limiter=limiter, options=options, refusals=refusals)
 
 
 def serve(
     store: Store,
     sock: socket.socket,
     *,
-    rate_limit: float | None = None,
+    limiter: Limiter | None = None,
+    options: AppOptions | None = None,
+    serving: ServingLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve on ``sock`` in the foreground until SIGINT/SIGTERM; closes the store after."""
     url = url_of(sock)
+    refusals = RefusalLog()
     server = CollectorServer(
-        _config(create_app(store, rate_limit=rate_limit)),
+        _config(_app(store, limiter, options, refusals), serving or ServingLimits(), refusals),
         on_ready=(lambda: on_ready(url)) if on_ready is not None else None,
     )
     server.run(sockets=[sock])
@@ -128,17 +149,19 @@ class ServerThread:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        rate_limit: float | None = None,
-        burst: float | None = None,
-        limits: Limits | None = None,
+        limiter: Limiter | None = None,
+        options: AppOptions | None = None,
+        serving: ServingLimits | None = None,
     ) -> None:
         self.store = store
         self._sock = bind(host, port)
         self.url = url_of(self._sock)
         self.port: int = self._sock.getsockname()[1]
         self._ready = threading.Event()
+        refusals = RefusalLog()
         self._server = CollectorServer(
-            _config(create_app(store, rate_limit=rate_limit, burst=burst, limits=limits)),
+            _config(_app(store, limiter, options, refusals), serving or ServingLimits(),
+                    refusals),
             on_ready=self._ready.set,
         )
         self._thread = threading.Thread(target=self._run, name="fanout-collector", daemon=True)

@@ -1,34 +1,57 @@
 """The default store: one SQLite file in WAL mode, one writer, batch inserts.
 
 Throughput comes from doing little per event: one transaction per batch, ``executemany``
-with ``INSERT OR IGNORE`` (the primary key on ``event_id`` is the dedupe, so a redelivered
-webhook costs one index probe), WAL with ``synchronous=NORMAL`` (a commit is durable
-against a process crash, which is what a 200 promises; an OS crash may lose the last
-commits, the usual trade of WAL/NORMAL). Every connection is used under one lock, so the
-store is safe from any thread and there is never more than one writer.
+with ``INSERT OR IGNORE`` (the unique index on ``(project_id, event_id)`` is the dedupe,
+so a redelivered webhook costs one index probe), WAL with ``synchronous=NORMAL`` (a commit
+is durable against a process crash, which is what a 200 promises; an OS crash may lose the
+last commits, the usual trade of WAL/NORMAL). Every connection is used under one lock, so
+the store is safe from any thread and there is never more than one writer.
+
+A database made before projects existed (schema 1: no ``projects`` table, ``user_version``
+0) is migrated in one transaction when it is opened: a ``default`` project is created and
+owns every event, link and key, and each key becomes an ``ingest`` + ``read`` key.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
+import heapq
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from .ingest import Link, Row
-from .keys import KeyInfo, generate_key, hash_key
-from .store import InsertResult
+from .keys import (
+    DEFAULT_PROJECT,
+    KeyInfo,
+    Project,
+    check_project_name,
+    generate_key,
+    hash_key,
+    parse_scopes,
+    scopes_text,
+)
+from .store import InsertResult, StoreError
+from .timeline import Cursor, Page, cut
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-_SCHEMA: Final = """
+#: ``PRAGMA user_version`` of a database this module made or migrated.
+SCHEMA_VERSION: Final = 2
+
+_TABLES: Final = """
+CREATE TABLE IF NOT EXISTS projects (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq          INTEGER PRIMARY KEY,
-    event_id     TEXT NOT NULL UNIQUE,
+    project_id   INTEGER NOT NULL,
+    event_id     TEXT NOT NULL,
     kind         TEXT NOT NULL,
     timestamp    TEXT NOT NULL,
     person_id    TEXT,
@@ -36,63 +59,169 @@ CREATE TABLE IF NOT EXISTS events (
     name         TEXT,
     key_id       INTEGER NOT NULL,
     received_at  TEXT NOT NULL,
-    body         BLOB NOT NULL
+    body         BLOB NOT NULL,
+    UNIQUE (project_id, event_id)
 );
-CREATE INDEX IF NOT EXISTS events_person ON events (person_id) WHERE person_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_anonymous ON events (anonymous_id)
-    WHERE anonymous_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS identity_links (
+    project_id   INTEGER NOT NULL,
     anonymous_id TEXT NOT NULL,
     person_id    TEXT NOT NULL,
     linked_at    TEXT NOT NULL,
-    PRIMARY KEY (anonymous_id, person_id)
+    PRIMARY KEY (project_id, anonymous_id, person_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS identity_links_person ON identity_links (person_id);
 CREATE TABLE IF NOT EXISTS server_keys (
     id          INTEGER PRIMARY KEY,
+    project_id  INTEGER NOT NULL REFERENCES projects (id),
+    scopes      TEXT NOT NULL,
     label       TEXT NOT NULL,
     key_hash    TEXT NOT NULL UNIQUE,
     created_at  TEXT NOT NULL,
     revoked_at  TEXT
 );
+CREATE TABLE IF NOT EXISTS health (
+    id          INTEGER PRIMARY KEY,
+    checked_at  TEXT NOT NULL
+);
+"""
+_INDEXES: Final = """
+CREATE INDEX IF NOT EXISTS events_person ON events (project_id, person_id, timestamp)
+    WHERE person_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_anonymous ON events (project_id, anonymous_id, timestamp)
+    WHERE anonymous_id IS NOT NULL AND person_id IS NULL;
+CREATE INDEX IF NOT EXISTS identity_links_person ON identity_links (project_id, person_id);
+"""
+
+# Schema 1 -> 2, in one transaction (see the module docstring).
+_MIGRATE_1: Final = """
+BEGIN IMMEDIATE;
+CREATE TABLE projects (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  TEXT NOT NULL
+);
+INSERT INTO projects (id, name, created_at) VALUES (1, '{default}', '{now}');
+DROP INDEX IF EXISTS events_person;
+DROP INDEX IF EXISTS events_anonymous;
+DROP INDEX IF EXISTS identity_links_person;
+ALTER TABLE events RENAME TO events_v1;
+ALTER TABLE identity_links RENAME TO identity_links_v1;
+ALTER TABLE server_keys RENAME TO server_keys_v1;
+{tables}
+INSERT INTO events (seq, project_id, event_id, kind, timestamp, person_id, anonymous_id, name,
+                    key_id, received_at, body)
+    SELECT seq, 1, event_id, kind, timestamp, person_id, anonymous_id, name, key_id,
+           received_at, body FROM events_v1;
+INSERT INTO identity_links (project_id, anonymous_id, person_id, linked_at)
+    SELECT 1, anonymous_id, person_id, linked_at FROM identity_links_v1;
+INSERT INTO server_keys (id, project_id, scopes, label, key_hash, created_at, revoked_at)
+    SELECT id, 1, 'ingest,read', label, key_hash, created_at, revoked_at FROM server_keys_v1;
+DROP TABLE events_v1;
+DROP TABLE identity_links_v1;
+DROP TABLE server_keys_v1;
+{indexes}
+PRAGMA user_version = {version};
+COMMIT;
 """
 
 _INSERT: Final = (
     "INSERT OR IGNORE INTO events (event_id, kind, timestamp, person_id, anonymous_id, name,"
-    " body, key_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " body, project_id, key_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LINK: Final = (
-    "INSERT OR IGNORE INTO identity_links (anonymous_id, person_id, linked_at) VALUES (?, ?, ?)"
+    "INSERT OR IGNORE INTO identity_links (anonymous_id, person_id, linked_at, project_id)"
+    " VALUES (?, ?, ?, ?)"
 )
+_KEY_COLUMNS: Final = (
+    "k.id, k.label, k.created_at, k.revoked_at, k.project_id, p.name, k.scopes"
+    " FROM server_keys k JOIN projects p ON p.id = k.project_id"
+)
+# The timeline's two halves, each read lazily in index order and merged in Python. The
+# person's own events stream with their bodies straight from the index order (no sort);
+# the linked anonymous ids' events need a sort, so only their keys are sorted and their
+# bodies fetched one by one for the events that make the page.
+_PERSON_EVENTS: Final = (
+    "SELECT timestamp, seq, body FROM events WHERE project_id = ? AND person_id = ?"
+    " AND (timestamp, seq) > (?, ?) ORDER BY timestamp, seq LIMIT ?"
+)
+_ANONYMOUS_KEYS: Final = (
+    "SELECT timestamp, seq FROM events WHERE project_id = ? AND person_id IS NULL"
+    " AND anonymous_id IS NOT NULL AND anonymous_id IN"
+    " (SELECT anonymous_id FROM identity_links WHERE project_id = ? AND person_id = ?)"
+    " AND (timestamp, seq) > (?, ?) ORDER BY timestamp, seq LIMIT ?"
+)
+_START: Final = Cursor("", -1)
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
+    key_id, label, created, revoked, project_id, project, scopes = row
+    return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
+
+
 class SQLiteStore:
-    """Events, identity links and server keys in one SQLite file."""
+    """Projects, events, identity links and server keys in one SQLite file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        try:
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite database {str(self.path)!r}: {exc}") from None
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA busy_timeout=10000")
+                self._prepare()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(
+                f"cannot use the SQLite database {str(self.path)!r}: {exc}"
+            ) from None
+
+    def _prepare(self) -> None:
+        db = self._db
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this fanout ({SCHEMA_VERSION})"
+            )
+        old = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+        if version == 0 and old is not None:
+            script = _MIGRATE_1.format(
+                default=DEFAULT_PROJECT, now=_now(), tables=_TABLES, indexes=_INDEXES,
+                version=SCHEMA_VERSION,
+            )
+            try:
+                db.executescript(script)
+            except sqlite3.Error:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return
+        db.executescript(
+            f"BEGIN IMMEDIATE; {_TABLES} {_INDEXES} PRAGMA user_version = {SCHEMA_VERSION};"
+            " COMMIT;"
         )
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
 
     # -- events ------------------------------------------------------------------------
 
-    def insert(self, rows: Sequence[Row], links: Sequence[Link], *, key_id: int) -> InsertResult:
+    def insert(
+        self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
+    ) -> InsertResult:
         now = _now()
-        params = [(*r, key_id, now) for r in rows]
+        params = [(*r, project_id, key_id, now) for r in rows]
         with self._lock:
             db = self._db
             before = db.total_changes
@@ -101,72 +230,131 @@ class SQLiteStore:
                 db.executemany(_INSERT, params)
                 accepted = db.total_changes - before
                 if links:
-                    db.executemany(_LINK, links)
+                    db.executemany(_LINK, [(*link, project_id) for link in links])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return InsertResult(accepted, len(rows) - accepted)
 
-    def person_events(self, person_id: str, *, limit: int = 1000) -> list[dict[str, Any]]:
-        query = """
-            SELECT body FROM events
-            WHERE person_id = :p
-               OR (anonymous_id IN (SELECT anonymous_id FROM identity_links WHERE person_id = :p)
-                   AND (person_id IS NULL OR person_id = :p))
-            ORDER BY timestamp, seq
-            LIMIT :limit
-        """
+    def timeline(
+        self, project_id: int, person_id: str, *, limit: int, max_bytes: int,
+        after: Cursor | None = None,
+    ) -> Page:
+        ts, seq = after or _START
         with self._lock:
-            bodies = self._db.execute(query, {"p": person_id, "limit": limit}).fetchall()
-        return [json.loads(b) for (b,) in bodies]
+            db = self._db
+            mine = db.execute(_PERSON_EVENTS, (project_id, person_id, ts, seq, limit + 1))
+            linked = db.execute(
+                _ANONYMOUS_KEYS, (project_id, project_id, person_id, ts, seq, limit + 1)
+            ).fetchall()
+            rows = heapq.merge(mine, self._bodies(linked))
+            return cut(((body, ts, seq) for ts, seq, body in rows), limit, max_bytes)
 
-    def linked_ids(self, person_id: str) -> list[str]:
+    def _bodies(self, keys: list[tuple[str, int]]) -> Iterator[tuple[str, int, bytes]]:
+        for ts, seq in keys:
+            (body,) = self._db.execute("SELECT body FROM events WHERE seq = ?", (seq,)).fetchone()
+            yield ts, seq, body
+
+    def linked_ids(self, project_id: int, person_id: str) -> list[str]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT anonymous_id FROM identity_links WHERE person_id = ? ORDER BY linked_at",
-                (person_id,),
+                "SELECT anonymous_id FROM identity_links WHERE project_id = ? AND person_id = ?"
+                " ORDER BY linked_at, anonymous_id",
+                (project_id, person_id),
             ).fetchall()
         return [a for (a,) in rows]
 
-    def count_events(self) -> int:
+    def count_events(self, project_id: int | None = None) -> int:
         with self._lock:
-            (n,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            if project_id is None:
+                (n,) = self._db.execute("SELECT count(*) FROM events").fetchone()
+            else:
+                (n,) = self._db.execute(
+                    "SELECT count(*) FROM events WHERE project_id = ?", (project_id,)
+                ).fetchone()
         return int(n)
 
-    def event_ids(self) -> list[str]:
-        """Every stored event id, in arrival order (tests and tools)."""
+    def event_ids(self, project_id: int | None = None) -> list[str]:
+        query = "SELECT event_id FROM events WHERE ? IS NULL OR project_id = ? ORDER BY seq"
         with self._lock:
-            return [e for (e,) in self._db.execute("SELECT event_id FROM events ORDER BY seq")]
+            return [e for (e,) in self._db.execute(query, (project_id, project_id))]
 
     def healthy(self) -> bool:
+        """Commit a one-row write, waiting at most 2 s for another writer's lock."""
         try:
             with self._lock:
-                self._db.execute("SELECT 1 FROM server_keys LIMIT 1").fetchall()
+                db = self._db
+                db.execute("PRAGMA busy_timeout=2000")
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        db.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)",
+                                   (_now(),))
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+                finally:
+                    db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error:
             return False
         return True
 
-    # -- keys --------------------------------------------------------------------------
+    # -- projects and keys -------------------------------------------------------------
 
-    def create_key(self, label: str) -> tuple[KeyInfo, str]:
-        key = generate_key()
+    def create_project(self, name: str) -> Project:
+        check_project_name(name)
         created = _now()
-        with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO server_keys (label, key_hash, created_at) VALUES (?, ?, ?)",
-                (label, hash_key(key), created),
-            )
-            key_id = cur.lastrowid
-        assert key_id is not None
-        return KeyInfo(key_id, label, created), key
+        try:
+            with self._lock:
+                cur = self._db.execute(
+                    "INSERT INTO projects (name, created_at) VALUES (?, ?)", (name, created)
+                )
+        except sqlite3.IntegrityError:
+            raise ValueError(f"project {name!r} already exists") from None
+        assert cur.lastrowid is not None
+        return Project(cur.lastrowid, name, created)
 
-    def list_keys(self) -> list[KeyInfo]:
+    def list_projects(self) -> list[Project]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, label, created_at, revoked_at FROM server_keys ORDER BY id"
+                "SELECT id, name, created_at FROM projects ORDER BY id"
             ).fetchall()
-        return [KeyInfo(*row) for row in rows]
+        return [Project(*row) for row in rows]
+
+    def project(self, name: str) -> Project | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, created_at FROM projects WHERE name = ?", (name,)
+            ).fetchone()
+        return Project(*row) if row else None
+
+    def create_key(self, project: str, scopes: tuple[str, ...], label: str) -> tuple[KeyInfo, str]:
+        found = self.project(project)
+        if found is None:
+            raise ValueError(f"no project {project!r}; create it with `projects create`")
+        key = generate_key()
+        created = _now()
+        stored_scopes = scopes_text(scopes)
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO server_keys (project_id, scopes, label, key_hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (found.id, stored_scopes, label, hash_key(key), created),
+            )
+        assert cur.lastrowid is not None
+        info = KeyInfo(cur.lastrowid, label, created, None, found.id, found.name,
+                       parse_scopes(stored_scopes))
+        return info, key
+
+    def list_keys(self, project: str | None = None) -> list[KeyInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_KEY_COLUMNS} WHERE ? IS NULL OR p.name = ? ORDER BY k.id",
+                (project, project),
+            ).fetchall()
+        return [_key(row) for row in rows]
 
     def revoke_key(self, key_id: int) -> bool:
         with self._lock:
@@ -179,11 +367,10 @@ class SQLiteStore:
     def key_for(self, key: str) -> KeyInfo | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, label, created_at, revoked_at FROM server_keys"
-                " WHERE key_hash = ? AND revoked_at IS NULL",
+                f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = ? AND k.revoked_at IS NULL",
                 (hash_key(key),),
             ).fetchone()
-        return KeyInfo(*row) if row else None
+        return _key(row) if row else None
 
     def close(self) -> None:
         with self._lock:

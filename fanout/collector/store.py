@@ -1,20 +1,30 @@
 """The storage interface the collector app needs, and nothing more.
 
-:class:`~fanout.collector.sqlite.SQLiteStore` is the default. A PostgreSQL store (a later
-issue) implements the same protocol; the app, the CLI and the demo only see ``Store``.
-Every method is called from worker threads, never from the event loop, and a store must
-be safe to call from several of them (the SQLite store serialises its one writer).
+Two stores implement it: :class:`~fanout.collector.sqlite.SQLiteStore` (one file, the
+embedded default) and :class:`~fanout.collector.postgres.PostgresStore` (several collector
+processes on one database server). The app, the CLI and the demo only see ``Store``.
+Every method is called from worker threads, never from the event loop, and a store must be
+safe to call from several of them.
+
+Everything about events is per project: an event id is unique within its project (the
+dedupe key is ``(project, event_id)``), identity links and timelines never cross projects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .ingest import Link, Row
-from .keys import KeyInfo
+from .keys import KeyInfo, Project
+from .timeline import DEFAULT_PAGE_BYTES, Cursor, Page
 
-__all__ = ["InsertResult", "Store"]
+__all__ = ["InsertResult", "Store", "StoreError", "open_store", "read_timeline"]
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written; the message is safe to show (no secrets)."""
 
 
 class InsertResult(NamedTuple):
@@ -23,30 +33,49 @@ class InsertResult(NamedTuple):
 
 
 class Store(Protocol):
-    def insert(self, rows: Sequence[Row], links: Sequence[Link], *, key_id: int) -> InsertResult:
-        """Store ``rows`` (ignoring event ids already stored) and ``links`` in one
+    def insert(
+        self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
+    ) -> InsertResult:
+        """Store ``rows`` (ignoring event ids the project already has) and ``links`` in one
         transaction; return only once it is committed."""
         ...
 
-    def person_events(self, person_id: str, *, limit: int = 1000) -> list[dict[str, Any]]:
-        """The person's events plus those of the anonymous ids linked to them, oldest first."""
+    def timeline(
+        self, project_id: int, person_id: str, *, limit: int, max_bytes: int,
+        after: Cursor | None = None,
+    ) -> Page:
+        """One page of the person's events plus those of the anonymous ids linked to them,
+        in event time then arrival order, starting after ``after``."""
         ...
 
-    def linked_ids(self, person_id: str) -> list[str]:
-        """The anonymous ids linked to ``person_id``."""
+    def linked_ids(self, project_id: int, person_id: str) -> list[str]:
+        """The anonymous ids linked to ``person_id`` in the project."""
         ...
 
-    def count_events(self) -> int: ...
+    def count_events(self, project_id: int | None = None) -> int: ...
+
+    def event_ids(self, project_id: int | None = None) -> list[str]:
+        """Stored event ids in arrival order (tests and tools)."""
+        ...
 
     def healthy(self) -> bool:
-        """Whether the store answers a trivial query now."""
+        """Whether the store can commit a write now."""
         ...
 
-    def create_key(self, label: str) -> tuple[KeyInfo, str]:
-        """A new key: its listing and the key itself (shown once, never stored)."""
+    def create_project(self, name: str) -> Project:
+        """A new project; ``ValueError`` if the name is taken or not a valid name."""
         ...
 
-    def list_keys(self) -> list[KeyInfo]: ...
+    def list_projects(self) -> list[Project]: ...
+
+    def project(self, name: str) -> Project | None: ...
+
+    def create_key(self, project: str, scopes: tuple[str, ...], label: str) -> tuple[KeyInfo, str]:
+        """A new key of ``project``: its listing and the key itself (shown once, never
+        stored). ``ValueError`` for an unknown project."""
+        ...
+
+    def list_keys(self, project: str | None = None) -> list[KeyInfo]: ...
 
     def revoke_key(self, key_id: int) -> bool:
         """Revoke; ``False`` if there is no such active key."""
@@ -57,3 +86,35 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def open_store(db: str) -> Store:
+    """The store for ``--db``: a ``postgresql://`` URL or a SQLite file path.
+
+    Raises :class:`StoreError` with a message fit for the command line when the database
+    cannot be opened, created or migrated.
+    """
+    if is_postgres_url(db):
+        raise StoreError("this version of the collector stores events in SQLite only")
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(db)
+
+
+def read_timeline(
+    store: Store, project_id: int, person_id: str, *, page_size: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every event of a person's timeline, page by page (the CLI and the demo)."""
+    after = None
+    while True:
+        page = store.timeline(project_id, person_id, limit=page_size,
+                              max_bytes=DEFAULT_PAGE_BYTES, after=after)
+        for body in page.events:
+            yield json.loads(body)
+        if page.next_cursor is None:
+            return
+        after = page.next_cursor

@@ -20,9 +20,14 @@ import httpx
 import pytest
 
 from fanout import Client, DeliveryFailure
+from fanout.collector.app import AppOptions
+from fanout.collector.guard import ServingLimits
+from fanout.collector.keys import INGEST, READ
 from fanout.collector.protocol import Limits
+from fanout.collector.ratelimit import RateLimiter
 from fanout.collector.server import ServerThread
 from fanout.collector.sqlite import SQLiteStore
+from fanout.collector.store import Store
 
 FANOUT_CMD = [sys.executable, "-c", "from fanout.cli import main; main()"]
 
@@ -30,8 +35,10 @@ FANOUT_CMD = [sys.executable, "-c", "from fanout.cli import main; main()"]
 @dataclasses.dataclass
 class Collector:
     url: str
-    key: str
-    store: SQLiteStore
+    key: str  # an ingest key of project "tests"
+    read_key: str  # a read key of the same project
+    project_id: int
+    store: Store
     server: ServerThread
 
     def post(self, body: bytes | Any, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
@@ -46,10 +53,12 @@ class Collector:
             **kwargs,
         )
 
-    def timeline(self, person_id: str) -> dict[str, Any]:
+    def timeline(self, person_id: str, *, key: str | None = None,
+                 **params: Any) -> dict[str, Any]:
         r = httpx.get(
             f"{self.url}/v1/persons/{person_id}/events",
-            headers={"Authorization": f"Bearer {self.key}"},
+            headers={"Authorization": f"Bearer {key or self.read_key}"},
+            params=params,
             timeout=10,
         )
         r.raise_for_status()
@@ -68,13 +77,19 @@ def start_collector(tmp_path: Path) -> Iterator[StartCollector]:
     def start(
         *, rate_limit: float | None = None, burst: float | None = None,
         limits: Limits | None = None, db: Path | None = None,
+        options: AppOptions | None = None, serving: ServingLimits | None = None,
     ) -> Collector:
         store = SQLiteStore(db or tmp_path / f"collector{len(servers)}.db")
-        _, key = store.create_key("tests")
-        server = ServerThread(store, rate_limit=rate_limit, burst=burst, limits=limits)
+        project = store.project("tests") or store.create_project("tests")
+        _, key = store.create_key("tests", (INGEST,), "tests-ingest")
+        _, read_key = store.create_key("tests", (READ,), "tests-read")
+        if options is None:
+            options = AppOptions(limits=limits or Limits())
+        server = ServerThread(store, limiter=RateLimiter(rate_limit, burst), options=options,
+                              serving=serving)
         servers.append(server)
         server.start()
-        return Collector(server.url, key, store, server)
+        return Collector(server.url, key, read_key, project.id, store, server)
 
     yield start
     for server in servers:

@@ -1,0 +1,167 @@
+"""Connections under a cap and deadlines: what keeps slow or idle clients from starving
+the server.
+
+uvicorn has no deadline for a request's headers (its keep-alive timer only runs between
+requests, and the first byte of a request cancels it), and its ``limit_concurrency``
+answers 503 to *new* requests once the slow connections fill it, which is what an attacker
+wants. So the collector runs uvicorn's httptools protocol with three additions, all on the
+event loop, no locks:
+
+- a **header deadline**: a connection that has not finished a request's headers within
+  ``header_timeout`` seconds of connecting (or of its previous response) is closed, however
+  slowly it trickles bytes;
+- a **connection cap**: at ``max_connections``, a new connection evicts the oldest one
+  that is still waiting for headers or idle between requests; a connection whose request
+  is being served is never evicted, and when every connection is busy the new one is
+  closed at once;
+- the **descriptor limit** raised to the hard limit at start, and the cap kept below it
+  by a reserve and one accept burst (:data:`ACCEPT_BURST`), so ``accept()`` never fails
+  with ``EMFILE`` (asyncio then stops accepting for a second and logs every attempt).
+
+The body deadline lives in the app (:class:`~fanout.collector.app.AppOptions`), because
+only the app knows when it is waiting for the client rather than for its own budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import resource
+from typing import Any, Final
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .refusals import RefusalLog
+
+__all__ = ["ConnectionGuard", "ServingLimits", "connection_cap", "guarded_protocol",
+           "raise_fd_limit"]
+
+#: Descriptors kept free for the database, log files and the listening socket.
+FD_RESERVE: Final = 64
+#: asyncio accepts up to ``backlog`` connections in one go before any callback runs (so
+#: before an evicted connection's descriptor is closed); uvicorn passes its ``backlog``
+#: both to ``listen()`` and to that loop. The cap leaves room for one such burst.
+ACCEPT_BURST: Final = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingLimits:
+    max_connections: int = 4096
+    header_timeout: float = 10.0
+    keep_alive: int = 5
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to its hard limit; return the soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def connection_cap(wanted: int, fd_limit: int) -> int:
+    """The most connections to keep open under a descriptor limit."""
+    return max(16, min(wanted, fd_limit - FD_RESERVE - ACCEPT_BURST))
+
+
+class ConnectionGuard:
+    """The connections of one server, and which of them may be evicted (oldest first)."""
+
+    def __init__(self, max_connections: int, refusals: RefusalLog | None = None) -> None:
+        self.max_connections = max_connections
+        self.refusals = refusals or RefusalLog()
+        self.open = 0
+        self.evicted = 0
+        self._evictable: dict[Any, None] = {}  # insertion order: oldest first
+
+    def opened(self, conn: Any) -> bool:
+        """Count ``conn``; make room if needed. ``False``: no room, close ``conn``."""
+        self.open += 1
+        if self.open <= self.max_connections:
+            return True
+        for victim in self._evictable:
+            self.evicted += 1
+            self.refusals.record(503, "connection cap reached; evicted the oldest idle "
+                                 "or header-waiting connection", client=None)
+            victim.evict()
+            return True
+        self.refusals.record(503, "connection cap reached and every connection busy")
+        return False
+
+    def closed(self, conn: Any) -> None:
+        self.open -= 1
+        self._evictable.pop(conn, None)
+
+    def waiting(self, conn: Any) -> None:
+        self._evictable[conn] = None
+
+    def busy(self, conn: Any) -> None:
+        self._evictable.pop(conn, None)
+
+
+def guarded_protocol(guard: ConnectionGuard, header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the header deadline and the cap of ``guard``."""
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _counted = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._counted = True
+            if not guard.opened(self):
+                transport.close()
+                return
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._headers_arrived()
+            if self._counted:
+                self._counted = False
+                guard.closed(self)
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline is None:
+                self._await_headers()
+
+        def on_headers_complete(self) -> None:
+            self._headers_arrived()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_headers()
+
+        def _await_headers(self) -> None:
+            guard.waiting(self)
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _headers_arrived(self) -> None:
+            guard.busy(self)
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _headers_late(self) -> None:
+            self._deadline = None
+            guard.refusals.record(
+                408, f"request headers not received within {header_timeout:g} s",
+                client=self.client[0] if self.client else None)
+            self.evict()
+
+        def evict(self) -> None:
+            guard.busy(self)
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
