@@ -180,7 +180,7 @@ def _collect_providers(registry: Registry, infos: dict[str, PluginInfo]) -> None
 
         def register(
             name: str,
-            factory: ProviderFactory,
+            factory: ProviderFactory | str,
             *,
             settings: tuple[Setting, ...] | list[Setting] = (),
             limits: BatchLimits | None = None,

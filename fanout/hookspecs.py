@@ -32,7 +32,7 @@ class RegisterProvider(Protocol):
     def __call__(
         self,
         name: str,
-        factory: ProviderFactory,
+        factory: ProviderFactory | str,
         *,
         settings: tuple[Setting, ...] | list[Setting] = (),
         limits: BatchLimits | None = None,
@@ -54,7 +54,9 @@ def register_providers(register: RegisterProvider) -> None:
     :param register: call ``register(name, factory, settings=..., limits=..., kinds=...,
         capabilities=..., description=...)`` once per provider. ``name`` is also the
         ``FANOUT_PROVIDERS`` token and the ``FANOUT_<NAME>_*`` prefix. A name registered
-        twice is an error naming both plugins.
+        twice is an error naming both plugins. ``factory`` may be ``"module:attribute"``:
+        it is imported only when the provider is enabled, so a plugin whose provider needs
+        a heavy vendor SDK costs nothing to processes that do not use it.
     """
 
 

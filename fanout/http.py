@@ -28,7 +28,7 @@ from ._exceptions import BatchTooLarge, PermanentError, RetryableError
 from ._json import dumps
 from ._retry import parse_retry_after
 
-__all__ = ["HttpSender", "raise_for_status", "encode_json", "USER_AGENT"]
+__all__ = ["HttpProvider", "HttpSender", "raise_for_status", "encode_json", "USER_AGENT"]
 
 from .__about__ import __version__
 
@@ -142,9 +142,20 @@ class HttpSender:
             self._client.close()
         self._client = None
 
-    def after_fork(self) -> None:
-        self._client = None
-        self._pid = os.getpid()
+
+
+class HttpProvider:
+    """What every provider that sends through one :class:`HttpSender` shares: ``close()``.
+
+    Subclasses set ``self._http`` in their ``__init__``. There is no ``after_fork``: the
+    sender notices a new pid by itself and starts a fresh connection pool in the child.
+    """
+
+    _http: HttpSender
+
+    def close(self) -> None:
+        """Release the keep-alive connections (called once, at the channel's shutdown)."""
+        self._http.close()
 
 
 def raise_for_status(response: httpx.Response, *, what: str = "backend") -> None:

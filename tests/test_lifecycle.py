@@ -44,8 +44,6 @@ HTTP_PLUGIN = textwrap.dedent(
             raise_for_status(self.http.post(self.url, encode_json([e.to_dict() for e in batch])))
         def close(self):
             self.http.close()
-        def after_fork(self):
-            self.http.after_fork()
 
     @fanout.hookimpl
     def register_providers(register):

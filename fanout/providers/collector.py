@@ -22,7 +22,7 @@ from .._events import SCHEMA_VERSION, Event, format_timestamp
 from .._exceptions import BatchTooLarge, PermanentError, RetryableError
 from .._json import dumps
 from ..collector.protocol import BATCH_PATH, MAX_BATCH_BYTES, parse_url
-from ..http import HttpSender, raise_for_status
+from ..http import HttpProvider, HttpSender, raise_for_status
 from ..provider import ProviderConfig
 
 __all__ = ["CollectorProvider", "parse_url", "GZIP_MIN_BYTES"]
@@ -34,7 +34,7 @@ GZIP_MIN_BYTES: Final = 64 * 1024
 _UTC = _dt.timezone.utc
 
 
-class CollectorProvider:
+class CollectorProvider(HttpProvider):
     """Sends batches to ``{url}/v1/batch`` with a Bearer server key."""
 
     name = "collector"
@@ -49,7 +49,7 @@ class CollectorProvider:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.endpoint = parse_url(url) + BATCH_PATH
-        self._sender = HttpSender(
+        self._http = HttpSender(
             timeout=timeout,
             gzip_min_bytes=gzip_min_bytes,
             headers={"Authorization": f"Bearer {key}"},
@@ -85,7 +85,7 @@ class CollectorProvider:
                 f"batch of {len(batch)} events is {len(body)} bytes, above the collector's "
                 f"{MAX_BATCH_BYTES}-byte limit"
             )
-        response = self._sender.post(self.endpoint, body)
+        response = self._http.post(self.endpoint, body)
         if response.status_code == 200:
             _raise_for_rejections(response, len(batch))
             return
@@ -96,12 +96,6 @@ class CollectorProvider:
                 status_code=404,
             )
         raise_for_status(response, what="collector")
-
-    def close(self) -> None:
-        self._sender.close()
-
-    def after_fork(self) -> None:
-        self._sender.after_fork()
 
 
 def _wire(e: Event) -> dict[str, Any]:

@@ -96,19 +96,25 @@ def test_insert_id_format() -> None:
     assert insert_id("evt_1") != insert_id("evt_2")
 
 
-def test_unimportable_sdk_breaks_only_this_plugin() -> None:
-    """With the mixpanel SDK unimportable the plugin fails to load, fanout says so, and the
-    client still starts with the other providers."""
+def test_unimportable_sdk_fails_only_when_mixpanel_is_enabled() -> None:
+    """With the mixpanel SDK unimportable the plugin still declares its provider and other
+    clients start; enabling mixpanel fails at start-up with a PluginError naming it."""
     code = textwrap.dedent(
         f"""
         import json, sys
         sys.modules["mixpanel"] = None  # import mixpanel → ImportError
         import fanout
-        client = fanout.Client(providers=["console"], environ={{"MIXPANEL_TOKEN": {TOKEN!r}}},
-                               register_atexit=False)
+        env = {{"MIXPANEL_TOKEN": {TOKEN!r}}}
+        client = fanout.Client(providers=["console"], environ=env, register_atexit=False)
         info = [p for p in client.registry.plugins if p.name == "mixpanel"][0]
+        try:
+            fanout.Client(providers=["mixpanel"], environ=env, register_atexit=False)
+            outcome = "started"
+        except fanout.PluginError as exc:
+            outcome = f"{{exc.plugin}}: {{exc}}"
         print(json.dumps({{"providers": client.providers, "loaded": info.loaded,
-                          "error": info.error}}))
+                          "error": info.error, "outcome": outcome,
+                          "declared": "mixpanel" in client.registry.providers}}))
         client.shutdown(timeout=1)
         """
     )
@@ -117,8 +123,20 @@ def test_unimportable_sdk_breaks_only_this_plugin() -> None:
     )
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["providers"] == ["console"]
-    assert info["loaded"] is False and "mixpanel" in info["error"]
+    assert info["loaded"] is True and info["error"] is None and info["declared"] is True
+    assert info["outcome"].startswith("mixpanel: ")
+    assert "fanout_mixpanel._provider:MixpanelProvider.from_config" in info["outcome"]
     assert TOKEN not in out.stdout + out.stderr
+
+
+def test_lazy_public_names_resolve() -> None:
+    """Names that live in SDK-importing modules still come from the package (PEP 562)."""
+    from fanout_mixpanel import _mapping, _provider
+
+    assert fanout_mixpanel.MixpanelProvider is _provider.MixpanelProvider
+    assert fanout_mixpanel.HISTORICAL_AFTER is _provider.HISTORICAL_AFTER
+    assert fanout_mixpanel.to_records is _mapping.to_records
+    assert set(fanout_mixpanel.__all__) <= set(dir(fanout_mixpanel))
 
 
 def test_form_quote_is_quote_plus() -> None:

@@ -233,3 +233,35 @@ def test_mixed_batch_permanent_refusal_rejects_only_that_part(server: HTTPServer
     assert report["posthog"].delivered == 2
     assert [e.name for f in failures for e in f.events] == ["old"]
     assert all(f.status_code == 400 for f in failures)
+
+
+def test_mixed_batch_413_on_the_second_part_retries_only_that_part(server: HTTPServer) -> None:
+    """The live part is delivered; the historical part's 413 comes back as ``pending``, so
+    the channel retries (and then splits) only the historical events."""
+
+    def historical_one_at_a_time(request: Request) -> Response:
+        body = decode_body(request)
+        if body["historical_migration"] and len(body["batch"]) > 1:
+            return Response("payload too large", status=413)
+        return Response(OK, status=200, content_type="application/json")
+
+    server.clear()
+    server.expect_request("/batch/").respond_with_handler(historical_one_at_a_time)
+    old = dt.timedelta(days=9)
+    events = [_event(), _event(old, "old"), _event(), _event(old, "old"), _event(old, "old")]
+    client = make_client(server, batch_size=10)
+    try:
+        for e in events:
+            client.send(e)
+        report = client.flush(timeout=10)
+        stats = client.stats()["posthog"]
+    finally:
+        client.shutdown(timeout=5)
+    assert report["posthog"].delivered == 5
+    assert (stats.failed, stats.dropped, stats.pending) == (0, 0, 0)
+    assert stats.retries == 1  # the pending part's one retry; the splits are not retries
+    sent = [u for req, _ in server.log for u in (m["uuid"] for m in decode_body(req)["batch"])]
+    live = [events[0].event_id, events[2].event_id]
+    assert [u for u in sent if u in live] == live  # posted once, in the first request
+    assert sorted(delivered_uuids(server)) == sorted(e.event_id for e in events)
+    assert len(delivered_uuids(server)) == 5  # nothing delivered twice

@@ -43,23 +43,58 @@ def test_entry_point_enables_posthog_from_the_environment():
     assert API_KEY not in done.stdout + done.stderr
 
 
-def test_an_unimportable_sdk_breaks_only_this_plugin():
+def test_an_unimportable_sdk_fails_only_when_posthog_is_enabled():
+    """Declaring the provider needs no SDK; enabling it does, and says which plugin failed."""
     code = (
         "import sys, json\n"
         "sys.modules['posthog'] = None  # the SDK cannot be imported\n"
         "import fanout\n"
         "c = fanout.Client(register_atexit=False, providers=['null'])\n"
         "info = {p.name: p.error for p in c.registry.plugins}\n"
+        "try:\n"
+        "    fanout.Client(register_atexit=False, providers=['posthog'])\n"
+        "    outcome = 'started'\n"
+        "except fanout.PluginError as exc:\n"
+        "    outcome = f'{exc.plugin}: {exc}'\n"
         "print(json.dumps({'providers': c.providers, 'posthog_error': info.get('posthog'),\n"
-        "  'installed': sorted(c.registry.providers)}))\n"
+        "  'installed': sorted(c.registry.providers), 'outcome': outcome}))\n"
         "c.shutdown(timeout=1)\n"
     )
     done = run_python(code, {"POSTHOG_API_KEY": API_KEY})
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["providers"] == ["null"]
-    assert "failed to load" in out["posthog_error"]
-    assert "posthog" not in out["installed"] and "null" in out["installed"]
+    assert out["posthog_error"] is None
+    assert "posthog" in out["installed"] and "null" in out["installed"]
+    assert out["outcome"].startswith("posthog: ")
+    assert "fanout_posthog._provider:from_config" in out["outcome"]
+    assert "ModuleNotFoundError" in out["outcome"] or "ImportError" in out["outcome"]
+    assert API_KEY not in done.stdout + done.stderr
+
+
+def test_constants_copied_from_the_sdk_match_it():
+    """The declaration hard-codes what it used to import from posthog-python."""
+    from fanout_posthog import _declaration
+    from posthog.consumer import MAX_MSG_SIZE
+    from posthog.request import DEFAULT_HOST
+
+    assert _declaration.MAX_MSG_SIZE == MAX_MSG_SIZE
+    assert _declaration.DEFAULT_HOST == DEFAULT_HOST
+    assert fanout_posthog.LIMITS.max_event_bytes == MAX_MSG_SIZE
+    host = {s.field: s for s in fanout_posthog.SETTINGS}["host"]
+    assert host.default == DEFAULT_HOST
+
+
+def test_lazy_public_names_resolve():
+    """Names that live in SDK-importing modules still come from the package (PEP 562)."""
+    from fanout_posthog import _mapping, _provider
+
+    assert fanout_posthog.PostHogProvider is _provider.PostHogProvider
+    assert fanout_posthog.from_config is _provider.from_config
+    assert fanout_posthog.posthog_uuid is _mapping.posthog_uuid
+    assert set(fanout_posthog.__all__) <= set(dir(fanout_posthog))
+    with pytest.raises(AttributeError):
+        fanout_posthog.no_such_name  # noqa: B018
 
 
 def client(**settings: object) -> fanout.Client:

@@ -125,31 +125,48 @@ def test_core_does_not_know_the_plugin() -> None:
     assert offenders == []
 
 
-def test_unimportable_sdk_breaks_only_this_plugin() -> None:
-    """With segment-analytics-python missing, the plugin fails to load and says so; the
-    client still starts with every other provider."""
+def test_the_provider_runs_without_the_sdk(httpserver: HTTPServer) -> None:
+    """The SDK is the reference the parity tests compare with, not a run-time need: with
+    segment-analytics-python unimportable the provider still starts and delivers."""
+    httpserver.expect_request("/v1/batch").respond_with_json({})
     code = textwrap.dedent(
-        """
+        f"""
         import json, sys
         sys.modules["segment"] = None  # as if segment-analytics-python were not installed
         import fanout
-        env = {"SEGMENT_WRITE_KEY": "k", "FANOUT_PROVIDERS": "console"}
-        client = fanout.Client(environ=env, register_atexit=False)
-        info = {p.name: p.error for p in client.registry.plugins}
-        try:
-            fanout.Client(environ=env, providers=["segment"], register_atexit=False)
-            outcome = "started"
-        except fanout.ConfigError as exc:
-            outcome = str(exc)
-        print(json.dumps({"providers": client.providers, "error": info.get("segment"),
-                          "outcome": outcome}))
-        client.shutdown(timeout=1)
+        env = {{"SEGMENT_WRITE_KEY": {WRITE_KEY!r}, "SEGMENT_HOST": {base_url(httpserver)!r}}}
+        client = fanout.Client(environ=env, providers=["segment"], register_atexit=False)
+        client.track("Probe", person_id="u1")
+        report = client.flush(timeout=10)
+        client.shutdown(timeout=2)
+        print(json.dumps({{"delivered": report["segment"].delivered,
+                          "sdk": [m for m in sys.modules if m.startswith("segment.")]}}))
         """
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["providers"] == ["console"]
-    assert out["error"] and "segment" in out["error"]
-    assert "segment" in out["outcome"] and "failed to load" in out["outcome"]
+    assert out == {"delivered": 1, "sdk": []}
+    assert len(batch_requests(httpserver)) == 1
+    assert WRITE_KEY not in result.stdout + result.stderr
+
+
+def test_what_is_copied_from_the_sdk_matches_it() -> None:
+    """The per-message limit and the host clean-up the declaration took from the SDK."""
+    from fanout_segment._declaration import MAX_MESSAGE_BYTES, parse_host
+    from segment.analytics.consumer import MAX_MSG_SIZE  # type: ignore[import-untyped]
+    from segment.analytics.utils import remove_trailing_slash  # type: ignore[import-untyped]
+
+    assert MAX_MESSAGE_BYTES == MAX_MSG_SIZE == fanout_segment.LIMITS.max_event_bytes
+    for host in ("https://api.segment.io", "https://api.segment.io/", "http://h:1//"):
+        assert parse_host(host) == remove_trailing_slash(host)
+
+
+def test_lazy_public_names_resolve() -> None:
+    """Names that live in the provider's modules still come from the package (PEP 562)."""
+    from fanout_segment import _message, _provider
+
+    assert fanout_segment.SegmentProvider is _provider.SegmentProvider
+    assert fanout_segment.to_message is _message.to_message
+    assert set(fanout_segment.__all__) <= set(dir(fanout_segment))

@@ -4,26 +4,26 @@ Installed, it is found through the ``fanout`` entry-point group; with ``MIXPANEL
 (or ``FANOUT_MIXPANEL_TOKEN``) every ``fanout.track()`` also reaches Mixpanel, as the records
 the official ``mixpanel`` SDK builds, batched, retried and isolated by fanout's channel
 rather than sent by the SDK's consumer on the caller's thread.
+
+This module is the entry point, imported by every process that loads plugins, so it
+imports no SDK: the declaration lives in ``_declaration``, and the provider (with the
+mixpanel SDK) is imported when the provider is enabled, or when one of its names below is
+first used (PEP 562 ``__getattr__``).
 """
 
 from __future__ import annotations
 
-import fanout
-from fanout.hookspecs import RegisterProvider
-from fanout.provider import BatchLimits, Capability, Setting
+import importlib
+from typing import TYPE_CHECKING, Final
+
+from fanout.provider import Capability, RegisterProvider, hookimpl
 
 from .__about__ import __version__
-from ._mapping import LIB, PAGE_EVENT, insert_id, to_records
-from ._provider import (
-    DEFAULT_API_HOST,
-    HISTORICAL_AFTER,
-    MAX_BATCH_EVENTS,
-    MAX_EVENT_BYTES,
-    MAX_REQUEST_BYTES,
-    RESIDENCY_HOSTS,
-    MixpanelProvider,
-    parse_api_host,
-)
+from ._declaration import DEFAULT_API_HOST, LIMITS, RESIDENCY_HOSTS, SETTINGS, parse_api_host
+
+if TYPE_CHECKING:
+    from ._mapping import LIB, PAGE_EVENT, insert_id, to_records
+    from ._provider import HISTORICAL_AFTER, MixpanelProvider
 
 __all__ = [
     "DEFAULT_API_HOST",
@@ -36,50 +36,40 @@ __all__ = [
     "MixpanelProvider",
     "__version__",
     "insert_id",
+    "parse_api_host",
     "register_providers",
     "to_records",
 ]
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "token",
-        help="Project token (Project Settings → Access Keys).",
-        aliases=("MIXPANEL_TOKEN",),
-        required=True,
-        secret=True,
-    ),
-    Setting(
-        "api_secret",
-        help="Project API secret, for events older than 5 days (sent to /import). "
-        "Unset: such events are dead-lettered with the reason.",
-        aliases=("MIXPANEL_API_SECRET",),
-        secret=True,
-    ),
-    Setting(
-        "api_host",
-        help="Ingestion host: https://api.mixpanel.com (US), https://api-eu.mixpanel.com (EU) "
-        "or https://api-in.mixpanel.com (India) data residency.",
-        aliases=("MIXPANEL_API_HOST",),
-        default=DEFAULT_API_HOST,
-        parse=parse_api_host,
-    ),
-)
-
-#: From Mixpanel's ingestion docs: 2000 events per /track or /import request, 1 MB per
-#: event. ``max_bytes`` is half the 2 MB request limit: /track's form encoding can double
-#: the JSON, and the provider checks each body as sent and asks for a split above 2 MB.
-LIMITS = BatchLimits(
-    max_events=MAX_BATCH_EVENTS,
-    max_bytes=MAX_REQUEST_BYTES // 2,
-    max_event_bytes=MAX_EVENT_BYTES,
-)
+#: Public names imported on first use: name → module.
+_LAZY: Final = {
+    "LIB": "._mapping",
+    "PAGE_EVENT": "._mapping",
+    "insert_id": "._mapping",
+    "to_records": "._mapping",
+    "HISTORICAL_AFTER": "._provider",
+    "MixpanelProvider": "._provider",
+}
 
 
-@fanout.hookimpl
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value: object = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+@hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "mixpanel",
-        MixpanelProvider.from_config,
+        "fanout_mixpanel._provider:MixpanelProvider.from_config",
         settings=SETTINGS,
         limits=LIMITS,
         kinds=frozenset({"identify", "track", "page", "alias", "group"}),

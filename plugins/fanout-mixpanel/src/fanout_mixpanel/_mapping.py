@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from fanout import Event
+from fanout.provider import Event
 
 from .__about__ import __version__
 

@@ -22,26 +22,34 @@ one endpoint failed, what already reached another endpoint is not counted twice.
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus
 
 import httpx
 from mixpanel import json_dumps  # type: ignore[import-untyped]
 
-from fanout import (
+from fanout.http import USER_AGENT, HttpProvider, HttpSender, raise_for_status
+from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
     Event,
     PermanentError,
     ProviderConfig,
+    Redactor,
 )
-from fanout.http import USER_AGENT, HttpSender, raise_for_status
 
 from .__about__ import __version__
+from ._declaration import (
+    DEFAULT_API_HOST,
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    MAX_REQUEST_BYTES,
+    RESIDENCY_HOSTS,
+    parse_api_host,
+)
 from ._mapping import Endpoint, import_time, to_records
 
 __all__ = [
@@ -55,24 +63,9 @@ __all__ = [
     "parse_api_host",
 ]
 
-DEFAULT_API_HOST: Final = "https://api.mixpanel.com"
-#: Mixpanel's data-residency ingestion hosts (US default, EU, India).
-RESIDENCY_HOSTS: Final = (
-    "https://api.mixpanel.com",
-    "https://api-eu.mixpanel.com",
-    "https://api-in.mixpanel.com",
-)
-#: Mixpanel's ingestion docs: /track and /import take up to 2000 events per request.
-MAX_BATCH_EVENTS: Final = 2000
 #: Records per request to /engage and /groups: the official SDK's BufferedConsumer never
 #: sends more than 50, and Mixpanel documents no larger batch for profile updates.
 MAX_PROFILE_RECORDS: Final = 50
-#: Uncompressed request body. Mixpanel's docs give both 2 MB (API reference, and the 413
-#: sample "max limit of 2097152 bytes") and 10 MB (the 413 troubleshooting page); the
-#: smaller one is used, measured on the body as sent.
-MAX_REQUEST_BYTES: Final = 2 * 1024 * 1024
-#: One event: "must be smaller than 1MB of uncompressed JSON".
-MAX_EVENT_BYTES: Final = 1_000_000
 #: /track ingests "last 5 days only"; older events go to /import. An hour of margin covers
 #: clock skew and the time an event may wait in the queue or between retries.
 HISTORICAL_AFTER: Final = _dt.timedelta(days=5) - _dt.timedelta(hours=1)
@@ -93,22 +86,7 @@ _ORDER: Final[tuple[Endpoint, ...]] = ("engage", "groups", "track", "import")
 _FORM: Final = "application/x-www-form-urlencoded"
 
 
-def parse_api_host(value: str) -> str:
-    """``MIXPANEL_API_HOST``: a base URL; a bare host name (the SDK's ``api_host`` form,
-    e.g. ``api-eu.mixpanel.com``) means https."""
-    value = value.strip().rstrip("/")
-    if "://" not in value:
-        value = "https://" + value
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(
-            "expected a host or URL such as https://api-eu.mixpanel.com "
-            f"(Mixpanel's hosts: {', '.join(RESIDENCY_HOSTS)})"
-        )
-    return value
-
-
-class MixpanelProvider:
+class MixpanelProvider(HttpProvider):
     """Translates fanout events to Mixpanel records and posts them per endpoint."""
 
     def __init__(
@@ -127,14 +105,8 @@ class MixpanelProvider:
         self._token = token
         self._api_secret = api_secret or None
         self._clock = clock
-        secrets = [token]
-        if self._api_secret is not None:
-            secrets += [
-                self._api_secret,
-                base64.b64encode(f"{self._api_secret}:".encode()).decode("ascii"),
-            ]
-        # Every form a secret may take in a response echo; see _redacted.
-        self._secrets = tuple(secrets)
+        # The token and secret (and the secret's basic-auth form), should a server echo them.
+        self._redact = Redactor([token, self._api_secret])
         self._http = HttpSender(
             timeout=timeout,
             headers={"User-Agent": f"fanout-mixpanel/{__version__} {USER_AGENT}"},
@@ -195,9 +167,9 @@ class MixpanelProvider:
                     else:
                         self._post_form(endpoint, chunk)
         except DeliveryError as exc:
-            raise self._redacted(exc) from None
+            raise self._redact.error(exc) from None
         if rejected:
-            raise self._redacted(
+            raise self._redact.error(
                 PermanentError(f"Mixpanel refused {len(rejected)} event(s)", rejected=rejected)
             )
 
@@ -265,27 +237,6 @@ class MixpanelProvider:
         if not rejected:
             raise_for_status(response, what="Mixpanel /import")
         return rejected
-
-    def _redacted(self, exc: DeliveryError) -> DeliveryError:
-        """``exc`` with the token and secret masked, in case a server echoed them back."""
-
-        def mask(text: str) -> str:
-            for secret in self._secrets:
-                text = text.replace(secret, "***")
-            return text
-
-        exc.args = (mask(str(exc)),)
-        if isinstance(exc, PermanentError) and exc.rejected:
-            exc.rejected = {i: mask(r) for i, r in exc.rejected.items()}
-        return exc
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._http.close()
-
-    def after_fork(self) -> None:
-        self._http.after_fork()
 
 
 #: ASCII characters quote_plus() escapes, with their escapes (space is handled apart).

@@ -9,24 +9,26 @@ set it is enabled automatically (or pick it with ``FANOUT_PROVIDERS=posthog``)::
 Events go to PostHog's ``/batch/`` endpoint in the form posthog-python sends, through
 fanout's channel (one queue, one worker, fanout's retries), never through the SDK's own
 consumer thread. See ``docs/providers/posthog.md`` for the mapping and the differences.
+
+This module is the entry point, imported by every process that loads plugins, so it
+imports no SDK: the declaration lives in ``_declaration``, and the provider (with
+posthog-python) is imported when the provider is enabled, or when one of its names below
+is first used (PEP 562 ``__getattr__``).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Final
-from urllib.parse import urlsplit
+import importlib
+from typing import TYPE_CHECKING, Final
 
-from posthog.consumer import MAX_MSG_SIZE
-from posthog.request import DEFAULT_HOST, determine_server_host
-
-import fanout
-from fanout.hookspecs import RegisterProvider
-from fanout.provider import BatchLimits, Capability, ProviderConfig, Setting
+from fanout.provider import Capability, RegisterProvider, hookimpl
 
 from .__about__ import __version__
-from ._mapping import EVENT_ID_NAMESPACE, MessageBuilder, posthog_uuid
-from ._provider import PostHogProvider
+from ._declaration import LIMITS, MIN_HISTORICAL_HOURS, SETTINGS
+
+if TYPE_CHECKING:
+    from ._mapping import EVENT_ID_NAMESPACE, MessageBuilder, posthog_uuid
+    from ._provider import PostHogProvider, from_config
 
 __all__ = [
     "EVENT_ID_NAMESPACE",
@@ -41,117 +43,34 @@ __all__ = [
     "register_providers",
 ]
 
-#: PostHog's historical-migration docs: imported events must be "dated at least 48 hours
-#: before the time of import". Younger events always take the live path.
-MIN_HISTORICAL_HOURS: Final = 48.0
-
-#: From PostHog's docs and posthog-python: the ``/batch/`` body must stay under 20 MB, and
-#: the SDK keeps batches to 5 MiB "to be conservative" and events to 900 KiB
-#: (``posthog.consumer.BATCH_SIZE_LIMIT`` / ``MAX_MSG_SIZE``). The endpoint sets no event
-#: count; 1,000 keeps one request well inside the byte limit for typical events.
-LIMITS: Final = BatchLimits(
-    max_events=1000,
-    max_bytes=5 * 1024 * 1024,
-    max_event_bytes=MAX_MSG_SIZE,
-)
+#: Public names whose modules import posthog-python: name → module, imported on first use.
+_LAZY: Final = {
+    "EVENT_ID_NAMESPACE": "._mapping",
+    "MessageBuilder": "._mapping",
+    "posthog_uuid": "._mapping",
+    "PostHogProvider": "._provider",
+    "from_config": "._provider",
+}
 
 
-def parse_host(value: str) -> str:
-    """An ``http(s)://`` base URL; PostHog's app hosts become their ingestion hosts.
-
-    ``https://us.posthog.com`` (what the browser shows) does not ingest events; the SDK
-    maps it to ``https://us.i.posthog.com``, and so does this, with the SDK's own helper.
-    """
-    value = value.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http:// or https:// URL, e.g. https://eu.i.posthog.com")
-    return determine_server_host(value).rstrip("/")
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value: object = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
-def parse_bool(value: str) -> bool:
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
-def parse_historical_after(value: str) -> float:
-    """Hours (at least 48), or ``never`` (``inf``)."""
-    text = value.strip().lower()
-    if text in ("never", "off"):
-        return math.inf
-    try:
-        hours = float(text)
-    except ValueError:
-        raise ValueError("must be a number of hours (at least 48) or 'never'") from None
-    if not hours >= MIN_HISTORICAL_HOURS or math.isinf(hours):
-        raise ValueError(
-            f"must be at least {MIN_HISTORICAL_HOURS:g} hours: PostHog accepts historical "
-            "migrations only for events older than that"
-        )
-    return hours
-
-
-SETTINGS: Final = (
-    Setting(
-        "api_key",
-        help="PostHog project API key (phc_...). Sent in the request body, never logged.",
-        aliases=("POSTHOG_API_KEY",),
-        required=True,
-        secret=True,
-    ),
-    Setting(
-        "host",
-        help="Ingestion host: https://us.i.posthog.com (US cloud), https://eu.i.posthog.com "
-        "(EU cloud) or your self-hosted URL.",
-        aliases=("POSTHOG_HOST",),
-        default=DEFAULT_HOST,
-        parse=parse_host,
-    ),
-    Setting(
-        "gzip",
-        help="Gzip request bodies of 1 KiB and more (PostHog accepts Content-Encoding: gzip).",
-        default="true",
-        parse=parse_bool,
-    ),
-    Setting(
-        "historical_after",
-        help="Events older than this many hours (at least 48) go to PostHog's historical "
-        "migration path; 'never' sends everything live.",
-        default="48",
-        parse=parse_historical_after,
-    ),
-)
-
-
-def _coerce(value: Any, parse: Any) -> Any:
-    """Settings passed as ``Client(settings=...)`` arrive unparsed when they are strings."""
-    return parse(value) if isinstance(value, str) else value
-
-
-def from_config(config: ProviderConfig) -> PostHogProvider:
-    """The provider factory: resolved settings in, a ready provider out."""
-    gzip = _coerce(config.get("gzip", True), parse_bool)
-    historical = config.get("historical_after", "48")
-    if isinstance(historical, (int, float)) and not isinstance(historical, bool):
-        historical = str(historical)  # hours, validated the same way as the environment's
-    return PostHogProvider(
-        api_key=str(config.require("api_key")),
-        host=_coerce(config.get("host") or DEFAULT_HOST, parse_host),
-        gzip=bool(gzip),
-        historical_after=_coerce(historical, parse_historical_after) * 3600.0,
-        timeout=config.timeout,
-    )
-
-
-@fanout.hookimpl
+@hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "posthog",
-        from_config,
+        "fanout_posthog._provider:from_config",
         settings=SETTINGS,
         limits=LIMITS,
         capabilities={

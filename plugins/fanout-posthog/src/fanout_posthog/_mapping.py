@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from posthog.utils import system_context
 
-from fanout import Event
+from fanout.provider import Event
 
 __all__ = ["EVENT_ID_NAMESPACE", "MessageBuilder", "posthog_uuid"]
 

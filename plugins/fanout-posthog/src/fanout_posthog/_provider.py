@@ -9,23 +9,36 @@ The wire format is posthog-python's v0 capture protocol (``posthog/request.py``,
 The channel owns batching and retries; this class only translates, splits a batch into
 its live and historical parts, and classifies PostHog's answer with
 :func:`fanout.http.raise_for_status` (429/5xx/network retryable with ``Retry-After``,
-413 split, any other 4xx permanent).
+413 split, any other 4xx permanent). When one part of a batch got through and the other
+did not, it says so with ``RetryableError(pending=...)`` rather than remembering ids.
+
+This module imports posthog-python (through ``_mapping``); the package's entry point
+names :func:`from_config` as a string, so it is imported only when the provider is enabled.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from fanout import Event, PermanentError, RetryableError
-from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
+from posthog.request import determine_server_host
+
+from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
+from fanout.provider import (
+    BatchTooLarge,
+    Event,
+    PermanentError,
+    ProviderConfig,
+    RetryableError,
+)
 
 from .__about__ import __version__
+from ._declaration import DEFAULT_HOST, parse_bool, parse_historical_after, parse_host
 from ._mapping import MessageBuilder
 
-__all__ = ["PostHogProvider", "BATCH_PATH", "LIB_NAME"]
+__all__ = ["BATCH_PATH", "LIB_NAME", "PostHogProvider", "from_config"]
 
 BATCH_PATH: Final = "/batch/"
 #: ``$lib`` on every event: PostHog shows which library sent it.
@@ -35,7 +48,7 @@ LIB_NAME: Final = "fanout-posthog"
 GZIP_MIN_BYTES: Final = 1024
 
 
-class PostHogProvider:
+class PostHogProvider(HttpProvider):
     """Delivers batches to one PostHog project. Used from one channel worker at a time."""
 
     name = "posthog"
@@ -71,10 +84,11 @@ class PostHogProvider:
         """Send ``batch``: live events, then historical ones, one request each.
 
         PostHog's ``historical_migration`` flag is per request, so a batch mixing fresh and
-        old events takes two requests. When the first succeeds and the second fails, the
-        failure names only the second part's events as ``pending`` (and any part refused
-        for good as ``rejected``), so the channel retries just those and a retry never
-        posts an event twice.
+        old events takes two requests. A failure of the only request (or of the first)
+        is the whole batch's; once a part has been delivered or refused for good, a failure
+        of what follows is reported for that part alone: ``RetryableError(pending=...)``
+        retries only its events (a 413 included: the channel splits them on the retry),
+        and ``rejected=`` dead-letters the refused part's events.
         """
         cutoff = time.time() - self.historical_after
         live: list[int] = []
@@ -87,19 +101,19 @@ class PostHogProvider:
         for n, (indices, historical) in enumerate(parts):
             try:
                 self._post([batch[i] for i in indices], historical=historical)
-            except RetryableError as exc:
+            except (RetryableError, BatchTooLarge) as exc:
                 if n == 0:
-                    raise  # nothing of the batch was taken
+                    raise  # nothing was delivered: the channel handles the whole batch
                 raise RetryableError(
                     str(exc),
-                    retry_after=exc.retry_after,
+                    retry_after=exc.retry_after if isinstance(exc, RetryableError) else 0.0,
                     status_code=exc.status_code,
-                    pending=[i for part, _ in parts[n:] for i in part],
+                    pending=indices,
                     rejected=rejected,
-                ) from exc
+                ) from None
             except PermanentError as exc:
-                if type(exc) is not PermanentError or len(parts) == 1:
-                    raise  # BatchTooLarge, or the only part: the channel handles the batch
+                if len(parts) == 1:
+                    raise
                 rejected.update((i, str(exc)) for i in indices)
                 status = exc.status_code
         if rejected:
@@ -108,12 +122,6 @@ class PostHogProvider:
                 rejected=rejected,
                 status_code=status,
             )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def after_fork(self) -> None:
-        self._http.after_fork()
 
     # -- wire ----------------------------------------------------------------------------
 
@@ -131,3 +139,29 @@ class PostHogProvider:
         payload = encode_json(self.body(events, historical=historical))
         response = self._http.post(self.url, payload)
         raise_for_status(response, what="PostHog")
+
+
+def ingestion_host(host: str) -> str:
+    """PostHog's app hosts become their ingestion hosts (``https://us.posthog.com`` →
+    ``https://us.i.posthog.com``), with the SDK's own helper; other hosts are kept."""
+    return str(determine_server_host(host)).rstrip("/")
+
+
+def _coerce(value: Any, parse: Callable[[str], Any]) -> Any:
+    """Settings passed as ``Client(settings=...)`` arrive unparsed when they are strings."""
+    return parse(value) if isinstance(value, str) else value
+
+
+def from_config(config: ProviderConfig) -> PostHogProvider:
+    """The provider factory: resolved settings in, a ready provider out."""
+    gzip = _coerce(config.get("gzip", True), parse_bool)
+    historical = config.get("historical_after", "48")
+    if isinstance(historical, (int, float)) and not isinstance(historical, bool):
+        historical = str(historical)  # hours, validated the same way as the environment's
+    return PostHogProvider(
+        api_key=config.require_str("api_key"),
+        host=ingestion_host(_coerce(config.get("host") or DEFAULT_HOST, parse_host)),
+        gzip=bool(gzip),
+        historical_after=_coerce(historical, parse_historical_after) * 3600.0,
+        timeout=config.timeout,
+    )

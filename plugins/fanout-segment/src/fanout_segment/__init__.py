@@ -4,23 +4,25 @@ Installed, it is found through the ``fanout`` entry-point group; with ``SEGMENT_
 set (or ``FANOUT_SEGMENT_WRITE_KEY``) every ``fanout.track()`` also reaches Segment, in the
 format the official ``segment-analytics-python`` SDK sends, batched, retried and isolated by
 fanout's channel rather than by the SDK's own thread.
+
+This module is the entry point, imported by every process that loads plugins, so it holds
+only the declaration (from ``_declaration``); the provider is imported when the provider
+is enabled, or when one of its names below is first used (PEP 562 ``__getattr__``).
 """
 
 from __future__ import annotations
 
-import fanout
-from fanout.hookspecs import RegisterProvider
-from fanout.provider import BatchLimits, Capability, Setting
+import importlib
+from typing import TYPE_CHECKING, Final
+
+from fanout.provider import Capability, RegisterProvider, hookimpl
 
 from .__about__ import __version__
-from ._message import to_message
-from ._provider import (
-    DEFAULT_HOST,
-    MAX_BATCH_EVENTS,
-    MAX_MESSAGE_BYTES,
-    SegmentProvider,
-    parse_host,
-)
+from ._declaration import LIMITS, SETTINGS
+
+if TYPE_CHECKING:
+    from ._message import to_message
+    from ._provider import SegmentProvider
 
 __all__ = [
     "LIMITS",
@@ -31,39 +33,28 @@ __all__ = [
     "to_message",
 ]
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "write_key",
-        help="Write key of the Segment source (Sources → your source → Settings → API Keys).",
-        aliases=("SEGMENT_WRITE_KEY",),
-        required=True,
-        secret=True,
-    ),
-    Setting(
-        "host",
-        help="Tracking API base URL; https://events.eu1.segmentapis.com for EU workspaces.",
-        aliases=("SEGMENT_HOST",),
-        default=DEFAULT_HOST,
-        parse=parse_host,
-    ),
-)
-
-#: From Segment's HTTP Tracking API docs: 500 KB per batch request, 32 KB per message, 2500
-#: messages per batch. ``max_bytes`` is the SDK's own 475,000 (room for the envelope and the
-#: per-message fields fanout's size estimate does not count); the provider checks the exact
-#: encoded size before sending and splits or rejects what would still exceed the limits.
-LIMITS = BatchLimits(
-    max_events=MAX_BATCH_EVENTS,
-    max_bytes=475_000,
-    max_event_bytes=MAX_MESSAGE_BYTES,
-)
+#: Public names imported on first use: name → module.
+_LAZY: Final = {"to_message": "._message", "SegmentProvider": "._provider"}
 
 
-@fanout.hookimpl
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value: object = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+@hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "segment",
-        SegmentProvider.from_config,
+        "fanout_segment._provider:SegmentProvider.from_config",
         settings=SETTINGS,
         limits=LIMITS,
         kinds=frozenset({"identify", "track", "page", "alias", "group"}),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from fanout import Event
+from fanout.provider import Event
 
 from .__about__ import __version__
 

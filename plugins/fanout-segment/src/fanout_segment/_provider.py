@@ -13,6 +13,9 @@ oversized batch or message with a 400 (not a 413) that would dead-letter the who
 - a message above Segment's 32 KB limit is rejected on its own (``PermanentError(rejected=)``)
   once the rest of the batch has been delivered;
 - a body above 500 KB is never sent: :class:`BatchTooLarge` makes the channel split it.
+
+The limits and the host parser live in ``_declaration`` (the entry point imports only
+that); the SDK's per-message limit is copied there and checked against the SDK by a test.
 """
 
 from __future__ import annotations
@@ -21,50 +24,46 @@ import base64
 import datetime as _dt
 from collections.abc import Sequence
 from typing import Final
-from urllib.parse import urlsplit
 
 import httpx
-from segment.analytics.consumer import MAX_MSG_SIZE  # type: ignore[import-untyped]
-from segment.analytics.utils import remove_trailing_slash  # type: ignore[import-untyped]
 
-from fanout import (
+from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
+from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
     Event,
     PermanentError,
     ProviderConfig,
+    Redactor,
     RetryableError,
 )
-from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
 
 from .__about__ import __version__
+from ._declaration import (
+    DEFAULT_HOST,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    MAX_MESSAGE_BYTES,
+    parse_host,
+)
 from ._message import to_message
 
-__all__ = ["SegmentProvider", "MAX_BATCH_BYTES", "MAX_MESSAGE_BYTES", "parse_host"]
-
-DEFAULT_HOST: Final = "https://api.segment.io"
-#: Segment's HTTP Tracking API: "a maximum of 500KB per batch request and 32KB per call"
-#: (the SDK's ``MAX_MSG_SIZE``). Read as decimal kilobytes for the batch, to be safe.
-MAX_BATCH_BYTES: Final = 500_000
-MAX_MESSAGE_BYTES: Final[int] = MAX_MSG_SIZE
-#: At most this many events per batch request (Segment docs; more are accepted with a 200
-#: and then dropped).
-MAX_BATCH_EVENTS: Final = 2500
+__all__ = [
+    "DEFAULT_HOST",
+    "MAX_BATCH_BYTES",
+    "MAX_BATCH_EVENTS",
+    "MAX_MESSAGE_BYTES",
+    "SegmentProvider",
+    "parse_host",
+]
 
 #: Statuses the SDK's consumer treats differently from fanout's generic HTTP rules:
 #: 460 is a retryable Segment status; 501 and 505 will not get better by retrying.
 _RETRYABLE_4XX: Final = frozenset({460})
 _PERMANENT_5XX: Final = frozenset({501, 505})
 
-def parse_host(value: str) -> str:
-    """``SEGMENT_HOST``: an http(s) base URL, without the SDK's trailing slash."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an http:// or https:// URL, e.g. https://api.segment.io")
-    return str(remove_trailing_slash(value))
 
-
-class SegmentProvider:
+class SegmentProvider(HttpProvider):
     """Translates fanout events to Segment messages and posts them as one batch."""
 
     def __init__(
@@ -81,8 +80,8 @@ class SegmentProvider:
         self.url = self.host + "/v1/batch"
         self._write_key = write_key
         basic = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
-        # Both forms of the key, so no error text can carry either (see _redacted).
-        self._secrets = (write_key, basic)
+        # The key and its basic-auth form, so no error text can carry either.
+        self._redact = Redactor([write_key])
         self._http = HttpSender(
             timeout=timeout,
             gzip_min_bytes=0,  # always: the SDK's gzip=True compresses every body
@@ -149,20 +148,4 @@ class SegmentProvider:
                 raise PermanentError(f"Segment answered HTTP {status}", status_code=status)
             raise_for_status(response, what="Segment")
         except DeliveryError as exc:
-            raise self._redacted(exc) from None
-
-    def _redacted(self, exc: DeliveryError) -> DeliveryError:
-        """``exc`` with the write key masked, in case a server or proxy echoed it back."""
-        text = str(exc)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        exc.args = (text,)
-        return exc
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._http.close()
-
-    def after_fork(self) -> None:
-        self._http.after_fork()
+            raise self._redact.error(exc) from None
