@@ -11,6 +11,14 @@ Prints medians over ``reps`` fresh interpreters of:
 - the wall time of ``fanout --version`` (target under 0.2 s on the development machine).
 
 Serverless functions and CLI invocations pay these on every cold start.
+
+``--baseline PYTHON`` measures another installation (e.g. a venv of an older commit with the
+same plugins installed) in the same run, sample for sample alternating with this one, so
+that both sides see the same machine load::
+
+    git worktree add /tmp/before <rev> && python3 -m venv /tmp/before/.venv
+    /tmp/before/.venv/bin/pip install -e "/tmp/before[collector]" -e /tmp/before/plugins/...
+    python benchmarks/startup.py --baseline /tmp/before/.venv/bin/python
 """
 
 from __future__ import annotations
@@ -42,49 +50,73 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def build_seconds(reps: int, **extra: str) -> float:
-    samples = []
+def _build_once(python: str, **extra: str) -> float:
+    out = subprocess.run(
+        [python, "-c", BUILD], env=_env(**extra), capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _version_once(python: str) -> float:
+    exe = Path(python).with_name("fanout")
+    t0 = time.perf_counter()
+    subprocess.run([str(exe), "--version"], env=_env(), capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+def _bare_once(python: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([python, "-c", "pass"], capture_output=True, check=True)
+    return time.perf_counter() - t0
+
+
+MEASURES = {
+    "installed": lambda py: _build_once(py),
+    "disabled": lambda py: _build_once(py, FANOUT_DISABLE_PLUGINS=VENDOR_PLUGINS),
+    "version": _version_once,
+    "bare": _bare_once,
+}
+
+
+def measure(pythons: list[str], reps: int) -> dict[str, dict[str, float]]:
+    """Medians per interpreter; the interpreters take turns within every repetition."""
+    samples: dict[str, dict[str, list[float]]] = {
+        py: {m: [] for m in MEASURES} for py in pythons
+    }
     for _ in range(reps):
-        out = subprocess.run(
-            [sys.executable, "-c", BUILD], env=_env(**extra), capture_output=True, text=True,
-            check=True,
-        )
-        samples.append(float(out.stdout.strip().splitlines()[-1]))
-    return statistics.median(samples)
+        for what, run in MEASURES.items():
+            for py in pythons:
+                samples[py][what].append(run(py))
+    return {
+        py: {m: statistics.median(v) for m, v in per.items()} for py, per in samples.items()
+    }
 
 
-def version_seconds(reps: int) -> float:
-    exe = Path(sys.executable).with_name("fanout")
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        subprocess.run([str(exe), "--version"], env=_env(), capture_output=True, check=True)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def python_seconds(reps: int) -> float:
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], capture_output=True, check=True)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+def _print(label: str, r: dict[str, float]) -> None:
+    print(f"[{label}]")
+    print(f"client build, vendor plugins installed : {r['installed'] * 1000:7.1f} ms")
+    print(f"client build, vendor plugins disabled  : {r['disabled'] * 1000:7.1f} ms")
+    print(f"  ratio (target <= 1.3)                : {r['installed'] / r['disabled']:7.2f}")
+    print(f"fanout --version (wall)                : {r['version'] * 1000:7.1f} ms (target < 200)")
+    print(f"  python -c pass (wall, for scale)     : {r['bare'] * 1000:7.1f} ms")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--baseline", metavar="PYTHON", help="another installation to compare")
     args = parser.parse_args()
-    all_plugins = build_seconds(args.reps)
-    no_vendors = build_seconds(args.reps, FANOUT_DISABLE_PLUGINS=VENDOR_PLUGINS)
-    version = version_seconds(args.reps)
-    bare = python_seconds(args.reps)
-    print(f"client build, vendor plugins installed : {all_plugins * 1000:7.1f} ms")
-    print(f"client build, vendor plugins disabled  : {no_vendors * 1000:7.1f} ms")
-    print(f"  ratio (target <= 1.3)                : {all_plugins / no_vendors:7.2f}")
-    print(f"fanout --version (wall)                : {version * 1000:7.1f} ms (target < 200)")
-    print(f"  python -c pass (wall, for scale)     : {bare * 1000:7.1f} ms")
+    pythons = [sys.executable] + ([args.baseline] if args.baseline else [])
+    results = measure(pythons, args.reps)
+    if args.baseline:
+        _print(f"baseline: {args.baseline}", results[args.baseline])
+    _print(f"this: {sys.executable}", results[sys.executable])
+    if args.baseline:
+        this, base = results[sys.executable], results[args.baseline]
+        print(
+            f"this / baseline: build {this['installed'] / base['installed']:.2f}x, "
+            f"--version {this['version'] / base['version']:.2f}x"
+        )
 
 
 if __name__ == "__main__":
