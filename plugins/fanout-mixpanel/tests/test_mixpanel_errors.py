@@ -20,7 +20,6 @@ from mixpanel_support import (
     API_SECRET,
     OK,
     TOKEN,
-    base_url,
     decode,
     make_client,
     records_at,
@@ -32,6 +31,7 @@ from werkzeug import Request, Response
 
 import fanout
 from fanout import BatchTooLarge, ConfigError, Event, PermanentError, RetryableError
+from fanout.testing import server_url
 
 UTC = dt.timezone.utc
 OLD = dt.datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -52,7 +52,7 @@ def _event(i: int, *, timestamp: dt.datetime | None = None, **props: Any) -> Eve
 
 
 def _provider(server: HTTPServer, **kwargs: Any) -> MixpanelProvider:
-    return MixpanelProvider(TOKEN, api_host=base_url(server), **kwargs)
+    return MixpanelProvider(TOKEN, api_host=server_url(server), **kwargs)
 
 
 # -- retryable -------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def test_sdk_does_not_retry_http_urls(httpserver: HTTPServer) -> None:
     """Named SDK bug: its retry adapter is mounted for https:// only, so the same 500
     against an http:// URL (a proxy, a local collector) fails after one request."""
     httpserver.expect_request("/track").respond_with_data("upstream down", status=500)
-    consumer = mixpanel.Consumer(events_url=f"{base_url(httpserver)}/track", retry_limit=4)
+    consumer = mixpanel.Consumer(events_url=f"{server_url(httpserver)}/track", retry_limit=4)
     with pytest.raises(mixpanel.MixpanelException):
         mixpanel.Mixpanel(TOKEN, consumer=consumer).track("user_1", "Clicked")
     assert len(requests_to(httpserver, "/track")) == 1
@@ -251,7 +251,7 @@ def test_import_is_gzipped_json(httpserver: HTTPServer) -> None:
     (request,) = requests_to(httpserver, "/import")
     assert request.headers["Content-Encoding"] == "gzip"
     assert request.headers["Content-Type"] == "application/json"
-    assert request.args["strict"] == "1"
+    assert request.params["strict"] == "1"
     records = decode(request)["records"]  # gunzipped, then JSON
     assert [r["properties"]["i"] for r in records] == [1, 2]
     assert records[0]["properties"]["time"] == int(OLD.timestamp() * 1000)

@@ -36,7 +36,6 @@ from fanout_mixpanel import insert_id
 from mixpanel_support import (
     API_SECRET,
     TOKEN,
-    base_url,
     decode,
     make_client,
     pinned_sdk,
@@ -47,6 +46,7 @@ from mixpanel_support import (
 from pytest_httpserver import HTTPServer
 
 import fanout
+from fanout.testing import server_url
 
 UTC = dt.timezone.utc
 TS = dt.datetime.now(UTC).replace(microsecond=123456) - dt.timedelta(hours=2)
@@ -297,7 +297,7 @@ def test_alias_is_create_alias_on_the_configured_host(
     # The SDK's alias() builds its own Consumer() aimed at api.mixpanel.com (named bug,
     # see the next test); to get its payload onto the local server, that one class is
     # swapped for a consumer aimed there. The record itself is still built by the SDK.
-    base = base_url(server)
+    base = server_url(server)
 
     class LocalByDefault(mixpanel.Consumer):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -328,7 +328,7 @@ def test_sdk_alias_ignores_the_configured_consumer(
             return True
 
     monkeypatch.setattr(mixpanel, "Consumer", Recording)
-    eu = Recording(events_url=f"{base_url(httpserver)}/track")
+    eu = Recording(events_url=f"{server_url(httpserver)}/track")
     mixpanel.Mixpanel(TOKEN, consumer=eu).alias("user_123", ANON)
     assert targets == ["https://api.mixpanel.com/track"]
     assert httpserver.log == []

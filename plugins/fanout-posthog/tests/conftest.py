@@ -11,10 +11,11 @@ from typing import Any
 
 import posthog
 import pytest
-from posthog_support import API_KEY, base_url, make_client
+from posthog_support import API_KEY, make_client
 from pytest_httpserver import HTTPServer
 
 import fanout
+from fanout.testing import server_url
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def sdk_factory(server: HTTPServer) -> Iterator[Callable[..., posthog.Posthog]]:
     made: list[posthog.Posthog] = []
 
     def make(**kwargs: Any) -> posthog.Posthog:
-        options: dict[str, Any] = {"host": base_url(server), "sync_mode": True}
+        options: dict[str, Any] = {"host": server_url(server), "sync_mode": True}
         options.update(kwargs)
         sdk = posthog.Posthog(API_KEY, **options)
         made.append(sdk)

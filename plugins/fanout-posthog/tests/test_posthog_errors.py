@@ -16,12 +16,13 @@ from pathlib import Path
 
 import fanout_posthog
 import pytest
-from posthog_support import API_KEY, base_url, batch_requests, decode_body, make_client
+from posthog_support import API_KEY, harness, make_client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 import fanout
 from fanout.provider import ProviderConfig
+from fanout.testing import decode_request, recorded, server_url
 
 OK = json.dumps({"status": 1})
 
@@ -30,9 +31,9 @@ def delivered_uuids(server: HTTPServer) -> list[str]:
     """uuids of every event in a ``/batch/`` request that was answered 200."""
     return [
         msg["uuid"]
-        for req, resp in server.log
-        if req.path == "/batch/" and resp.status_code == 200
-        for msg in decode_body(req)["batch"]
+        for r in recorded(server, "/batch/")
+        if r.status == 200
+        for msg in r.json()["batch"]
     ]
 
 
@@ -45,8 +46,8 @@ def test_500_is_retried_then_delivered(server: HTTPServer) -> None:
     finally:
         client.shutdown(timeout=5)
     assert report["posthog"].delivered == 1
-    first, second = batch_requests(server)
-    assert decode_body(first)["batch"] == decode_body(second)["batch"]  # the same event, again
+    first, second = recorded(server, "/batch/")
+    assert first.json()["batch"] == second.json()["batch"]  # the same event, again
     assert delivered_uuids(server) == [eid]
     assert client.stats()["posthog"].failed == 0
 
@@ -75,7 +76,7 @@ def test_provider_reports_retry_after_and_status(server: HTTPServer) -> None:
         "slow down", status=429, headers={"Retry-After": "7"}
     )
     provider = fanout_posthog.from_config(
-        ProviderConfig("posthog", {"api_key": API_KEY, "host": base_url(server)})
+        ProviderConfig("posthog", {"api_key": API_KEY, "host": server_url(server)})
     )
     try:
         with pytest.raises(fanout.RetryableError) as info:
@@ -102,7 +103,7 @@ def test_401_is_permanent_and_the_key_never_shows(
             report = client.flush(timeout=10)
     finally:
         client.shutdown(timeout=5)
-    assert len(batch_requests(server)) == 1  # not retried
+    assert len(recorded(server, "/batch/")) == 1  # not retried
     assert report["posthog"].delivered == 0
     [failure] = failures
     assert failure.reason == "permanent_error" and failure.status_code == 401
@@ -126,7 +127,7 @@ def test_400_malformed_is_permanent(server: HTTPServer) -> None:
     finally:
         client.shutdown(timeout=5)
     assert [f.status_code for f in failures] == [400]
-    assert len(batch_requests(server)) == 1
+    assert len(recorded(server, "/batch/")) == 1
 
 
 def test_network_error_is_retried_then_dead_lettered(tmp_path: Path) -> None:
@@ -157,7 +158,7 @@ def test_network_error_is_retried_then_dead_lettered(tmp_path: Path) -> None:
 
 
 def _limit_two(request: Request) -> Response:
-    if len(decode_body(request)["batch"]) > 2:
+    if len(decode_request(request).json()["batch"]) > 2:
         return Response("Payload Too Large", status=413)
     return Response(OK, status=200, content_type="application/json")
 
@@ -173,7 +174,7 @@ def test_413_splits_until_it_fits(server: HTTPServer) -> None:
         client.shutdown(timeout=5)
     assert report["posthog"].delivered == 5
     assert sorted(delivered_uuids(server)) == sorted(ids)
-    assert any(resp.status_code == 413 for _, resp in server.log)
+    assert any(r.status == 413 for r in recorded(server))
 
 
 def _event(age: dt.timedelta = dt.timedelta(0), name: str = "e") -> fanout.Event:
@@ -189,7 +190,7 @@ def test_mixed_batch_retry_does_not_repost_the_delivered_part(server: HTTPServer
     failed_once: list[bool] = []
 
     def historical_fails_once(request: Request) -> Response:
-        if decode_body(request)["historical_migration"] and not failed_once:
+        if decode_request(request).json()["historical_migration"] and not failed_once:
             failed_once.append(True)
             return Response("busy", status=503)
         return Response(OK, status=200, content_type="application/json")
@@ -205,17 +206,17 @@ def test_mixed_batch_retry_does_not_repost_the_delivered_part(server: HTTPServer
     finally:
         client.shutdown(timeout=5)
     assert report["posthog"].delivered == 4
-    sent = [u for req, _ in server.log for u in (m["uuid"] for m in decode_body(req)["batch"])]
+    sent = [m["uuid"] for r in recorded(server) for m in r.json()["batch"]]
     live = {events[0].event_id, events[2].event_id}
     assert [u for u in sent if u in live] == [events[0].event_id, events[2].event_id]  # once
     assert sorted(delivered_uuids(server)) == sorted(e.event_id for e in events)
-    flags = [decode_body(req)["historical_migration"] for req, _ in server.log]
+    flags = [r.json()["historical_migration"] for r in recorded(server)]
     assert flags == [False, True, True]
 
 
 def test_mixed_batch_permanent_refusal_rejects_only_that_part(server: HTTPServer) -> None:
     def refuse_historical(request: Request) -> Response:
-        if decode_body(request)["historical_migration"]:
+        if decode_request(request).json()["historical_migration"]:
             return Response("historical imports are not enabled", status=400)
         return Response(OK, status=200, content_type="application/json")
 
@@ -240,7 +241,7 @@ def test_mixed_batch_413_on_the_second_part_retries_only_that_part(server: HTTPS
     the channel retries (and then splits) only the historical events."""
 
     def historical_one_at_a_time(request: Request) -> Response:
-        body = decode_body(request)
+        body = decode_request(request).json()
         if body["historical_migration"] and len(body["batch"]) > 1:
             return Response("payload too large", status=413)
         return Response(OK, status=200, content_type="application/json")
@@ -249,19 +250,14 @@ def test_mixed_batch_413_on_the_second_part_retries_only_that_part(server: HTTPS
     server.expect_request("/batch/").respond_with_handler(historical_one_at_a_time)
     old = dt.timedelta(days=9)
     events = [_event(), _event(old, "old"), _event(), _event(old, "old"), _event(old, "old")]
-    client = make_client(server, batch_size=10)
-    try:
-        for e in events:
-            client.send(e)
-        report = client.flush(timeout=10)
-        stats = client.stats()["posthog"]
-    finally:
-        client.shutdown(timeout=5)
-    assert report["posthog"].delivered == 5
-    assert (stats.failed, stats.dropped, stats.pending) == (0, 0, 0)
-    assert stats.retries == 1  # the pending part's one retry; the splits are not retries
-    sent = [u for req, _ in server.log for u in (m["uuid"] for m in decode_body(req)["batch"])]
+    run = harness(server, batch_size=10).run(lambda client: [client.send(e) for e in events])
+    report = run.report["posthog"]
+    assert report.delivered == 5
+    assert (report.failed, report.dropped, report.pending) == (0, 0, 0)
+    assert report.retries == 1  # the pending part's one retry; the splits are not retries
+    sent = [m["uuid"] for r in run.requests for m in r.json()["batch"]]
     live = [events[0].event_id, events[2].event_id]
     assert [u for u in sent if u in live] == live  # posted once, in the first request
-    assert sorted(delivered_uuids(server)) == sorted(e.event_id for e in events)
-    assert len(delivered_uuids(server)) == 5  # nothing delivered twice
+    delivered = [m["uuid"] for r in run.requests if r.status == 200 for m in r.json()["batch"]]
+    assert sorted(delivered) == sorted(e.event_id for e in events)  # each exactly once
+    assert [len(r.json()["batch"]) for r in run.requests if r.status == 413] == [3, 3, 2]

@@ -17,11 +17,11 @@ from typing import Any
 
 from fanout_posthog import EVENT_ID_NAMESPACE, posthog_uuid
 from posthog.version import VERSION as SDK_VERSION
-from posthog_support import API_KEY, batch_requests, decode_body, make_client
+from posthog_support import API_KEY, make_client
 from pytest_httpserver import HTTPServer
-from werkzeug import Request
 
 import fanout
+from fanout.testing import RecordedRequest, recorded
 
 #: Where the two requests may differ, and why. Everything else must be equal.
 ALLOWED_DIFFERENCES = {
@@ -40,16 +40,18 @@ def recent() -> dt.datetime:
     return (dt.datetime.now(CEST) - dt.timedelta(minutes=3)).replace(microsecond=123456)
 
 
-def exchange(server: HTTPServer, send: Callable[[], Any]) -> Request:
+def exchange(server: HTTPServer, send: Callable[[], Any]) -> RecordedRequest:
     """Run ``send`` and return the one ``/batch/`` request it caused."""
-    before = len(batch_requests(server))
+    before = len(recorded(server, "/batch/"))
     send()
-    new = batch_requests(server)[before:]
+    new = recorded(server, "/batch/")[before:]
     assert len(new) == 1, f"expected one request, got {len(new)}"
     return new[0]
 
 
-def via_fanout(server: HTTPServer, client: fanout.Client, call: Callable[[], Any]) -> Request:
+def via_fanout(
+    server: HTTPServer, client: fanout.Client, call: Callable[[], Any]
+) -> RecordedRequest:
     def send() -> None:
         call()
         report = client.flush(timeout=10)
@@ -58,16 +60,18 @@ def via_fanout(server: HTTPServer, client: fanout.Client, call: Callable[[], Any
     return exchange(server, send)
 
 
-def assert_same_request(sdk_req: Request, fan_req: Request, *, generated_ids: bool = False) -> None:
+def assert_same_request(
+    sdk_req: RecordedRequest, fan_req: RecordedRequest, *, generated_ids: bool = False
+) -> None:
     assert sdk_req.method == fan_req.method == "POST"
     assert sdk_req.path == fan_req.path == "/batch/"
-    assert sdk_req.query_string == fan_req.query_string == b""
+    assert sdk_req.params == fan_req.params == {}
     assert sdk_req.headers["Content-Type"] == fan_req.headers["Content-Type"] == "application/json"
     assert "Authorization" not in sdk_req.headers and "Authorization" not in fan_req.headers
     assert sdk_req.headers["User-Agent"].startswith("posthog-python/")
     assert fan_req.headers["User-Agent"].startswith("fanout-posthog/")
 
-    sdk, fan = decode_body(sdk_req), decode_body(fan_req)
+    sdk, fan = sdk_req.json(), fan_req.json()
     assert set(sdk) == set(fan) == {"api_key", "batch", "historical_migration", "sent_at"}
     assert sdk["api_key"] == fan["api_key"] == API_KEY  # auth travels in the body
     assert sdk["historical_migration"] is fan["historical_migration"]
@@ -114,7 +118,7 @@ def test_identify_without_anonymous_id(server, client, sdk_factory):
         "user_1", traits=traits, timestamp=ts, event_id=eid
     ))
     assert_same_request(a, b)
-    msg = decode_body(b)["batch"][0]
+    msg = b.json()["batch"][0]
     assert msg["event"] == "$identify" and msg["properties"]["$set"] == traits
     assert "$anon_distinct_id" not in msg["properties"]
 
@@ -134,7 +138,7 @@ def test_identify_with_anonymous_id_merges_the_visitor(server, client, sdk_facto
         "user_1", anonymous_id="anon_42", traits=traits, timestamp=ts, event_id=eid
     ))
     assert_same_request(a, b)
-    props = decode_body(b)["batch"][0]["properties"]
+    props = b.json()["batch"][0]["properties"]
     assert props["$anon_distinct_id"] == "anon_42"
 
 
@@ -169,11 +173,11 @@ def test_track_with_nested_datetime_decimal_uuid_gzipped(server, client, sdk_fac
     ))
     assert a.headers["Content-Encoding"] == b.headers["Content-Encoding"] == "gzip"
     assert_same_request(a, b)
-    props = decode_body(b)["batch"][0]["properties"]
+    props = b.json()["batch"][0]["properties"]
     assert props["cart"]["items"][0]["price"] == 19.99
     assert props["cart"]["items"][0]["added_at"] == "2025-03-01T09:30:15.250000+02:00"
     assert props["order_id"] == "6f1d3c1e-8a4b-4c2d-9e0f-112233445566"
-    assert decode_body(b)["batch"][0]["timestamp"] == ts.astimezone(dt.timezone.utc).isoformat()
+    assert b.json()["batch"][0]["timestamp"] == ts.astimezone(dt.timezone.utc).isoformat()
 
 
 def test_page(server, client, sdk_factory):
@@ -218,7 +222,7 @@ def test_alias(server, client, sdk_factory):
         "user_1", "anon_42", timestamp=ts, event_id=eid
     ))
     assert_same_request(a, b)
-    msg = decode_body(b)["batch"][0]
+    msg = b.json()["batch"][0]
     assert msg["event"] == "$create_alias" and msg["distinct_id"] == "anon_42"
 
 
@@ -233,7 +237,7 @@ def test_group(server, client, sdk_factory):
         "company", "acme", person_id="user_1", traits=traits, timestamp=ts, event_id=eid
     ))
     assert_same_request(a, b)
-    props = decode_body(b)["batch"][0]["properties"]
+    props = b.json()["batch"][0]["properties"]
     assert (props["$group_type"], props["$group_key"]) == ("company", "acme")
 
 
@@ -247,7 +251,7 @@ def test_historical_event_uses_historical_migration(server, client, sdk_factory)
     b = via_fanout(server, client, lambda: client.track(
         "invoice.paid", person_id="user_1", properties={"n": 1}, timestamp=ts, event_id=eid
     ))
-    assert decode_body(b)["historical_migration"] is True
+    assert b.json()["historical_migration"] is True
     assert_same_request(a, b)
 
 
@@ -255,7 +259,7 @@ def test_recent_event_is_not_historical(server, client):
     b = via_fanout(server, client, lambda: client.track(
         "x", person_id="u", timestamp=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=47)
     ))
-    assert decode_body(b)["historical_migration"] is False
+    assert b.json()["historical_migration"] is False
 
 
 def test_callers_event_id_maps_deterministically(server, client, sdk_factory):
@@ -274,16 +278,16 @@ def test_callers_event_id_maps_deterministically(server, client, sdk_factory):
     c = via_fanout(server, client, lambda: client.track(
         "checkout.finished", person_id="user_1", timestamp=ts, event_id=stripe_id
     ))
-    assert decode_body(c)["batch"][0]["uuid"] == decode_body(b)["batch"][0]["uuid"] == expected
+    assert c.json()["batch"][0]["uuid"] == b.json()["batch"][0]["uuid"] == expected
 
 
 def test_sdk_silently_replaces_a_non_uuid_id(server, sdk_factory):
     """The SDK misbehaviour the mapping above exists for: two deliveries, two uuids."""
     sdk = sdk_factory()
     sent = [
-        decode_body(exchange(server, lambda: sdk.capture(
+        exchange(server, lambda: sdk.capture(
             "checkout.finished", distinct_id="user_1", uuid="evt_1NqXyZ2eZvKYlo2C0abcdEFG"
-        )))["batch"][0]["uuid"]
+        )).json()["batch"][0]["uuid"]
         for _ in range(2)
     ]
     assert sent[0] != sent[1]

@@ -8,16 +8,15 @@ outlast the flush timeout.
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 import logging
 import socket
 from pathlib import Path
 
 import pytest
-from conftest import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 from fanout_segment import SegmentProvider
 from pytest_httpserver import HTTPServer
+from segment_support import WRITE_KEY, make_client
 from werkzeug import Request, Response
 
 from fanout import (
@@ -28,13 +27,14 @@ from fanout import (
     PermanentError,
     RetryableError,
 )
+from fanout.testing import RecordedRequest, decode_request, recorded, server_url
 
 FAST_RETRIES = {"segment": {"retry_base": 0.01, "retry_cap": 0.05}}
 BASIC = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 
 
-def _message_ids(request: Request) -> list[str]:
-    return [m["messageId"] for m in decode_body(request)["batch"]]
+def _message_ids(request: RecordedRequest) -> list[str]:
+    return [m["messageId"] for m in request.json()["batch"]]
 
 
 def test_500_is_retried_then_delivered(httpserver: HTTPServer) -> None:
@@ -47,7 +47,7 @@ def test_500_is_retried_then_delivered(httpserver: HTTPServer) -> None:
     finally:
         client.shutdown(timeout=2)
     assert report["segment"].delivered == 1 and report["segment"].retries == 1, report
-    attempts = batch_requests(httpserver)
+    attempts = recorded(httpserver, "/v1/batch")
     assert len(attempts) == 2
     assert _message_ids(attempts[0]) == _message_ids(attempts[1]) == [event_id]
 
@@ -68,14 +68,14 @@ def test_429_retry_after_is_honoured(httpserver: HTTPServer) -> None:
     finally:
         client.shutdown(timeout=1)
     assert report["segment"].delivered == 1 and report["segment"].pending == 0, report
-    assert len(batch_requests(httpserver)) == 2
+    assert len(recorded(httpserver, "/v1/batch")) == 2
 
 
 def test_retry_after_value_reaches_the_channel(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/v1/batch").respond_with_data(
         "", status=429, headers={"Retry-After": "7"}
     )
-    provider = SegmentProvider(WRITE_KEY, host=base_url(httpserver))
+    provider = SegmentProvider(WRITE_KEY, host=server_url(httpserver))
     with pytest.raises(RetryableError) as info:
         provider.send([Event.from_dict({"kind": "track", "name": "x", "person_id": "u"})])
     provider.close()
@@ -96,7 +96,7 @@ def test_status_classification(
     httpserver: HTTPServer, status: int, error: type[DeliveryError]
 ) -> None:
     httpserver.expect_request("/v1/batch").respond_with_data("no", status=status)
-    provider = SegmentProvider(WRITE_KEY, host=base_url(httpserver))
+    provider = SegmentProvider(WRITE_KEY, host=server_url(httpserver))
     try:
         with pytest.raises(error) as info:
             provider.send([Event.from_dict({"kind": "track", "name": "x", "person_id": "u"})])
@@ -134,13 +134,13 @@ def test_401_is_permanent_and_the_write_key_never_leaks(
         report = client.flush(timeout=10)
     finally:
         final = client.shutdown(timeout=2)
-    assert len(batch_requests(httpserver)) == 1  # never retried
+    assert len(recorded(httpserver, "/v1/batch")) == 1  # never retried
     assert report["segment"].failed == 1 and report["segment"].losses == {"permanent_error": 1}
     assert len(failures) == 1 and failures[0].status_code == 401
     assert "401" in failures[0].error
     dead = (tmp_path / "segment.jsonl").read_text()
     assert json.loads(dead)["reason"] == "permanent_error"
-    provider = SegmentProvider(WRITE_KEY, host=base_url(httpserver))
+    provider = SegmentProvider(WRITE_KEY, host=server_url(httpserver))
     texts = [
         dead,
         caplog.text,
@@ -165,17 +165,16 @@ def test_body_is_gzip_json(httpserver: HTTPServer) -> None:
         client.flush(timeout=10)
     finally:
         client.shutdown(timeout=2)
-    (request,) = batch_requests(httpserver)
-    raw = request.get_data()
-    assert request.headers["Content-Encoding"] == "gzip" and raw[:2] == b"\x1f\x8b"
-    body = json.loads(gzip.decompress(raw))
+    (request,) = recorded(httpserver, "/v1/batch")
+    assert request.gzip and request.headers["Content-Encoding"] == "gzip"  # gunzipped fine
+    body = request.json()
     assert [m["messageId"] for m in body["batch"]] == ids
     assert [m["properties"]["i"] for m in body["batch"]] == list(range(10))
 
 
 def test_413_splits_until_accepted(httpserver: HTTPServer) -> None:
     def handler(request: Request) -> Response:
-        size = len(decode_body(request)["batch"])
+        size = len(decode_request(request).json()["batch"])
         return Response("too large", status=413) if size > 2 else Response("{}", status=200)
 
     httpserver.expect_request("/v1/batch").respond_with_handler(handler)
@@ -186,12 +185,12 @@ def test_413_splits_until_accepted(httpserver: HTTPServer) -> None:
     finally:
         client.shutdown(timeout=2)
     assert report["segment"].delivered == 8 and report["segment"].failed == 0, report
-    sizes = [len(decode_body(r)["batch"]) for r in batch_requests(httpserver)]
+    sizes = [len(r.json()["batch"]) for r in recorded(httpserver, "/v1/batch")]
     assert sizes == [8, 4, 2, 2, 4, 2, 2]
     accepted = [
         mid
-        for r in batch_requests(httpserver)
-        if len(decode_body(r)["batch"]) <= 2
+        for r in recorded(httpserver, "/v1/batch")
+        if len(r.json()["batch"]) <= 2
         for mid in _message_ids(r)
     ]
     assert sorted(accepted) == sorted(ids)  # each exactly once
@@ -210,7 +209,7 @@ def _big_event(n: int, size: int) -> Event:
 
 def test_oversized_message_rejected_alone_rest_delivered(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/v1/batch").respond_with_json({"success": True})
-    provider = SegmentProvider(WRITE_KEY, host=base_url(httpserver))
+    provider = SegmentProvider(WRITE_KEY, host=server_url(httpserver))
     batch = [_big_event(0, 10), _big_event(1, 40_000), _big_event(2, 10)]
     try:
         with pytest.raises(PermanentError) as info:
@@ -219,16 +218,16 @@ def test_oversized_message_rejected_alone_rest_delivered(httpserver: HTTPServer)
         provider.close()
     assert info.value.rejected is not None and list(info.value.rejected) == [1]
     assert "32768" in info.value.rejected[1]
-    (request,) = batch_requests(httpserver)
+    (request,) = recorded(httpserver, "/v1/batch")
     assert _message_ids(request) == [batch[0].event_id, batch[2].event_id]
 
 
 def test_body_above_500kb_is_split_before_sending(httpserver: HTTPServer) -> None:
-    provider = SegmentProvider(WRITE_KEY, host=base_url(httpserver))
+    provider = SegmentProvider(WRITE_KEY, host=server_url(httpserver))
     batch = [_big_event(n, 30_000) for n in range(20)]  # ~600 KB in all
     try:
         with pytest.raises(BatchTooLarge):
             provider.send(batch)
     finally:
         provider.close()
-    assert batch_requests(httpserver) == []
+    assert recorded(httpserver, "/v1/batch") == []

@@ -22,13 +22,13 @@ from typing import Any
 
 import fanout_segment
 import pytest
-from conftest import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 from pytest_httpserver import HTTPServer
 from segment.analytics import Client as SegmentClient  # type: ignore[import-untyped]
 from segment.analytics.version import VERSION as SDK_VERSION  # type: ignore[import-untyped]
-from werkzeug import Request
+from segment_support import WRITE_KEY, harness
 
 import fanout
+from fanout.testing import RecordedRequest, recorded, server_url
 
 UTC = dt.timezone.utc
 TS = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -40,7 +40,7 @@ STRIPE_EVENT_ID = "evt_1NG8Du2eZvKYlo2CUI79vXWy"
 @pytest.fixture
 def sdk(httpserver: HTTPServer) -> Iterator[SegmentClient]:
     # sync_mode: the SDK posts from the calling thread, no consumer thread is started.
-    yield SegmentClient(WRITE_KEY, host=base_url(httpserver), sync_mode=True, gzip=True)
+    yield SegmentClient(WRITE_KEY, host=server_url(httpserver), sync_mode=True, gzip=True)
 
 
 @pytest.fixture
@@ -49,21 +49,19 @@ def server(httpserver: HTTPServer) -> HTTPServer:
     return httpserver
 
 
-def _send_fanout(server: HTTPServer, call: Callable[[fanout.Client], object]) -> Request:
-    client = make_client(server)
-    try:
-        call(client)
-        report = client.shutdown(timeout=10)
-    finally:
-        client.shutdown(timeout=1)
-    assert report.ok and report["segment"].delivered == 1, report
-    return batch_requests(server)[-1]
+def _send_fanout(
+    server: HTTPServer, call: Callable[[fanout.Client], object]
+) -> RecordedRequest:
+    run = harness(server).run(call)
+    assert run.report.ok and run.report["segment"].delivered == 1, run.report
+    (request,) = run.at("/v1/batch")
+    return request
 
 
-def _send_sdk(server: HTTPServer, call: Callable[[], object]) -> Request:
-    before = len(batch_requests(server))
+def _send_sdk(server: HTTPServer, call: Callable[[], object]) -> RecordedRequest:
+    before = len(recorded(server, "/v1/batch"))
     call()
-    requests = batch_requests(server)
+    requests = recorded(server, "/v1/batch")
     assert len(requests) == before + 1
     return requests[-1]
 
@@ -76,7 +74,9 @@ def _strip_allowed(message: dict[str, Any], *, keep_message_id: bool) -> dict[st
     return out
 
 
-def assert_same_request(sdk_req: Request, fanout_req: Request, *, caller_event_id: bool) -> None:
+def assert_same_request(
+    sdk_req: RecordedRequest, fanout_req: RecordedRequest, *, caller_event_id: bool
+) -> None:
     """Same request, but for the documented allowed differences (see module docstring)."""
     assert (
         (fanout_req.method, fanout_req.path)
@@ -93,7 +93,7 @@ def assert_same_request(sdk_req: Request, fanout_req: Request, *, caller_event_i
         assert fanout_req.headers.get(header) == sdk_req.headers.get(header), header
     assert sdk_req.headers["Content-Encoding"] == "gzip"
 
-    sdk_body, fanout_body = decode_body(sdk_req), decode_body(fanout_req)
+    sdk_body, fanout_body = sdk_req.json(), fanout_req.json()
     assert set(fanout_body) == set(sdk_body) == {"batch", "sentAt", "writeKey"}
     assert fanout_body["writeKey"] == sdk_body["writeKey"] == WRITE_KEY
     for body in (sdk_body, fanout_body):  # sentAt differs in value, not in form
@@ -124,7 +124,7 @@ def test_identify_without_anonymous_id(server: HTTPServer, sdk: SegmentClient) -
     sdk_req = _send_sdk(server, lambda: sdk.identify("user_123", traits, timestamp=TS))
     fanout_req = _send_fanout(server, lambda c: c.identify("user_123", traits=traits, timestamp=TS))
     assert_same_request(sdk_req, fanout_req, caller_event_id=False)
-    assert decode_body(fanout_req)["batch"][0]["anonymousId"] is None
+    assert fanout_req.json()["batch"][0]["anonymousId"] is None
 
 
 def test_identify_with_anonymous_id_links_the_visitor(
@@ -140,7 +140,7 @@ def test_identify_with_anonymous_id_links_the_visitor(
         lambda c: c.identify("user_123", anonymous_id="anon_42", traits=traits, timestamp=TS),
     )
     assert_same_request(sdk_req, fanout_req, caller_event_id=False)
-    message = decode_body(fanout_req)["batch"][0]
+    message = fanout_req.json()["batch"][0]
     assert (message["userId"], message["anonymousId"]) == ("user_123", "anon_42")
 
 
@@ -190,7 +190,7 @@ def test_track_with_nested_datetime_decimal_and_uuid(
         ),
     )
     assert_same_request(sdk_req, fanout_req, caller_event_id=False)
-    props = decode_body(fanout_req)["batch"][0]["properties"]
+    props = fanout_req.json()["batch"][0]["properties"]
     assert props["total"] == 42.5 and props["cart"]["items"][0]["price"] == 19.99
     assert props["placed_at"] == "2024-05-06T09:00:00.250000+02:00"
     assert props["order_id"] == str(ORDER_ID)
@@ -202,12 +202,12 @@ def test_sdk_drops_uuid_values(server: HTTPServer, sdk: SegmentClient, caplog: A
     If this test fails, the SDK changed and docs/providers/segment.md needs updating."""
     props = {"order_id": ORDER_ID, "nested": {"ids": [ORDER_ID, 1]}, "kept": 1}
     sdk_req = _send_sdk(server, lambda: sdk.track("user_123", "Order", props, timestamp=TS))
-    assert decode_body(sdk_req)["batch"][0]["properties"] == {"nested": {}, "kept": 1}
+    assert sdk_req.json()["batch"][0]["properties"] == {"nested": {}, "kept": 1}
     fanout_req = _send_fanout(
         server,
         lambda c: c.track("Order", person_id="user_123", properties=props, timestamp=TS),
     )
-    assert decode_body(fanout_req)["batch"][0]["properties"] == {
+    assert fanout_req.json()["batch"][0]["properties"] == {
         "order_id": str(ORDER_ID),
         "nested": {"ids": [str(ORDER_ID), 1]},
         "kept": 1,
@@ -303,7 +303,7 @@ def test_historical_event_keeps_its_timestamp(server: HTTPServer, sdk: SegmentCl
         ),
     )
     assert_same_request(sdk_req, fanout_req, caller_event_id=False)
-    assert decode_body(fanout_req)["batch"][0]["timestamp"] == "2016-02-29T23:59:58.999+00:00"
+    assert fanout_req.json()["batch"][0]["timestamp"] == "2016-02-29T23:59:58.999+00:00"
 
 
 def test_caller_event_id_becomes_message_id(server: HTTPServer, sdk: SegmentClient) -> None:
@@ -328,7 +328,7 @@ def test_caller_event_id_becomes_message_id(server: HTTPServer, sdk: SegmentClie
         ),
     )
     assert_same_request(sdk_req, fanout_req, caller_event_id=True)
-    assert decode_body(fanout_req)["batch"][0]["messageId"] == STRIPE_EVENT_ID
+    assert fanout_req.json()["batch"][0]["messageId"] == STRIPE_EVENT_ID
 
 
 def test_redelivered_event_maps_to_the_same_message_id(server: HTTPServer) -> None:
@@ -337,5 +337,5 @@ def test_redelivered_event_maps_to_the_same_message_id(server: HTTPServer) -> No
         _send_fanout(
             server, lambda c: c.track("Invoice Paid", person_id="u", event_id=STRIPE_EVENT_ID)
         )
-    ids = [decode_body(r)["batch"][0]["messageId"] for r in batch_requests(server)]
+    ids = [r.json()["batch"][0]["messageId"] for r in recorded(server, "/v1/batch")]
     assert ids == [STRIPE_EVENT_ID, STRIPE_EVENT_ID]

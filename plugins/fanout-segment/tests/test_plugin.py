@@ -9,11 +9,12 @@ import textwrap
 
 import fanout_segment
 import pytest
-from conftest import WRITE_KEY, base_url, batch_requests, decode_body
 from pytest_httpserver import HTTPServer
+from segment_support import WRITE_KEY
 
 import fanout
 from fanout.provider import ALL_KINDS, Capability
+from fanout.testing import recorded, server_url
 
 
 def _client(environ: dict[str, str], **kwargs: object) -> fanout.Client:
@@ -53,13 +54,13 @@ def _delivered_to(server: HTTPServer, client: fanout.Client) -> int:
         client.flush(timeout=10)
     finally:
         client.shutdown(timeout=2)
-    return len(batch_requests(server))
+    return len(recorded(server, "/v1/batch"))
 
 
 def test_vendor_variables_enable_and_configure_it(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/v1/batch").respond_with_json({})
     # The trailing slash the SDK tolerates is tolerated too.
-    env = {"SEGMENT_WRITE_KEY": WRITE_KEY, "SEGMENT_HOST": base_url(httpserver) + "/"}
+    env = {"SEGMENT_WRITE_KEY": WRITE_KEY, "SEGMENT_HOST": server_url(httpserver) + "/"}
     client = _client(env)  # FANOUT_PROVIDERS unset: every fully configured provider
     assert client.providers == ["segment"]
     assert _delivered_to(httpserver, client) == 1
@@ -68,14 +69,14 @@ def test_vendor_variables_enable_and_configure_it(httpserver: HTTPServer) -> Non
 def test_fanout_variable_wins_over_vendor_alias(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/v1/batch").respond_with_json({})
     env = {
-        "FANOUT_SEGMENT_HOST": base_url(httpserver),
+        "FANOUT_SEGMENT_HOST": server_url(httpserver),
         "SEGMENT_HOST": "http://127.0.0.1:9",  # discard port: nothing listens
         "FANOUT_SEGMENT_WRITE_KEY": WRITE_KEY,
         "SEGMENT_WRITE_KEY": "the-other-key",
     }
     assert _delivered_to(httpserver, _client(env)) == 1
-    (request,) = batch_requests(httpserver)
-    assert decode_body(request)["writeKey"] == WRITE_KEY
+    (request,) = recorded(httpserver, "/v1/batch")
+    assert request.json()["writeKey"] == WRITE_KEY
 
 
 def test_missing_write_key_names_the_variables() -> None:
@@ -134,7 +135,7 @@ def test_the_provider_runs_without_the_sdk(httpserver: HTTPServer) -> None:
         import json, sys
         sys.modules["segment"] = None  # as if segment-analytics-python were not installed
         import fanout
-        env = {{"SEGMENT_WRITE_KEY": {WRITE_KEY!r}, "SEGMENT_HOST": {base_url(httpserver)!r}}}
+        env = {{"SEGMENT_WRITE_KEY": {WRITE_KEY!r}, "SEGMENT_HOST": {server_url(httpserver)!r}}}
         client = fanout.Client(environ=env, providers=["segment"], register_atexit=False)
         client.track("Probe", person_id="u1")
         report = client.flush(timeout=10)
@@ -148,7 +149,7 @@ def test_the_provider_runs_without_the_sdk(httpserver: HTTPServer) -> None:
     )
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {"delivered": 1, "sdk": []}
-    assert len(batch_requests(httpserver)) == 1
+    assert len(recorded(httpserver, "/v1/batch")) == 1
     assert WRITE_KEY not in result.stdout + result.stderr
 
 
