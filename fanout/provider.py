@@ -23,6 +23,7 @@ from ._exceptions import (
     PluginError,
     RetryableError,
 )
+from ._lazy import lazy_exports
 from ._redact import Redactor
 from .hookspecs import RegisterProcessor, RegisterProvider, hookimpl
 
@@ -47,6 +48,7 @@ __all__ = [
     "close_provider",
     "describe_instance",
     "hookimpl",
+    "lazy_exports",
     "provider_after_fork",
 ]
 

@@ -12,10 +12,9 @@ is enabled, or when one of its names below is first used (PEP 562 ``__getattr__`
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Final
 
-from fanout.provider import Capability, RegisterProvider, hookimpl
+from fanout.provider import Capability, RegisterProvider, hookimpl, lazy_exports
 
 from .__about__ import __version__
 from ._declaration import LIMITS, SETTINGS
@@ -37,17 +36,7 @@ __all__ = [
 _LAZY: Final = {"to_message": "._message", "SegmentProvider": "._provider"}
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value: object = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl
