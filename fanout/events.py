@@ -83,6 +83,11 @@ def _text(value: Any, field: str) -> str:
     return value
 
 
+def _optional_text(value: Any, field: str) -> str | None:
+    """An optional text field: ``None`` stays unset, anything else is checked by ``_text``."""
+    return None if value is None else _text(value, field)
+
+
 def _interval(value: Any) -> str:
     if value not in _INTERVALS:
         raise InvalidEvent(
@@ -133,8 +138,8 @@ def signed_up(
     ``google``...). Pair it with ``identify(person_id, anonymous_id=...)`` to link the
     visitor's earlier events."""
     standard = {
-        "method": None if method is None else _text(method, "method"),
-        "plan": None if plan is None else _text(plan, "plan"),
+        "method": _optional_text(method, "method"),
+        "plan": _optional_text(plan, "plan"),
     }
     return _track(client, SIGNED_UP, standard, person_id=person_id, anonymous_id=anonymous_id,
                   properties=properties, event_id=event_id, timestamp=timestamp, context=context)
@@ -161,7 +166,7 @@ def checkout_started(
         "checkout_id": _text(checkout_id, "checkout_id"),
         "amount": _amount(amount),
         "currency": _currency(currency),
-        "plan": None if plan is None else _text(plan, "plan"),
+        "plan": _optional_text(plan, "plan"),
         "interval": None if interval is None else _interval(interval),
     }
     return _track(client, CHECKOUT_STARTED, standard, person_id=person_id,
@@ -301,7 +306,7 @@ def subscription_cancelled(
     if not isinstance(at_period_end, bool):
         raise InvalidEvent("at_period_end must be a bool", path="properties.at_period_end")
     extra = {
-        "reason": None if reason is None else _text(reason, "reason"),
+        "reason": _optional_text(reason, "reason"),
         "at_period_end": at_period_end,
     }
     return _subscription(client, SUBSCRIPTION_CANCELLED, subscription_id=subscription_id,
@@ -333,10 +338,9 @@ def payment_failed(
         "payment_id": _text(payment_id, "payment_id"),
         "amount": _amount(amount),
         "currency": _currency(currency),
-        "reason": None if reason is None else _text(reason, "reason"),
+        "reason": _optional_text(reason, "reason"),
         "attempt": attempt,
-        "subscription_id": None if subscription_id is None else _text(
-            subscription_id, "subscription_id"),
+        "subscription_id": _optional_text(subscription_id, "subscription_id"),
     }
     return _track(client, PAYMENT_FAILED, standard, person_id=person_id, anonymous_id=None,
                   properties=properties, event_id=event_id, timestamp=timestamp,
@@ -362,7 +366,7 @@ def refunded(
         "payment_id": _text(payment_id, "payment_id"),
         "amount": _amount(amount),
         "currency": _currency(currency),
-        "reason": None if reason is None else _text(reason, "reason"),
+        "reason": _optional_text(reason, "reason"),
     }
     return _track(client, REFUNDED, standard, person_id=person_id, anonymous_id=None,
                   properties=properties, event_id=event_id, timestamp=timestamp,

@@ -59,6 +59,10 @@ def test_identify(tmp_path):
         "a1",
         "-t",
         "email=a@b.c",
+        "--event-id",
+        "evt_identify_1",
+        "--timestamp",
+        "2024-02-29T12:00:00+01:00",
         "-P",
         "console",
         "-q",
@@ -66,6 +70,8 @@ def test_identify(tmp_path):
     )
     assert proc.returncode == 0 and proc.stdout == ""
     event = json.loads(out.read_text())
+    assert event["event_id"] == "evt_identify_1"  # the shared options reach the call
+    assert event["timestamp"].startswith("2024-02-29T11:00:00")
     assert (event["kind"], event["anonymous_id"], event["traits"]) == (
         "identify",
         "a1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,10 @@ def _send(
         sys.exit(1)
 
 
+#: A command's call: the client method with the command's own arguments bound; the shared
+#: ``--event-id`` / ``--timestamp`` values arrive as keywords.
+SendCall = Callable[..., str]
+
 _common = [
     click.option("-P", "--provider", "providers", multiple=True, help="Send only to these."),
     click.option("--event-id", help="Idempotency key (e.g. a Stripe event id)."),
@@ -38,10 +43,36 @@ _common = [
 ]
 
 
-def _with_common(f: Any) -> Any:
+def _sending(command: Callable[..., SendCall]) -> Callable[..., None]:
+    """The options every sending command shares, and what they do, in one place.
+
+    ``command`` takes only its own arguments and returns its call; this adds the shared
+    options, passes ``--event-id`` and ``--timestamp`` to the call, and sends it with
+    :func:`_send`.
+    """
+
+    @functools.wraps(command)
+    def run(
+        *,
+        providers: tuple[str, ...],
+        event_id: str | None,
+        timestamp: str | None,
+        timeout: float,
+        quiet: bool,
+        **own: Any,
+    ) -> None:
+        call = command(**own)
+        _send(
+            providers,
+            timeout,
+            quiet,
+            lambda client: call(client, event_id=event_id, timestamp=timestamp),
+        )
+
+    wrapped: Callable[..., None] = run
     for option in reversed(_common):
-        f = option(f)
-    return f
+        wrapped = option(wrapped)
+    return wrapped
 
 
 @click.command("track")
@@ -49,32 +80,14 @@ def _with_common(f: Any) -> Any:
 @click.option("--person", "person_id", help="The person's id.")
 @click.option("--anonymous", "anonymous_id", help="An anonymous visitor id.")
 @click.option("-p", "--property", "props", multiple=True, metavar="KEY=VALUE")
-@_with_common
+@_sending
 def track_command(
-    name: str,
-    person_id: str | None,
-    anonymous_id: str | None,
-    props: tuple[str, ...],
-    providers: tuple[str, ...],
-    event_id: str | None,
-    timestamp: str | None,
-    timeout: float,
-    quiet: bool,
-) -> None:
+    name: str, person_id: str | None, anonymous_id: str | None, props: tuple[str, ...]
+) -> SendCall:
     """Track event NAME; prints its event id. Exit 1 if any provider did not get it."""
     properties = parse_pairs(props, "--property")
-    _send(
-        providers,
-        timeout,
-        quiet,
-        lambda client: client.track(
-            name,
-            person_id=person_id,
-            anonymous_id=anonymous_id,
-            properties=properties,
-            event_id=event_id,
-            timestamp=timestamp,
-        ),
+    return lambda client, **common: client.track(
+        name, person_id=person_id, anonymous_id=anonymous_id, properties=properties, **common
     )
 
 
@@ -82,28 +95,12 @@ def track_command(
 @click.argument("person_id")
 @click.option("--anonymous", "anonymous_id", help="Link this anonymous visitor id.")
 @click.option("-t", "--trait", "traits", multiple=True, metavar="KEY=VALUE")
-@_with_common
+@_sending
 def identify_command(
-    person_id: str,
-    anonymous_id: str | None,
-    traits: tuple[str, ...],
-    providers: tuple[str, ...],
-    event_id: str | None,
-    timestamp: str | None,
-    timeout: float,
-    quiet: bool,
-) -> None:
+    person_id: str, anonymous_id: str | None, traits: tuple[str, ...]
+) -> SendCall:
     """Identify PERSON_ID with traits; prints the event id."""
     values = parse_pairs(traits, "--trait")
-    _send(
-        providers,
-        timeout,
-        quiet,
-        lambda client: client.identify(
-            person_id,
-            anonymous_id=anonymous_id,
-            traits=values,
-            event_id=event_id,
-            timestamp=timestamp,
-        ),
+    return lambda client, **common: client.identify(
+        person_id, anonymous_id=anonymous_id, traits=values, **common
     )
