@@ -15,8 +15,9 @@ from typing import Any
 
 import click
 
+from ..collector.database import open_store
 from ..collector.keys import DEFAULT_PROJECT, INGEST, SCOPES
-from ..collector.store import Store, StoreError, open_store, read_timeline
+from ..collector.store import Store, StoreError, read_timeline
 
 _db_option = click.option(
     "--db",

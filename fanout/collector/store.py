@@ -20,7 +20,7 @@ from .ingest import Link, Row
 from .keys import KeyInfo, Project
 from .timeline import DEFAULT_PAGE_BYTES, Cursor, Page
 
-__all__ = ["InsertResult", "Store", "StoreError", "open_store", "read_timeline"]
+__all__ = ["InsertResult", "Store", "StoreError", "read_timeline"]
 
 
 class StoreError(Exception):
@@ -86,23 +86,6 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def is_postgres_url(db: str) -> bool:
-    return db.startswith(("postgresql://", "postgres://"))
-
-
-def open_store(db: str) -> Store:
-    """The store for ``--db``: a ``postgresql://`` URL or a SQLite file path.
-
-    Raises :class:`StoreError` with a message fit for the command line when the database
-    cannot be opened, created or migrated.
-    """
-    if is_postgres_url(db):
-        raise StoreError("this version of the collector stores events in SQLite only")
-    from .sqlite import SQLiteStore
-
-    return SQLiteStore(db)
 
 
 def read_timeline(
