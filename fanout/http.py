@@ -28,7 +28,14 @@ from ._exceptions import BatchTooLarge, PermanentError, RetryableError
 from ._json import dumps
 from ._retry import parse_retry_after
 
-__all__ = ["HttpProvider", "HttpSender", "raise_for_status", "encode_json", "USER_AGENT"]
+__all__ = [
+    "HttpProvider",
+    "HttpSender",
+    "USER_AGENT",
+    "encode_json",
+    "raise_for_status",
+    "require_json_reply",
+]
 
 from .__about__ import __version__
 
@@ -156,6 +163,27 @@ class HttpProvider:
     def close(self) -> None:
         """Release the keep-alive connections (called once, at the channel's shutdown)."""
         self._http.close()
+
+
+def require_json_reply(response: httpx.Response, *, what: str = "backend") -> Any:
+    """The decoded JSON object of a 2xx ``response``, or a :class:`RetryableError`.
+
+    A 200 that is not the backend's JSON answer (a load balancer's welcome page, a captive
+    portal, a misrouted proxy) says nothing about the batch, so it is not counted as
+    delivered: it is retried and logged, naming what came back.
+    """
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        kind = response.headers.get("Content-Type", "no content type")
+        raise RetryableError(
+            f"{what} answered {response.status_code} with something that is not its API's "
+            f"reply ({kind}); is the host right?",
+            status_code=response.status_code,
+        )
+    return data
 
 
 def raise_for_status(response: httpx.Response, *, what: str = "backend") -> None:

@@ -261,3 +261,21 @@ def test_mixed_batch_413_on_the_second_part_retries_only_that_part(server: HTTPS
     delivered = [m["uuid"] for r in run.requests if r.status == 200 for m in r.json()["batch"]]
     assert sorted(delivered) == sorted(e.event_id for e in events)  # each exactly once
     assert [len(r.json()["batch"]) for r in run.requests if r.status == 413] == [3, 3, 2]
+
+
+def test_a_200_that_is_not_posthogs_answer_is_retried_not_counted(server: HTTPServer) -> None:
+    """A load balancer's welcome page is not PostHog saying it took the batch."""
+    server.clear()
+    server.expect_oneshot_request("/batch/").respond_with_data(
+        "<html>welcome</html>", status=200, content_type="text/html"
+    )
+    server.expect_request("/batch/").respond_with_json({"status": 1})
+    client = make_client(server, delivery={"posthog": {"retry_base": 0.05}})
+    try:
+        eid = client.track("paid", person_id="u1")
+        report = client.flush(timeout=10)
+    finally:
+        client.shutdown(timeout=5)
+    r = report["posthog"]
+    assert (r.delivered, r.failed, r.retries) == (1, 0, 1)
+    assert delivered_uuids(server) == [eid, eid]  # the HTML answer, then the real one

@@ -231,3 +231,19 @@ def test_body_above_500kb_is_split_before_sending(httpserver: HTTPServer) -> Non
     finally:
         provider.close()
     assert recorded(httpserver, "/v1/batch") == []
+
+
+def test_a_200_that_is_not_segments_answer_is_retried_not_counted(httpserver: HTTPServer) -> None:
+    httpserver.expect_oneshot_request("/v1/batch").respond_with_data(
+        "<html>welcome</html>", status=200, content_type="text/html"
+    )
+    httpserver.expect_request("/v1/batch").respond_with_json({"success": True})
+    client = make_client(httpserver, delivery={"segment": {"retry_base": 0.05}})
+    try:
+        client.track("Signed Up", person_id="u1")
+        report = client.flush(timeout=10)
+    finally:
+        client.shutdown(timeout=1)
+    r = report["segment"]
+    assert (r.delivered, r.failed, r.retries) == (1, 0, 1)
+    assert len(httpserver.log) == 2

@@ -25,7 +25,14 @@ from typing import Any, Final
 
 from posthog.request import determine_server_host
 
-from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
+from fanout.http import (
+    USER_AGENT,
+    HttpProvider,
+    HttpSender,
+    encode_json,
+    raise_for_status,
+    require_json_reply,
+)
 from fanout.provider import (
     BatchTooLarge,
     Event,
@@ -139,6 +146,7 @@ class PostHogProvider(HttpProvider):
         payload = encode_json(self.body(events, historical=historical))
         response = self._http.post(self.url, payload)
         raise_for_status(response, what="PostHog")
+        require_json_reply(response, what="PostHog")  # {"status": 1} / {"status": "Ok"}
 
 
 def ingestion_host(host: str) -> str:

@@ -27,7 +27,14 @@ from typing import Final
 
 import httpx
 
-from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
+from fanout.http import (
+    USER_AGENT,
+    HttpProvider,
+    HttpSender,
+    encode_json,
+    raise_for_status,
+    require_json_reply,
+)
 from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
@@ -147,5 +154,6 @@ class SegmentProvider(HttpProvider):
             if status in _PERMANENT_5XX:
                 raise PermanentError(f"Segment answered HTTP {status}", status_code=status)
             raise_for_status(response, what="Segment")
+            require_json_reply(response, what="Segment")  # {"success": true}
         except DeliveryError as exc:
             raise self._redact.error(exc) from None
