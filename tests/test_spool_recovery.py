@@ -41,8 +41,8 @@ TRACKER = textwrap.dedent(
         flush_interval=0.05, max_retries=1000,
         delivery={"collector": {"retry_base": 0.02, "retry_cap": 0.2}},
     )
-    for i in range(%d):
-        client.track("order.paid", person_id=f"p{i %% 50}", event_id=f"ev-{i:05d}",
+    for i in range(10_000):  # N
+        client.track("order.paid", person_id=f"p{i % 50}", event_id=f"ev-{i:05d}",
                      properties={"i": i, "amount": i * 3})
     while client.stats()["collector"].delivered < 1000:
         time.sleep(0.005)
@@ -52,7 +52,6 @@ TRACKER = textwrap.dedent(
         os._exit(0)
     time.sleep(60)  # the test kills us here
     """
-    % N
 )
 
 RESTARTED = textwrap.dedent(
