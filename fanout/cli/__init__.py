@@ -26,6 +26,7 @@ _BUILTIN: Final[dict[str, str]] = {
     "demo": "fanout.cli.demo:demo_command",
     "collector": "fanout.cli.collector:collector_group",
     "spool": "fanout.cli.spool:spool_group",
+    "deadletter": "fanout.cli.deadletter:deadletter_group",
 }
 
 
