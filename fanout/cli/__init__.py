@@ -27,6 +27,7 @@ _BUILTIN: Final[dict[str, str]] = {
     "collector": "fanout.cli.collector:collector_group",
     "spool": "fanout.cli.spool:spool_group",
     "deadletter": "fanout.cli.deadletter:deadletter_group",
+    "import": "fanout.cli.import_:import_command",
 }
 
 
