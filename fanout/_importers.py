@@ -152,7 +152,8 @@ def _event(**fields: Any) -> Event:
 
 def _from_fanout(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Event]:
     data = dict(r)
-    data.setdefault("event_id", _derived_id("fanout", r))
+    if not data.get("event_id"):
+        data["event_id"] = _derived_id("fanout", r)
     try:
         return [Event.from_dict(data)]
     except InvalidEvent as exc:
