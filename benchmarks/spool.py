@@ -29,10 +29,50 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _sink import Sink  # noqa: E402
+from http.server import ThreadingHTTPServer  # noqa: E402
+
+from _sink import Sink, _Handler  # noqa: E402
 from collector import _stored, collector  # noqa: E402
 
 import fanout  # noqa: E402
+
+
+class _CollectorReply(_Handler):
+    """The benchmark sink, answering as a collector does (``accepted``), which the
+    collector provider requires of a 200 before it counts a batch as delivered."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        reply = b'{"accepted": %d, "duplicates": 0, "rejected": []}' % body.count(b'"event_id"')
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+
+class CollectorSink(Sink):
+    """``_sink.Sink``, run as ``spool.py --sink PORT`` with :class:`_CollectorReply`."""
+
+    def __enter__(self) -> str:
+        import socket
+        import urllib.request
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([sys.executable, __file__, "--sink", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/", data=b"", timeout=1).read()
+                return url
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError("benchmark sink did not start") from None
+                time.sleep(0.05)
 
 FANOUT = [sys.executable, "-c", "from fanout.cli import run; run()"]
 PROPS = {"plan": "pro", "amount": 129.5, "currency": "EUR", "items": 3}
@@ -123,9 +163,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sink:
+        server = ThreadingHTTPServer(("127.0.0.1", args.sink), _CollectorReply)
+        server.daemon_threads = True
+        server.serve_forever()
     n = args.events
-    with Sink() as url, tempfile.TemporaryDirectory() as tmp:
+    with CollectorSink() as url, tempfile.TemporaryDirectory() as tmp:
         memory, spooled = [], []
         for r in range(args.rounds):
             memory.append(caller_round(url, n // 2, None))
