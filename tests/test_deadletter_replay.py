@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import fanout
+from fanout.collector.keys import INGEST
 from fanout.collector.server import ServerThread
 from fanout.collector.sqlite import SQLiteStore
 
@@ -25,7 +26,8 @@ from fanout.collector.sqlite import SQLiteStore
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[ServerThread, str]]:
     store = SQLiteStore(tmp_path / "collector.db")
-    _, key = store.create_key("replay")
+    store.create_project("replay")
+    _, key = store.create_key("replay", (INGEST,), "replay-ingest")
     srv = ServerThread(store)
     srv.start()
     yield srv, key

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from fanout._spoolfile import spool_dirs
+from fanout.collector.keys import INGEST
+from fanout.collector.ratelimit import RateLimiter
 from fanout.collector.server import ServerThread
 from fanout.collector.sqlite import SQLiteStore
 
@@ -74,9 +76,10 @@ RESTARTED = textwrap.dedent(
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[tuple[ServerThread, str]]:
     store = SQLiteStore(tmp_path / "collector.db")
-    _, key = store.create_key("spool")
+    store.create_project("spool")
+    _, key = store.create_key("spool", (INGEST,), "spool-ingest")
     # 4,000 events/s: the 10,000 take seconds, so the kill lands in mid-delivery.
-    server = ServerThread(store, rate_limit=4000, burst=400)
+    server = ServerThread(store, limiter=RateLimiter(4000, 400))
     server.start()
     yield server, key
     server.stop()
