@@ -129,8 +129,11 @@ class Channel:
         self._dead_letters = dead_letters
         self._on_error = on_error
         self._redact: Redactor = redact or (lambda s: s)
-        self._queue: EventQueue = queue or MemoryQueue(
-            self.options.queue_size, self.options.queue_bytes
+        # spool: `is None`, not `or`: an empty queue is falsy (it has __len__)
+        self._queue: EventQueue = (
+            queue
+            if queue is not None
+            else MemoryQueue(self.options.queue_size, self.options.queue_bytes)
         )
         self._batch_events = max(1, min(self.options.batch_size, self.limits.max_events))
         self._batch_bytes = self.limits.max_bytes
@@ -144,6 +147,9 @@ class Channel:
         self._closed = False
         self._provider_closed = False
         _lifecycle.register_fork_aware(self)
+        if len(self._queue):  # spool: events recovered from dead processes go out now
+            self._ensure_worker()
+            self._wake.set()
 
     def _init_runtime(self) -> None:
         """Thread state; rebuilt in a forked child, where the parent's threads do not exist."""
@@ -529,6 +535,7 @@ class Channel:
                         "passed",
                     )
         leftover = self._queue.drain()
+        self._queue.close()  # spool: what a durable queue kept stays on disk for the next process
         if leftover:
             self._fail(
                 leftover,
@@ -550,6 +557,8 @@ class Channel:
     def report(self) -> ChannelReport:
         with self._stats_lock:
             losses = dict(self._losses)
+            for reason, n in self._queue.losses().items():  # spool: expired, spool_corrupt
+                losses[reason] = losses.get(reason, 0) + n
             delivered, retries, batches = self.delivered, self.retries, self.batches
         return ChannelReport(
             provider=self.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os  # spool: os.PathLike
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +25,7 @@ from ._observe import DeliveryObserver
 from ._plugins import Registry
 from ._report import FlushReport
 from ._setup import load_client_registry, wire
+from ._spool import SpoolOptions  # spool
 from ._sync import deliver_sync
 from .processors import IPMode, Processor
 from .provider import Provider
@@ -77,6 +79,7 @@ class Client:
         sync_timeout: float | None = None,
         dead_letter_dir: str | None = None,
         max_event_bytes: int | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,  # spool: FANOUT_SPOOL_DIR
         environ: Mapping[str, str] | None = None,
         register_atexit: bool = True,
         observer: DeliveryObserver | None = None,
@@ -120,6 +123,7 @@ class Client:
             processors=processors,
             on_error=on_error,
             observer=observer,
+            spool=SpoolOptions.resolve(env, spool_dir),  # spool
         )
         self._options = options
         self.registry: Registry = wiring.registry

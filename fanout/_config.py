@@ -265,6 +265,37 @@ FANOUT_MAX_EVENT_BYTES: Final = EnvVar(
     "Largest accepted event (approximate encoded bytes); larger calls raise InvalidEvent.",
 )
 
+# -- durable spool (fanout/_spool.py; docs/spool.md) ------------- spool: begin
+FANOUT_SPOOL_DIR: Final = EnvVar(
+    "FANOUT_SPOOL_DIR",
+    None,
+    Path,
+    "Directory for the durable spool: each provider's queue is also written to disk (per "
+    "process) and a new process delivers what dead ones left. Unset: memory queues only.",
+)
+FANOUT_SPOOL_SYNC: Final = EnvVar(
+    "FANOUT_SPOOL_SYNC",
+    False,
+    parse_bool,
+    "With a spool, make each call return only once its event is on disk (fdatasync), "
+    "instead of within the 50 ms group-commit window.",
+)
+FANOUT_SPOOL_MAX_BYTES: Final = EnvVar(
+    "FANOUT_SPOOL_MAX_BYTES",
+    1024 * 1024 * 1024,
+    parse_positive_int,
+    "Most bytes (approximate encoded size) one provider's spool holds; past it new events "
+    "are dropped and counted (`queue_full`).",
+)
+FANOUT_SPOOL_MAX_AGE: Final = EnvVar(
+    "FANOUT_SPOOL_MAX_AGE",
+    7 * 24 * 3600.0,
+    parse_positive_float,
+    "Seconds a spooled event may wait; older events in a dead process's spool are dropped "
+    "and counted (`expired`) instead of delivered.",
+)
+# ---------------------------------------------------------------- spool: end
+
 #: Every variable the core reads, in documentation order.
 ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_PROVIDERS,
@@ -289,6 +320,10 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_SHUTDOWN_TIMEOUT,
     FANOUT_DEAD_LETTER_DIR,
     FANOUT_MAX_EVENT_BYTES,
+    FANOUT_SPOOL_DIR,  # spool
+    FANOUT_SPOOL_SYNC,  # spool
+    FANOUT_SPOOL_MAX_BYTES,  # spool
+    FANOUT_SPOOL_MAX_AGE,  # spool
 )
 
 

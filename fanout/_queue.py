@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ._events import Event
@@ -45,6 +45,14 @@ class EventQueue(Protocol):
 
     def reset_after_fork(self) -> None:
         """In a forked child: new locks, and forget the parent's events (it sends them)."""
+        ...
+
+    def close(self) -> None:
+        """The channel is shut down (after ``drain``): release files, threads. (spool)"""
+        ...
+
+    def losses(self) -> Mapping[str, int]:
+        """Events the queue itself dropped, by reason (the spool's ``expired``). (spool)"""
         ...
 
     def __len__(self) -> int: ...
@@ -136,6 +144,12 @@ class MemoryQueue:
             if self._waiting:
                 self._room.notify_all()
         return batch
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def losses(self) -> Mapping[str, int]:
+        return {}
 
     def reset_after_fork(self) -> None:
         self._new_locks()

@@ -29,6 +29,8 @@ LOSS_REASONS: Final = (
     "closed",  # tracked after shutdown
     "unsupported_kind",  # the provider cannot represent this kind of event (skipped)
     "routed",  # routed away: FANOUT_<P>_EVENTS / _EXCLUDE_EVENTS or providers=/exclude= (skipped)
+    "expired",  # spool: waited longer than FANOUT_SPOOL_MAX_AGE in a dead process's spool
+    "spool_corrupt",  # spool: a record of a dead process's spool could not be read
 )
 
 #: Reached the provider and were refused or never accepted: counted as ``failed``.
@@ -36,7 +38,9 @@ FAILED_REASONS: Final = frozenset(
     {"permanent_error", "retries_exhausted", "too_large", "sync_timeout"}
 )
 #: Never reached the provider: counted as ``dropped``.
-DROPPED_REASONS: Final = frozenset({"queue_full", "closed", "shutdown_timeout"})
+DROPPED_REASONS: Final = frozenset(
+    {"queue_full", "closed", "shutdown_timeout", "expired", "spool_corrupt"}  # spool: last two
+)
 #: Not meant for the provider: counted as ``skipped``.
 SKIPPED_REASONS: Final = frozenset({"unsupported_kind", "routed"})
 

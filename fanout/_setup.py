@@ -23,6 +23,7 @@ from ._exceptions import ConfigError, FanoutError, PluginError
 from ._observe import DeliveryObserver
 from ._plugins import Registry, load_registry
 from ._redact import Redactor
+from ._spool import SpoolOptions  # spool
 from .processors import Processor, ip_processor
 from .provider import (
     Provider,
@@ -142,6 +143,7 @@ def wire(
     processors: Sequence[str | Processor] | None,
     on_error: ErrorCallback | None,
     observer: DeliveryObserver | None = None,
+    spool: SpoolOptions | None = None,  # spool: durable queues when spool.directory is set
 ) -> Wiring:
     """Build every channel (each provider resolved once) and the processor chain."""
     instances = [p for p in providers or () if not isinstance(p, str)]
@@ -190,6 +192,7 @@ def wire(
                     on_error=on_error,
                     redact=redact,
                     observer=observer,
+                    queue=spool.queue_for(spec.name, opts) if spool else None,  # spool
                 )
             )
     except FanoutError:

@@ -25,6 +25,9 @@ _BUILTIN: Final[dict[str, str]] = {
     "identify": "fanout.cli.send:identify_command",
     "demo": "fanout.cli.demo:demo_command",
     "collector": "fanout.cli.collector:collector_group",
+    "spool": "fanout.cli.spool:spool_group",
+    "deadletter": "fanout.cli.deadletter:deadletter_group",
+    "import": "fanout.cli.import_:import_command",
 }
 
 

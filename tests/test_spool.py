@@ -1,0 +1,306 @@
+"""The durable spool with real files, real subprocesses and real forks.
+
+Dead processes are real: a child process tracks events to a provider that never answers
+and then leaves by SIGKILL or ``os._exit``; the test's client, on the same directory, takes
+its spool over and delivers it to an in-memory provider of the same name. Every test
+counts sent, delivered, duplicated and dropped exactly.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import fanout
+from fanout._spool import SpoolQueue
+from fanout._spoolfile import lock_if_dead, read_spool, spool_dirs, spool_info
+from fanout.testing import InMemoryProvider
+
+# A process that tracks N events into a spool for provider "sink", which hangs, so nothing
+# leaves; it prints "spooled" once its spool holds all N, then leaves as told.
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import fanout
+    from fanout._spoolfile import read_spool, spool_dirs
+
+    class Hanging:
+        name = "sink"
+        def send(self, batch):
+            threading.Event().wait(3600)
+        def close(self):
+            pass
+
+    root, n, how = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    client = fanout.Client(providers=[Hanging()], spool_dir=root, environ={},
+                           load_entry_points=False, batch_size=50)
+    for i in range(n):
+        client.track("order", person_id=f"p{i % 7}", event_id=f"ev-{i}", properties={"i": i})
+    time.sleep(0.2)  # a settle longer than the 50 ms loss window
+    print("spooled", flush=True)
+    if how == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "term":
+        os.kill(os.getpid(), signal.SIGTERM)
+    elif how == "exit":
+        os._exit(0)
+    sys.stdin.readline()  # "wait": stay alive until the test closes stdin
+    """
+)
+
+
+def spawn(root: Path, n: int, how: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(root), str(n), how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "spooled"
+    return proc
+
+
+def reap(proc: subprocess.Popen[str]) -> int:
+    """Wait for ``proc`` (killing it if it still runs after 10 s) and close its pipes."""
+    try:
+        return proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+    finally:
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+def make(root: Path, provider: InMemoryProvider, **kwargs: object) -> fanout.Client:
+    return fanout.Client(
+        providers=[provider], spool_dir=root, environ=kwargs.pop("environ", {}),  # type: ignore[arg-type]
+        load_entry_points=False, register_atexit=False, flush_interval=0.05, **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def ids(events: list[fanout.Event]) -> collections.Counter[str]:
+    return collections.Counter(e.event_id for e in events)
+
+
+@pytest.mark.parametrize("how", ["kill", "term", "exit"])
+def test_a_dead_process_spool_is_taken_over_and_delivered_once(tmp_path: Path, how: str) -> None:
+    proc = spawn(tmp_path, 2000, how)
+    assert reap(proc) == {"kill": -signal.SIGKILL, "term": -signal.SIGTERM, "exit": 0}[how]
+    [dead] = list(spool_dirs(tmp_path, "sink"))
+    assert not spool_info(dead).alive and spool_info(dead).events == 2000
+
+    sink = InMemoryProvider("sink")
+    client = make(tmp_path, sink)
+    report = client.shutdown(timeout=10)
+    counts = ids(sink.events)
+    assert len(counts) == 2000 and set(counts) == {f"ev-{i}" for i in range(2000)}
+    assert max(counts.values()) == 1  # no duplicates
+    assert report["sink"].delivered == 2000 and report.ok
+    assert list(spool_dirs(tmp_path)) == []  # the dead spool and our own are gone
+
+
+def test_a_live_process_spool_is_never_taken(tmp_path: Path) -> None:
+    proc = spawn(tmp_path, 300, "wait")
+    try:
+        sink = InMemoryProvider("sink")
+        client = make(tmp_path, sink)
+        client.track("mine", person_id="me", event_id="mine-1")
+        report = client.shutdown(timeout=5)
+        assert [e.event_id for e in sink.events] == ["mine-1"]
+        assert report["sink"].delivered == 1
+        [live] = list(spool_dirs(tmp_path, "sink"))
+        assert spool_info(live).alive and spool_info(live).events == 300
+    finally:
+        proc.kill()
+        reap(proc)
+    # Once it is gone, the next client takes its 300.
+    sink = InMemoryProvider("sink")
+    make(tmp_path, sink).shutdown(timeout=10)
+    assert ids(sink.events) == collections.Counter(f"ev-{i}" for i in range(300))
+
+
+def test_clean_shutdown_leaves_no_spool_and_delivers_everything(tmp_path: Path) -> None:
+    sink = InMemoryProvider("sink")
+    client = make(tmp_path, sink)
+    for i in range(500):
+        client.track("x", person_id="u", event_id=f"e{i}")
+    report = client.shutdown(timeout=10)
+    assert report["sink"].delivered == 500 and report.ok
+    assert ids(sink.events) == collections.Counter(f"e{i}" for i in range(500))
+    assert list(spool_dirs(tmp_path)) == []
+
+
+def test_sync_mode_puts_each_event_on_disk_before_track_returns(tmp_path: Path) -> None:
+    blocked = _Gate("sink")
+    client = make(tmp_path, blocked, environ={"FANOUT_SPOOL_SYNC": "1"})  # type: ignore[arg-type]
+    try:
+        for i in range(20):
+            client.track("x", person_id="u", event_id=f"s{i}")
+            [spool] = list(spool_dirs(tmp_path, "sink"))
+            on_disk = [line for _, line in read_spool(spool).events]
+            assert len(on_disk) == i + 1 and f'"s{i}"'.encode() in on_disk[-1]
+    finally:
+        blocked.release.set()
+        report = client.shutdown(timeout=5)
+    assert report["sink"].delivered == 20
+
+
+def test_shutdown_keeps_undelivered_events_on_disk_for_the_next_process(tmp_path: Path) -> None:
+    gate = _Gate("sink")
+    client = make(tmp_path, gate, batch_size=10)
+    for i in range(100):
+        client.track("x", person_id="u", event_id=f"k{i}")
+    assert gate.entered.wait(5)
+    report = client.shutdown(timeout=0.3)  # the backend hangs past the deadline
+    gate.release.set()
+    # The batch in flight is reported (shutdown_timeout) but was never acknowledged, so it
+    # stays on disk with the 90 that never left: nothing is dead-lettered for the rest.
+    assert report["sink"].losses == {"shutdown_timeout": 10}
+    assert report["sink"].pending == 90 and report["sink"].delivered == 0
+    sink = InMemoryProvider("sink")
+    again = make(tmp_path, sink).shutdown(timeout=5)
+    assert ids(sink.events) == collections.Counter(f"k{i}" for i in range(100))
+    assert again["sink"].delivered == 100 and again.ok
+
+
+def test_events_older_than_max_age_are_dropped_and_counted(tmp_path: Path) -> None:
+    proc = spawn(tmp_path, 50, "kill")
+    reap(proc)
+    time.sleep(0.05)
+    sink = InMemoryProvider("sink")
+    client = make(tmp_path, sink, environ={"FANOUT_SPOOL_MAX_AGE": "0.01"})  # type: ignore[arg-type]
+    report = client.shutdown(timeout=5)
+    assert sink.events == []
+    assert report["sink"].losses == {"expired": 50} and report["sink"].dropped == 50
+
+
+def test_torn_and_corrupt_records_are_skipped_and_counted(tmp_path: Path) -> None:
+    proc = spawn(tmp_path, 10, "kill")
+    reap(proc)
+    [dead] = list(spool_dirs(tmp_path, "sink"))
+    [segment] = [p for p in dead.iterdir() if p.suffix == ".seg"]
+    with open(segment, "ab") as f:
+        f.write(b"?garbage\n")  # an unreadable record
+        f.write(b'{"kind":"track","event_id":"torn","na')  # a write cut by a crash
+    sink = InMemoryProvider("sink")
+    report = make(tmp_path, sink).shutdown(timeout=5)
+    assert ids(sink.events) == collections.Counter(f"ev-{i}" for i in range(10))
+    assert report["sink"].losses == {"spool_corrupt": 1}
+
+
+def test_an_unwritable_directory_degrades_to_memory_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    sink = InMemoryProvider("sink")
+    client = make(not_a_dir, sink)
+    with caplog.at_level(logging.WARNING, logger="fanout.spool"):
+        for i in range(300):
+            client.track("x", person_id="u", event_id=f"d{i}")
+        report = client.shutdown(timeout=5)
+    assert ids(sink.events) == collections.Counter(f"d{i}" for i in range(300))
+    assert report.ok and report["sink"].delivered == 300
+    warnings = [r for r in caplog.records if r.name == "fanout.spool"]
+    assert len(warnings) == 1 and "keeping events in memory" in warnings[0].getMessage()
+
+
+def test_a_forked_child_gets_its_own_spool_and_never_frees_the_parents(tmp_path: Path) -> None:
+    gate = _Gate("sink")
+    client = make(tmp_path, gate)
+    try:
+        for i in range(10):
+            client.track("parent", person_id="u", event_id=f"parent-{i}")
+        queue: SpoolQueue = client._channels[0]._queue  # type: ignore[assignment]
+        _wait_for(lambda: queue.directory is not None and len(read_spool(queue.directory).events) == 10)
+        parent_spool = queue.directory
+        assert parent_spool is not None
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            ok = lock_if_dead(parent_spool) is None
+            for i in range(5):
+                client.track("child", person_id="u", event_id=f"child-{i}")
+            time.sleep(0.2)
+            os.write(w, b"1" if ok else b"0")
+            os._exit(0)
+        os.close(w)
+        assert os.read(r, 1) == b"1"  # the child saw the parent's lock held
+        os.close(r)
+        os.waitpid(pid, 0)
+        spools = {p: spool_info(p) for p in spool_dirs(tmp_path, "sink")}
+        assert spools[parent_spool].alive and spools[parent_spool].events == 10
+        [child] = [i for p, i in spools.items() if p != parent_spool]
+        assert not child.alive and child.events == 5
+    finally:
+        gate.release.set()
+        client.shutdown(timeout=5)
+
+
+def test_a_full_filesystem_degrades_to_memory(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if not shutil.which("mount"):
+        pytest.skip("no mount(8) here")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root/CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        sink = InMemoryProvider("sink")
+        gate = _Gate("sink", then=sink)
+        client = make(mnt, gate)
+        for i in range(3000):  # ~600 KB of events: more than the filesystem holds
+            client.track("x", person_id="u", event_id=f"f{i}", properties={"pad": "p" * 100})
+        queue: SpoolQueue = client._channels[0]._queue  # type: ignore[assignment]
+        _wait_for(lambda: queue.degraded)
+        gate.release.set()
+        report = client.shutdown(timeout=10)
+        assert ids(sink.events) == collections.Counter(f"f{i}" for i in range(3000))
+        assert report.ok and report["sink"].delivered == 3000
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+class _Gate:
+    """A provider that waits for ``release`` before each batch; then passes it on."""
+
+    def __init__(self, name: str, then: InMemoryProvider | None = None) -> None:
+        import threading
+
+        self.name = name
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.then = then
+
+    def send(self, batch: list[fanout.Event]) -> None:
+        self.entered.set()
+        if not self.release.wait(30):
+            raise fanout.RetryableError("gate closed")
+        if self.then is not None:
+            self.then.send(batch)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def _wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
