@@ -22,7 +22,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
-        body = b'{"status": 1}'
+        # One answer every provider takes as success: Mixpanel's and PostHog's status, the
+        # collector's summary (accepted must be a number), Segment's success flag.
+        body = b'{"status": 1, "success": true, "accepted": 0, "duplicates": 0, "rejected": []}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
