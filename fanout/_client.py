@@ -231,10 +231,22 @@ class Client:
         """Record a page view (server-rendered pages, redirects, API docs...)."""
         if not isinstance(url_or_path, str) or not url_or_path.strip():
             raise InvalidEvent("page needs a non-empty URL or path", path="url_or_path")
-        props: dict[str, Any] = dict(properties or {})
+        url_or_path = str.__str__(url_or_path)  # a subclass's plain text
+        if properties is not None and not isinstance(properties, Mapping):
+            raise InvalidEvent("properties must be a dict", path="properties")
+        try:
+            props: dict[str, Any] = dict(properties or {})
+        except Exception as exc:  # noqa: BLE001 - a custom Mapping may raise anything
+            raise InvalidEvent(
+                f"properties could not be read as a dict ({type(exc).__name__})",
+                path="properties",
+            ) from None
         if url_or_path.startswith(("http://", "https://")):
             props["url"] = url_or_path
-            props["path"] = urlsplit(url_or_path).path or "/"
+            try:
+                props["path"] = urlsplit(url_or_path).path or "/"
+            except ValueError:  # e.g. "http://[::1" - an unclosed IPv6 bracket
+                raise InvalidEvent("url_or_path is not a valid URL", path="url_or_path") from None
         else:
             props["path"] = url_or_path
         if title is not None:
