@@ -12,6 +12,7 @@ The channel knows nothing of HTTP; the provider knows nothing of threads.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -101,6 +102,26 @@ class Claim:
             out = list(self._open.values())
             self._open.clear()
             return out
+
+
+class _Unencodable(Exception):
+    """Internal: the provider's encoder refused the batch (raised before any request)."""
+
+
+#: What JSON encoders raise for a value they cannot write (orjson: a TypeError subclass).
+_ENCODE_ERRORS = (UnicodeEncodeError, OverflowError, TypeError, ValueError)
+#: ValueErrors that are about a response, not the batch: not an encoding failure.
+_DECODE_ERRORS = (UnicodeDecodeError, json.JSONDecodeError)
+
+
+def _send_encoded(provider: Provider, batch: list[Event]) -> None:
+    """``provider.send(batch)``, with an encoder's refusal told apart from other bugs."""
+    try:
+        provider.send(batch)
+    except _ENCODE_ERRORS as exc:
+        if isinstance(exc, _DECODE_ERRORS):
+            raise
+        raise _Unencodable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Channel:
@@ -275,7 +296,21 @@ class Channel:
         while batch:
             started = time.perf_counter() if observer is not None else 0.0
             try:
-                self.provider.send(batch)
+                _send_encoded(self.provider, batch)
+            except _Unencodable as exc:
+                # Defence in depth: validation keeps such values out, but a provider's own
+                # encoder may refuse more. Split like a 413 until only the culprit is left.
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "unencodable")
+                if claim.taken:
+                    return
+                if len(batch) == 1:
+                    self._fail(claim.settle(batch), "unencodable", str(exc))
+                    return
+                mid = len(batch) // 2
+                self._deliver(batch[:mid], claim, deadline=deadline)
+                self._deliver(batch[mid:], claim, deadline=deadline)
+                return
             except BatchTooLarge as exc:
                 if observer is not None:
                     observer.request(self.name, time.perf_counter() - started, "too_large")
@@ -460,7 +495,10 @@ class Channel:
         )
         failure = DeliveryFailure(self.name, reason, error, tuple(events), status)
         if self._dead_letters is not None:
-            self._dead_letters.write(failure)
+            try:
+                self._dead_letters.write(failure)
+            except Exception:  # noqa: BLE001 - it does not raise; if it ever did, go on
+                self.logger.exception("writing dead letters for %s raised", self.name)
         if self._on_error is not None:
             try:
                 self._on_error(failure)

@@ -4,9 +4,7 @@ thread, with the path of the culprit, and nothing but ``InvalidEvent`` ever esca
 from __future__ import annotations
 
 import collections.abc
-import datetime as dt
 import decimal
-import uuid
 import enum
 import json
 import tracemalloc
@@ -18,7 +16,7 @@ from hypothesis import strategies as st
 import fanout
 from fanout import InvalidEvent
 from fanout._events import DEFAULT_MAX_EVENT_BYTES, build_event
-from fanout._json import dumps_strict, dumps_stdlib
+from fanout._json import dumps_stdlib, dumps_strict
 from fanout._validate import MAX_DEPTH, MAX_INT, MAX_ITEMS
 
 SURROGATE = "bad\ud800"
