@@ -102,8 +102,10 @@ def _repr(value: object) -> str:
 
 
 def _wide(text: str) -> int:
-    """Memory a non-ASCII string's characters take (1, 2 or 4 bytes each)."""
-    return _getsizeof(text) - 48
+    """Memory payload of a non-ASCII string: its characters (1, 2 or 4 bytes each) and the
+    UTF-8 copy the encoder caches inside it (orjson, in validation's one call) - 3 to 4
+    bytes each, charged as 2 more per character."""
+    return _getsizeof(text) + 2 * len(text) - 40
 
 
 def _too_many() -> _Bad:
@@ -116,50 +118,71 @@ def _big_int(value: int) -> _Bad:
     )
 
 
+# Memory payload: what a value holds beyond the ITEM_BYTES (48) every key, value and
+# object is charged through the budget, as CPython 3.10-3.13 lays them out on 64 bits. The
+# literals below, inlined for speed, come from sys.getsizeof plus the 8-byte pointer to each:
+#   str (ASCII): 49 + len + 8 => +9 + len     int: 28-36 + 8 => -8     float: 24 + 8 => -16
+#   True/False/None (shared): 8 => -40        key: its text + its share of the table => +8
+#   object: +3 items for its table (144 bytes; an empty one: 64, so +16 and no items)
+#   list: 56 + 8 per item => +8 (the pointers are in the items)
+# tests/test_memory_bound.py holds the estimate to within 2x of tracemalloc's count.
+
+
 def _object(
     value: Mapping[Any, Any], depth: int, budget: Budget, make: type[dict[str, Any]] = dict
 ) -> tuple[dict[str, Any], int]:
     out = make(value)
-    left = budget[0] - 2 * len(out) - _OBJECT_ITEMS
+    n = len(out)
+    if not n:
+        return out, 16
+    left = budget[0] - 2 * n - _OBJECT_ITEMS
     if left < 0:
         raise _too_many()
     budget[0] = left
-    size = 2
+    size = 0
     for k, v in out.items():
         if type(k) is not str:
-            if isinstance(k, str):  # a str subclass: its plain text, as the encoders write it
-                plain = dict(out)
-                del plain[k]
-                plain[str.__str__(k)] = v
-                budget[0] += 2 * len(out) + _OBJECT_ITEMS
-                return _object(plain, depth, budget, make)
-            raise _Bad(f"has a non-string key {_repr(k)}; JSON object keys must be strings")
+            budget[0] += 2 * n + _OBJECT_ITEMS  # walked again below, with plain keys
+            return _object(_plain_keys(out), depth, budget, make)
         t = type(v)
         if t is str:
-            size += len(k) + 6 + (len(v) if v.isascii() else _wide(v))
+            size += len(k) + 17 + (len(v) if v.isascii() else _wide(v))
         elif t is int:
             if not -MAX_INT <= v <= MAX_INT:
                 e = _big_int(v)
                 e.keys.append(k)
                 raise e
-            size += len(k) + 12
+            size += len(k)
         elif t is bool or v is None:
-            size += len(k) + 12
+            size += len(k) - 32
         elif t is float:
             if not _isfinite(v):
                 e = _Bad(f"is {v!r}, which JSON cannot represent")
                 e.keys.append(k)
                 raise e
-            size += len(k) + 28
+            size += len(k) - 8
         else:
             try:
-                converted, n = _value(v, depth, budget)
+                converted, held = _value(v, depth, budget)
             except _Bad as e:
                 e.keys.append(k)
                 raise
             _dict_set(out, k, converted)  # also for a ReadOnlyDict being built
-            size += len(k) + 4 + n
+            size += len(k) + 8 + held
     return out, size
+
+
+def _plain_keys(value: dict[Any, Any]) -> dict[Any, Any]:
+    """``value`` with str-subclass keys as plain text (as the encoders write them); other
+    non-string keys are refused."""
+    plain: dict[Any, Any] = {}
+    for k, v in value.items():
+        if type(k) is not str:
+            if not isinstance(k, str):
+                raise _Bad(f"has a non-string key {_repr(k)}; JSON object keys must be strings")
+            k = str.__str__(k)
+        plain[k] = v
+    return plain
 
 
 def _array(value: Iterable[Any], depth: int, budget: Budget) -> tuple[list[Any], int]:
@@ -168,32 +191,32 @@ def _array(value: Iterable[Any], depth: int, budget: Budget) -> tuple[list[Any],
     if left < 0:
         raise _too_many()
     budget[0] = left
-    size = 2
+    size = 8
     for i, v in enumerate(out):
         t = type(v)
         if t is str:
-            size += 3 + (len(v) if v.isascii() else _wide(v))
+            size += 9 + (len(v) if v.isascii() else _wide(v))
         elif t is int:
             if not -MAX_INT <= v <= MAX_INT:
                 e = _big_int(v)
                 e.keys.append(i)
                 raise e
-            size += 8
+            size -= 8
         elif t is bool or v is None:
-            size += 8
+            size -= 40
         elif t is float:
             if not _isfinite(v):
                 e = _Bad(f"is {v!r}, which JSON cannot represent")
                 e.keys.append(i)
                 raise e
-            size += 24
+            size -= 16
         else:
             try:
-                out[i], n = _value(v, depth, budget)
+                out[i], held = _value(v, depth, budget)
             except _Bad as e:
                 e.keys.append(i)
                 raise
-            size += n + 1
+            size += held
     return out, size
 
 
@@ -239,17 +262,17 @@ def _convert(value: Any, depth: int, budget: Budget) -> tuple[Any, int]:
     if isinstance(value, float):
         return _plain(float.__float__(value), depth, budget)
     if isinstance(value, _dt.datetime):
-        return _text(value.isoformat()), 34
+        return _text(value.isoformat()), 41
     if isinstance(value, (_dt.date, _dt.time)):
-        return _text(value.isoformat()), 18
+        return _text(value.isoformat()), 25
     if isinstance(value, Decimal):
         # The PostHog and Segment SDKs make the same choice: a JSON number, via float.
         number = float(value) if value.is_finite() else math.nan
         if not _isfinite(number):
             raise _Bad(f"is {_repr(value)}, which JSON cannot represent")
-        return number, 24
+        return number, -16
     if isinstance(value, uuid.UUID):
-        return str(value), 38
+        return str(value), 45
     if isinstance(value, (set, frozenset)):
         _sized(value, budget)
         try:
@@ -268,11 +291,12 @@ def _convert(value: Any, depth: int, budget: Budget) -> tuple[Any, int]:
 
 def _plain(value: str | int | float, depth: int, budget: Budget) -> tuple[Any, int]:
     try:
-        wrapped, n = _array([value], depth, budget)
+        wrapped, held = _array([value], depth, budget)
     except _Bad as e:
         del e.keys[0]  # the [0] of the wrapping list is not part of the caller's path
         raise
-    return wrapped[0], n - 3
+    budget[0] += 1  # the wrapping list's item
+    return wrapped[0], held - 8
 
 
 def _text(value: object) -> str:

@@ -36,6 +36,7 @@ class Collector:
         self.lock = threading.Lock()
         self.requests = 0
         self.ids: list[str] = []
+        self.bodies: list[int] = []  # decompressed body sizes
 
     def __call__(self, request: Request) -> Response:
         body = request.get_data()
@@ -44,6 +45,7 @@ class Collector:
         batch = json.loads(body)["batch"]
         with self.lock:
             self.requests += 1
+            self.bodies.append(len(body))
             self.ids.extend(e["event_id"] for e in batch)
         return Response(
             json.dumps({"accepted": len(batch), "duplicates": 0, "rejected": []}),
