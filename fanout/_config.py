@@ -262,7 +262,7 @@ FANOUT_MAX_EVENT_BYTES: Final = EnvVar(
     "FANOUT_MAX_EVENT_BYTES",
     DEFAULT_MAX_EVENT_BYTES,
     parse_positive_int,
-    "Largest accepted event (encoded bytes, JSON escapes included); larger calls raise InvalidEvent.",
+    "Largest accepted event (encoded bytes, escapes included); larger calls raise InvalidEvent.",
 )
 
 #: Every variable the core reads, in documentation order.
