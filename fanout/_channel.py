@@ -36,38 +36,13 @@ from ._report import (
 )
 from ._retry import Backoff
 from ._routing import compile_filter
+from ._throttle import LOG_INTERVAL, Throttle
 from .provider import ALL_KINDS, BatchLimits, Provider, close_provider, provider_after_fork
 
-__all__ = ["Channel"]
-
-#: A warning about the same kind of loss is logged at most once per this many seconds.
-LOG_INTERVAL = 10.0
+__all__ = ["Channel", "LOG_INTERVAL"]
 
 ErrorCallback = Callable[[DeliveryFailure], None]
 Redactor = Callable[[str], str]
-
-
-class _Throttle:
-    """Logs a repeated warning at most once per interval, with the count since the last one."""
-
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        n = self._suppressed.pop(key, 0)
-        if n:
-            self._logger.warning("%s (%d more like this since the last report)", msg % args, n)
-        else:
-            self._logger.warning(msg, *args)
 
 
 class Claim:
@@ -160,7 +135,7 @@ class Channel:
         self._accepts = compile_filter(self.options.events, self.options.exclude_events, name)
         self._block = self.options.overflow == "block"
         self.logger = logging.getLogger(f"fanout.channel.{name}")
-        self._throttle = _Throttle(self.logger)
+        self._throttle = Throttle(self.logger)
         self._init_runtime()
         self._closed = False
         self._provider_closed = False

@@ -25,6 +25,7 @@ from ._plugins import Registry
 from ._report import FlushReport
 from ._setup import load_client_registry, wire
 from ._sync import deliver_sync
+from ._throttle import Throttle
 from .processors import IPMode, Processor
 from .provider import Provider
 
@@ -130,6 +131,7 @@ class Client:
         self._processors = wiring.processors
         self.redact = wiring.redact
         self._max_event_bytes = options.max_event_bytes
+        self._throttle = Throttle(logger)
         self._state = ClientState.OPEN
         self._shutdown_lock = threading.Lock()
         self._final_report: FlushReport | None = None
@@ -371,12 +373,23 @@ class Client:
                 try:
                     result: object = processor(event)  # user code: checked below
                 except Exception:  # noqa: BLE001 - a broken processor must not lose the event
-                    logger.exception("processor %r raised; event passed on unchanged", processor)
+                    # Throttled: a processor with a bug fails on every event.
+                    self._throttle.error(
+                        f"raised:{id(processor)}",
+                        "processor %r raised; event passed on unchanged",
+                        processor,
+                        exc_info=True,
+                    )
                     continue
                 if result is None:  # the processor filtered the event out on purpose
                     return
                 if not isinstance(result, Event):
-                    logger.error("processor %r returned %r, not an Event", processor, type(result))
+                    self._throttle.error(
+                        f"returned:{id(processor)}",
+                        "processor %r returned %r, not an Event; event passed on unchanged",
+                        processor,
+                        type(result),
+                    )
                     continue
                 event = result
             if route is None:
