@@ -12,6 +12,7 @@ The channel knows nothing of HTTP; the provider knows nothing of threads.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -35,38 +36,13 @@ from ._report import (
 )
 from ._retry import Backoff
 from ._routing import compile_filter
+from ._throttle import LOG_INTERVAL, Throttle
 from .provider import ALL_KINDS, BatchLimits, Provider, close_provider, provider_after_fork
 
-__all__ = ["Channel"]
-
-#: A warning about the same kind of loss is logged at most once per this many seconds.
-LOG_INTERVAL = 10.0
+__all__ = ["Channel", "LOG_INTERVAL"]
 
 ErrorCallback = Callable[[DeliveryFailure], None]
 Redactor = Callable[[str], str]
-
-
-class _Throttle:
-    """Logs a repeated warning at most once per interval, with the count since the last one."""
-
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL) -> None:
-        self._logger = logger
-        self._interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: object) -> None:
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        self._last[key] = now
-        n = self._suppressed.pop(key, 0)
-        if n:
-            self._logger.warning("%s (%d more like this since the last report)", msg % args, n)
-        else:
-            self._logger.warning(msg, *args)
 
 
 class Claim:
@@ -101,6 +77,26 @@ class Claim:
             out = list(self._open.values())
             self._open.clear()
             return out
+
+
+class _Unencodable(Exception):
+    """Internal: the provider's encoder refused the batch (raised before any request)."""
+
+
+#: What JSON encoders raise for a value they cannot write (orjson: a TypeError subclass).
+_ENCODE_ERRORS = (UnicodeEncodeError, OverflowError, TypeError, ValueError)
+#: ValueErrors that are about a response, not the batch: not an encoding failure.
+_DECODE_ERRORS = (UnicodeDecodeError, json.JSONDecodeError)
+
+
+def _send_encoded(provider: Provider, batch: list[Event]) -> None:
+    """``provider.send(batch)``, with an encoder's refusal told apart from other bugs."""
+    try:
+        provider.send(batch)
+    except _ENCODE_ERRORS as exc:
+        if isinstance(exc, _DECODE_ERRORS):
+            raise
+        raise _Unencodable(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Channel:
@@ -142,7 +138,7 @@ class Channel:
         self._accepts = compile_filter(self.options.events, self.options.exclude_events, name)
         self._block = self.options.overflow == "block"
         self.logger = logging.getLogger(f"fanout.channel.{name}")
-        self._throttle = _Throttle(self.logger)
+        self._throttle = Throttle(self.logger)
         self._init_runtime()
         self._closed = False
         self._provider_closed = False
@@ -281,7 +277,21 @@ class Channel:
         while batch:
             started = time.perf_counter() if observer is not None else 0.0
             try:
-                self.provider.send(batch)
+                _send_encoded(self.provider, batch)
+            except _Unencodable as exc:
+                # Defence in depth: validation keeps such values out, but a provider's own
+                # encoder may refuse more. Split like a 413 until only the culprit is left.
+                if observer is not None:
+                    observer.request(self.name, time.perf_counter() - started, "unencodable")
+                if claim.taken:
+                    return
+                if len(batch) == 1:
+                    self._fail(claim.settle(batch), "unencodable", str(exc))
+                    return
+                mid = len(batch) // 2
+                self._deliver(batch[:mid], claim, deadline=deadline)
+                self._deliver(batch[mid:], claim, deadline=deadline)
+                return
             except BatchTooLarge as exc:
                 if observer is not None:
                     observer.request(self.name, time.perf_counter() - started, "too_large")
@@ -466,7 +476,10 @@ class Channel:
         )
         failure = DeliveryFailure(self.name, reason, error, tuple(events), status)
         if self._dead_letters is not None:
-            self._dead_letters.write(failure)
+            try:
+                self._dead_letters.write(failure)
+            except Exception:  # noqa: BLE001 - it does not raise; if it ever did, go on
+                self.logger.exception("writing dead letters for %s raised", self.name)
         if self._on_error is not None:
             try:
                 self._on_error(failure)

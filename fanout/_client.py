@@ -27,6 +27,7 @@ from ._report import FlushReport
 from ._setup import load_client_registry, wire
 from ._spool import SpoolOptions  # spool
 from ._sync import deliver_sync
+from ._throttle import Throttle
 from .processors import IPMode, Processor
 from .provider import Provider
 
@@ -134,6 +135,7 @@ class Client:
         self._processors = wiring.processors
         self.redact = wiring.redact
         self._max_event_bytes = options.max_event_bytes
+        self._throttle = Throttle(logger)
         self._state = ClientState.OPEN
         self._shutdown_lock = threading.Lock()
         self._final_report: FlushReport | None = None
@@ -235,10 +237,22 @@ class Client:
         """Record a page view (server-rendered pages, redirects, API docs...)."""
         if not isinstance(url_or_path, str) or not url_or_path.strip():
             raise InvalidEvent("page needs a non-empty URL or path", path="url_or_path")
-        props: dict[str, Any] = dict(properties or {})
+        url_or_path = str.__str__(url_or_path)  # a subclass's plain text
+        if properties is not None and not isinstance(properties, Mapping):
+            raise InvalidEvent("properties must be a dict", path="properties")
+        try:
+            props: dict[str, Any] = dict(properties or {})
+        except Exception as exc:  # noqa: BLE001 - a custom Mapping may raise anything
+            raise InvalidEvent(
+                f"properties could not be read as a dict ({type(exc).__name__})",
+                path="properties",
+            ) from None
         if url_or_path.startswith(("http://", "https://")):
             props["url"] = url_or_path
-            props["path"] = urlsplit(url_or_path).path or "/"
+            try:
+                props["path"] = urlsplit(url_or_path).path or "/"
+            except ValueError:  # e.g. "http://[::1" - an unclosed IPv6 bracket
+                raise InvalidEvent("url_or_path is not a valid URL", path="url_or_path") from None
         else:
             props["path"] = url_or_path
         if title is not None:
@@ -363,12 +377,23 @@ class Client:
                 try:
                     result: object = processor(event)  # user code: checked below
                 except Exception:  # noqa: BLE001 - a broken processor must not lose the event
-                    logger.exception("processor %r raised; event passed on unchanged", processor)
+                    # Throttled: a processor with a bug fails on every event.
+                    self._throttle.error(
+                        f"raised:{id(processor)}",
+                        "processor %r raised; event passed on unchanged",
+                        processor,
+                        exc_info=True,
+                    )
                     continue
                 if result is None:  # the processor filtered the event out on purpose
                     return
                 if not isinstance(result, Event):
-                    logger.error("processor %r returned %r, not an Event", processor, type(result))
+                    self._throttle.error(
+                        f"returned:{id(processor)}",
+                        "processor %r returned %r, not an Event; event passed on unchanged",
+                        processor,
+                        type(result),
+                    )
                     continue
                 event = result
             if route is None:

@@ -164,7 +164,7 @@ FANOUT_QUEUE_BYTES: Final = EnvVar(
     "FANOUT_QUEUE_BYTES",
     256 * 1024 * 1024,
     parse_positive_int,
-    "Most bytes (approximate encoded size) waiting in one provider's queue.",
+    "Most bytes of memory (estimated per event, within 2x) held by one provider's queue.",
     per_provider=True,
 )
 FANOUT_OVERFLOW: Final = EnvVar(
@@ -262,7 +262,7 @@ FANOUT_MAX_EVENT_BYTES: Final = EnvVar(
     "FANOUT_MAX_EVENT_BYTES",
     DEFAULT_MAX_EVENT_BYTES,
     parse_positive_int,
-    "Largest accepted event (approximate encoded bytes); larger calls raise InvalidEvent.",
+    "Largest accepted event (encoded bytes, escapes included); larger calls raise InvalidEvent.",
 )
 
 # -- durable spool (fanout/_spool.py; docs/spool.md) ------------- spool: begin

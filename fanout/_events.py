@@ -5,24 +5,27 @@ either becomes a fully JSON-safe, size-checked ``Event`` or the call raises ``In
 and no channel sees it. That is what lets the worker threads serialise without surprises
 and lets ``track()`` promise "valid or nothing, never half-sent".
 
-Values that have an obvious JSON form are converted once here (datetime, date, Decimal,
-UUID, Enum, set, tuple), so every provider sees the same canonical values.
+Values that have an obvious JSON form are converted once (datetime, date, Decimal, UUID,
+Enum, set, tuple), so every provider sees the same canonical values. The walkers that copy,
+check and measure an event's mappings live in :mod:`fanout._validate`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import enum
-import math
 import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from decimal import Decimal
 from typing import Any, Final, Literal, NamedTuple, NoReturn
 
 from ._exceptions import InvalidEvent
 from ._json import dumps
+from ._json import dumps_strict as _dumps_strict
+from ._validate import EVENT_BYTES as _EVENT_BYTES
+from ._validate import ITEM_BYTES as _ITEM_BYTES
+from ._validate import MAX_DEPTH as MAX_DEPTH  # the collector checks the same depth
+from ._validate import MAX_ITEMS, Budget, check_mapping, wire_size
 
 __all__ = ["Event", "EventKind", "ReadOnlyDict", "build_event", "new_event_id", "SCHEMA_VERSION"]
 
@@ -33,8 +36,6 @@ KINDS: Final[frozenset[str]] = frozenset({"identify", "track", "page", "alias", 
 SCHEMA_VERSION: Final = 1
 #: Default upper bound on one event's encoded size (``FANOUT_MAX_EVENT_BYTES``).
 DEFAULT_MAX_EVENT_BYTES: Final = 256 * 1024
-#: Nesting deeper than this is refused; it also stops reference cycles.
-MAX_DEPTH: Final = 32
 MAX_ID_LENGTH: Final = 512
 MAX_NAME_LENGTH: Final = 512
 
@@ -66,16 +67,15 @@ class ReadOnlyDict(dict[str, Any]):
 
 
 _EMPTY: Final[Mapping[str, Any]] = ReadOnlyDict()
-_dict_set = dict.__setitem__
 _UTC = _dt.timezone.utc
 # UUIDv7 layout: 48 bits of Unix milliseconds, version 7, 74 random bits, variant 0b10.
 _ID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 _ID_SET: Final = (0x7 << 76) | (0x2 << 62)
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
-_isfinite = math.isfinite
 _now = _dt.datetime.now
 _tuple_new = tuple.__new__
+_NONE: Final[tuple[Mapping[str, Any], int]] = (_EMPTY, 0)
 
 
 def new_event_id() -> str:
@@ -108,22 +108,25 @@ class _EventFields(NamedTuple):
     group_id: str | None = None
     previous_id: str | None = None
     size: int = 0
+    footprint: int = 0
 
 
 class Event(_EventFields):
     """One analytics call, validated and immutable, shared by every channel.
 
     ``properties``, ``traits`` and ``context`` are read-only mappings of JSON-safe values.
-    ``size`` is the approximate encoded size in bytes, used for batching by bytes.
+    ``size`` is the encoded size in bytes (an upper bound of :meth:`to_json`'s length, JSON
+    escapes included), used for batch limits and ``FANOUT_MAX_EVENT_BYTES``. ``footprint``
+    estimates the memory the event holds while queued, used for ``FANOUT_QUEUE_BYTES``.
     Processors derive changed copies with :meth:`replace`.
 
     Valid by construction: ``Event(...)``, :meth:`replace`, ``_replace``, ``_make`` and
     unpickling all validate exactly as ``track()`` does and raise ``InvalidEvent`` naming the
     path, so no processor, import or ``Client.send()`` can fan out an event a backend would
-    choke on. ``event_id`` and ``timestamp`` default to a new id and now; ``size`` is always
-    computed, never taken. The one thing not applied is the size limit, which is each
-    client's setting (``FANOUT_MAX_EVENT_BYTES``); the channels still refuse an event above
-    their provider's limit.
+    choke on. ``event_id`` and ``timestamp`` default to a new id and now; ``size`` and
+    ``footprint`` are always computed, never taken. The one thing not applied is the size
+    limit, which is each client's setting (``FANOUT_MAX_EVENT_BYTES``); the channels still
+    refuse an event above their provider's limit.
 
     A tuple rather than a frozen dataclass: it is immutable the same way, and building one
     costs a seventh of a frozen dataclass's ``__init__`` (0.7 µs against 5.8 µs measured
@@ -147,6 +150,7 @@ class Event(_EventFields):
         group_id: str | None = None,
         previous_id: str | None = None,
         size: int | None = None,  # accepted for tuple round trips; always recomputed
+        footprint: int | None = None,  # likewise
     ) -> Event:
         return build_event(
             kind,
@@ -269,175 +273,72 @@ def format_timestamp(ts: _dt.datetime) -> str:
 
 # -- validation -------------------------------------------------------------------------
 #
-# The walkers copy the caller's containers (the caller may mutate them after track()
-# returns, while the event waits in a queue), check them, and estimate their encoded size,
-# in one pass. Plain scalars are handled inline and the offending key path is only built
-# when something is wrong, because this runs on the caller's thread for every call.
+# The mappings' walkers live in _validate.py; here, the fields' own checks. Plain values are
+# checked inline and anything else pays for a call, because this runs for every call.
 
 
-class _Bad(Exception):
-    """Internal: a value that cannot become JSON; collects its key path while unwinding."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.keys: list[str | int] = []
-
-
-def _path(field: str, keys: list[str | int]) -> str:
-    out = field
-    for key in reversed(keys):
-        out += f"[{key}]" if isinstance(key, int) else f".{key}"
-    return out
-
-
-def _json_object(
-    value: Mapping[Any, Any], depth: int, make: type[dict[str, Any]] = dict
-) -> tuple[dict[str, Any], int]:
-    out = make(value)
-    size = 2
-    for k, v in out.items():
-        if type(k) is not str:
-            if isinstance(k, str):
-                plain = dict(out)
-                del plain[k]
-                plain[str(k)] = v
-                return _json_object(plain, depth, make)
-            raise _Bad(f"has a non-string key {k!r}; JSON object keys must be strings")
-        t = type(v)
-        if t is str:
-            size += len(k) + 6 + (len(v) if v.isascii() else len(v.encode("utf-8")))
-        elif t is int or t is bool or v is None:
-            size += len(k) + 12
-        elif t is float:
-            if not _isfinite(v):
-                e = _Bad(f"is {v!r}, which JSON cannot represent")
-                e.keys.append(k)
-                raise e
-            size += len(k) + 28
-        else:
-            try:
-                converted, n = _json_value(v, depth)
-            except _Bad as e:
-                e.keys.append(k)
-                raise
-            _dict_set(out, k, converted)  # also for a ReadOnlyDict being built
-            size += len(k) + 4 + n
-    return out, size
-
-
-def _json_array(value: Iterable[Any], depth: int) -> tuple[list[Any], int]:
-    out = list(value)
-    size = 2
-    for i, v in enumerate(out):
-        t = type(v)
-        if t is str:
-            size += 3 + (len(v) if v.isascii() else len(v.encode("utf-8")))
-        elif t is int or t is bool or v is None:
-            size += 8
-        elif t is float:
-            if not _isfinite(v):
-                e = _Bad(f"is {v!r}, which JSON cannot represent")
-                e.keys.append(i)
-                raise e
-            size += 24
-        else:
-            try:
-                out[i], n = _json_value(v, depth)
-            except _Bad as e:
-                e.keys.append(i)
-                raise
-            size += n + 1
-    return out, size
-
-
-def _json_value(value: Any, depth: int) -> tuple[Any, int]:
-    """Convert one non-plain value; the types that have one obvious JSON form."""
-    if depth >= MAX_DEPTH:
-        raise _Bad(f"is nested more than {MAX_DEPTH} levels deep")
-    t = type(value)
-    if t is dict or isinstance(value, Mapping):
-        return _json_object(value, depth + 1)
-    if t is list or t is tuple:
-        return _json_array(value, depth + 1)
-    if isinstance(value, (str, int, float)):  # bool, enums and str/int subclasses
-        if isinstance(value, enum.Enum):
-            return _json_value(value.value, depth + 1)
-        plain = bool(value) if isinstance(value, bool) else None
-        if plain is not None:
-            return plain, 5
-        for base in (str, int, float):
-            if isinstance(value, base):
-                wrapped, n = _json_array([base(value)], depth)
-                return wrapped[0], n - 3
-    if isinstance(value, enum.Enum):
-        return _json_value(value.value, depth + 1)
-    if isinstance(value, _dt.datetime):
-        return value.isoformat(), 34
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat(), 18
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise _Bad(f"is {value!r}, which JSON cannot represent")
-        # The PostHog and Segment SDKs make the same choice: a JSON number, via float.
-        return float(value), 24
-    if isinstance(value, uuid.UUID):
-        return str(value), 38
-    if isinstance(value, (set, frozenset)):
-        try:
-            items = sorted(value)
-        except TypeError:
-            items = list(value)
-        return _json_array(items, depth + 1)
-    if isinstance(value, (list, tuple)):
-        return _json_array(value, depth + 1)
-    raise _Bad(
-        f"is a {type(value).__name__}, which cannot become JSON; "
-        "convert it to str, int, float, bool, list or dict first"
-    )
-
-
-def _mapping(value: Any, field: str) -> tuple[Mapping[str, Any], int]:
-    if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
-        raise InvalidEvent(f"{field} must be a dict, not {type(value).__name__}", path=field)
-    if not value:
+def _mapping(value: Any, field: str, budget: Budget) -> tuple[Mapping[str, Any], int]:
+    if (type(value) is dict or type(value) is ReadOnlyDict) and not value:
         return _EMPTY, 0
-    try:
-        return _json_object(value, 1, ReadOnlyDict)
-    except _Bad as e:
-        path = _path(field, e.keys)
-        raise InvalidEvent(f"{path} {e.message}", path=path) from None
+    return check_mapping(value, field, budget, ReadOnlyDict)
 
 
 def _identifier(value: Any, field: str) -> str | None:
     if value is None:
         return None
-    if type(value) is int:
-        value = str(value)
-    elif isinstance(value, uuid.UUID):
-        value = str(value)
-    elif not isinstance(value, str):
-        raise InvalidEvent(f"{field} must be a string, not {type(value).__name__}", path=field)
-    if not value or value.isspace():
+    try:
+        if type(value) is int or isinstance(value, uuid.UUID):
+            text = str(value)
+        elif isinstance(value, str):
+            text = str.__str__(value)  # a subclass's plain text, whatever its __str__ does
+        else:
+            raise InvalidEvent(
+                f"{field} must be a string, not {type(value).__name__}", path=field
+            )
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. an int too long for str()
+        raise InvalidEvent(
+            f"{field} could not be read as a string ({type(exc).__name__})", path=field
+        ) from None
+    if not text or text.isspace():
         raise InvalidEvent(f"{field} must not be empty", path=field)
-    if len(value) > MAX_ID_LENGTH:
+    if len(text) > MAX_ID_LENGTH:
         raise InvalidEvent(f"{field} is longer than {MAX_ID_LENGTH} characters", path=field)
-    return str(value)
+    return text
 
 
 def _plain_id(value: Any) -> bool:
     return type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not value.isspace()
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, str) and str.__str__(value) in KINDS:
+        return str.__str__(value)
+    shown = str.__str__(value) if isinstance(value, str) else type(value).__name__
+    raise InvalidEvent(f"unknown event kind {shown[:40]!r}", path="kind")
+
+
 def _timestamp(value: Any) -> _dt.datetime:
-    if value is None:
-        return _dt.datetime.now(_UTC)
+    try:
+        return _checked_timestamp(value)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a datetime (subclass) out of range or odd tzinfo
+        raise InvalidEvent(
+            f"timestamp could not be read as a date-time ({type(exc).__name__})",
+            path="timestamp",
+        ) from None
+
+
+def _checked_timestamp(value: Any) -> _dt.datetime:
     if isinstance(value, str):
         try:
-            value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = _dt.datetime.fromisoformat(str.__str__(value).replace("Z", "+00:00"))
         except ValueError:
             raise InvalidEvent(
-                f"timestamp {value!r} is not an ISO 8601 date-time", path="timestamp"
+                f"timestamp {str.__str__(value)[:40]!r} is not an ISO 8601 date-time",
+                path="timestamp",
             ) from None
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
@@ -458,6 +359,23 @@ def _timestamp(value: Any) -> _dt.datetime:
     return value.astimezone(_UTC)
 
 
+#: The checked fields encoded together in one call, and the names that paths start with.
+_ENCODED: Final = (
+    "event_id",
+    "person_id",
+    "anonymous_id",
+    "name",
+    "group_type",
+    "group_id",
+    "previous_id",
+    "properties",
+    "traits",
+    "context",
+)
+#: What Event.to_json() adds to those fields' encoding, at most: keys, kind, timestamp.
+_ENVELOPE: Final = 180
+
+
 def build_event(
     kind: str,
     *,
@@ -474,58 +392,83 @@ def build_event(
     previous_id: Any = None,
     max_bytes: int | None = DEFAULT_MAX_EVENT_BYTES,
 ) -> Event:
-    """Validate one call and build its ``Event``; raise ``InvalidEvent`` naming the culprit."""
-    if kind not in KINDS:
-        raise InvalidEvent(f"unknown event kind {kind!r}", path="kind")
-    # None and plain, valid strings are by far the common cases; only the rest pays for
-    # a call to the full check.
-    person = (
-        person_id
-        if person_id is None or _plain_id(person_id)
-        else _identifier(person_id, "person_id")
-    )
-    anonymous = (
-        anonymous_id
-        if anonymous_id is None or _plain_id(anonymous_id)
-        else _identifier(anonymous_id, "anonymous_id")
-    )
-    if person is None and anonymous is None:
-        raise InvalidEvent("an event needs a person_id or an anonymous_id", path="person_id")
-    if name is not None or kind == "track":
-        if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or name.isspace():
-            raise InvalidEvent(
-                f"the event name must be a non-empty string of at most {MAX_NAME_LENGTH} "
-                "characters",
-                path="name",
-            )
-    eid: str = (
-        new_event_id()
-        if event_id is None
-        else (event_id if _plain_id(event_id) else _identifier(event_id, "event_id"))  # type: ignore[assignment]
-    )
-    gtype = gid = prev = None
-    if kind == "group" or group_type is not None or group_id is not None:
-        gtype = _identifier(group_type, "group_type")
-        gid = _identifier(group_id, "group_id")
-        if kind == "group" and (gtype is None or gid is None):
-            raise InvalidEvent("a group call needs a group_type and a group_id", path="group_id")
-    if previous_id is not None or kind == "alias":
-        prev = _identifier(previous_id, "previous_id")
-        if kind == "alias" and prev is None:
-            raise InvalidEvent("an alias call needs a previous_id", path="previous_id")
-    props, n1 = _mapping(properties, "properties") if properties is not None else (_EMPTY, 0)
-    trts, n2 = _mapping(traits, "traits") if traits is not None else (_EMPTY, 0)
-    ctx, n3 = _mapping(context, "context") if context is not None else (_EMPTY, 0)
-    size = 160 + len(eid) + n1 + n2 + n3 + len(name or "") + len(person or "")
-    size += len(anonymous or "")
-    if max_bytes is not None and size > max_bytes:
-        raise InvalidEvent(
-            f"the event is about {size} bytes, above the {max_bytes}-byte limit "
-            "(FANOUT_MAX_EVENT_BYTES)",
-            path="properties",
+    """Validate one call and build its ``Event``; raise ``InvalidEvent`` naming the culprit.
+
+    Nothing else escapes, whatever the arguments are (a property-based test throws arbitrary
+    values at it): the checks below name the field or key path, and a last net turns
+    anything they did not foresee into an ``InvalidEvent`` too.
+    """
+    try:
+        if type(kind) is not str or kind not in KINDS:
+            kind = _kind(kind)
+        # None and plain, valid strings are by far the common cases; only the rest pays for
+        # a call to the full check.
+        person = (
+            person_id
+            if person_id is None or _plain_id(person_id)
+            else _identifier(person_id, "person_id")
         )
-    ts = _now(_UTC) if timestamp is None else _timestamp(timestamp)
-    # The NamedTuple's own __new__ would check the fields by keyword again.
-    return _tuple_new(
-        Event, (kind, eid, ts, person, anonymous, name, props, trts, ctx, gtype, gid, prev, size)
-    )
+        anonymous = (
+            anonymous_id
+            if anonymous_id is None or _plain_id(anonymous_id)
+            else _identifier(anonymous_id, "anonymous_id")
+        )
+        if person is None and anonymous is None:
+            raise InvalidEvent("an event needs a person_id or an anonymous_id", path="person_id")
+        if name is not None or kind == "track":
+            if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or name.isspace():
+                raise InvalidEvent(
+                    f"the event name must be a non-empty string of at most {MAX_NAME_LENGTH} "
+                    "characters",
+                    path="name",
+                )
+        eid: str = (
+            new_event_id()
+            if event_id is None
+            else (event_id if _plain_id(event_id) else _identifier(event_id, "event_id"))  # type: ignore[assignment]
+        )
+        gtype = gid = prev = None
+        if kind == "group" or group_type is not None or group_id is not None:
+            gtype = _identifier(group_type, "group_type")
+            gid = _identifier(group_id, "group_id")
+            if kind == "group" and (gtype is None or gid is None):
+                raise InvalidEvent(
+                    "a group call needs a group_type and a group_id", path="group_id"
+                )
+        if previous_id is not None or kind == "alias":
+            prev = _identifier(previous_id, "previous_id")
+            if kind == "alias" and prev is None:
+                raise InvalidEvent("an alias call needs a previous_id", path="previous_id")
+        budget = [MAX_ITEMS]
+        props, n1 = _mapping(properties, "properties", budget) if properties is not None else _NONE
+        trts, n2 = _mapping(traits, "traits", budget) if traits is not None else _NONE
+        ctx, n3 = _mapping(context, "context", budget) if context is not None else _NONE
+        # One encoder call checks every string for lone surrogates and gives the exact size.
+        values = (eid, person, anonymous, name, gtype, gid, prev, props, trts, ctx)
+        try:
+            size = _ENVELOPE + len(_dumps_strict(values))
+        except Exception:  # noqa: BLE001 - wire_size names the culprit and raises
+            size = _ENVELOPE + wire_size(values, _ENCODED)
+        if max_bytes is not None and size > max_bytes:
+            raise InvalidEvent(
+                f"the event is {size} bytes encoded, above the {max_bytes}-byte limit "
+                "(FANOUT_MAX_EVENT_BYTES)",
+                path="properties",
+            )
+        # memory_estimate(), inlined: the text held, and a cost per key, value and object.
+        footprint = (
+            _EVENT_BYTES
+            + n1 + n2 + n3 + len(eid) + len(name or "") + len(person or "") + len(anonymous or "")
+            + _ITEM_BYTES * (MAX_ITEMS - budget[0])
+        )
+        ts = _now(_UTC) if timestamp is None else _timestamp(timestamp)
+        # The NamedTuple's own __new__ would check the fields by keyword again.
+        return _tuple_new(
+            Event,
+            (kind, eid, ts, person, anonymous, name, props, trts, ctx, gtype, gid, prev, size,
+             footprint),
+        )
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the promise: track() raises only InvalidEvent
+        raise InvalidEvent(f"the event could not be validated ({type(exc).__name__})") from None

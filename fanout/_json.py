@@ -4,11 +4,11 @@ Encoding is most of what the console and collector workers do per event, and a w
 CPU is taken from the application's own threads (they share the GIL), so it is paid on
 the request path too. orjson, a core dependency on CPython, encodes a typical event in
 0.2 µs against 2-3 µs for the standard library. The standard library takes over where
-orjson is not installed (PyPy) and for the one value fanout accepts that orjson refuses,
-an integer beyond 64 bits, so every accepted event encodes, and exactly. The two write the
-same text but for some floats: both write the shortest form that reads back as the same
-float, orjson as ``1e-7`` or ``0.00001`` where the standard library writes ``1e-07`` or
-``1e-05``.
+orjson is not installed (PyPy) and for what orjson refuses outright (an integer beyond 64
+bits: validation keeps them out of events, but a plugin's own payload may hold one). The
+two write the same text but for some floats: both write the shortest form that reads back
+as the same float, orjson as ``1e-7`` or ``0.00001`` where the standard library writes
+``1e-07`` or ``1e-05``.
 
 Decoding stays with the standard library (``json.loads``): orjson would turn an integer
 beyond 64 bits into a float without a word, and the collector must store what it was sent.
@@ -21,6 +21,7 @@ dict through ``default=dict``, a call into C.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -30,7 +31,7 @@ except ImportError:  # pragma: no cover - exercised by a subprocess test without
 else:
     _orjson_dumps = orjson.dumps
 
-__all__ = ["dumps", "dumps_stdlib", "FAST"]
+__all__ = ["dumps", "dumps_stdlib", "dumps_strict", "FAST"]
 
 #: Whether orjson is in use (the benchmarks print it beside their figures).
 FAST = _orjson_dumps is not None
@@ -57,3 +58,12 @@ def dumps(obj: Any) -> bytes:
         except TypeError:
             pass  # an int beyond 64 bits, or a lone surrogate: let the reference decide
     return dumps_stdlib(obj)
+
+
+#: :func:`dumps` without the fallback: validation's check that ``obj`` encodes as it is.
+#: Raises (``TypeError`` under orjson, ``UnicodeEncodeError`` or ``ValueError`` under the
+#: standard library) for a lone surrogate, a non-finite float or an integer beyond 64 bits,
+#: anywhere in ``obj``. orjson's own function where installed: one C call on the hot path.
+dumps_strict: Callable[[Any], bytes] = (
+    _orjson_dumps if _orjson_dumps is not None else dumps_stdlib
+)

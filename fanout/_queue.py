@@ -28,7 +28,7 @@ class EventQueue(Protocol):
         ...
 
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
-        """Remove and return up to ``max_events`` / ``max_bytes`` from the head.
+        """Remove and return up to ``max_events`` / ``max_bytes`` (encoded) from the head.
 
         Always returns at least one event when not empty, even one above ``max_bytes``
         (the channel decides what to do with it).
@@ -58,7 +58,9 @@ class EventQueue(Protocol):
     def __len__(self) -> int: ...
 
     @property
-    def nbytes(self) -> int: ...
+    def nbytes(self) -> int:
+        """Estimated memory the queued events hold (``Event.footprint``), in bytes."""
+        ...
 
     @property
     def total_put(self) -> int:
@@ -68,7 +70,13 @@ class EventQueue(Protocol):
 
 class MemoryQueue:
     """A deque bounded by count and by bytes, so a burst of big events cannot exhaust memory
-    while a burst of small ones is not dropped early."""
+    while a burst of small ones is not dropped early.
+
+    Two sizes per event, because no one number serves both: the byte bound counts
+    ``Event.footprint`` (the memory a queued event holds: an empty list is 56 bytes of it,
+    though two on the wire), and batches are cut by ``Event.size`` (the encoded size, JSON
+    escapes included: a control character is six bytes of it, though one in memory).
+    """
 
     def __init__(self, max_events: int, max_bytes: int) -> None:
         self.max_events = max_events
@@ -86,7 +94,7 @@ class MemoryQueue:
         self._waiting = 0
 
     def put(self, event: Event, timeout: float | None = None) -> int:
-        size = event.size
+        size = event.footprint
         with self._lock:
             items = self._items
             n = len(items)
@@ -114,21 +122,23 @@ class MemoryQueue:
 
     def _has_room(self, event: Event) -> bool:
         return len(self._items) < self.max_events and (
-            self._bytes + event.size <= self.max_bytes or not self._items
+            self._bytes + event.footprint <= self.max_bytes or not self._items
         )
 
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
         batch: list[Event] = []
         with self._lock:
             items = self._items
-            size = 0
+            size = held = 0
             while items and len(batch) < max_events:
                 nxt = items[0].size
                 if batch and size + nxt > max_bytes:
                     break
-                batch.append(items.popleft())
+                event = items.popleft()
+                batch.append(event)
                 size += nxt
-            self._bytes -= size
+                held += event.footprint
+            self._bytes -= held
             if batch and self._waiting:
                 self._room.notify_all()
         return batch

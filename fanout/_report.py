@@ -24,6 +24,7 @@ LOSS_REASONS: Final = (
     "permanent_error",  # the backend refused the batch or the event
     "retries_exhausted",  # retryable failures outlasted FANOUT_RETRY_TIMEOUT (or MAX_RETRIES)
     "too_large",  # the event is above the provider's per-event limit
+    "unencodable",  # the provider's encoder refused the event (validation let it through)
     "shutdown_timeout",  # still undelivered when shutdown's deadline passed
     "sync_timeout",  # sync mode: not delivered within FANOUT_SYNC_TIMEOUT
     "closed",  # tracked after shutdown
@@ -35,7 +36,7 @@ LOSS_REASONS: Final = (
 
 #: Reached the provider and were refused or never accepted: counted as ``failed``.
 FAILED_REASONS: Final = frozenset(
-    {"permanent_error", "retries_exhausted", "too_large", "sync_timeout"}
+    {"permanent_error", "retries_exhausted", "too_large", "sync_timeout", "unencodable"}
 )
 #: Never reached the provider: counted as ``dropped``.
 DROPPED_REASONS: Final = frozenset(
