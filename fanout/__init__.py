@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from .__about__ import __version__
 from ._client import Client
+from ._context import RequestContext, context
 from ._default import (
+    aflush,
     alias,
+    ashutdown,
     flush,
     get_default_client,
     group,
@@ -53,10 +56,14 @@ __all__ = [
     "Processor",
     "Provider",
     "ProviderConfig",
+    "RequestContext",
     "RetryableError",
     "Setting",
     "__version__",
+    "aflush",
     "alias",
+    "ashutdown",
+    "context",
     "flush",
     "get_default_client",
     "group",

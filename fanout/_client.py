@@ -7,6 +7,7 @@ each of them. ``flush`` and ``shutdown`` spend one deadline across all channels 
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import os  # spool: os.PathLike
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import _config, _lifecycle
+from . import _config, _context, _lifecycle
 from ._channel import Channel, ErrorCallback
 from ._config import ClientOptions
 from ._events import Event, build_event
@@ -338,9 +339,10 @@ class Client:
 
         ``providers`` (only these) and ``exclude`` route one call, like Segment's
         ``integrations`` option; the providers left out count it as skipped (``routed``).
+        The open ``fanout.context`` fills what the call left out (explicit arguments win).
         """
         route = None if providers is None and exclude is None else self._route(providers, exclude)
-        event = build_event(kind, max_bytes=self._max_event_bytes, **fields)
+        event = build_event(kind, max_bytes=self._max_event_bytes, **_context.apply(kind, fields))
         self._dispatch(event, route)
         return event.event_id
 
@@ -461,6 +463,14 @@ class Client:
             return self._final_report
 
     close = shutdown
+
+    async def aflush(self, timeout: float | None = None) -> FlushReport:
+        """:meth:`flush` for asyncio code: waits in a worker thread, never blocks the loop."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def ashutdown(self, timeout: float | None = None) -> FlushReport:
+        """:meth:`shutdown` for asyncio code (ASGI lifespan): the loop keeps running."""
+        return await asyncio.to_thread(self.shutdown, timeout)
 
     def _shutdown_at_exit(self) -> None:
         """The exit hook's call (:mod:`fanout._lifecycle`): shut down, say what was lost."""

@@ -78,3 +78,15 @@ def shutdown(timeout: float | None = None) -> FlushReport:
     """Shut the default client down and forget it (the next call builds a new one)."""
     client = set_default_client(None)
     return client.shutdown(timeout) if client is not None else FlushReport({})
+
+
+async def aflush(timeout: float | None = None) -> FlushReport:
+    """:func:`flush` for asyncio code: waits in a worker thread, never blocks the loop."""
+    client = _client
+    return await client.aflush(timeout) if client is not None else FlushReport({})
+
+
+async def ashutdown(timeout: float | None = None) -> FlushReport:
+    """:func:`shutdown` for asyncio code (an ASGI lifespan shutdown, for one)."""
+    client = set_default_client(None)
+    return await client.ashutdown(timeout) if client is not None else FlushReport({})

@@ -1,0 +1,140 @@
+"""ASGI middleware (Starlette, FastAPI, Django's ASGI app, any ASGI 3 app).
+
+Two jobs, and no delivery of its own:
+
+- every HTTP or WebSocket request runs inside ``fanout.context(...)`` filled from the request
+  (the browser's ids, IP, user agent, URL, referrer, locale, ``utm_*``), so calls in the
+  handler need not repeat them;
+- on the ASGI lifespan shutdown it flushes and shuts the client down within
+  ``FANOUT_SHUTDOWN_TIMEOUT``, before the server reports the shutdown complete. uvicorn
+  re-raises SIGTERM after its graceful stop, so the interpreter's exit hook never runs:
+  without this, what was still queued when the container stopped was lost.
+
+If the wrapped app does not speak the lifespan protocol (it raises or returns on the
+``lifespan`` scope), the middleware answers the protocol itself, so the flush still happens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .. import _default
+from .._client import Client
+from .._context import context
+from .._report import FlushReport
+from ._request import context_kwargs
+
+__all__ = ["FanoutMiddleware"]
+
+logger = logging.getLogger("fanout")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class FanoutMiddleware:
+    """``app = FanoutMiddleware(app)``: request context in, flush on lifespan shutdown.
+
+    ``client`` defaults to fanout's default client (the one ``fanout.track()`` uses).
+    ``trust_forwarded=True`` takes the client IP from ``X-Forwarded-For``: only behind a
+    proxy that sets it. ``shutdown_timeout`` defaults to ``FANOUT_SHUTDOWN_TIMEOUT``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        client: Client | None = None,
+        trust_forwarded: bool = False,
+        shutdown_timeout: float | None = None,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.trust_forwarded = trust_forwarded
+        self.shutdown_timeout = shutdown_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "http" or kind == "websocket":
+            with context(**self._request_context(scope)):
+                await self.app(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _request_context(self, scope: Scope) -> dict[str, Any]:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers") or ():
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            if name in headers:
+                value = headers[name] + ("; " if name == "cookie" else ", ") + value
+            headers[name] = value
+        client = scope.get("client")
+        server = scope.get("server")
+        host = headers.get("host") or (f"{server[0]}:{server[1]}" if server else None)
+        return context_kwargs(
+            headers,
+            client_ip=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            host=host,
+            path=scope.get("root_path", "") + scope.get("path", "/"),
+            query=(scope.get("query_string") or b"").decode("latin-1"),
+            trust_forwarded=self.trust_forwarded,
+        )
+
+    async def _shutdown(self) -> None:
+        try:
+            if self.client is not None:
+                report: FlushReport = await self.client.ashutdown(self.shutdown_timeout)
+            else:
+                report = await _default.ashutdown(self.shutdown_timeout)
+        except Exception:  # noqa: BLE001 - never fail the host's shutdown
+            logger.exception("fanout: shutdown on ASGI lifespan failed")
+            return
+        if not report.ok:
+            logger.warning("fanout: at lifespan shutdown, not everything was delivered: %r", report)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received: list[str] = []
+        sent: list[str] = []
+
+        async def receive_wrapper() -> Message:
+            message = await receive()
+            received.append(message["type"])
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            sent.append(message["type"])
+            if message["type"] == "lifespan.shutdown.complete":
+                await self._shutdown()
+            await send(message)
+
+        try:
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if "lifespan.startup.complete" in sent:
+                await self._shutdown()
+                raise
+            logger.debug("the ASGI app does not handle lifespan; fanout answers it", exc_info=True)
+        else:
+            if "lifespan.startup.complete" in sent:
+                if "lifespan.shutdown.complete" not in sent:
+                    await self._shutdown()
+                return
+            if "lifespan.startup.failed" in sent:
+                return
+        # The app does not speak lifespan: answer it, so the shutdown flush still happens.
+        if "lifespan.startup" not in received:
+            await receive()
+        await send({"type": "lifespan.startup.complete"})
+        while (await receive())["type"] != "lifespan.shutdown":
+            pass
+        await self._shutdown()
+        await send({"type": "lifespan.shutdown.complete"})

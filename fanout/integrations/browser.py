@@ -1,0 +1,247 @@
+"""The browser's anonymous and session ids, read from request headers and SDK cookies.
+
+So that ``identify()`` at signup joins the server's events to the visitor's browser
+session, the integrations read the id the browser's analytics SDK already uses. Order of
+precedence (the first source that has an anonymous id wins; the session id comes from the
+same source when it has one, else from the next that does):
+
+1. fanout's own headers ``X-Fanout-Anonymous-Id`` / ``X-Fanout-Session-Id``;
+2. PostHog's tracing headers ``X-POSTHOG-DISTINCT-ID`` / ``X-POSTHOG-SESSION-ID``;
+3. cookies: PostHog ``ph_<token>_posthog``, Segment ``ajs_anonymous_id``, Mixpanel
+   ``mp_<token>_mixpanel``, Amplitude ``AMP_<key prefix>``, RudderStack
+   ``rl_anonymous_id`` / ``rl_session``.
+
+These are untrusted input: every value has its control characters removed and is capped
+(:data:`MAX_ID_LENGTH`); a value that does not decode is ignored, never an error. They are
+used for analytics attribution only, never for authentication. A session whose vendor idle
+timeout has passed (PostHog, Amplitude and RudderStack: 30 minutes by default) is not
+reported. When PostHog's consent cookie ``__ph_opt_in_out_<token>`` is ``0`` (the visitor
+opted out), no browser id is read at all: the request gets a generated id instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "SESSION_IDLE_SECONDS",
+    "BrowserIds",
+    "parse_cookie_header",
+    "read_browser_ids",
+    "sanitize",
+]
+
+#: Longest id kept; longer values are cut (vendors' ids are UUIDs of 36-46 characters).
+MAX_ID_LENGTH: Final = 200
+#: Longest cookie value decoded; larger values are ignored rather than parsed.
+MAX_COOKIE_LENGTH: Final = 8192
+#: The browser SDKs' default session idle timeout (PostHog, Amplitude, RudderStack).
+SESSION_IDLE_SECONDS: Final = 30 * 60
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+@dataclasses.dataclass(frozen=True)
+class BrowserIds:
+    """What a request tells about the browser: ids and where they came from."""
+
+    anonymous_id: str | None = None
+    session_id: str | None = None
+    #: Where ``anonymous_id`` came from (``header:x-fanout-anonymous-id``, ``cookie:posthog``...).
+    source: str | None = None
+    #: True when the visitor opted out of capturing (PostHog's consent cookie).
+    opted_out: bool = False
+
+
+def sanitize(value: object, limit: int = MAX_ID_LENGTH) -> str | None:
+    """``value`` as a clean id: a string without control characters, trimmed and capped."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        return None
+    cleaned = _CONTROL.sub("", value[: limit * 4]).strip()[:limit]
+    return cleaned or None
+
+
+def parse_cookie_header(header: str) -> dict[str, str]:
+    """``Cookie:`` header → {name: raw value}; tolerant of malformed pairs (first one wins).
+
+    Hand-written because ``http.cookies.SimpleCookie`` drops every cookie after one it
+    cannot parse, and browsers send values (JSON, ``%``-escapes) it does not expect.
+    """
+    out: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or not name or name in out:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        out[name] = value
+    return out
+
+
+def read_browser_ids(
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    *,
+    now: float | None = None,
+) -> BrowserIds:
+    """The browser's ids from lower-cased ``headers`` and raw ``cookies``."""
+    if any(
+        name.startswith("__ph_opt_in_out_") and value.strip() == "0"
+        for name, value in cookies.items()
+    ):
+        return BrowserIds(opted_out=True)
+    clock = time.time() if now is None else now
+    found: list[tuple[str, str | None, str | None]] = []
+    found.append(
+        (
+            "header:x-fanout-anonymous-id",
+            sanitize(headers.get("x-fanout-anonymous-id")),
+            sanitize(headers.get("x-fanout-session-id")),
+        )
+    )
+    found.append(
+        (
+            "header:x-posthog-distinct-id",
+            sanitize(headers.get("x-posthog-distinct-id")),
+            sanitize(headers.get("x-posthog-session-id")),
+        )
+    )
+    for source, reader in _COOKIE_READERS:
+        try:
+            anon, session = reader(cookies, clock)
+        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
+            continue  # a malformed cookie is ignored: it is the browser's, not ours
+        found.append((source, anon, session))
+    anonymous_id = source_of = session_id = None
+    for source, anon, session in found:
+        if anon is not None:
+            anonymous_id, source_of, session_id = anon, source, session
+            break
+    if session_id is None:
+        session_id = next((s for _, _, s in found if s is not None), None)
+    return BrowserIds(anonymous_id=anonymous_id, session_id=session_id, source=source_of)
+
+
+# -- the SDKs' cookies ------------------------------------------------------------------
+
+
+def _cookies_like(cookies: Mapping[str, str], prefix: str, suffix: str) -> Iterable[str]:
+    for name, value in cookies.items():
+        if name.startswith(prefix) and name.endswith(suffix) and len(value) <= MAX_COOKIE_LENGTH:
+            yield value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def _posthog(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+    """``ph_<token>_posthog``: URL-encoded JSON written by posthog-js.
+
+    ``distinct_id`` is what ``posthog.get_distinct_id()`` returns; ``$sesid`` is
+    ``[last activity ms, session id, session start ms]``.
+    """
+    for raw in _cookies_like(cookies, "ph_", "_posthog"):
+        data = _json_object(unquote(raw))
+        anon = sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id"))
+        session = None
+        sesid = data.get("$sesid")
+        if isinstance(sesid, list) and len(sesid) >= 2 and isinstance(sesid[0], (int, float)):
+            if now - sesid[0] / 1000 <= SESSION_IDLE_SECONDS:
+                session = sanitize(sesid[1])
+        return anon, session
+    return None, None
+
+
+def _segment(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+    """``ajs_anonymous_id``: the raw id, or JSON-quoted (``"%22…%22"``) by older versions."""
+    raw = cookies.get("ajs_anonymous_id")
+    if raw is None or len(raw) > MAX_COOKIE_LENGTH:
+        return None, None
+    text = unquote(raw)
+    if text.startswith('"'):
+        text = json.loads(text)
+    return sanitize(text), None
+
+
+def _mixpanel(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+    """``mp_<token>_mixpanel``: URL-encoded JSON; anonymous ids look like ``$device:<uuid>``."""
+    for raw in _cookies_like(cookies, "mp_", "_mixpanel"):
+        data = _json_object(unquote(raw))
+        return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None
+    return None, None
+
+
+def _amplitude(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+    """``AMP_<first 10 characters of the API key>``: base64 of URL-encoded JSON."""
+    for name, raw in cookies.items():
+        if not name.startswith("AMP_") or name.startswith("AMP_MKTG_"):
+            continue
+        if len(raw) > MAX_COOKIE_LENGTH:
+            continue
+        data = _json_object(unquote(base64.b64decode(unquote(raw)).decode("utf-8")))
+        session = None
+        sid, last = data.get("sessionId"), data.get("lastEventTime")
+        if isinstance(sid, (int, float)) and not isinstance(sid, bool):
+            last_ms = last if isinstance(last, (int, float)) else sid
+            if now - last_ms / 1000 <= SESSION_IDLE_SECONDS:
+                session = sanitize(int(sid))
+        return sanitize(data.get("deviceId")), session
+    return None, None
+
+
+_RS_PREFIX: Final = "RS_ENC_v3_"
+
+
+def _rudder_value(raw: str) -> Any:
+    text = unquote(raw)
+    if not text.startswith(_RS_PREFIX):
+        raise ValueError("not a RudderStack v3 cookie")
+    return json.loads(base64.b64decode(text[len(_RS_PREFIX) :]).decode("utf-8"))
+
+
+def _rudderstack(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+    """``rl_anonymous_id`` / ``rl_session``: ``RS_ENC_v3_`` + base64 of the JSON value."""
+    raw = cookies.get("rl_anonymous_id")
+    if raw is None or len(raw) > MAX_COOKIE_LENGTH:
+        return None, None
+    anon = sanitize(_rudder_value(raw))
+    session = None
+    raw_session = cookies.get("rl_session")
+    if raw_session is not None and len(raw_session) <= MAX_COOKIE_LENGTH:
+        try:
+            info = _rudder_value(raw_session)
+        except (ValueError, binascii.Error):
+            info = None
+        if isinstance(info, dict) and isinstance(info.get("id"), int):
+            expires = info.get("expiresAt")
+            if not isinstance(expires, (int, float)) or now * 1000 <= expires:
+                session = sanitize(info["id"])
+    return anon, session
+
+
+_COOKIE_READERS: Final[
+    tuple[tuple[str, Callable[[Mapping[str, str], float], tuple[str | None, str | None]]], ...]
+] = (
+    ("cookie:posthog", _posthog),
+    ("cookie:segment", _segment),
+    ("cookie:mixpanel", _mixpanel),
+    ("cookie:amplitude", _amplitude),
+    ("cookie:rudderstack", _rudderstack),
+)

@@ -1,0 +1,186 @@
+"""``fanout.context``: ids, canonical context and properties filled into every call.
+
+Each test sends through the real collector provider to the reference collector and counts
+what it stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import uuid
+
+import pytest
+
+import fanout
+from fanout import InvalidEvent
+
+from .conftest import stored
+
+
+def test_context_fills_what_calls_leave_out_and_explicit_arguments_win(collector, clients):
+    client = clients(collector.url, collector.key)
+    with fanout.context(
+        anonymous_id="anon-1",
+        session_id="sess-1",
+        ip="203.0.113.9",
+        user_agent="Mozilla/5.0 test",
+        url="https://shop.example/cart?utm_source=news",
+        path="/cart",
+        referrer="https://news.example/",
+        campaign={"source": "news"},
+        properties={"plan": "free", "region": "eu"},
+    ):
+        client.track("cart.viewed")
+        client.track(
+            "cart.viewed",
+            anonymous_id="explicit-anon",
+            properties={"plan": "pro"},
+            context={"ip": "198.51.100.1"},
+        )
+        client.page("/cart")
+    assert client.flush(timeout=10).ok
+    first, second, page = stored(collector)
+    assert first["anonymous_id"] == "anon-1" and first.get("person_id") is None
+    assert first["properties"] == {"plan": "free", "region": "eu"}
+    assert first["context"] == {
+        "session_id": "sess-1",
+        "ip": "203.0.113.0",  # FANOUT_IP=anonymize, the default
+        "user_agent": "Mozilla/5.0 test",
+        "url": "https://shop.example/cart?utm_source=news",
+        "path": "/cart",
+        "referrer": "https://news.example/",
+        "campaign": {"source": "news"},
+    }
+    assert second["anonymous_id"] == "explicit-anon"
+    assert second["properties"] == {"plan": "pro", "region": "eu"}
+    assert second["context"]["ip"] == "198.51.100.0"
+    assert second["context"]["session_id"] == "sess-1"
+    assert page["kind"] == "page" and page["anonymous_id"] == "anon-1"
+    assert page["properties"] == {"plan": "free", "region": "eu", "path": "/cart"}
+    assert collector.store.count_events() == 3
+
+
+def test_nested_contexts_inherit_and_override(collector, clients):
+    client = clients(collector.url, collector.key)
+    with fanout.context(anonymous_id="a", ip="192.0.2.1", properties={"x": 1}):
+        with fanout.context(person_id="u1", properties={"y": 2}):
+            client.track("inner")
+        client.track("outer")
+    client.track("outside", person_id="u2")
+    assert client.flush(timeout=10).ok
+    inner, outer, outside = stored(collector)
+    assert (inner["person_id"], inner["anonymous_id"]) == ("u1", "a")
+    assert inner["properties"] == {"x": 1, "y": 2}
+    assert inner["context"] == {"ip": "192.0.2.0"}
+    assert outer.get("person_id") is None and outer["properties"] == {"x": 1}
+    assert outside["person_id"] == "u2" and not outside.get("context")
+    assert outside.get("anonymous_id") is None
+
+
+def test_identify_links_the_browser_id_and_the_timeline_joins(collector, clients):
+    client = clients(collector.url, collector.key)
+    with fanout.context(anonymous_id="browser-42"):
+        client.track("landing.viewed")
+        client.identify("user-42", traits={"email_domain": "example.com"})
+        client.track("signup.finished", person_id="user-42")
+    assert client.flush(timeout=10).ok
+    assert collector.store.linked_ids("user-42") == ["browser-42"]
+    names = [e.get("name") or e["kind"] for e in collector.store.person_events("user-42")]
+    assert names == ["landing.viewed", "identify", "signup.finished"]
+    assert collector.store.count_events() == 3
+
+
+def test_no_id_at_all_gets_one_generated_id_per_context_and_is_never_linked(collector, clients):
+    client = clients(collector.url, collector.key)
+    with fanout.context(ip="192.0.2.7") as ctx:
+        client.page("/")  # a first-time visitor: must not raise InvalidEvent
+        client.track("button.clicked")
+        client.identify("user-7")
+    with fanout.context():
+        client.page("/")
+    assert client.flush(timeout=10).ok
+    page, click, identify, other = stored(collector)
+    generated = ctx.anonymous_id
+    assert ctx.anonymous_id_generated and generated is not None
+    assert uuid.UUID(generated).version == 4
+    assert page["anonymous_id"] == click["anonymous_id"] == generated
+    assert identify.get("anonymous_id") is None and identify["person_id"] == "user-7"
+    assert collector.store.linked_ids("user-7") == []
+    assert other["anonymous_id"] != generated
+    assert collector.store.count_events() == 4
+
+
+def test_outside_a_context_a_call_without_ids_is_still_invalid(collector, clients):
+    client = clients(collector.url, collector.key)
+    with pytest.raises(InvalidEvent):
+        client.track("nobody")
+    assert client.flush(timeout=10).ok
+    assert collector.store.count_events() == 0
+
+
+def test_context_follows_asyncio_tasks_and_copied_contexts_but_not_plain_threads(
+    collector, clients
+):
+    client = clients(collector.url, collector.key)
+
+    async def handler(n: int) -> None:
+        with fanout.context(anonymous_id=f"visitor-{n}"):
+            await asyncio.sleep(0)
+            # a task created inside the context copies it
+            await asyncio.gather(*(asyncio.create_task(step(n, i)) for i in range(3)))
+
+    async def step(n: int, i: int) -> None:
+        await asyncio.sleep(0.001 * (3 - i))
+        client.track("step", properties={"n": n, "i": i})
+
+    async def main() -> None:
+        await asyncio.gather(*(handler(n) for n in range(5)))
+
+    asyncio.run(main())
+
+    errors: list[BaseException] = []
+
+    def in_thread() -> None:
+        try:
+            client.track("copied")
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    def bare_thread() -> None:
+        try:
+            client.track("bare")
+        except InvalidEvent as exc:
+            errors.append(exc)
+
+    with fanout.context(anonymous_id="threaded"):
+        copied = threading.Thread(target=contextvars.copy_context().run, args=(in_thread,))
+        bare = threading.Thread(target=bare_thread)
+        copied.start(), bare.start()
+        copied.join(), bare.join()
+    assert client.flush(timeout=10).ok
+    events = stored(collector)
+    steps = [e for e in events if e["name"] == "step"]
+    assert len(steps) == 15
+    assert all(e["anonymous_id"] == f"visitor-{e['properties']['n']}" for e in steps)
+    (copied_event,) = [e for e in events if e["name"] == "copied"]
+    assert copied_event["anonymous_id"] == "threaded"
+    assert len(errors) == 1 and isinstance(errors[0], InvalidEvent)  # the bare thread's
+    assert collector.store.count_events() == 16
+
+
+def test_module_level_context_and_default_client(collector):
+    from collector.conftest import collector_client
+
+    client = collector_client(collector.url, collector.key)
+    previous = fanout.set_default_client(client)
+    try:
+        with fanout.context(person_id="mod-user"):
+            fanout.track("module.call")
+        report = fanout.shutdown(timeout=10)
+    finally:
+        fanout.set_default_client(previous)
+    assert report.ok
+    (event,) = stored(collector)
+    assert event["person_id"] == "mod-user"
