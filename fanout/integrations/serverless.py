@@ -1,0 +1,133 @@
+"""``flush_after``: deliver before a serverless handler returns (AWS Lambda, Cloud Functions...).
+
+A serverless runtime freezes the process as soon as the handler returns and may kill it
+without any exit hook (or the handler's host ends it with ``os._exit``): whatever is still
+queued then is lost. ``flush_after`` flushes every channel, bounded by one deadline, when
+the handler returns or raises::
+
+    @flush_after                     # or @flush_after(timeout=2.0)
+    def handler(event, context): ...
+
+    @flush_after
+    async def handler(event, context): ...
+
+    with flush_after():              # or: async with flush_after():
+        ...
+
+A delivery problem never turns into a handler error: it is logged and counted in the
+report, like every other fanout failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from .. import _default
+from .._client import Client
+from .._report import FlushReport
+
+__all__ = ["FlushAfter", "flush_after"]
+
+logger = logging.getLogger("fanout")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FlushAfter:
+    """Decorator and (async) context manager; see :func:`flush_after`."""
+
+    def __init__(self, *, timeout: float | None = None, client: Client | None = None) -> None:
+        self.timeout = timeout
+        self.client = client
+        #: The report of the last flush (``None`` before the first).
+        self.report: FlushReport | None = None
+
+    def flush(self) -> FlushReport:
+        try:
+            client = self.client if self.client is not None else _default.get_default_client()
+            self.report = client.flush(self.timeout)
+        except Exception:  # noqa: BLE001 - never turn analytics into a handler error
+            logger.exception("fanout: flush after the handler failed")
+            self.report = FlushReport({}, timed_out=True)
+        if not self.report.ok:
+            logger.warning("fanout: not everything was delivered before returning: %r", self.report)
+        return self.report
+
+    async def aflush(self) -> FlushReport:
+        try:
+            client = self.client if self.client is not None else _default.get_default_client()
+            self.report = await client.aflush(self.timeout)
+        except Exception:  # noqa: BLE001
+            logger.exception("fanout: flush after the handler failed")
+            self.report = FlushReport({}, timed_out=True)
+        if not self.report.ok:
+            logger.warning("fanout: not everything was delivered before returning: %r", self.report)
+        return self.report
+
+    def __enter__(self) -> FlushAfter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.flush()
+
+    async def __aenter__(self) -> FlushAfter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aflush()
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    await self.aflush()
+
+            return async_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.flush()
+
+        return wrapper  # type: ignore[return-value]
+
+
+@overload
+def flush_after(func: F, /) -> F: ...
+
+
+@overload
+def flush_after(
+    *, timeout: float | None = None, client: Client | None = None
+) -> FlushAfter: ...
+
+
+def flush_after(
+    func: F | None = None, /, *, timeout: float | None = None, client: Client | None = None
+) -> F | FlushAfter:
+    """Flush the client (default: fanout's default client) when the handler ends.
+
+    ``timeout`` bounds the flush (default ``FANOUT_SHUTDOWN_TIMEOUT``); keep it well under
+    the function's own time limit.
+    """
+    helper = FlushAfter(timeout=timeout, client=client)
+    if func is not None:
+        return helper(func)
+    return helper

@@ -1,0 +1,94 @@
+"""``aflush`` / ``ashutdown`` never block the event loop: a loop probe proves it.
+
+The provider's send() waits until a probe task on the loop has ticked: if the awaitable
+flush blocked the loop, the probe could never tick, the send would stay blocked and the
+flush would end at its deadline with events pending. No clock is read: the outcome is
+counted, not timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import fanout
+from fanout import Event
+
+TICKS = 5
+EVENTS = 50
+
+
+class GatedProvider:
+    """Delivers only after the loop probe opened the gate; keeps what it delivered."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.delivered: list[Event] = []
+
+    def send(self, batch: Sequence[Event]) -> None:
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the probe never ran: the loop was blocked")
+        self.delivered.extend(batch)
+
+    def close(self) -> None:
+        self.gate.set()
+
+
+async def _probe(provider: GatedProvider, ticks: list[int]) -> None:
+    while True:
+        await asyncio.sleep(0.001)
+        ticks.append(1)
+        if len(ticks) >= TICKS:
+            provider.gate.set()
+
+
+def _run(method: str, make_client) -> tuple[GatedProvider, fanout.FlushReport, int]:
+    provider = GatedProvider()
+    client = make_client(providers=[provider], flush_interval=30, max_retries=0)
+    for i in range(EVENTS):
+        client.track("loop.event", person_id="u", event_id=f"e-{i}")
+
+    async def main() -> tuple[fanout.FlushReport, int]:
+        ticks: list[int] = []
+        probe = asyncio.create_task(_probe(provider, ticks))
+        report = await getattr(client, method)(timeout=20)
+        probe.cancel()
+        return report, len(ticks)
+
+    report, ticks = asyncio.run(main())
+    return provider, report, ticks
+
+
+def test_aflush_lets_the_loop_run_while_it_waits(make_client):
+    provider, report, ticks = _run("aflush", make_client)
+    assert report.ok and not report.timed_out
+    assert ticks >= TICKS
+    assert sorted(e.event_id for e in provider.delivered) == sorted(f"e-{i}" for i in range(EVENTS))
+
+
+def test_ashutdown_lets_the_loop_run_while_it_waits(make_client):
+    provider, report, ticks = _run("ashutdown", make_client)
+    assert report.ok and not report.timed_out
+    assert ticks >= TICKS
+    assert len(provider.delivered) == EVENTS
+
+
+def test_module_level_aflush_and_ashutdown_use_the_default_client(make_client):
+    provider = GatedProvider()
+    provider.gate.set()
+    client = make_client(providers=[provider], flush_interval=30)
+    previous = fanout.set_default_client(client)
+    try:
+        fanout.track("default.event", person_id="u")
+        flushed = asyncio.run(fanout.aflush(timeout=10))
+        fanout.track("default.event", person_id="u")
+        final = asyncio.run(fanout.ashutdown(timeout=10))
+        assert fanout.set_default_client(None) is None  # ashutdown forgot it
+    finally:
+        fanout.set_default_client(previous)
+    assert flushed.ok and final.ok
+    assert len(provider.delivered) == 2
+    assert asyncio.run(fanout.aflush()).ok  # no default client: nothing to do
