@@ -25,7 +25,16 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
-__all__ = ["CANONICAL_KEYS", "RequestContext", "apply", "context", "current"]
+__all__ = [
+    "CANONICAL_KEYS",
+    "RequestContext",
+    "activate",
+    "apply",
+    "context",
+    "current",
+    "new",
+    "use",
+]
 
 #: The canonical context keys every provider maps to its vendor's own names
 #: (``campaign`` is a mapping of ``source``/``medium``/``name``/``term``/``content``).
@@ -111,7 +120,31 @@ def context(
     Nested contexts inherit from the enclosing one and override what they set. Explicit
     arguments of a call win over the context. Yields the :class:`RequestContext` in force.
     """
-    new = {
+    ctx = new(
+        person_id=person_id, anonymous_id=anonymous_id, session_id=session_id, ip=ip,
+        user_agent=user_agent, locale=locale, url=url, path=path, referrer=referrer,
+        campaign=campaign, properties=properties,
+    )
+    with use(ctx):
+        yield ctx
+
+
+def new(
+    *,
+    person_id: str | None = None,
+    anonymous_id: str | None = None,
+    session_id: str | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    locale: str | None = None,
+    url: str | None = None,
+    path: str | None = None,
+    referrer: str | None = None,
+    campaign: Mapping[str, str] | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> RequestContext:
+    """The context :func:`context` would open here: the current one, overridden by these."""
+    values = {
         "session_id": session_id,
         "ip": ip,
         "user_agent": user_agent,
@@ -121,17 +154,15 @@ def context(
         "referrer": referrer,
         "campaign": dict(campaign) if campaign else None,
     }
-    yield_ctx = _merge(
+    return _merge(
         _current.get(),
         RequestContext(
             person_id=person_id,
             anonymous_id=anonymous_id,
-            values={k: v for k, v in new.items() if v is not None},
+            values={k: v for k, v in values.items() if v is not None},
             properties=dict(properties or {}),
         ),
     )
-    with use(yield_ctx):
-        yield yield_ctx
 
 
 @contextlib.contextmanager
@@ -142,6 +173,16 @@ def use(ctx: RequestContext) -> Iterator[RequestContext]:
         yield ctx
     finally:
         _current.reset(token)
+
+
+def activate(ctx: RequestContext) -> None:
+    """Make ``ctx`` current for the rest of this ``contextvars.Context``, without a reset.
+
+    For a context that is discarded after the request (a ``copy_context()`` run by the
+    WSGI middleware): a token-based reset would fail when a server closes the response
+    body from another context.
+    """
+    _current.set(ctx)
 
 
 def _merge(parent: RequestContext | None, child: RequestContext) -> RequestContext:

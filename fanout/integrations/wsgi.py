@@ -1,0 +1,87 @@
+"""WSGI middleware (Flask, Django's WSGI app, Pyramid, Bottle, any WSGI app).
+
+Every request runs inside ``fanout.context(...)`` filled from the request (the browser's
+ids, IP, user agent, URL, referrer, locale, ``utm_*``), including the iteration of a
+streamed response body. WSGI has no shutdown event: worker processes are flushed by
+fanout's exit hook (a normal exit, gunicorn's graceful stop); see ``docs/integrations/wsgi.md``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .._context import activate, new
+from ._request import context_kwargs
+
+__all__ = ["FanoutMiddleware", "environ_context"]
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def environ_context(environ: dict[str, Any], *, trust_forwarded: bool = False) -> dict[str, Any]:
+    """The ``fanout.context`` keyword arguments for one WSGI ``environ``."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_") and isinstance(value, str)
+    }
+    return context_kwargs(
+        headers,
+        client_ip=environ.get("REMOTE_ADDR") or None,
+        scheme=environ.get("wsgi.url_scheme", "http"),
+        host=headers.get("host") or _server_host(environ),
+        path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/"),
+        query=environ.get("QUERY_STRING", ""),
+        trust_forwarded=trust_forwarded,
+    )
+
+
+def _server_host(environ: dict[str, Any]) -> str | None:
+    name = environ.get("SERVER_NAME")
+    return f"{name}:{environ.get('SERVER_PORT', '80')}" if name else None
+
+
+class FanoutMiddleware:
+    """``app = FanoutMiddleware(app)``: each request (and its response body) in a context.
+
+    ``trust_forwarded=True`` takes the client IP from ``X-Forwarded-For``: only behind a
+    proxy that sets it.
+    """
+
+    def __init__(self, app: WSGIApp, *, trust_forwarded: bool = False) -> None:
+        self.app = app
+        self.trust_forwarded = trust_forwarded
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        # One contextvars.Context per request, entered for the call and for each chunk of
+        # the body: a generator body runs after __call__ has returned.
+        ctx = contextvars.copy_context()
+        kwargs = environ_context(environ, trust_forwarded=self.trust_forwarded)
+        ctx.run(lambda: activate(new(**kwargs)))
+        result = ctx.run(self.app, environ, start_response)
+        return _Body(result, ctx)
+
+
+class _Body:
+    """The app's response iterable, iterated and closed inside the request's context."""
+
+    def __init__(self, result: Iterable[bytes], ctx: contextvars.Context) -> None:
+        self._result = result
+        self._iter: Iterator[bytes] | None = None
+        self._ctx = ctx
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._iter is None:
+            self._iter = self._ctx.run(iter, self._result)
+        return self._ctx.run(next, self._iter)
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            self._ctx.run(close)

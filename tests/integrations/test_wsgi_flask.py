@@ -1,0 +1,141 @@
+"""The WSGI middleware and the Flask helper: in-process, under gunicorn, and a Stripe webhook."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import fanout
+
+from .conftest import PYTHON, app_env, free_port, stored
+
+APPS = Path(__file__).parent / "apps"
+SECRET = "whsec_test_secret"
+
+
+@pytest.fixture
+def flask_app(collector, monkeypatch):
+    from collector.conftest import collector_client
+
+    monkeypatch.syspath_prepend(str(APPS))
+    import flask_app as module
+
+    client = collector_client(collector.url, collector.key)
+    previous = fanout.set_default_client(client)
+    yield module.app
+    fanout.set_default_client(previous)
+    client.shutdown(timeout=10)
+
+
+def _signed(payload: bytes, secret: str = SECRET) -> str:
+    """The ``Stripe-Signature`` header Stripe sends (scheme v1: HMAC-SHA256 of ``t.payload``)."""
+    t = int(time.time())
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def test_flask_requests_carry_the_browser_id_person_and_request_context(flask_app, collector):
+    http = flask_app.test_client()
+    http.set_cookie("ajs_anonymous_id", "%22seg-anon-1%22")  # Segment's older JSON-quoted form
+    r = http.get("/track?i=1&utm_source=mail&utm_campaign=spring",
+                 headers={"User-Agent": "UA/1", "Referer": "https://ref.example/",
+                          "Accept-Language": "de-DE,de;q=0.9"})
+    assert r.status_code == 200
+    r = http.get("/track?i=2", headers={"X-Test-User": "user-5"})
+    assert r.status_code == 200
+    assert fanout.flush(timeout=10).ok
+    first, second = stored(collector)
+    assert first["anonymous_id"] == "seg-anon-1" and first.get("person_id") is None
+    assert first["context"] == {
+        "ip": "127.0.0.0",
+        "user_agent": "UA/1",
+        "locale": "de-DE",
+        "url": "http://localhost/track?i=1&utm_source=mail&utm_campaign=spring",
+        "path": "/track",
+        "referrer": "https://ref.example/",
+        "campaign": {"source": "mail", "name": "spring"},
+    }
+    assert (second["person_id"], second["anonymous_id"]) == ("user-5", "seg-anon-1")
+
+
+def test_a_streamed_body_is_tracked_inside_the_request_context(flask_app, collector):
+    http = flask_app.test_client()
+    r = http.get("/stream", headers={"X-Fanout-Anonymous-Id": "streamer"})
+    assert r.data == b"0\n1\n2\n"
+    assert fanout.flush(timeout=10).ok
+    events = stored(collector)
+    assert [e["properties"]["i"] for e in events] == [0, 1, 2]
+    assert {e["anonymous_id"] for e in events} == {"streamer"}
+
+
+def test_a_redelivered_stripe_webhook_is_stored_once(flask_app, collector):
+    payload = json.dumps({
+        "id": "evt_1PqTest", "object": "event", "type": "checkout.session.completed",
+        "api_version": "2024-06-20", "created": int(time.time()),
+        "data": {"object": {"id": "cs_test_1", "object": "checkout.session",
+                            "client_reference_id": "user-9", "amount_total": 4200,
+                            "currency": "eur"}},
+    }).encode()
+    http = flask_app.test_client()
+    codes = [
+        http.post("/stripe/webhook", data=payload, headers={"Stripe-Signature": _signed(payload)}).status_code
+        for _ in range(2)  # Stripe redelivers when it saw no 2xx in time
+    ]
+    forged = http.post("/stripe/webhook", data=payload,
+                       headers={"Stripe-Signature": _signed(payload, "whsec_wrong")})
+    assert codes == [204, 204] and forged.status_code == 400
+    report = fanout.flush(timeout=10)
+    assert report.ok
+    assert report["collector"].delivered == 2  # sent twice ...
+    events = stored(collector)
+    assert len(events) == 1  # ... stored once
+    (event,) = events
+    assert (event["event_id"], event["person_id"]) == ("evt_1PqTest", "user-9")
+    assert event["properties"] == {"amount_total": 4200, "currency": "eur"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None,
+                    reason="gunicorn is not installed (it comes with the test extra)")
+def test_gunicorn_preload_three_sync_workers_sigterm_loses_nothing(collector, tmp_path):
+    port = free_port()
+    env = app_env(collector, FANOUT_FLUSH_INTERVAL="30", FANOUT_SHUTDOWN_TIMEOUT="20")
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "gunicorn", "flask_app:app", "--preload", "--workers", "3",
+             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "30"],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+            with httpx.Client(timeout=10) as http:
+                ids = [http.get(f"{url}/track", params={"i": n % 140}).json()["event_id"]
+                       for n in range(150)]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert len(ids) == 150 and len(set(ids)) == 140  # sent: 150 calls, 140 distinct ids
+    events = stored(collector)
+    assert sorted(e["event_id"] for e in events) == sorted(set(ids)), log.read_text()[-3000:]
