@@ -1,0 +1,55 @@
+"""Django: ``"fanout.integrations.django.FanoutMiddleware"`` in ``MIDDLEWARE``.
+
+Sync and async (Django picks the mode that avoids a thread switch). Every request runs
+inside ``fanout.context(...)`` filled from the request (the browser's ids, IP, user agent,
+URL, referrer, locale, ``utm_*``) and, when the request's user is authenticated, their
+primary key as ``person_id``. Put it after ``AuthenticationMiddleware``; the user is read
+with ``request.auser()`` in async mode, so no synchronous database call runs on the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
+from .._context import context
+from .wsgi import environ_context
+
+__all__ = ["FanoutMiddleware"]
+
+
+class FanoutMiddleware:
+    """Django middleware: the request's context, and the authenticated user as person."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self._acall(request)
+        user = getattr(request, "user", None)
+        with context(person_id=_user_id(user), **environ_context(request.META)):
+            return self.get_response(request)
+
+    async def _acall(self, request: Any) -> Any:
+        user = None
+        if hasattr(request, "auser"):
+            user = await request.auser()
+        get_response: Callable[[Any], Awaitable[Any]] = self.get_response
+        with context(person_id=_user_id(user), **environ_context(request.META)):
+            return await get_response(request)
+
+
+def _user_id(user: Any) -> str | None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        return None
+    pk = getattr(user, "pk", None)
+    return None if pk is None else str(pk)
