@@ -1,0 +1,147 @@
+"""Reading the browser's ids from headers and the browser SDKs' cookies.
+
+Cookie values are built the way each SDK writes them (the real-browser tests in
+``test_browser_sdks.py`` check the same readers against the SDKs themselves).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote
+
+import pytest
+
+from fanout.integrations.browser import (
+    MAX_ID_LENGTH,
+    SESSION_IDLE_SECONDS,
+    BrowserIds,
+    parse_cookie_header,
+    read_browser_ids,
+    sanitize,
+)
+
+NOW = 1_760_000_000.0
+NOW_MS = int(NOW * 1000)
+
+
+def js_uri(value: object) -> str:
+    """``encodeURIComponent(JSON.stringify(value))``."""
+    return quote(json.dumps(value, separators=(",", ":")), safe="-_.!~*'()")
+
+
+def posthog(distinct_id: str, session: str | None = None, last_ms: int = NOW_MS) -> dict[str, str]:
+    value: dict[str, object] = {"distinct_id": distinct_id, "$device_id": distinct_id,
+                                "$user_state": "anonymous"}
+    if session is not None:
+        value["$sesid"] = [last_ms, session, last_ms - 5000]
+    return {"ph_phc_abc123_posthog": js_uri(value)}
+
+
+def amplitude(device_id: str, session_ms: int, last_ms: int) -> dict[str, str]:
+    value = {"deviceId": device_id, "sessionId": session_ms, "optOut": False,
+             "lastEventTime": last_ms, "lastEventId": 3}
+    return {"AMP_0123456789": base64.b64encode(js_uri(value).encode()).decode()}
+
+
+def rudder(value: object) -> str:
+    return "RS_ENC_v3_" + base64.b64encode(json.dumps(value).encode()).decode()
+
+
+def read(headers=None, cookies=None) -> BrowserIds:
+    return read_browser_ids(headers or {}, cookies or {}, now=NOW)
+
+
+def test_posthog_cookie_gives_distinct_id_and_live_session():
+    ids = read(cookies=posthog("0190aaaa-0000-7000-8000-000000000001", "sess-ph"))
+    assert ids == BrowserIds("0190aaaa-0000-7000-8000-000000000001", "sess-ph", "cookie:posthog")
+
+
+def test_posthog_session_past_the_idle_timeout_is_over():
+    stale = NOW_MS - (SESSION_IDLE_SECONDS + 1) * 1000
+    ids = read(cookies=posthog("d1", "sess-old", last_ms=stale))
+    assert (ids.anonymous_id, ids.session_id) == ("d1", None)
+
+
+def test_posthog_consent_cookie_opted_out_reads_no_id_at_all():
+    cookies = {**posthog("d1", "s1"), "ajs_anonymous_id": "seg", "__ph_opt_in_out_phc_abc123": "0"}
+    ids = read(headers={"x-fanout-anonymous-id": "hdr"}, cookies=cookies)
+    assert ids == BrowserIds(opted_out=True)
+    opted_in = read(cookies={**posthog("d1"), "__ph_opt_in_out_phc_abc123": "1"})
+    assert opted_in.anonymous_id == "d1"
+
+
+@pytest.mark.parametrize("raw", ["4f0c7d3e-1111-4222-8333-944445555666",
+                                 "%224f0c7d3e-1111-4222-8333-944445555666%22"])
+def test_segment_cookie_raw_or_json_quoted(raw):
+    ids = read(cookies={"ajs_anonymous_id": raw, "ajs_user_id": "%22u1%22"})
+    assert (ids.anonymous_id, ids.source) == ("4f0c7d3e-1111-4222-8333-944445555666", "cookie:segment")
+
+
+def test_mixpanel_cookie_device_id_form():
+    value = {"distinct_id": "$device:19a0c1f2-aaaa", "$device_id": "19a0c1f2-aaaa",
+             "$initial_referrer": "$direct", "$initial_referring_domain": "$direct"}
+    ids = read(cookies={"mp_0123abcd_mixpanel": js_uri(value)})
+    assert (ids.anonymous_id, ids.session_id, ids.source) == (
+        "$device:19a0c1f2-aaaa", None, "cookie:mixpanel")
+
+
+def test_amplitude_cookie_base64_of_uri_encoded_json():
+    live = read(cookies=amplitude("amp-device", NOW_MS - 60_000, NOW_MS - 1000))
+    assert (live.anonymous_id, live.session_id) == ("amp-device", str(NOW_MS - 60_000))
+    stale_ms = NOW_MS - (SESSION_IDLE_SECONDS + 60) * 1000
+    stale = read(cookies=amplitude("amp-device", stale_ms, stale_ms))
+    assert (stale.anonymous_id, stale.session_id) == ("amp-device", None)
+
+
+def test_rudderstack_cookies_v3_encoded():
+    cookies = {"rl_anonymous_id": rudder("rs-anon"),
+               "rl_session": rudder({"id": NOW_MS - 10, "expiresAt": NOW_MS + 60_000,
+                                     "timeout": 1_800_000, "autoTrack": True})}
+    assert read(cookies=cookies) == BrowserIds("rs-anon", str(NOW_MS - 10), "cookie:rudderstack")
+    cookies["rl_session"] = rudder({"id": 5, "expiresAt": NOW_MS - 1})
+    assert read(cookies=cookies).session_id is None
+
+
+def test_precedence_fanout_header_then_posthog_header_then_cookies():
+    cookies = {**posthog("ph-cookie", "ph-sess"), "ajs_anonymous_id": "seg"}
+    both = read({"x-fanout-anonymous-id": "fan", "x-posthog-distinct-id": "ph-hdr",
+                 "x-posthog-session-id": "ph-hdr-sess"}, cookies)
+    # the anonymous id comes from the first source; its session from the first that has one
+    assert (both.anonymous_id, both.session_id, both.source) == (
+        "fan", "ph-hdr-sess", "header:x-fanout-anonymous-id")
+    assert read({"x-posthog-distinct-id": "ph-hdr"}, cookies).anonymous_id == "ph-hdr"
+    assert read({}, cookies).anonymous_id == "ph-cookie"
+    assert read({}, {"ajs_anonymous_id": "seg", **amplitude("amp", NOW_MS, NOW_MS)}).anonymous_id == "seg"
+
+
+def test_untrusted_values_are_sanitised_and_capped():
+    ids = read({"x-fanout-anonymous-id": "ab\x00c\r\nd\x7f\u2028e  ",
+                "x-fanout-session-id": "s" * 5000})
+    assert ids.anonymous_id == "abcde"
+    assert ids.session_id == "s" * MAX_ID_LENGTH
+    assert sanitize("\x00\x01") is None and sanitize(42) == "42" and sanitize(["x"]) is None
+
+
+@pytest.mark.parametrize("cookies", [
+    {"ph_phc_x_posthog": "%7Bnot json"},
+    {"ph_phc_x_posthog": js_uri(["a", "list"])},
+    {"mp_t_mixpanel": js_uri({"distinct_id": {"nested": 1}})},
+    {"AMP_0123456789": "!!!not base64"},
+    {"rl_anonymous_id": "RS_ENC_v3_%%%"},
+    {"rl_anonymous_id": "plain-not-encoded"},
+    {"ajs_anonymous_id": "%22unterminated"},
+    {"ajs_anonymous_id": "x" * 10_000},
+])
+def test_malformed_or_oversized_cookies_are_ignored_not_errors(cookies):
+    assert read(cookies=cookies).anonymous_id is None
+
+
+def test_parse_cookie_header_tolerates_values_simplecookie_rejects():
+    header = 'a=1; ph_phc_x_posthog=%7B%22distinct_id%22%3A%22d%22%7D; broken; b="q"; a=2; j={"x":1}'
+    assert parse_cookie_header(header) == {
+        "a": "1", "ph_phc_x_posthog": "%7B%22distinct_id%22%3A%22d%22%7D", "b": "q", "j": '{"x":1}'}
+
+
+def test_no_id_anywhere():
+    assert read({"user-agent": "x"}, {"other": "1"}) == BrowserIds()
