@@ -15,6 +15,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
 
 import pytest
 import uvicorn
@@ -47,18 +49,23 @@ SDKS = {
         posthog.init("phc_fanouttest", {api_host: location.origin + "/sink/posthog",
             autocapture: false, capture_pageview: false, capture_pageleave: false,
             disable_session_recording: true, advanced_disable_flags: true,
-            advanced_disable_decide: true, disable_surveys: true});
+            advanced_disable_decide: true, disable_surveys: true, request_batching: false,
+            disable_compression: true, opt_out_useragent_filter: true});
+        posthog.capture("probe");
         const ids = {anonymous_id: posthog.get_distinct_id(), session_id: posthog.get_session_id()};
     """),
     "segment": ("@segment/analytics-next/dist/umd/index.js", """
         const [analytics] = await AnalyticsNext.AnalyticsBrowser.load({writeKey: "wk_fanouttest",
             cdnSettings: {integrations: {"Segment.io": {apiKey: "wk_fanouttest",
                 apiHost: location.host + "/sink/segment/v1", protocol: "http"}}}});
+        await analytics.track("probe");
         const ids = {anonymous_id: analytics.user().anonymousId(), session_id: null};
     """),
     "mixpanel": ("mixpanel-browser/dist/mixpanel.umd.js", """
         await new Promise((resolve) => mixpanel.init("mptoken", {api_host: location.origin + "/sink/mixpanel",
-            track_pageview: false, autocapture: false, loaded: resolve}));
+            track_pageview: false, autocapture: false, batch_requests: false,
+            api_payload_format: "json", loaded: resolve}));
+        mixpanel.track("probe");
         const ids = {anonymous_id: mixpanel.get_distinct_id(), session_id: null};
     """),
     "amplitude": ("@amplitude/analytics-browser/lib/scripts/amplitude-min.js", """
@@ -83,12 +90,18 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{sdk}</title>
   try {{
     {init}
     const r = await fetch("/api/track?sdk={sdk}", {{credentials: "same-origin"}});
-    window.__result = {{...ids, event: await r.json(), cookies: document.cookie}};
+    await new Promise((resolve) => setTimeout(resolve, 300));  // the probe's request
+    window.__result = {{...ids, event: await r.json(), cookies: document.cookie,
+      page: {{url: location.href, path: location.pathname, referrer: document.referrer,
+              user_agent: navigator.userAgent, locale: navigator.language}}}};
   }} catch (e) {{
     window.__result = {{error: String(e && e.stack || e)}};
   }}
 }})();
 </script></body></html>"""
+
+
+SINK: list[tuple[str, str, bytes]] = []
 
 
 def rudder_config(request: Request) -> Response:
@@ -107,7 +120,9 @@ def build_app() -> FanoutMiddleware:
         return HTMLResponse(PAGE.format(sdk=sdk, script=script, init=init))
 
     async def sink(request: Request) -> Response:
-        await request.body()
+        body = await request.body()
+        if body:
+            SINK.append((request.url.path, request.headers.get("content-type", ""), body))
         return JSONResponse({"status": 1, "code": 200})
 
     async def track(request: Request) -> Response:
@@ -167,3 +182,61 @@ def test_stored_events_carry_the_ids_the_browser_sdks_report(site, collector, tm
         assert event["anonymous_id"] == result["anonymous_id"], (sdk, result["cookies"])
         if result["session_id"] not in (None, "null", "undefined"):
             assert event["context"].get("session_id") == result["session_id"], (sdk, result)
+
+
+def _sent(path_part: str) -> dict[str, Any]:
+    """The probe event a browser SDK sent to the sink, decoded."""
+    for path, _ctype, body in SINK:
+        if path_part not in path:
+            continue
+        if body.startswith(b"data="):
+            body = unquote_plus(body[5:].decode()).encode()
+        data = json.loads(body)
+        for item in data if isinstance(data, list) else data.get("batch", [data]):
+            if item.get("event") == "probe":
+                return dict(item)
+    raise AssertionError(f"no probe event reached the sink for {path_part}: {[p for p, _, _ in SINK]}")
+
+
+def test_provider_mappings_match_what_the_browser_sdks_send(site, tmp_path):
+    """Each provider maps the canonical context to the names *and* values the vendor's own
+    browser SDK sends for the same page (URL with utm_*, referrer, user agent, locale)."""
+    fanout_posthog = pytest.importorskip("fanout_posthog._mapping")
+    fanout_segment = pytest.importorskip("fanout_segment._message")
+    fanout_mixpanel = pytest.importorskip("fanout_mixpanel._mapping")
+    base, _client = site
+    SINK.clear()
+    sdks = ["posthog", "segment", "mixpanel"]
+    done = subprocess.run(
+        ["node", str(BROWSER_DIR / "driver.mjs"), base, CHROMIUM, str(tmp_path / "profile"), *sdks],
+        capture_output=True, text=True, timeout=240, cwd=BROWSER_DIR,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout)
+    events = {}
+    for sdk in sdks:
+        page = results[sdk]["page"]
+        assert page["referrer"], "the page needs a referrer to compare"
+        canonical = {**page, "campaign": {"source": "news", "medium": "email", "name": "spring"}}
+        events[sdk] = fanout.Event.from_dict({
+            "kind": "track", "name": "probe", "anonymous_id": "a", "context": canonical})
+
+    ours = fanout_posthog.MessageBuilder(lib="t", lib_version="0").message(events["posthog"])["properties"]
+    theirs = _sent("/sink/posthog")["properties"]
+    mapped = ["$raw_user_agent", "$current_url", "$host", "$pathname", "$browser_language",
+              "$referrer", "$referring_domain", "utm_source", "utm_medium", "utm_campaign"]
+    assert {k: ours[k] for k in mapped} == {k: theirs[k] for k in mapped}
+
+    ours = fanout_segment.to_message(events["segment"])["context"]
+    theirs = _sent("/sink/segment")["context"]
+    ours.pop("library"), theirs["page"].pop("title")  # who sent it; the title is not context
+    assert ours == {k: theirs[k] for k in ours}
+    assert set(ours) == {"userAgent", "locale", "page", "campaign"}
+
+    ((_, record),) = fanout_mixpanel.to_records(events["mixpanel"], "mptoken")
+    ours = {k: v for k, v in record["properties"].items()
+            if k.startswith(("$current_url", "$referr", "utm_"))}
+    theirs = _sent("/sink/mixpanel")["properties"]
+    assert ours == {k: theirs[k] for k in ours}
+    assert set(ours) == {"$current_url", "$referrer", "$referring_domain",
+                         "utm_source", "utm_medium", "utm_campaign"}

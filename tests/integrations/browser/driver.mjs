@@ -23,7 +23,8 @@ try {
     page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
     page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
     try {
-      await page.goto(`${base}/page/${sdk}`, { waitUntil: "load", timeout: 30000 });
+      await page.goto(`${base}/page/${sdk}?utm_source=news&utm_medium=email&utm_campaign=spring`,
+        { waitUntil: "load", timeout: 30000, referer: "http://127.0.0.1/landing" });
       await page.waitForFunction("window.__result !== undefined", { timeout: 30000 });
       results[sdk] = await page.evaluate("window.__result");
     } catch (e) {

@@ -53,6 +53,21 @@ PAGE_PROPERTIES: Final = {
     "referrer": "$referrer",
 }
 
+#: Canonical context keys → the properties mixpanel-browser sends on every event. Mixpanel
+#: has no raw user-agent, session or locale property: those context keys are not sent.
+CONTEXT_PROPERTIES: Final = {
+    "url": "$current_url",
+    "referrer": "$referrer",
+}
+#: ``context.campaign`` keys → mixpanel-browser's campaign properties (``utm_*``).
+CAMPAIGN_PROPERTIES: Final = {
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "name": "utm_campaign",
+    "term": "utm_term",
+    "content": "utm_content",
+}
+
 _INSERT_ID: Final = re.compile(r"[A-Za-z0-9-]{1,36}\Z")
 
 
@@ -111,8 +126,29 @@ def event_record(
     if ip is not None:
         props["ip"] = ip
     props.update(_identity(event))
+    if event.context:
+        props.update(_context_properties(event.context))
     props.update(properties)
     return {"event": name, "properties": props}
+
+
+def _context_properties(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The canonical context under mixpanel-browser's names; the event's properties win."""
+    out: dict[str, Any] = {}
+    for key, target in CONTEXT_PROPERTIES.items():
+        value = context.get(key)
+        if value is not None:
+            out[target] = value
+    referrer = context.get("referrer")
+    if isinstance(referrer, str):
+        out["$referring_domain"] = urlsplit(referrer).hostname or "$direct"
+    campaign = context.get("campaign")
+    if isinstance(campaign, Mapping):
+        for key, target in CAMPAIGN_PROPERTIES.items():
+            value = campaign.get(key)
+            if value is not None:
+                out[target] = value
+    return out
 
 
 def _profile(event: Event, token: str, operation: str, value: Any) -> dict[str, Any]:

@@ -33,12 +33,31 @@ __all__ = ["EVENT_ID_NAMESPACE", "MessageBuilder", "posthog_uuid"]
 #: (It is ``uuid5(NAMESPACE_URL, "https://pypi.org/project/fanout-posthog/#event_id")``.)
 EVENT_ID_NAMESPACE: Final = uuid.UUID("4e2ec7d4-798e-5b0b-a0a9-c40f408d1e08")
 
-#: fanout ``context`` keys with a PostHog property of their own. Other context keys have no
-#: PostHog meaning on a server-side event and are not sent.
+#: fanout ``context`` keys with a PostHog property of their own; they override a property of
+#: the same name. Other context keys have no PostHog meaning on a server-side event.
 CONTEXT_PROPERTIES: Final[Mapping[str, str]] = {
     "ip": "$ip",
     "user_agent": "$raw_user_agent",
     "session_id": "$session_id",
+}
+
+#: Canonical context keys → the properties posthog-js sends on every browser event, so
+#: that a server-side event shows in the same web-analytics breakdowns. They fill in only
+#: what the event's properties do not already say (a page's own URL wins).
+PAGE_CONTEXT_PROPERTIES: Final[Mapping[str, str]] = {
+    "url": "$current_url",
+    "path": "$pathname",
+    "referrer": "$referrer",
+    "locale": "$browser_language",
+}
+
+#: ``context.campaign`` keys → posthog-js's campaign properties (``utm_*`` as in the URL).
+CAMPAIGN_PROPERTIES: Final[Mapping[str, str]] = {
+    "source": "utm_source",
+    "medium": "utm_medium",
+    "name": "utm_campaign",
+    "term": "utm_term",
+    "content": "utm_content",
 }
 
 #: ``Client.page()`` puts these in ``properties``; PostHog's web analytics reads them under
@@ -111,6 +130,8 @@ class MessageBuilder:
         else:  # pragma: no cover - the core validates kinds
             raise ValueError(f"unknown event kind {kind!r}")
 
+        if event.context:
+            _fill_from_context(props, event.context)
         geoip = False
         for key, target in CONTEXT_PROPERTIES.items():
             value = event.context.get(key)
@@ -131,6 +152,28 @@ class MessageBuilder:
             "event": name,
             "uuid": posthog_uuid(event.event_id),
         }
+
+
+def _fill_from_context(props: dict[str, Any], context: Mapping[str, Any]) -> None:
+    """Web-analytics properties from the canonical context, where the event has none."""
+    for key, target in PAGE_CONTEXT_PROPERTIES.items():
+        value = context.get(key)
+        if value is not None:
+            props.setdefault(target, value)
+    url = context.get("url")
+    if isinstance(url, str):
+        host = urlsplit(url).netloc
+        if host:
+            props.setdefault("$host", host)
+    referrer = context.get("referrer")
+    if isinstance(referrer, str):
+        props.setdefault("$referring_domain", urlsplit(referrer).netloc or "$direct")
+    campaign = context.get("campaign")
+    if isinstance(campaign, Mapping):
+        for key, target in CAMPAIGN_PROPERTIES.items():
+            value = campaign.get(key)
+            if value is not None:
+                props.setdefault(target, value)
 
 
 def _page_properties(properties: Mapping[str, Any]) -> dict[str, Any]:

@@ -38,8 +38,27 @@ def timestamp_text(event: Event) -> str:
     return event.timestamp.isoformat(timespec="milliseconds")
 
 
+#: Canonical context keys → Segment's ``context`` fields (its Spec's "Context" page and what
+#: analytics.js sends); keys not listed (``ip``, ``locale``, ``campaign``, which already
+#: have Segment's names, and any other key) go in unchanged.
+CONTEXT_FIELDS: Final = {"user_agent": "userAgent"}
+#: Canonical keys that Segment nests under ``context.page``.
+PAGE_FIELDS: Final = ("url", "path", "referrer")
+
+
 def _context(event: Event) -> dict[str, Any]:
-    context = dict(event.context)
+    context: dict[str, Any] = {}
+    page: dict[str, Any] = {}
+    for key, value in event.context.items():
+        if key in PAGE_FIELDS:
+            page[key] = value
+        else:
+            context[CONTEXT_FIELDS.get(key, key)] = value
+    if page:
+        url = page.get("url")
+        if isinstance(url, str) and "?" in url:
+            page.setdefault("search", "?" + url.split("?", 1)[1].split("#", 1)[0])
+        context["page"] = page
     context["library"] = dict(LIBRARY)
     return context
 
