@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from .browser import parse_cookie_header, read_browser_ids, sanitize
 
@@ -51,11 +51,16 @@ def context_kwargs(
     url = f"{scheme}://{host}{path}" + (f"?{query}" if query else "") if host else None
     campaign: dict[str, str] = {}
     if "utm_" in query:
-        for key, value in parse_qsl(query, keep_blank_values=False)[:50]:
+        for part in query.split("&", 50)[:50]:
+            key, _, value = part.partition("=")
             field = _CAMPAIGN.get(key)
+            if field is None or field in campaign:
+                continue
+            if "%" in value or "+" in value:
+                value = unquote_plus(value)
             clean = sanitize(value, 200)
-            if field is not None and clean is not None:
-                campaign.setdefault(field, clean)
+            if clean is not None:
+                campaign[field] = clean
     locale = headers.get("accept-language", "").split(",")[0].split(";")[0]
     return {
         "anonymous_id": ids.anonymous_id,

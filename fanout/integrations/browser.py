@@ -64,6 +64,8 @@ class BrowserIds:
 
 def sanitize(value: object, limit: int = MAX_ID_LENGTH) -> str | None:
     """``value`` as a clean id: a string without control characters, trimmed and capped."""
+    if type(value) is str and len(value) <= limit and value.isprintable():
+        return value.strip() or None  # the common case: one C-level scan, no regex
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -104,35 +106,42 @@ def read_browser_ids(
     ):
         return BrowserIds(opted_out=True)
     clock = time.time() if now is None else now
-    found: list[tuple[str, str | None, str | None]] = []
-    found.append(
-        (
-            "header:x-fanout-anonymous-id",
-            sanitize(headers.get("x-fanout-anonymous-id")),
-            sanitize(headers.get("x-fanout-session-id")),
-        )
-    )
-    found.append(
-        (
-            "header:x-posthog-distinct-id",
-            sanitize(headers.get("x-posthog-distinct-id")),
-            sanitize(headers.get("x-posthog-session-id")),
-        )
-    )
-    for source, reader in _COOKIE_READERS:
+    # Sources are read lazily, in order: most requests stop at the first one.
+    anonymous_id = source_of = own_session = first_session = None
+    for source, reader in _READERS:
         try:
-            anon, session = reader(cookies, clock)
+            anon, session = reader(headers, cookies, clock)
         except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
             continue  # a malformed cookie is ignored: it is the browser's, not ours
-        found.append((source, anon, session))
-    anonymous_id = source_of = session_id = None
-    for source, anon, session in found:
-        if anon is not None:
-            anonymous_id, source_of, session_id = anon, source, session
+        if anonymous_id is None and anon is not None:
+            anonymous_id, source_of, own_session = anon, source, session
+        if first_session is None:
+            first_session = session
+        if anonymous_id is not None and (own_session is not None or first_session is not None):
             break
-    if session_id is None:
-        session_id = next((s for _, _, s in found if s is not None), None)
-    return BrowserIds(anonymous_id=anonymous_id, session_id=session_id, source=source_of)
+    return BrowserIds(
+        anonymous_id=anonymous_id,
+        session_id=own_session if own_session is not None else first_session,
+        source=source_of,
+    )
+
+
+def _fanout_headers(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float
+) -> tuple[str | None, str | None]:
+    return (
+        sanitize(headers.get("x-fanout-anonymous-id")),
+        sanitize(headers.get("x-fanout-session-id")),
+    )
+
+
+def _posthog_headers(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float
+) -> tuple[str | None, str | None]:
+    return (
+        sanitize(headers.get("x-posthog-distinct-id")),
+        sanitize(headers.get("x-posthog-session-id")),
+    )
 
 
 # -- the SDKs' cookies ------------------------------------------------------------------
@@ -142,6 +151,24 @@ def _cookies_like(cookies: Mapping[str, str], prefix: str, suffix: str) -> Itera
     for name, value in cookies.items():
         if name.startswith(prefix) and name.endswith(suffix) and len(value) <= MAX_COOKIE_LENGTH:
             yield value
+
+
+def _unquote(raw: str) -> str:
+    """``urllib.parse.unquote`` for the SDKs' ``encodeURIComponent`` output, in C.
+
+    The stdlib's version decodes escape by escape in Python, and a PostHog or Mixpanel
+    cookie is mostly escapes: it was the largest cost of a request. Anything that is not a
+    clean ``%XX`` string takes the stdlib path.
+    """
+    if "%" not in raw:
+        return raw
+    if "\\" not in raw:
+        try:
+            text = raw.replace("%", "\\x").encode("latin-1").decode("unicode_escape")
+            return text.encode("latin-1").decode("utf-8")
+        except (UnicodeError, ValueError):
+            pass
+    return unquote(raw)
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -158,7 +185,7 @@ def _posthog(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | 
     ``[last activity ms, session id, session start ms]``.
     """
     for raw in _cookies_like(cookies, "ph_", "_posthog"):
-        data = _json_object(unquote(raw))
+        data = _json_object(_unquote(raw))
         anon = sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id"))
         session = None
         sesid = data.get("$sesid")
@@ -183,7 +210,7 @@ def _segment(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | 
 def _mixpanel(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
     """``mp_<token>_mixpanel``: URL-encoded JSON; anonymous ids look like ``$device:<uuid>``."""
     for raw in _cookies_like(cookies, "mp_", "_mixpanel"):
-        data = _json_object(unquote(raw))
+        data = _json_object(_unquote(raw))
         return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None
     return None, None
 
@@ -236,12 +263,25 @@ def _rudderstack(cookies: Mapping[str, str], now: float) -> tuple[str | None, st
     return anon, session
 
 
-_COOKIE_READERS: Final[
-    tuple[tuple[str, Callable[[Mapping[str, str], float], tuple[str | None, str | None]]], ...]
-] = (
-    ("cookie:posthog", _posthog),
-    ("cookie:segment", _segment),
-    ("cookie:mixpanel", _mixpanel),
-    ("cookie:amplitude", _amplitude),
-    ("cookie:rudderstack", _rudderstack),
+Reader = Callable[[Mapping[str, str], Mapping[str, str], float], tuple[str | None, str | None]]
+
+
+def _cookie(read: Callable[[Mapping[str, str], float], tuple[str | None, str | None]]) -> Reader:
+    def reader(
+        headers: Mapping[str, str], cookies: Mapping[str, str], now: float
+    ) -> tuple[str | None, str | None]:
+        return read(cookies, now) if cookies else (None, None)
+
+    return reader
+
+
+#: Every source, in order of precedence.
+_READERS: Final[tuple[tuple[str, Reader], ...]] = (
+    ("header:x-fanout-anonymous-id", _fanout_headers),
+    ("header:x-posthog-distinct-id", _posthog_headers),
+    ("cookie:posthog", _cookie(_posthog)),
+    ("cookie:segment", _cookie(_segment)),
+    ("cookie:mixpanel", _cookie(_mixpanel)),
+    ("cookie:amplitude", _cookie(_amplitude)),
+    ("cookie:rudderstack", _cookie(_rudderstack)),
 )
