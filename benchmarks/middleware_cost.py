@@ -23,9 +23,12 @@ from fanout.integrations.wsgi import FanoutMiddleware as WSGIMiddleware
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 RUNS = 7
-PH = quote(json.dumps({"distinct_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a",
-                       "$sesid": [int(time.time() * 1000), "0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", 0]}))
-COOKIE = f"ph_phc_token_posthog={PH}; ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; csrftoken=abc"
+SESSION = [int(time.time() * 1000), "0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", 0]
+PH = quote(json.dumps({"distinct_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a", "$sesid": SESSION}))
+COOKIE = (
+    f"ph_phc_token_posthog={PH}; ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; "
+    "csrftoken=abc"
+)
 HEADERS = [
     (b"host", b"shop.example"),
     (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"),
@@ -39,7 +42,8 @@ SCOPE: dict[str, Any] = {
     "client": ("203.0.113.9", 50000), "server": ("10.0.0.1", 443),
 }
 ENVIRON: dict[str, Any] = {
-    "REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/checkout", "SCRIPT_NAME": "",
+    "REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/checkout",
+    "SCRIPT_NAME": "",
     "QUERY_STRING": "utm_source=news&utm_campaign=spring", "REMOTE_ADDR": "203.0.113.9",
     **{"HTTP_" + k.decode().upper().replace("-", "_"): v.decode() for k, v in HEADERS},
 }
