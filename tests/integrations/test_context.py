@@ -86,8 +86,9 @@ def test_identify_links_the_browser_id_and_the_timeline_joins(collector, clients
         client.identify("user-42", traits={"email_domain": "example.com"})
         client.track("signup.finished", person_id="user-42")
     assert client.flush(timeout=10).ok
-    assert collector.store.linked_ids("user-42") == ["browser-42"]
-    names = [e.get("name") or e["kind"] for e in collector.store.person_events("user-42")]
+    assert collector.store.linked_ids(collector.project_id, "user-42") == ["browser-42"]
+    # the collector's timeline joins the visitor's earlier event to the person
+    names = [e.get("name") or e["kind"] for e in collector.timeline("user-42")["events"]]
     assert names == ["landing.viewed", "identify", "signup.finished"]
     assert collector.store.count_events() == 3
 
@@ -107,7 +108,7 @@ def test_no_id_at_all_gets_one_generated_id_per_context_and_is_never_linked(coll
     assert uuid.UUID(generated).version == 4
     assert page["anonymous_id"] == click["anonymous_id"] == generated
     assert identify.get("anonymous_id") is None and identify["person_id"] == "user-7"
-    assert collector.store.linked_ids("user-7") == []
+    assert collector.store.linked_ids(collector.project_id, "user-7") == []
     assert other["anonymous_id"] != generated
     assert collector.store.count_events() == 4
 
