@@ -48,7 +48,10 @@ def ensure_env(extras: str = "collector,test") -> None:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("demo", "test", "bench"):
-        print("usage: python3 dev.py demo | test [pytest args] | bench", file=sys.stderr)
+        print(
+            "usage: python3 dev.py demo | test [--slow | --all] [pytest args] | bench",
+            file=sys.stderr,
+        )
         return 2
     command, rest = argv[0], argv[1:]
     if sys.version_info < (3, 10):  # noqa: UP036 - run by whatever python3 is installed
@@ -67,7 +70,19 @@ def main(argv: list[str]) -> int:
         return code
     ensure_env()
     tests = [str(ROOT / "tests")] + [str(p / "tests") for p in PLUGINS if (p / "tests").is_dir()]
-    return subprocess.call([str(PYTHON), "-m", "pytest", *tests, *rest], cwd=ROOT)
+    return subprocess.call([str(PYTHON), "-m", "pytest", *tests, *_selection(rest)], cwd=ROOT)
+
+
+def _selection(args: list[str]) -> list[str]:
+    """The default suite leaves out tests marked ``slow`` (outages, kills, several servers):
+    ``--slow`` runs only those, ``--all`` everything, and an explicit ``-m`` wins."""
+    if "--all" in args:
+        return [a for a in args if a != "--all"]
+    if "--slow" in args:
+        return ["-m", "slow", *(a for a in args if a != "--slow")]
+    if "-m" in args:
+        return args
+    return ["-m", "not slow", *args]
 
 
 if __name__ == "__main__":
