@@ -35,11 +35,15 @@ def endpoint(server: HTTPServer, path: str = PATH) -> str:
     return f"http://127.0.0.1:{server.port}{path}"
 
 
-def make_client(server: HTTPServer, settings: dict[str, Any] | None = None, **kwargs: Any) -> fanout.Client:
+def make_client(
+    server: HTTPServer, settings: dict[str, Any] | None = None, **kwargs: Any
+) -> fanout.Client:
     """A real fanout client whose only provider is ``amplitude``, aimed at ``server``."""
     options: dict[str, Any] = {
         "providers": ["amplitude"],
-        "settings": {"amplitude": {"api_key": API_KEY, "server_url": endpoint(server), **(settings or {})}},
+        "settings": {
+            "amplitude": {"api_key": API_KEY, "server_url": endpoint(server), **(settings or {})}
+        },
         "environ": {},
         "register_atexit": False,
         "load_entry_points": False,

@@ -108,7 +108,7 @@ def assert_same_request(
     assert fanout_body.get("options") == sdk_body.get("options")
     sdk_events, fanout_events = sdk_body["events"], fanout_body["events"]
     assert len(fanout_events) == len(sdk_events)
-    for sdk_event, fanout_event in zip(sdk_events, fanout_events):
+    for sdk_event, fanout_event in zip(sdk_events, fanout_events, strict=True):
         assert sdk_event["library"] == f"{SDK_LIBRARY}/{SDK_VERSION}"
         assert fanout_event["library"] == f"fanout-amplitude/{fanout_amplitude.__version__}"
         allowed = {"library"} if caller_event_id else {"library", "insert_id"}
@@ -324,6 +324,9 @@ def test_min_id_length_option(httpserver: HTTPServer) -> None:
 def test_redelivered_event_keeps_its_insert_id(server: HTTPServer) -> None:
     """A webhook delivered twice becomes two events with one insert_id: Amplitude dedupes."""
     for _ in range(2):
-        _send_fanout(server, lambda c: c.track("Invoice Paid", person_id="user_123", event_id=STRIPE_EVENT_ID))
+        _send_fanout(
+            server,
+            lambda c: c.track("Invoice Paid", person_id="user_123", event_id=STRIPE_EVENT_ID),
+        )
     ids = [decode_body(r)["events"][0]["insert_id"] for r in api_requests(server)]
     assert ids == [STRIPE_EVENT_ID, STRIPE_EVENT_ID]
