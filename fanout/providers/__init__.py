@@ -60,6 +60,23 @@ def register_providers(register: RegisterProvider) -> None:
         },
     )
     register(
+        "webhook",
+        _webhook_factory,
+        settings=(
+            Setting(
+                "url",
+                help="URL the signed JSON batches are POSTed to.",
+                required=True,
+                parse=_webhook_url,
+            ),
+            Setting("secret", help="HMAC-SHA256 signing secret shared with the receiver.",
+                    required=True, secret=True),
+        ),
+        description="Signed JSON batches of fanout's canonical events to any URL.",
+        limits=BatchLimits(max_events=500, max_bytes=768 * 1024, max_event_bytes=1000 * 1024),
+        capabilities={Capability.DEDUPLICATION, Capability.HISTORICAL_IMPORT},
+    )
+    register(
         "memory",
         _memory_factory,
         description="Keeps events in memory for tests (fanout.testing).",
@@ -73,6 +90,18 @@ def _collector_factory(config: ProviderConfig) -> Provider:
     from .collector import CollectorProvider
 
     return CollectorProvider.from_config(config)
+
+
+def _webhook_url(value: str) -> str:
+    from .webhook import parse_url
+
+    return parse_url(value)
+
+
+def _webhook_factory(config: ProviderConfig) -> Provider:
+    from .webhook import WebhookProvider
+
+    return WebhookProvider.from_config(config)
 
 
 def _memory_factory(config: ProviderConfig) -> Provider:
