@@ -20,7 +20,7 @@ from .__about__ import __version__
 from ._declaration import LIMITS, SETTINGS
 
 if TYPE_CHECKING:
-    from ._message import to_message
+    from .message import to_message
     from ._provider import SegmentProvider
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 #: Public names imported on first use: name → module.
-_LAZY: Final = {"to_message": "._message", "SegmentProvider": "._provider"}
+_LAZY: Final = {"to_message": ".message", "SegmentProvider": "._provider"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -53,7 +53,7 @@ from ._declaration import (
     MAX_MESSAGE_BYTES,
     parse_host,
 )
-from ._message import to_message
+from .message import to_message
 
 __all__ = [
     "DEFAULT_HOST",

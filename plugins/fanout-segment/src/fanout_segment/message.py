@@ -1,5 +1,9 @@
 """One fanout :class:`~fanout.Event` → one Segment message, shaped as the official SDK shapes it.
 
+A public module: other Segment-compatible providers (fanout-rudderstack) build their
+messages with :func:`to_message` and adjust only what their SDK does differently, so the
+mapping lives in one place.
+
 The shapes below are those ``segment.analytics.Client`` (segment-analytics-python 2.4)
 builds in ``identify``/``track``/``page``/``alias``/``group`` and ``_enqueue``: the same keys,
 including the ones it sends as ``null`` (``anonymousId``, ``category``, ``name``), an empty
@@ -15,14 +19,14 @@ whole key that holds one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from fanout.provider import Event
 
 from .__about__ import __version__
 
-__all__ = ["LIBRARY", "to_message", "timestamp_text"]
+__all__ = ["GROUP_TYPE_TRAIT", "LIBRARY", "to_message", "timestamp_text"]
 
 #: ``context.library``: who built the message. Segment shows it in its debugger; it is
 #: informational, so it names fanout-segment rather than borrowing the SDK's name.
@@ -46,7 +50,7 @@ CONTEXT_FIELDS: Final = {"user_agent": "userAgent"}
 PAGE_FIELDS: Final = ("url", "path", "referrer")
 
 
-def _context(event: Event) -> dict[str, Any]:
+def _context(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     context: dict[str, Any] = {}
     page: dict[str, Any] = {}
     for key, value in event.context.items():
@@ -59,16 +63,16 @@ def _context(event: Event) -> dict[str, Any]:
         if isinstance(url, str) and "?" in url:
             page.setdefault("search", "?" + url.split("?", 1)[1].split("#", 1)[0])
         context["page"] = page
-    context["library"] = dict(LIBRARY)
+    context["library"] = dict(library)
     return context
 
 
-def _identify(event: Event) -> dict[str, Any]:
+def _identify(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     return {
         "integrations": {},
         "anonymousId": event.anonymous_id,
         "timestamp": timestamp_text(event),
-        "context": _context(event),
+        "context": _context(event, library),
         "type": "identify",
         "userId": event.person_id,
         "traits": dict(event.traits),
@@ -76,13 +80,13 @@ def _identify(event: Event) -> dict[str, Any]:
     }
 
 
-def _track(event: Event) -> dict[str, Any]:
+def _track(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     return {
         "integrations": {},
         "anonymousId": event.anonymous_id,
         "properties": dict(event.properties),
         "timestamp": timestamp_text(event),
-        "context": _context(event),
+        "context": _context(event, library),
         "userId": event.person_id,
         "type": "track",
         "event": event.name,
@@ -90,7 +94,7 @@ def _track(event: Event) -> dict[str, Any]:
     }
 
 
-def _page(event: Event) -> dict[str, Any]:
+def _page(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     # fanout's page() already put url / path / title / referrer into properties, which is
     # where Segment's page spec keeps them.
     return {
@@ -99,7 +103,7 @@ def _page(event: Event) -> dict[str, Any]:
         "properties": dict(event.properties),
         "timestamp": timestamp_text(event),
         "category": None,
-        "context": _context(event),
+        "context": _context(event, library),
         "userId": event.person_id,
         "type": "page",
         "name": event.name,
@@ -107,12 +111,12 @@ def _page(event: Event) -> dict[str, Any]:
     }
 
 
-def _alias(event: Event) -> dict[str, Any]:
+def _alias(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     return {
         "integrations": {},
         "previousId": event.previous_id,
         "timestamp": timestamp_text(event),
-        "context": _context(event),
+        "context": _context(event, library),
         "userId": event.person_id,
         "type": "alias",
         "messageId": event.event_id,
@@ -120,7 +124,7 @@ def _alias(event: Event) -> dict[str, Any]:
     }
 
 
-def _group(event: Event) -> dict[str, Any]:
+def _group(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     traits = dict(event.traits)
     if event.group_type is not None:
         # The caller's own trait of that name wins: it is their data.
@@ -130,7 +134,7 @@ def _group(event: Event) -> dict[str, Any]:
         "anonymousId": event.anonymous_id,
         "timestamp": timestamp_text(event),
         "groupId": event.group_id,
-        "context": _context(event),
+        "context": _context(event, library),
         "userId": event.person_id,
         "traits": traits,
         "type": "group",
@@ -138,7 +142,7 @@ def _group(event: Event) -> dict[str, Any]:
     }
 
 
-_BUILDERS: Final[dict[str, Callable[[Event], dict[str, Any]]]] = {
+_BUILDERS: Final[dict[str, Callable[[Event, Mapping[str, str]], dict[str, Any]]]] = {
     "identify": _identify,
     "track": _track,
     "page": _page,
@@ -147,6 +151,10 @@ _BUILDERS: Final[dict[str, Callable[[Event], dict[str, Any]]]] = {
 }
 
 
-def to_message(event: Event) -> dict[str, Any]:
-    """The Segment message for ``event``: JSON-ready, ``event_id`` as its ``messageId``."""
-    return _BUILDERS[event.kind](event)
+def to_message(event: Event, *, library: Mapping[str, str] = LIBRARY) -> dict[str, Any]:
+    """The Segment message for ``event``: JSON-ready, ``event_id`` as its ``messageId``.
+
+    ``library`` is ``context.library``: who built the message (a provider reusing this
+    mapping names itself).
+    """
+    return _BUILDERS[event.kind](event, library)
