@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import gzip as _gzip
 import os
+import socket
+import urllib.request
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -43,6 +45,10 @@ USER_AGENT = f"fanout/{__version__} (+https://pypi.org/project/fanout-analytics/
 _EXCERPT = 300
 #: Same-host 307/308 redirects followed per request.
 MAX_REDIRECTS: Final = 3
+#: What urllib3 (and so every ``requests``-based vendor SDK) sets on its sockets. httpcore
+#: does not, so without it a request's body waits behind its headers for the server's
+#: delayed ACK (Nagle's algorithm): measured here as up to twice the latency per request.
+_NODELAY: Final = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
 
 def encode_json(payload: Any) -> bytes:
@@ -80,10 +86,15 @@ class HttpSender:
             # In a forked child the inherited client's sockets belong to the parent: drop
             # the reference without closing it, and start afresh.
             self._pid = os.getpid()
+            transport = self._transport
+            if transport is None and not urllib.request.getproxies():
+                # An explicit transport turns off httpx's proxies from the environment, so
+                # it is only used when there are none to honour.
+                transport = httpx.HTTPTransport(socket_options=_NODELAY)
             self._client = httpx.Client(
                 timeout=self.timeout,
                 headers=self._headers,
-                transport=self._transport,
+                transport=transport,
                 follow_redirects=False,
             )
         return self._client
