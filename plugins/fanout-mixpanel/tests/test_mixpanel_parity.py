@@ -380,3 +380,52 @@ def test_historical_event_goes_to_import_with_the_api_secret(server: HTTPServer)
         strip_lib(r, sdk=False) for r in b["records"]
     ]
     assert b["records"][0]["properties"]["time"] == millis
+
+
+# -- bytes on the wire -----------------------------------------------------------------
+
+
+def test_bytes_differ_only_as_the_docs_list(server: HTTPServer) -> None:
+    """docs/providers/mixpanel.md "Bytes on the wire": undo each listed difference in
+    fanout's raw ``data=`` text and it must equal the SDK's, byte for byte."""
+    from urllib.parse import parse_qs
+
+    import fanout_mixpanel
+
+    props = {"city": "Zürich", "tiny": 1e-07, "big": 1e16, "plain": 1.5, "path": "a/b"}
+    eid, _ = run_fanout(
+        server,
+        lambda c: c.track("Order Completed", person_id="user_123", properties=props, timestamp=TS),
+    )
+    (our_request,) = requests_to(server, "/track")
+    ours = raw_data(our_request)
+    run_sdk(
+        server,
+        lambda mp: mp.track("user_123", "Order Completed", props),
+        now=TS.timestamp(),
+        insert_id=insert_id(eid),
+    )
+    (sdk_request,) = requests_to(server, "/track")
+    theirs = raw_data(sdk_request)
+    assert "Zürich" in ours and "Z\\u00fcrich" in theirs
+    assert '"tiny":1e-7' in ours and '"tiny":1e-07' in theirs
+    undone = (
+        ours.replace("Zürich", "Z\\u00fcrich")
+        .replace("1e-7", "1e-07")
+        .replace('"mp_lib":"fanout-mixpanel"', '"mp_lib":"python"')
+        .replace(
+            f'"$lib_version":"{fanout_mixpanel.__version__}"',
+            f'"$lib_version":"{mixpanel.__version__}"',
+        )
+    )
+    assert undone == theirs
+    # And the form around it: the same parameters in the same order.
+    for request in (sdk_request, our_request):
+        assert list(parse_qs(request.get_data().decode("ascii"))) == ["data", "verbose", "ip"]
+
+
+def raw_data(request: Any) -> str:
+    """The ``data=`` parameter as sent, percent-decoded: the JSON text itself."""
+    from urllib.parse import parse_qs
+
+    return parse_qs(request.get_data().decode("ascii"))["data"][0]

@@ -98,9 +98,10 @@ def test_insert_id_format() -> None:
     assert insert_id("evt_1") != insert_id("evt_2")
 
 
-def test_unimportable_sdk_fails_only_when_mixpanel_is_enabled() -> None:
-    """With the mixpanel SDK unimportable the plugin still declares its provider and other
-    clients start; enabling mixpanel fails at start-up with a PluginError naming it."""
+def test_plugin_needs_no_sdk_at_run_time() -> None:
+    """The provider writes Mixpanel's wire format itself (the SDK is the parity tests'
+    reference only): with the mixpanel SDK unimportable the plugin declares its provider
+    and a client with mixpanel enabled starts."""
     code = textwrap.dedent(
         f"""
         import json, sys
@@ -110,7 +111,7 @@ def test_unimportable_sdk_fails_only_when_mixpanel_is_enabled() -> None:
         client = fanout.Client(providers=["console"], environ=env, register_atexit=False)
         info = [p for p in client.registry.plugins if p.name == "mixpanel"][0]
         try:
-            fanout.Client(providers=["mixpanel"], environ=env, register_atexit=False)
+            fanout.Client(providers=["mixpanel"], environ=env, register_atexit=False).shutdown(1)
             outcome = "started"
         except fanout.PluginError as exc:
             outcome = f"{{exc.plugin}}: {{exc}}"
@@ -126,8 +127,7 @@ def test_unimportable_sdk_fails_only_when_mixpanel_is_enabled() -> None:
     info = json.loads(out.stdout.strip().splitlines()[-1])
     assert info["providers"] == ["console"]
     assert info["loaded"] is True and info["error"] is None and info["declared"] is True
-    assert info["outcome"].startswith("mixpanel: ")
-    assert "fanout_mixpanel._provider:MixpanelProvider.from_config" in info["outcome"]
+    assert info["outcome"] == "started"
     assert TOKEN not in out.stdout + out.stderr
 
 

@@ -29,9 +29,8 @@ from typing import Any, Final
 from urllib.parse import quote_plus
 
 import httpx
-from mixpanel import json_dumps  # type: ignore[import-untyped]
 
-from fanout.http import USER_AGENT, HttpProvider, HttpSender, raise_for_status
+from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
 from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
@@ -177,7 +176,10 @@ class MixpanelProvider(HttpProvider):
         return self.api_host + _PATHS[endpoint]
 
     def _post_form(self, endpoint: Endpoint, chunk: list[tuple[int, dict[str, Any]]]) -> None:
-        data = json_dumps([record for _, record in chunk])
+        # fanout's encoder (orjson) rather than the SDK's json.dumps: a tenth of the CPU per
+        # batch, on the worker thread that shares the GIL with the caller. The decoded values
+        # are the same; the bytes differ as docs/providers/mixpanel.md lists.
+        data = encode_json([record for _, record in chunk]).decode("utf-8")
         # What requests makes of the SDK's {"data": ..., "verbose": 1, "ip": 0}.
         body = b"data=" + form_quote(data).encode("ascii") + b"&verbose=1&ip=0"
         _check_size(body, len(chunk), endpoint)
@@ -199,7 +201,7 @@ class MixpanelProvider(HttpProvider):
     def _post_import(self, chunk: list[tuple[int, dict[str, Any]]]) -> dict[int, str]:
         """POST to /import; the batch indices of the records Mixpanel refused, with why."""
         assert self._api_secret is not None  # plan() sends nothing here without one
-        body = json_dumps([record for _, record in chunk]).encode("utf-8")
+        body = encode_json([record for _, record in chunk])
         _check_size(body, len(chunk), "import")
         response = self._http.post(
             self._url("import"),
