@@ -1,6 +1,6 @@
 """A do-nothing HTTP sink for benchmarks, in its own process so it costs the measured
-process nothing: reads each body, answers 200 ``{"status": 1}`` (which every provider
-here and Mixpanel's SDK read as success).
+process nothing: reads each body, answers 200 ``{"status": 1, "code": 200}`` (which every
+provider here, Mixpanel's SDK and Amplitude's SDK read as success).
 
     with Sink() as url: ...        # starts ``python _sink.py PORT``, stops it on exit
 """
@@ -23,8 +23,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         # One answer every provider takes as success: Mixpanel's and PostHog's status, the
-        # collector's summary (accepted must be a number), Segment's success flag.
-        body = b'{"status": 1, "success": true, "accepted": 0, "duplicates": 0, "rejected": []}'
+        # collector's summary (accepted must be a number), Segment's success flag, Amplitude's
+        # code (its SDK reads it).
+        body = (
+            b'{"status": 1, "success": true, "accepted": 0, "duplicates": 0, "rejected": [],'
+            b' "code": 200}'
+        )
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

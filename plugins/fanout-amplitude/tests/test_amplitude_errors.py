@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import pytest
-from conftest import API_KEY, PATH, api_requests, decode_body, endpoint, make_client
+from amplitude_support import API_KEY, PATH, api_requests, decode_body, endpoint, make_client
 from fanout_amplitude import AmplitudeProvider
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response

@@ -31,7 +31,7 @@ from amplitude import (  # type: ignore[import-untyped]
     Identify,
 )
 from amplitude.constants import SDK_LIBRARY, SDK_VERSION  # type: ignore[import-untyped]
-from conftest import API_KEY, PATH, api_requests, decode_body, endpoint, make_client
+from amplitude_support import API_KEY, PATH, api_requests, decode_body, endpoint, make_client
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 

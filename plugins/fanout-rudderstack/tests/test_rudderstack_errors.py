@@ -6,9 +6,9 @@ import base64
 import logging
 
 import pytest
-from conftest import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 from fanout_rudderstack import RudderStackProvider
 from pytest_httpserver import HTTPServer
+from rudderstack_support import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 
 import fanout
 from fanout import Event, PermanentError

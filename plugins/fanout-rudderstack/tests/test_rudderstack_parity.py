@@ -22,10 +22,10 @@ from typing import Any
 
 import fanout_rudderstack
 import pytest
-from conftest import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 from pytest_httpserver import HTTPServer
 from rudderstack.analytics.client import Client as RudderClient  # type: ignore[import-untyped]
 from rudderstack.analytics.version import VERSION as SDK_VERSION  # type: ignore[import-untyped]
+from rudderstack_support import WRITE_KEY, base_url, batch_requests, decode_body, make_client
 from werkzeug import Request
 
 import fanout

@@ -339,3 +339,18 @@ def test_redelivered_event_maps_to_the_same_message_id(server: HTTPServer) -> No
         )
     ids = [r.json()["batch"][0]["messageId"] for r in recorded(server, "/v1/batch")]
     assert ids == [STRIPE_EVENT_ID, STRIPE_EVENT_ID]
+
+
+def test_timestamp_text_is_the_sdks_isoformat() -> None:
+    from fanout_segment.message import timestamp_text
+
+    for ts in (
+        TS,
+        HISTORICAL,
+        dt.datetime(2024, 1, 1, tzinfo=UTC),
+        dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ):
+        event = fanout.Event.from_dict(
+            {"kind": "track", "name": "x", "person_id": "u", "timestamp": ts.isoformat()}
+        )
+        assert timestamp_text(event) == event.timestamp.isoformat(timespec="milliseconds")

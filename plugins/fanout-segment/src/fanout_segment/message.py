@@ -38,8 +38,23 @@ GROUP_TYPE_TRAIT: Final = "group_type"
 
 
 def timestamp_text(event: Event) -> str:
-    """The SDK's ``timestamp.isoformat(timespec="milliseconds")``; fanout stamps are UTC."""
-    return event.timestamp.isoformat(timespec="milliseconds")
+    """The SDK's ``timestamp.isoformat(timespec="milliseconds")`` for fanout's UTC stamps.
+
+    Formatted field by field: the same text at a fraction of ``isoformat``'s cost, once per
+    event on the worker thread.
+    """
+    ts = event.timestamp
+    if ts.utcoffset():  # fanout normalises to UTC; anything else takes the slow, exact path
+        return ts.isoformat(timespec="milliseconds")
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03d+00:00" % (  # noqa: UP031 - faster than f-string
+        ts.year,
+        ts.month,
+        ts.day,
+        ts.hour,
+        ts.minute,
+        ts.second,
+        ts.microsecond // 1000,
+    )
 
 
 #: Canonical context keys → Segment's ``context`` fields (its Spec's "Context" page and what
@@ -75,7 +90,7 @@ def _identify(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
         "context": _context(event, library),
         "type": "identify",
         "userId": event.person_id,
-        "traits": dict(event.traits),
+        "traits": event.traits,
         "messageId": event.event_id,
     }
 
@@ -84,7 +99,7 @@ def _track(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     return {
         "integrations": {},
         "anonymousId": event.anonymous_id,
-        "properties": dict(event.properties),
+        "properties": event.properties,
         "timestamp": timestamp_text(event),
         "context": _context(event, library),
         "userId": event.person_id,
@@ -100,7 +115,7 @@ def _page(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     return {
         "integrations": {},
         "anonymousId": event.anonymous_id,
-        "properties": dict(event.properties),
+        "properties": event.properties,
         "timestamp": timestamp_text(event),
         "category": None,
         "context": _context(event, library),
@@ -153,6 +168,10 @@ _BUILDERS: Final[dict[str, Callable[[Event, Mapping[str, str]], dict[str, Any]]]
 
 def to_message(event: Event, *, library: Mapping[str, str] = LIBRARY) -> dict[str, Any]:
     """The Segment message for ``event``: JSON-ready, ``event_id`` as its ``messageId``.
+
+    ``properties`` and ``traits`` are the event's own read-only mappings (encoders write
+    them as objects; copying them per event and provider would only cost time): copy one
+    before changing it. The message itself and its ``context`` are new dicts.
 
     ``library`` is ``context.library``: who built the message (a provider reusing this
     mapping names itself).

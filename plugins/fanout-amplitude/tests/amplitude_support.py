@@ -1,4 +1,4 @@
-"""Shared helpers: a fanout client wired to the plugin in-process, and request decoding.
+"""Test helpers: a fanout client wired to the plugin in-process, and request decoding.
 
 Servers come from pytest-httpserver's ``httpserver`` fixture (127.0.0.1, stopped at the end
 of the session, cleared after every test).
@@ -7,11 +7,9 @@ of the session, cleared after every test).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import fanout_amplitude
-import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
@@ -51,12 +49,3 @@ def make_client(
     }
     options.update(kwargs)
     return fanout.Client(**options)
-
-
-@pytest.fixture
-def client(httpserver: HTTPServer) -> Iterator[fanout.Client]:
-    c = make_client(httpserver)
-    try:
-        yield c
-    finally:
-        c.shutdown(timeout=5)
