@@ -41,7 +41,8 @@ def ensure_env(extras: str = "collector,test") -> None:
     subprocess.run([*pip, "--upgrade", "pip"], check=True)
     args = [*pip, "-e", f"{ROOT}[{extras}]"]
     for plugin in PLUGINS:
-        args += ["-e", str(plugin)]
+        # [test]: what each plugin's own tests need (the vendor SDK its parity tests use).
+        args += ["-e", f"{plugin}[test]"]
     subprocess.run(args, check=True)
     stamp.write_text(_fingerprint())
 
