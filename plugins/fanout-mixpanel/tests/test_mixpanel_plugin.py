@@ -141,16 +141,25 @@ def test_lazy_public_names_resolve() -> None:
     assert set(fanout_mixpanel.__all__) <= set(dir(fanout_mixpanel))
 
 
-def test_form_quote_is_quote_plus() -> None:
-    from urllib.parse import quote_plus
+def test_form_value_decodes_to_the_same_bytes() -> None:
+    """Whatever the JSON holds, a form decoder (the standard library's, as Mixpanel's) gets
+    back exactly the bytes that were encoded."""
+    from urllib.parse import parse_qs
 
-    from fanout_mixpanel._provider import form_quote
+    from fanout_mixpanel._provider import form_value
 
     samples = [
-        "".join(chr(i) for i in range(128)),
-        '[{"event":"a b","properties":{"x":"100% +&=?#","$insert_id":"e-1"}}]',
-        "caf\u00e9 \u2603",  # not ASCII: falls back to quote_plus itself
-        "",
+        bytes(range(256)),
+        b'[{"event":"a b","properties":{"x":"100% +&=?#","$insert_id":"e-1"}}]',
+        "caf\u00e9 \u2603 \U0001f600 \x7f".encode(),
+        b"%25 already escaped? %2B",
+        b"",
     ]
-    for text in samples:
-        assert form_quote(text) == quote_plus(text)
+    for data in samples:
+        body = b"data=" + form_value(data) + b"&verbose=1&ip=0"
+        assert body.isascii()
+        # latin-1 maps each decoded byte to one character: the exact bytes come back.
+        decoded = parse_qs(
+            body.decode("ascii"), keep_blank_values=True, strict_parsing=True, encoding="latin-1"
+        )
+        assert decoded == {"data": [data.decode("latin-1")], "verbose": ["1"], "ip": ["0"]}
