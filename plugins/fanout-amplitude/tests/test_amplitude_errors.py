@@ -140,6 +140,8 @@ def test_429_rejects_quota_exceeded_and_retries_throttled_later(httpserver: HTTP
     finally:
         provider.close()
     assert info.value.retry_after == 30.0
+    assert info.value.pending == [1]  # only the throttled event comes back
+    assert list(info.value.rejected or {}) == [2]  # the quota-exceeded one is dead-lettered
     assert calls == [["calm_user", "hot_user", "quota_user"], ["calm_user"]]
 
 

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-import fanout
-from fanout.hookspecs import RegisterProvider
-from fanout.provider import BatchLimits, Capability, Provider, ProviderConfig, Setting
+from fanout.provider import (
+    BatchLimits,
+    Capability,
+    Provider,
+    ProviderConfig,
+    RegisterProvider,
+    Setting,
+    hookimpl,
+)
 
 from .__about__ import __version__
 
@@ -116,7 +122,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
-@fanout.hookimpl
+@hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "amplitude",

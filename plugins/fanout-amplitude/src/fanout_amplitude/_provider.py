@@ -34,15 +34,16 @@ from urllib.parse import urlsplit
 import httpx
 from amplitude import constants  # type: ignore[import-untyped]
 
-from fanout import (
+from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
+from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
     Event,
     PermanentError,
     ProviderConfig,
+    Redactor,
     RetryableError,
 )
-from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
 
 from .__about__ import __version__
 from ._mapping import EventBuilder, Unsendable
@@ -98,6 +99,7 @@ class AmplitudeProvider:
         if server_url and urlsplit(server_url).path.rstrip("/").endswith("/batch"):
             self.max_bytes = MAX_BATCH_API_BYTES
         self._api_key = api_key
+        self._redact = Redactor([api_key])
         self._options = {"min_id_length": min_id_length} if min_id_length else None
         self._builder = EventBuilder(library=f"fanout-amplitude/{__version__}")
         self._http = HttpSender(
@@ -156,19 +158,28 @@ class AmplitudeProvider:
         planned, rejected = self.plan(batch)
         try:
             later = self._deliver(planned, rejected)
+        except RetryableError as exc:
+            if rejected and exc.pending is None:
+                # Refused events stay refused; the channel retries only the others.
+                exc.pending = sorted({i for i, _ in planned} - set(rejected))
+                exc.rejected = {**(exc.rejected or {}), **rejected}
+            raise self._redact.error(exc) from None
         except DeliveryError as exc:
-            raise self._redacted(exc) from None
+            raise self._redact.error(exc) from None
         if later:
-            # Throttled events: the batch comes back after the SDK's delay. What was
-            # delivered meanwhile is deduplicated by insert_id; what was rejected is
-            # rejected again, and dead-lettered when retries run out.
-            raise RetryableError(
-                f"Amplitude throttled {len(later)} event(s) of {len(batch)}",
-                retry_after=THROTTLE_RETRY_SECONDS,
-                status_code=429,
+            # Throttled events come back after the SDK's delay, alone: the rest of the
+            # batch was delivered or refused for good.
+            raise self._redact.error(
+                RetryableError(
+                    f"Amplitude throttled {len(later)} event(s) of {len(batch)}",
+                    retry_after=THROTTLE_RETRY_SECONDS,
+                    status_code=429,
+                    pending=later,
+                    rejected=rejected or None,
+                )
             )
         if rejected:
-            raise self._redacted(
+            raise self._redact.error(
                 PermanentError(
                     f"Amplitude refused {len(rejected)} of {len(batch)} event(s)",
                     rejected=rejected,
@@ -227,19 +238,10 @@ class AmplitudeProvider:
             raise RetryableError(
                 f"Amplitude kept refusing parts of the batch after {MAX_RESENDS} re-sends",
                 status_code=400,
+                pending={i for i, _ in pending} | later,
+                rejected=rejected or None,
             )
         return later
-
-    def _redacted(self, exc: DeliveryError) -> DeliveryError:
-        """``exc`` with the API key masked, in case a server or proxy echoed it back."""
-
-        def mask(text: str) -> str:
-            return text.replace(self._api_key, "***")
-
-        exc.args = (mask(str(exc)),)
-        if isinstance(exc, PermanentError) and exc.rejected:
-            exc.rejected = {i: mask(r) for i, r in exc.rejected.items()}
-        return exc
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import fanout
-from fanout.hookspecs import RegisterProvider
-from fanout.provider import BatchLimits, Capability, Provider, ProviderConfig, Setting
+from fanout.provider import (
+    BatchLimits,
+    Capability,
+    Provider,
+    ProviderConfig,
+    RegisterProvider,
+    Setting,
+    hookimpl,
+)
 
 from .__about__ import __version__
 
@@ -52,6 +58,7 @@ LIMITS = BatchLimits(max_events=2500, max_bytes=3_000_000, max_event_bytes=4 << 
 
 
 def _factory(config: ProviderConfig) -> Provider:
+    # The SDK is imported here, when the provider is enabled, not when fanout loads plugins.
     from ._provider import RudderStackProvider
 
     return RudderStackProvider.from_config(config)
@@ -65,7 +72,7 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
-@fanout.hookimpl
+@hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "rudderstack",

@@ -22,8 +22,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fanout import BatchTooLarge, DeliveryError, Event, PermanentError, ProviderConfig
 from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
+from fanout.provider import (
+    BatchTooLarge,
+    DeliveryError,
+    Event,
+    PermanentError,
+    ProviderConfig,
+    Redactor,
+)
 
 from .__about__ import __version__
 from ._message import to_message
@@ -63,7 +70,7 @@ class RudderStackProvider:
         self.data_plane_url = parse_data_plane_url(data_plane_url)
         self.url = self.data_plane_url + "/v1/batch"
         basic = base64.b64encode(f"{write_key}:".encode()).decode("ascii")
-        self._secrets = (write_key, basic)
+        self._redact = Redactor([write_key])  # the key and its basic-auth form
         self._http = HttpSender(
             timeout=timeout,
             gzip_min_bytes=0,  # the SDK's gzip=True compresses every body
@@ -113,19 +120,11 @@ class RudderStackProvider:
                     )
                 raise_for_status(self._http.post(self.url, body), what="RudderStack")
         except DeliveryError as exc:
-            raise self._redacted(exc) from None
+            raise self._redact.error(exc) from None
         if rejected:
             raise PermanentError(
                 f"{len(rejected)} message(s) above RudderStack's size limit", rejected=rejected
             )
-
-    def _redacted(self, exc: DeliveryError) -> DeliveryError:
-        """``exc`` with the write key masked, in case a server or proxy echoed it back."""
-        text = str(exc)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        exc.args = (text,)
-        return exc
 
     def close(self) -> None:
         self._http.close()
