@@ -14,9 +14,9 @@ How answers are read follows ``amplitude.processor.ResponseProcessor``:
   ``events_with_invalid_id_lengths``, ``silenced_events``): Amplitude took nothing, so those
   events are rejected one by one and the others are sent again at once, in the same
   ``send()``; a 400 naming none (bad API key, malformed body) fails the whole batch.
-- 429: events of users or devices over their daily quota are rejected; the other throttled
-  events are retried after 30 s (the SDK's delay); events not throttled are sent again at
-  once.
+- 429: events of users or devices over their daily quota are rejected; events not
+  throttled are sent again at once; the throttled ones alone come back after 30 s (the
+  SDK's delay), as ``RetryableError(pending=..., rejected=...)``.
 - 413: the channel splits the batch; a single event too large is rejected.
 - 408, 5xx, timeouts and connection errors: retried by the channel.
 
