@@ -1,6 +1,6 @@
 """A do-nothing HTTP sink for benchmarks, in its own process so it costs the measured
-process nothing: reads each body, answers 200 ``{"status": 1, "code": 200}`` (which every
-provider here, Mixpanel's SDK and Amplitude's SDK read as success).
+process nothing: reads each body, answers 200 with one JSON reply that every provider here
+and the Mixpanel and Amplitude SDKs read as success (the sink counts nothing).
 
     with Sink() as url: ...        # starts ``python _sink.py PORT``, stops it on exit
 """
