@@ -49,6 +49,7 @@ def delivery(events: int, rounds: int) -> list[tuple[str, float, float, str]]:
         mp: Any = importlib.import_module("bench_mixpanel").bench(events=events, rounds=rounds)
         rows.append(("mixpanel", mp["fanout_100_eps"], mp["sdk_eps"], "defaults: 100 / SDK 50"))
         rows.append(("mixpanel", mp["fanout_eps"], mp["sdk_eps"], "both 50 events/request"))
+        rows.append(("mixpanel", mp["fanout_500_eps"], mp["sdk_eps"], "MIXPANEL_BATCH_SIZE=500"))
     except ImportError as exc:
         print(f"mixpanel skipped: {exc}")
     try:
