@@ -61,7 +61,7 @@ def register_providers(register: RegisterProvider) -> None:
     )
     register(
         "webhook",
-        _webhook_factory,
+        "fanout.providers.webhook:WebhookProvider.from_config",
         settings=(
             Setting(
                 "url",
@@ -96,12 +96,6 @@ def _webhook_url(value: str) -> str:
     from .webhook import parse_url
 
     return parse_url(value)
-
-
-def _webhook_factory(config: ProviderConfig) -> Provider:
-    from .webhook import WebhookProvider
-
-    return WebhookProvider.from_config(config)
 
 
 def _memory_factory(config: ProviderConfig) -> Provider:

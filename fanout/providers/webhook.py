@@ -29,7 +29,7 @@ import httpx
 
 from .._events import Event
 from .._exceptions import BatchTooLarge
-from ..http import HttpSender, raise_for_status
+from ..http import HttpProvider, HttpSender, raise_for_status
 from ..provider import ProviderConfig
 
 __all__ = ["SIGNATURE_HEADER", "MAX_BODY_BYTES", "WebhookProvider", "parse_url", "sign"]
@@ -55,7 +55,7 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-class WebhookProvider:
+class WebhookProvider(HttpProvider):
     """POSTs each batch as ``{"events": [...]}``, signed with HMAC-SHA256."""
 
     def __init__(
@@ -72,7 +72,7 @@ class WebhookProvider:
         self.url = parse_url(url)
         self._secret = secret.encode()
         self._clock = clock
-        self._sender = HttpSender(timeout=timeout, transport=transport)
+        self._http = HttpSender(timeout=timeout, transport=transport)
 
     @classmethod
     def from_config(cls, config: ProviderConfig) -> WebhookProvider:
@@ -90,11 +90,5 @@ class WebhookProvider:
         if len(body) > MAX_BODY_BYTES and len(batch) > 1:
             raise BatchTooLarge(f"webhook body would be {len(body)} bytes, above {MAX_BODY_BYTES}")
         signature = sign(self._secret, int(self._clock()), body)
-        response = self._sender.post(self.url, body, headers={SIGNATURE_HEADER: signature})
+        response = self._http.post(self.url, body, headers={SIGNATURE_HEADER: signature})
         raise_for_status(response, what="webhook receiver")
-
-    def close(self) -> None:
-        self._sender.close()
-
-    def after_fork(self) -> None:
-        self._sender.after_fork()

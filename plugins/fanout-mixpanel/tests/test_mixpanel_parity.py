@@ -423,15 +423,15 @@ def test_bytes_differ_only_as_the_docs_list(server: HTTPServer) -> None:
     # undone text as requests does and the SDK's body comes out byte for byte.
     from urllib.parse import quote_plus
 
-    assert our_request.get_data().startswith(b'data=[{"')
-    assert sdk_request.get_data() == f"data={quote_plus(undone)}&verbose=1&ip=0".encode()
+    assert our_request.body.startswith(b'data=[{"')
+    assert sdk_request.body == f"data={quote_plus(undone)}&verbose=1&ip=0".encode()
     # And the form around it: the same parameters in the same order.
     for request in (sdk_request, our_request):
-        assert list(parse_qs(request.get_data().decode("ascii"))) == ["data", "verbose", "ip"]
+        assert list(parse_qs(request.body.decode("ascii"))) == ["data", "verbose", "ip"]
 
 
 def raw_data(request: Any) -> str:
     """The ``data=`` parameter as sent, percent-decoded: the JSON text itself."""
     from urllib.parse import parse_qs
 
-    return parse_qs(request.get_data().decode("ascii"))["data"][0]
+    return parse_qs(request.body.decode("ascii"))["data"][0]

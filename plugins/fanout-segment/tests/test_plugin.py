@@ -166,8 +166,8 @@ def test_what_is_copied_from_the_sdk_matches_it() -> None:
 
 def test_lazy_public_names_resolve() -> None:
     """Names that live in the provider's modules still come from the package (PEP 562)."""
-    from fanout_segment import _message, _provider
+    from fanout_segment import _provider, message
 
     assert fanout_segment.SegmentProvider is _provider.SegmentProvider
-    assert fanout_segment.to_message is _message.to_message
+    assert fanout_segment.to_message is message.to_message
     assert set(fanout_segment.__all__) <= set(dir(fanout_segment))

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Final
 from fanout.provider import (
     BatchLimits,
     Capability,
-    Provider,
-    ProviderConfig,
     RegisterProvider,
     Setting,
     hookimpl,
+    lazy_exports,
 )
 
 from .__about__ import __version__
@@ -107,26 +106,18 @@ SETTINGS: tuple[Setting, ...] = (
 LIMITS = BatchLimits(max_events=2000, max_bytes=700_000, max_event_bytes=999_000)
 
 
-def _factory(config: ProviderConfig) -> Provider:
-    # The SDK is imported here, when the provider is enabled, not when fanout loads plugins.
-    from ._provider import AmplitudeProvider
+#: Public names imported on first use (their module imports the SDK): name → module.
+_LAZY: Final = {"AmplitudeProvider": "._provider"}
 
-    return AmplitudeProvider.from_config(config)
-
-
-def __getattr__(name: str) -> object:
-    if name == "AmplitudeProvider":
-        from ._provider import AmplitudeProvider
-
-        return AmplitudeProvider
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "amplitude",
-        _factory,
+        # By name: the SDK is imported when the provider is enabled.
+        "fanout_amplitude._provider:AmplitudeProvider.from_config",
         settings=SETTINGS,
         limits=LIMITS,
         kinds=frozenset({"identify", "track", "page", "group"}),

@@ -34,7 +34,14 @@ from urllib.parse import urlsplit
 import httpx
 from amplitude import constants  # type: ignore[import-untyped]
 
-from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
+from fanout.http import (
+    USER_AGENT,
+    HttpProvider,
+    HttpSender,
+    encode_json,
+    raise_for_status,
+    require_json_reply,
+)
 from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
@@ -78,7 +85,7 @@ def endpoint_url(server_zone: str = "US", *, use_batch: bool = False) -> str:
     )
 
 
-class AmplitudeProvider:
+class AmplitudeProvider(HttpProvider):
     """Translates fanout events to Amplitude events and posts them as one request."""
 
     def __init__(
@@ -202,6 +209,9 @@ class AmplitudeProvider:
             response = self._http.post(self.url, body, content_type=_CONTENT_TYPE)
             status = response.status_code
             if 200 <= status < 300:
+                # Amplitude's 200 is a JSON summary; anything else (a proxy's page) says
+                # nothing about the batch and is retried.
+                require_json_reply(response, what="Amplitude")
                 return later
             if status == 413 and len({i for i, _ in pending}) == 1:
                 rejected[pending[0][0]] = "Amplitude answered 413: the event is too large"
@@ -242,14 +252,6 @@ class AmplitudeProvider:
                 rejected=rejected or None,
             )
         return later
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._http.close()
-
-    def after_fork(self) -> None:
-        self._http.after_fork()
 
 
 def _summary(response: httpx.Response) -> dict[str, Any] | None:

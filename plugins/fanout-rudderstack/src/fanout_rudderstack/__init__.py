@@ -8,16 +8,15 @@ built by fanout-segment's message mapping (RudderStack speaks Segment's API).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from fanout.provider import (
     BatchLimits,
     Capability,
-    Provider,
-    ProviderConfig,
     RegisterProvider,
     Setting,
     hookimpl,
+    lazy_exports,
 )
 
 from .__about__ import __version__
@@ -57,26 +56,18 @@ SETTINGS: tuple[Setting, ...] = (
 LIMITS = BatchLimits(max_events=2500, max_bytes=3_000_000, max_event_bytes=4 << 10 << 10)
 
 
-def _factory(config: ProviderConfig) -> Provider:
-    # The SDK is imported here, when the provider is enabled, not when fanout loads plugins.
-    from ._provider import RudderStackProvider
+#: Public names imported on first use (their module imports the SDK): name → module.
+_LAZY: Final = {"RudderStackProvider": "._provider"}
 
-    return RudderStackProvider.from_config(config)
-
-
-def __getattr__(name: str) -> object:
-    if name == "RudderStackProvider":
-        from ._provider import RudderStackProvider
-
-        return RudderStackProvider
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 
 @hookimpl
 def register_providers(register: RegisterProvider) -> None:
     register(
         "rudderstack",
-        _factory,
+        # By name: the SDK is imported when the provider is enabled.
+        "fanout_rudderstack._provider:RudderStackProvider.from_config",
         settings=SETTINGS,
         limits=LIMITS,
         kinds=frozenset({"identify", "track", "page", "alias", "group"}),

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from fanout.http import USER_AGENT, HttpSender, encode_json, raise_for_status
+from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
 from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
@@ -54,7 +54,7 @@ def parse_data_plane_url(value: str) -> str:
     return value
 
 
-class RudderStackProvider:
+class RudderStackProvider(HttpProvider):
     """Translates fanout events to RudderStack messages and posts them as one batch."""
 
     def __init__(
@@ -125,9 +125,3 @@ class RudderStackProvider:
             raise PermanentError(
                 f"{len(rejected)} message(s) above RudderStack's size limit", rejected=rejected
             )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def after_fork(self) -> None:
-        self._http.after_fork()

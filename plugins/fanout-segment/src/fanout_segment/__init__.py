@@ -20,8 +20,8 @@ from .__about__ import __version__
 from ._declaration import LIMITS, SETTINGS
 
 if TYPE_CHECKING:
-    from .message import to_message
     from ._provider import SegmentProvider
+    from .message import to_message
 
 __all__ = [
     "LIMITS",
