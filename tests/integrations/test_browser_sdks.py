@@ -202,7 +202,7 @@ def test_provider_mappings_match_what_the_browser_sdks_send(site, tmp_path):
     """Each provider maps the canonical context to the names *and* values the vendor's own
     browser SDK sends for the same page (URL with utm_*, referrer, user agent, locale)."""
     fanout_posthog = pytest.importorskip("fanout_posthog._mapping")
-    fanout_segment = pytest.importorskip("fanout_segment._message")
+    fanout_segment = pytest.importorskip("fanout_segment.message")
     fanout_mixpanel = pytest.importorskip("fanout_mixpanel._mapping")
     base, _client = site
     SINK.clear()

@@ -149,6 +149,7 @@ def test_track_with_session_ip_and_device_fields(server: HTTPServer, sdk: Amplit
                 ip="203.0.113.0",  # fanout anonymizes context.ip by default (FANOUT_IP)
                 user_agent="Mozilla/5.0",
                 country="France",
+                language="fr-FR",
                 location_lat=48.85,
                 insert_id=STRIPE_EVENT_ID,
             )
@@ -164,12 +165,13 @@ def test_track_with_session_ip_and_device_fields(server: HTTPServer, sdk: Amplit
             timestamp=TS,
             event_id=STRIPE_EVENT_ID,
             context={
-                "session_id": SESSION,
+                "session_id": str(SESSION),  # canonical: text, as fanout.context reads it
                 "ip": "203.0.113.9",
                 "user_agent": "Mozilla/5.0",
                 "country": "France",
                 "location_lat": 48.85,
-                "locale": "fr-FR",  # no Amplitude field: not sent
+                "locale": "fr-FR",  # canonical locale → Amplitude's language
+                "campaign": {"source": "newsletter"},  # no Amplitude event field: not sent
             },
         ),
     )

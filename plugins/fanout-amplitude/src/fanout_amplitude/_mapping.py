@@ -101,14 +101,23 @@ def epoch_millis(ts: _dt.datetime) -> int:
     return (ts - _EPOCH) // _MS
 
 
+#: fanout's canonical context keys whose Amplitude field has another name (the browser SDK
+#: sends ``navigator.language`` as ``language``).
+CANONICAL_ALIASES: Final[Mapping[str, str]] = {"locale": "language"}
+
+
 def _context_fields(context: Mapping[str, Any], out: dict[str, Any]) -> None:
     for key, value in context.items():
-        spec = CONTEXT_FIELDS.get(key)
+        spec = CONTEXT_FIELDS.get(CANONICAL_ALIASES.get(key, key))
         if spec is None or value is None or isinstance(value, bool):
             continue
         wire, kind = spec
         if kind is float and isinstance(value, int):
             value = float(value)
+        elif kind is int and isinstance(value, str) and value.isdigit():
+            # The canonical session_id is text (fanout.context reads Amplitude's cookie
+            # into it); Amplitude's is the session's start in integer milliseconds.
+            value = int(value)
         if isinstance(value, kind):
             out[wire] = value
 
