@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from . import _lifecycle
-from ._config import Delivery
+from ._config import DEFAULT_BATCH_SIZE, Delivery
 from ._deadletter import DeadLetters
 from ._events import Event
 from ._exceptions import BatchTooLarge, PermanentError, RetryableError
@@ -131,7 +131,8 @@ class Channel:
             if queue is not None
             else MemoryQueue(self.options.queue_size, self.options.queue_bytes)
         )
-        self._batch_events = max(1, min(self.options.batch_size, self.limits.max_events))
+        wanted = self.options.batch_size or self.limits.preferred_events or DEFAULT_BATCH_SIZE
+        self._batch_events = max(1, min(wanted, self.limits.max_events))
         self._batch_bytes = self.limits.max_bytes
         self._backoff = Backoff(self.options.retry_base, self.options.retry_cap)
         self._sync = self.options.sync

@@ -139,11 +139,14 @@ FANOUT_IP: Final = EnvVar(
     "What to do with `context.ip`: keep it, anonymize it (zero the last IPv4 octet or the "
     "last 80 bits of IPv6), or drop it.",
 )
-FANOUT_BATCH_SIZE: Final = EnvVar(
+#: Events per request when neither FANOUT_BATCH_SIZE nor the provider says otherwise.
+DEFAULT_BATCH_SIZE: Final = 100
+FANOUT_BATCH_SIZE: Final = EnvVar[int | None](
     "FANOUT_BATCH_SIZE",
-    100,
+    None,
     parse_positive_int,
-    "Most events per request (capped by the provider's own limit).",
+    "Most events per request (capped by the provider's own limit). Unset: the provider's "
+    "preferred size (`BatchLimits.preferred_events`), else 100.",
     per_provider=True,
 )
 FANOUT_FLUSH_INTERVAL: Final = EnvVar(
@@ -336,7 +339,7 @@ class Delivery:
     arguments to ``Client`` and its per-provider ``delivery=`` mapping use the same names.
     """
 
-    batch_size: int = FANOUT_BATCH_SIZE.default
+    batch_size: int | None = FANOUT_BATCH_SIZE.default
     flush_interval: float = FANOUT_FLUSH_INTERVAL.default
     queue_size: int = FANOUT_QUEUE_SIZE.default
     queue_bytes: int = FANOUT_QUEUE_BYTES.default
@@ -412,7 +415,11 @@ def _read_one(var: EnvVar[Any], name: str, env: Mapping[str, str], provider: str
 def _check_delivery(options: Delivery, provider: str) -> None:
     """Keyword arguments skip the env parsers, so check them the same way here."""
     checks: list[tuple[str, bool]] = [
-        ("batch_size", isinstance(options.batch_size, int) and options.batch_size > 0),
+        (
+            "batch_size",
+            options.batch_size is None
+            or (isinstance(options.batch_size, int) and options.batch_size > 0),
+        ),
         ("queue_size", isinstance(options.queue_size, int) and options.queue_size > 0),
         ("queue_bytes", isinstance(options.queue_bytes, int) and options.queue_bytes > 0),
         (

@@ -311,3 +311,13 @@ def test_delivery_options_validate_keyword_arguments(make_client, memory):
         make_client(providers=[memory], batch_size=0)
     with pytest.raises(ConfigError, match="overflow"):
         make_client(providers=[memory], overflow="drop_oldest")
+
+
+def test_a_provider_may_prefer_its_own_default_batch_size():
+    p = ScriptedProvider("p")
+    limits = BatchLimits(max_events=2000, preferred_events=7)
+    ch, _ = run_channel(p, events(20), limits=limits, batch_size=None)
+    assert [len(b) for b in p.seen] == [7, 7, 6]
+    p2 = ScriptedProvider("p2")
+    ch, _ = run_channel(p2, events(20), limits=limits, batch_size=10)  # explicit setting wins
+    assert [len(b) for b in p2.seen] == [10, 10]
