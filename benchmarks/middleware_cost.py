@@ -1,103 +1,252 @@
 """CPU cost of fanout's request middleware per request, beside the same app without it.
 
-Calls the ASGI and WSGI apps directly (no server, no socket) with a browser-like request:
-a PostHog cookie, a Segment cookie, a user agent, a referrer and utm_* parameters. Prints the
-median time per request of several runs, with and without the middleware, and the difference
-(the middleware's own cost: reading ids and cookies, building and entering the context).
+The ASGI and WSGI apps are called directly, in this thread (a minimal ``scope`` /
+``receive`` / ``send``, or an ``environ`` / ``start_response``): no server and no socket,
+whose cost would bury a few microseconds. Each repetition times ``--requests`` requests
+through the bare app and through the same app wrapped in the middleware, back to back, on
+this thread's CPU clock (``time.thread_time``: fanout's delivery threads are not counted);
+the figure printed is the median over repetitions of (with middleware − without).
 
-    python benchmarks/middleware_cost.py [requests per run]
+Requests:
+
+- ``empty``: no cookie and no header at all;
+- ``cookies``: a browser's request: PostHog and Segment cookies, user agent, referrer,
+  locale and ``utm_*`` parameters;
+- ``cookies+headers``: the same with fanout's ``X-Fanout-Anonymous-Id`` / ``-Session-Id``.
+
+Handlers: ``noop`` tracks nothing (most requests); ``track`` calls ``client.track()`` once
+(null provider). For ``track`` the middleware's share is (middleware + track) − (bare app +
+track), printed beside the cost of ``track()`` itself (bare app + track − bare app). The
+``cookies, new visitor each time`` row gives every request its own PostHog cookie, so no
+cache can help it.
+
+    python benchmarks/middleware_cost.py [--requests 3000] [--reps 11]
+
+Each row ends with the ratio against the target of 10 µs of CPU per request.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+import fanout
 from fanout.integrations.asgi import FanoutMiddleware as ASGIMiddleware
 from fanout.integrations.wsgi import FanoutMiddleware as WSGIMiddleware
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-RUNS = 7
-SESSION = [int(time.time() * 1000), "0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", 0]
-PH = quote(json.dumps({"distinct_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a", "$sesid": SESSION}))
-COOKIE = (
-    f"ph_phc_token_posthog={PH}; ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; "
-    "csrftoken=abc"
+TARGET_US = 10.0
+NOW_MS = int(time.time() * 1000)
+UA = (
+    b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    b"Chrome/126 Safari/537.36"
 )
-HEADERS = [
+QUERY = b"utm_source=news&utm_campaign=spring"
+
+
+def posthog_cookie(distinct_id: str) -> str:
+    """``ph_<token>_posthog`` as posthog-js writes it (encodeURIComponent of JSON)."""
+    value = {
+        "distinct_id": distinct_id,
+        "$device_id": distinct_id,
+        "$user_state": "anonymous",
+        "$sesid": [NOW_MS, "0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", NOW_MS - 60_000],
+        "$initial_person_info": {"r": "https://news.example/article", "u": "https://shop.example/"},
+    }
+    return "ph_phc_token_posthog=" + quote(json.dumps(value, separators=(",", ":")), safe="")
+
+
+def cookie_header(distinct_id: str) -> bytes:
+    return (
+        f"{posthog_cookie(distinct_id)}; ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; "
+        "csrftoken=abc123"
+    ).encode()
+
+
+BROWSER = [
     (b"host", b"shop.example"),
-    (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126 Safari/537.36"),
+    (b"user-agent", UA),
     (b"accept-language", b"en-GB,en;q=0.9"),
     (b"referer", b"https://news.example/article"),
-    (b"cookie", COOKIE.encode()),
 ]
-SCOPE: dict[str, Any] = {
-    "type": "http", "method": "GET", "scheme": "https", "path": "/checkout", "root_path": "",
-    "query_string": b"utm_source=news&utm_campaign=spring", "headers": HEADERS,
-    "client": ("203.0.113.9", 50000), "server": ("10.0.0.1", 443),
-}
-ENVIRON: dict[str, Any] = {
-    "REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/checkout",
-    "SCRIPT_NAME": "",
-    "QUERY_STRING": "utm_source=news&utm_campaign=spring", "REMOTE_ADDR": "203.0.113.9",
-    **{"HTTP_" + k.decode().upper().replace("-", "_"): v.decode() for k, v in HEADERS},
-}
+FANOUT_HEADERS = [
+    (b"x-fanout-anonymous-id", b"0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a"),
+    (b"x-fanout-session-id", b"0190f5a2-7d1e-7c3b-9a4f-bbbbbbbbbbbb"),
+]
+SAME_VISITOR = cookie_header("0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a")
 
 
-async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
-    return None
+def scope(headers: list[tuple[bytes, bytes]], query: bytes = b"") -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "https", "path": "/checkout", "raw_path": b"/checkout", "root_path": "",
+        "query_string": query, "headers": headers,
+        "client": ("203.0.113.9", 50000), "server": ("10.0.0.1", 443),
+    }
 
 
-def wsgi_app(environ: Any, start_response: Any) -> list[bytes]:
-    return [b""]
+def environ(s: dict[str, Any]) -> dict[str, Any]:
+    """The WSGI ``environ`` of the same request."""
+    env: dict[str, Any] = {
+        "REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": s["path"],
+        "SCRIPT_NAME": "", "QUERY_STRING": s["query_string"].decode(),
+        "REMOTE_ADDR": s["client"][0], "SERVER_NAME": "10.0.0.1", "SERVER_PORT": "443",
+    }
+    for name, value in s["headers"]:
+        env["HTTP_" + name.decode().upper().replace("-", "_")] = value.decode("latin-1")
+    return env
+
+
+def requests(kind: str, count: int) -> list[dict[str, Any]]:
+    """The scopes to cycle through for one kind of request."""
+    if kind == "empty":
+        return [scope([])]
+    if kind == "cookies":
+        return [scope([*BROWSER, (b"cookie", SAME_VISITOR)], QUERY)]
+    if kind == "cookies+headers":
+        return [scope([*BROWSER, *FANOUT_HEADERS, (b"cookie", SAME_VISITOR)], QUERY)]
+    # A new visitor each request: every cookie differs, so no parse can be reused.
+    return [
+        scope([*BROWSER, (b"cookie", cookie_header(str(uuid.uuid4())))], QUERY)
+        for _ in range(count)
+    ]
+
+
+def handlers(client: fanout.Client) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+    """handler name → (ASGI app, WSGI app)."""
+
+    async def asgi_noop(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def wsgi_noop(environ: Any, start_response: Any) -> list[bytes]:
+        start_response("204 No Content", [])
+        return [b""]
+
+    track = client.track
+
+    async def asgi_track(scope: Any, receive: Any, send: Any) -> None:
+        track("checkout.viewed", person_id="user_1", properties={"plan": "pro"})
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def wsgi_track(environ: Any, start_response: Any) -> list[bytes]:
+        track("checkout.viewed", person_id="user_1", properties={"plan": "pro"})
+        start_response("204 No Content", [])
+        return [b""]
+
+    return {"noop": (asgi_noop, wsgi_noop), "track": (asgi_track, wsgi_track)}
 
 
 async def _receive() -> dict[str, Any]:
-    return {"type": "http.request"}
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 async def _send(message: Any) -> None:
     return None
 
 
-def time_asgi(app: Any) -> float:
+def _start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+    return None
+
+
+def time_asgi(app: Any, scopes: list[dict[str, Any]], n: int) -> float:
+    """CPU seconds per request of ``n`` requests through ``app``, on this thread."""
+
     async def run() -> float:
-        start = time.process_time()
-        for _ in range(N):
-            await app(SCOPE, _receive, _send)
-        return (time.process_time() - start) / N
+        k = len(scopes)
+        start = time.thread_time()
+        for i in range(n):
+            await app(scopes[i % k], _receive, _send)
+        return (time.thread_time() - start) / n
 
     return asyncio.run(run())
 
 
-def time_wsgi(app: Any) -> float:
-    start = time.process_time()
-    for _ in range(N):
-        body = app(ENVIRON, None)
+def time_wsgi(app: Any, environs: list[dict[str, Any]], n: int) -> float:
+    k = len(environs)
+    start = time.thread_time()
+    for i in range(n):
+        body = app(environs[i % k], _start_response)
         for _chunk in body:
             pass
-        getattr(body, "close", lambda: None)()
-    return (time.process_time() - start) / N
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+    return (time.thread_time() - start) / n
 
 
-def median_us(fn: Any, app: Any) -> float:
-    return statistics.median(fn(app) for _ in range(RUNS)) * 1e6
+def paired_us(
+    timer: Callable[[Any, Any, int], float], bare: Any, wrapped: Any, reqs: Any, n: int, reps: int
+) -> tuple[float, float]:
+    """(median bare µs per request, median of (wrapped − bare) µs), runs interleaved."""
+    bares, diffs = [], []
+    timer(bare, reqs, n // 10 or 1)  # warm both paths up
+    timer(wrapped, reqs, n // 10 or 1)
+    for rep in range(reps):
+        if rep % 2:  # alternate the order, so drift in the machine's load cancels out
+            w = timer(wrapped, reqs, n)
+            b = timer(bare, reqs, n)
+        else:
+            b = timer(bare, reqs, n)
+            w = timer(wrapped, reqs, n)
+        bares.append(b)
+        diffs.append(w - b)
+    return statistics.median(bares) * 1e6, statistics.median(diffs) * 1e6
 
 
 def main() -> None:
-    print(f"{N} requests per run, median of {RUNS} runs, CPU time per request")
-    for label, fn, bare, wrapped in (
-        ("ASGI", time_asgi, asgi_app, ASGIMiddleware(asgi_app)),
-        ("WSGI", time_wsgi, wsgi_app, WSGIMiddleware(wsgi_app)),
-    ):
-        base, with_mw = median_us(fn, bare), median_us(fn, wrapped)
-        print(f"{label}: bare app {base:6.2f} µs, with fanout's middleware {with_mw:6.2f} µs, "
-              f"middleware cost {with_mw - base:6.2f} µs")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per timed run")
+    parser.add_argument("--reps", type=int, default=11, help="repetitions (median taken)")
+    parser.add_argument("--only", choices=["asgi", "wsgi"], help="time one interface only")
+    args = parser.parse_args()
+    client = fanout.Client(
+        providers=["null"], environ={}, load_entry_points=False, register_atexit=False
+    )
+    apps = handlers(client)
+    kinds = ["empty", "cookies", "cookies+headers", "cookies, new visitor each time"]
+    print(
+        f"fanout {fanout.__version__} from {fanout.__file__.rsplit('/', 2)[0]}\n"
+        f"{args.requests} requests per run, median of {args.reps} runs, "
+        f"CPU µs per request on the calling thread; target {TARGET_US:.0f} µs\n"
+    )
+    print(f"{'':5} {'request':32} {'handler':8} {'bare app':>9} {'track()':>8} "
+          f"{'middleware':>10} {'/ target':>8}")
+    try:
+        for iface, timer, wrap, index in (
+            ("ASGI", time_asgi, ASGIMiddleware, 0),
+            ("WSGI", time_wsgi, WSGIMiddleware, 1),
+        ):
+            if args.only and args.only != iface.lower():
+                continue
+            for kind in kinds:
+                reqs: Any = requests(kind, args.requests)
+                if iface == "WSGI":
+                    reqs = [environ(s) for s in reqs]
+                noop_bare, noop_mw = paired_us(
+                    timer, apps["noop"][index], wrap(apps["noop"][index]), reqs,
+                    args.requests, args.reps,
+                )
+                track_bare, track_mw = paired_us(
+                    timer, apps["track"][index], wrap(apps["track"][index]), reqs,
+                    args.requests, args.reps,
+                )
+                for handler, bare, track_cost, cost in (
+                    ("noop", noop_bare, None, noop_mw),
+                    ("track", track_bare, track_bare - noop_bare, track_mw),
+                ):
+                    track_text = "" if track_cost is None else f"{track_cost:8.2f}"
+                    print(f"{iface:5} {kind:32} {handler:8} {bare:9.2f} {track_text:>8} "
+                          f"{cost:10.2f} {cost / TARGET_US:7.2f}x", flush=True)
+    finally:
+        client.shutdown(timeout=5)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ on unchanged (a broken enrichment must not lose data or raise into business code
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
@@ -24,6 +25,10 @@ IPMode = Literal["keep", "anonymize", "drop"]
 #: Keys of ``context`` treated as IP addresses.
 IP_KEYS = ("ip",)
 
+# A dotted-quad IPv4 address exactly as ``ipaddress`` accepts it (no leading zeros).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
 
 def anonymize_ip(value: str) -> str | None:
     """Zero the last octet of an IPv4 address, or the last 80 bits of an IPv6 one.
@@ -31,9 +36,15 @@ def anonymize_ip(value: str) -> str | None:
     That is what Google Analytics' IP anonymisation does, and it keeps a city-level
     location while no longer identifying a subscriber. Returns ``None`` when ``value`` is
     not an IP address (it is then dropped rather than passed on unexamined).
+
+    A plain IPv4 address, the usual case on every request a middleware tracks, is masked
+    as text: ``ipaddress`` costs several microseconds per call.
     """
+    value = value.strip()
+    if _IPV4.fullmatch(value):
+        return value[: value.rindex(".")] + ".0"
     try:
-        ip = ipaddress.ip_address(value.strip())
+        ip = ipaddress.ip_address(value)
     except ValueError:
         return None
     if ip.version == 4:
@@ -62,6 +73,8 @@ def ip_processor(mode: IPMode) -> Processor | None:
                 masked = anonymize_ip(value)
                 if masked is not None:
                     changed[key] = masked
+        if changed == context:
+            return event  # already anonymised: spare the copy and its validation
         return event.replace(context=changed)
 
     process_ip.__name__ = f"ip_{mode}"

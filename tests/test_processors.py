@@ -13,6 +13,15 @@ from fanout.processors import anonymize_ip
         ("2001:db8:1234:5678:9abc:def0:1234:5678", "2001:db8:1234::"),
         ("::ffff:198.51.100.23", "198.51.100.0"),
         ("not an ip", None),
+        # the IPv4 text fast path agrees with ipaddress on its edge cases
+        (" 10.0.0.255 ", "10.0.0.0"),
+        ("0.0.0.0", "0.0.0.0"),
+        ("255.255.255.255", "255.255.255.0"),
+        ("1.02.3.4", None),
+        ("256.1.1.1", None),
+        ("1.2.3", None),
+        ("1.2.3.4.5", None),
+        ("1.2.3.\u0664", None),
     ],
 )
 def test_anonymize_ip(ip, expected):

@@ -17,7 +17,21 @@ from urllib.parse import unquote_plus
 
 from .browser import parse_cookie_header, read_browser_ids, sanitize
 
-__all__ = ["context_kwargs"]
+__all__ = ["READ_HEADERS", "context_kwargs"]
+
+#: Every header (lower-cased) that ``context_kwargs`` or the browser-id readers look at.
+READ_HEADERS: Final = frozenset({
+    "accept-language",
+    "cookie",
+    "host",
+    "referer",
+    "user-agent",
+    "x-fanout-anonymous-id",
+    "x-fanout-session-id",
+    "x-forwarded-for",
+    "x-posthog-distinct-id",
+    "x-posthog-session-id",
+})
 
 #: Longest URL, referrer or user agent kept.
 MAX_TEXT_LENGTH: Final = 2048

@@ -2,9 +2,12 @@
 
 Two jobs, and no delivery of its own:
 
-- every HTTP or WebSocket request runs inside ``fanout.context(...)`` filled from the request
-  (the browser's ids, IP, user agent, URL, referrer, locale, ``utm_*``), so calls in the
-  handler need not repeat them;
+- every HTTP or WebSocket request runs inside a fanout context filled from the request
+  (the browser's ids, IP, user agent, URL, referrer, locale, ``utm_*``, and the person the
+  optional ``person_id`` hook names), so calls in the handler need not repeat them. The
+  request is read only when its first event is built, from a copy of the scope taken on
+  the way in: a request that tracks nothing costs one copied dict and one context
+  variable;
 - on the ASGI lifespan shutdown it flushes and shuts the client down within
   ``FANOUT_SHUTDOWN_TIMEOUT``, before the server reports the shutdown complete. uvicorn
   re-raises SIGTERM after its graceful stop, so the interpreter's exit hook never runs:
@@ -18,15 +21,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from .. import _default
 from .._client import Client
-from .._context import context
+from .._context import RequestContext, enter, lazy, leave, own
 from .._report import FlushReport
-from ._request import context_kwargs
+from ._request import READ_HEADERS, context_kwargs
 
 __all__ = ["FanoutMiddleware"]
+
+#: Raw ASGI header name -> the name ``context_kwargs`` reads (ASGI names are lower-case).
+_READ_HEADERS: Final = {name.encode("latin-1"): name for name in READ_HEADERS}
 
 logger = logging.getLogger("fanout")
 
@@ -35,6 +41,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: ``person_id(scope)``: the authenticated user's id for this request, or ``None``.
+PersonId = Callable[[Scope], "str | None"]
 
 
 class FanoutMiddleware:
@@ -43,6 +51,12 @@ class FanoutMiddleware:
     ``client`` defaults to fanout's default client (the one ``fanout.track()`` uses).
     ``trust_forwarded=True`` takes the client IP from ``X-Forwarded-For``: only behind a
     proxy that sets it. ``shutdown_timeout`` defaults to ``FANOUT_SHUTDOWN_TIMEOUT``.
+
+    ``person_id(scope)`` returns the authenticated user's id (or ``None``). It is called
+    at most once per request, when the request's first event is built, with the live
+    scope: it sees what inner middleware put there (Starlette's ``AuthenticationMiddleware``
+    sets ``scope["user"]``). It must not block; an exception from it is logged and the
+    request goes on without a person.
     """
 
     def __init__(
@@ -52,26 +66,48 @@ class FanoutMiddleware:
         client: Client | None = None,
         trust_forwarded: bool = False,
         shutdown_timeout: float | None = None,
+        person_id: PersonId | None = None,
     ) -> None:
         self.app = app
         self.client = client
         self.trust_forwarded = trust_forwarded
         self.shutdown_timeout = shutdown_timeout
+        self.person_id = person_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "http" or kind == "websocket":
-            with context(**self._request_context(scope)):
+            # The copy keeps the request as the server gave it: routers rewrite the live
+            # scope in place (Starlette's Mount extends root_path) before a handler tracks.
+            token = enter(lazy(self._read, (dict(scope), scope)))
+            try:
                 await self.app(scope, receive, send)
+            finally:
+                leave(token)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
+    def _read(self, scopes: tuple[Scope, Scope]) -> RequestContext:
+        """The request's own context: on the first event of the request, not before."""
+        snapshot, live = scopes
+        person = None
+        if self.person_id is not None:
+            try:
+                found = self.person_id(live)
+            except Exception:  # noqa: BLE001 - the app's hook must not fail its events
+                logger.exception("fanout: the ASGI middleware's person_id hook failed")
+                found = None
+            person = None if found is None else str(found) or None
+        return own(person_id=person, **self._request_context(snapshot))
+
     def _request_context(self, scope: Scope) -> dict[str, Any]:
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers") or ():
-            name = raw_name.decode("latin-1").lower()
+            name = _READ_HEADERS.get(raw_name) or _READ_HEADERS.get(raw_name.lower())
+            if name is None:
+                continue  # only the headers read below are decoded
             value = raw_value.decode("latin-1")
             if name in headers:
                 value = headers[name] + ("; " if name == "cookie" else ", ") + value

@@ -24,12 +24,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
+
+import orjson
 
 __all__ = [
     "MAX_ID_LENGTH",
@@ -46,8 +48,17 @@ MAX_ID_LENGTH: Final = 200
 MAX_COOKIE_LENGTH: Final = 8192
 #: The browser SDKs' default session idle timeout (PostHog, Amplitude, RudderStack).
 SESSION_IDLE_SECONDS: Final = 30 * 60
+#: Decoded PostHog / Mixpanel cookie values kept, per process, by their raw text: the
+#: requests of one page share their cookies, and decoding one is most of reading it.
+DECODED_COOKIES_KEPT: Final = 256
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+#: ``(headers, cookies, now) -> (anonymous id, session id)`` of one source.
+Reader = Callable[
+    [Mapping[str, str], Mapping[str, str], "float | None"], "tuple[str | None, str | None]"
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,17 +111,13 @@ def read_browser_ids(
     now: float | None = None,
 ) -> BrowserIds:
     """The browser's ids from lower-cased ``headers`` and raw ``cookies``."""
-    if any(
-        name.startswith("__ph_opt_in_out_") and value.strip() == "0"
-        for name, value in cookies.items()
-    ):
+    if cookies and _opted_out(cookies):
         return BrowserIds(opted_out=True)
-    clock = time.time() if now is None else now
     # Sources are read lazily, in order: most requests stop at the first one.
     anonymous_id = source_of = own_session = first_session = None
     for source, reader in _READERS:
         try:
-            anon, session = reader(headers, cookies, clock)
+            anon, session = reader(headers, cookies, now)
         except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
             continue  # a malformed cookie is ignored: it is the browser's, not ours
         if anonymous_id is None and anon is not None:
@@ -126,22 +133,29 @@ def read_browser_ids(
     )
 
 
-def _fanout_headers(
-    headers: Mapping[str, str], cookies: Mapping[str, str], now: float
-) -> tuple[str | None, str | None]:
-    return (
-        sanitize(headers.get("x-fanout-anonymous-id")),
-        sanitize(headers.get("x-fanout-session-id")),
-    )
+def _opted_out(cookies: Mapping[str, str]) -> bool:
+    for name, value in cookies.items():
+        if name.startswith("__ph_opt_in_out_") and value.strip() == "0":
+            return True
+    return False
 
 
-def _posthog_headers(
-    headers: Mapping[str, str], cookies: Mapping[str, str], now: float
-) -> tuple[str | None, str | None]:
-    return (
-        sanitize(headers.get("x-posthog-distinct-id")),
-        sanitize(headers.get("x-posthog-session-id")),
-    )
+def _clock(now: float | None) -> float:
+    """The time sessions are judged at: read only by a source that has a session."""
+    return time.time() if now is None else now
+
+
+def _header_pair(anon_header: str, session_header: str) -> Reader:
+    def reader(
+        headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
+    ) -> tuple[str | None, str | None]:
+        anon, session = headers.get(anon_header), headers.get(session_header)
+        return (
+            None if anon is None else sanitize(anon),
+            None if session is None else sanitize(session),
+        )
+
+    return reader
 
 
 # -- the SDKs' cookies ------------------------------------------------------------------
@@ -171,51 +185,61 @@ def _unquote(raw: str) -> str:
     return unquote(raw)
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    data = json.loads(text)
+def _json_object(text: str | bytes) -> dict[str, Any]:
+    data = orjson.loads(text)
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return data
 
 
-def _posthog(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+@functools.lru_cache(maxsize=DECODED_COOKIES_KEPT)
+def _uri_json_object(raw: str) -> dict[str, Any]:
+    """A URL-encoded JSON object cookie (PostHog, Mixpanel), decoded; callers only read it.
+
+    A pure function of its argument, so memoised: values that do not decode raise, and
+    raising results are not kept.
+    """
+    return _json_object(_unquote(raw))
+
+
+def _posthog(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
     """``ph_<token>_posthog``: URL-encoded JSON written by posthog-js.
 
     ``distinct_id`` is what ``posthog.get_distinct_id()`` returns; ``$sesid`` is
     ``[last activity ms, session id, session start ms]``.
     """
     for raw in _cookies_like(cookies, "ph_", "_posthog"):
-        data = _json_object(_unquote(raw))
+        data = _uri_json_object(raw)
         anon = sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id"))
         session = None
         sesid = data.get("$sesid")
         if isinstance(sesid, list) and len(sesid) >= 2 and isinstance(sesid[0], (int, float)):
-            if now - sesid[0] / 1000 <= SESSION_IDLE_SECONDS:
+            if _clock(now) - sesid[0] / 1000 <= SESSION_IDLE_SECONDS:
                 session = sanitize(sesid[1])
         return anon, session
     return None, None
 
 
-def _segment(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+def _segment(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
     """``ajs_anonymous_id``: the raw id, or JSON-quoted (``"%22…%22"``) by older versions."""
     raw = cookies.get("ajs_anonymous_id")
     if raw is None or len(raw) > MAX_COOKIE_LENGTH:
         return None, None
-    text = unquote(raw)
+    text = _unquote(raw)
     if text.startswith('"'):
-        text = json.loads(text)
+        text = orjson.loads(text)
     return sanitize(text), None
 
 
-def _mixpanel(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+def _mixpanel(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
     """``mp_<token>_mixpanel``: URL-encoded JSON; anonymous ids look like ``$device:<uuid>``."""
     for raw in _cookies_like(cookies, "mp_", "_mixpanel"):
-        data = _json_object(_unquote(raw))
+        data = _uri_json_object(raw)
         return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None
     return None, None
 
 
-def _amplitude(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+def _amplitude(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
     """``AMP_<first 10 characters of the API key>``: base64 of URL-encoded JSON."""
     for name, raw in cookies.items():
         if not name.startswith("AMP_") or name.startswith("AMP_MKTG_"):
@@ -227,7 +251,7 @@ def _amplitude(cookies: Mapping[str, str], now: float) -> tuple[str | None, str 
         sid, last = data.get("sessionId"), data.get("lastEventTime")
         if isinstance(sid, (int, float)) and not isinstance(sid, bool):
             last_ms = last if isinstance(last, (int, float)) else sid
-            if now - last_ms / 1000 <= SESSION_IDLE_SECONDS:
+            if _clock(now) - last_ms / 1000 <= SESSION_IDLE_SECONDS:
                 session = sanitize(int(sid))
         return sanitize(data.get("deviceId")), session
     return None, None
@@ -240,10 +264,10 @@ def _rudder_value(raw: str) -> Any:
     text = unquote(raw)
     if not text.startswith(_RS_PREFIX):
         raise ValueError("not a RudderStack v3 cookie")
-    return json.loads(base64.b64decode(text[len(_RS_PREFIX) :]).decode("utf-8"))
+    return orjson.loads(base64.b64decode(text[len(_RS_PREFIX) :]))
 
 
-def _rudderstack(cookies: Mapping[str, str], now: float) -> tuple[str | None, str | None]:
+def _rudderstack(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
     """``rl_anonymous_id`` / ``rl_session``: ``RS_ENC_v3_`` + base64 of the JSON value."""
     raw = cookies.get("rl_anonymous_id")
     if raw is None or len(raw) > MAX_COOKIE_LENGTH:
@@ -258,17 +282,16 @@ def _rudderstack(cookies: Mapping[str, str], now: float) -> tuple[str | None, st
             info = None
         if isinstance(info, dict) and isinstance(info.get("id"), int):
             expires = info.get("expiresAt")
-            if not isinstance(expires, (int, float)) or now * 1000 <= expires:
+            if not isinstance(expires, (int, float)) or _clock(now) * 1000 <= expires:
                 session = sanitize(info["id"])
     return anon, session
 
 
-Reader = Callable[[Mapping[str, str], Mapping[str, str], float], tuple[str | None, str | None]]
-
-
-def _cookie(read: Callable[[Mapping[str, str], float], tuple[str | None, str | None]]) -> Reader:
+def _cookie(
+    read: Callable[[Mapping[str, str], float | None], tuple[str | None, str | None]],
+) -> Reader:
     def reader(
-        headers: Mapping[str, str], cookies: Mapping[str, str], now: float
+        headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
     ) -> tuple[str | None, str | None]:
         return read(cookies, now) if cookies else (None, None)
 
@@ -277,8 +300,8 @@ def _cookie(read: Callable[[Mapping[str, str], float], tuple[str | None, str | N
 
 #: Every source, in order of precedence.
 _READERS: Final[tuple[tuple[str, Reader], ...]] = (
-    ("header:x-fanout-anonymous-id", _fanout_headers),
-    ("header:x-posthog-distinct-id", _posthog_headers),
+    ("header:x-fanout-anonymous-id", _header_pair("x-fanout-anonymous-id", "x-fanout-session-id")),
+    ("header:x-posthog-distinct-id", _header_pair("x-posthog-distinct-id", "x-posthog-session-id")),
     ("cookie:posthog", _cookie(_posthog)),
     ("cookie:segment", _cookie(_segment)),
     ("cookie:mixpanel", _cookie(_mixpanel)),

@@ -1,10 +1,14 @@
 """Django: ``"fanout.integrations.django.FanoutMiddleware"`` in ``MIDDLEWARE``.
 
 Sync and async (Django picks the mode that avoids a thread switch). Every request runs
-inside ``fanout.context(...)`` filled from the request (the browser's ids, IP, user agent,
-URL, referrer, locale, ``utm_*``) and, when the request's user is authenticated, their
-primary key as ``person_id``. Put it after ``AuthenticationMiddleware``; the user is read
-with ``request.auser()`` in async mode, so no synchronous database call runs on the loop.
+inside a fanout context filled from the request (the browser's ids, IP, user agent, URL,
+referrer, locale, ``utm_*``) and, when the request's user is authenticated, their primary
+key as ``person_id``. Put it after ``AuthenticationMiddleware``.
+
+The request is read when its first event is built, not before: a request that tracks
+nothing costs one context variable. In sync mode that includes ``request.user`` (no
+session or database lookup for a request that tracks nothing); in async mode the user is
+read up front with ``request.auser()``, so no synchronous database call runs on the loop.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from .._context import context
+from .._context import RequestContext, enter, lazy, leave, own
 from .wsgi import environ_context
 
 __all__ = ["FanoutMiddleware"]
@@ -35,17 +39,31 @@ class FanoutMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self._acall(request)
-        user = getattr(request, "user", None)
-        with context(person_id=_user_id(user), **environ_context(request.META)):
+        token = enter(lazy(_read_sync, request))
+        try:
             return self.get_response(request)
+        finally:
+            leave(token)
 
     async def _acall(self, request: Any) -> Any:
         user = None
         if hasattr(request, "auser"):
             user = await request.auser()
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        with context(person_id=_user_id(user), **environ_context(request.META)):
+        token = enter(lazy(_read, (request, user)))
+        try:
             return await get_response(request)
+        finally:
+            leave(token)
+
+
+def _read_sync(request: Any) -> RequestContext:
+    return _read((request, getattr(request, "user", None)))
+
+
+def _read(request_and_user: tuple[Any, Any]) -> RequestContext:
+    request, user = request_and_user
+    return own(person_id=_user_id(user), **environ_context(request.META))
 
 
 def _user_id(user: Any) -> str | None:

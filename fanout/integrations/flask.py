@@ -8,13 +8,12 @@ logged-in user's id (``lambda: current_user.get_id()`` with Flask-Login), or ``N
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, g
 
-from .._context import context
+from .._context import RequestContext, enter, lazy, leave, own
 from .wsgi import FanoutMiddleware
 
 __all__ = ["init_app"]
@@ -37,14 +36,17 @@ def init_app(
         def _enter_person() -> None:
             pid = get_person_id()
             if pid is not None:
-                scope = contextlib.ExitStack()
-                scope.enter_context(context(person_id=str(pid)))
-                g._fanout_person_scope = scope
+                # Over the middleware's context, and as lazy: merged on the first event.
+                g._fanout_person_token = enter(lazy(_person, str(pid)))
 
         @app.teardown_request
         def _exit_person(exc: BaseException | None) -> None:
-            scope: Any = g.pop("_fanout_person_scope", None)
-            if scope is not None:
-                scope.close()
+            token: Any = g.pop("_fanout_person_token", None)
+            if token is not None:
+                leave(token)
 
     return app
+
+
+def _person(person_id: str) -> RequestContext:
+    return own(person_id=person_id)

@@ -1,21 +1,28 @@
 """WSGI middleware (Flask, Django's WSGI app, Pyramid, Bottle, any WSGI app).
 
-Every request runs inside ``fanout.context(...)`` filled from the request (the browser's
-ids, IP, user agent, URL, referrer, locale, ``utm_*``), including the iteration of a
-streamed response body. WSGI has no shutdown event: worker processes are flushed by
-fanout's exit hook (a normal exit, gunicorn's graceful stop); see ``docs/integrations/wsgi.md``.
+Every request runs inside a fanout context filled from the request (the browser's ids,
+IP, user agent, URL, referrer, locale, ``utm_*``), including the iteration of a streamed
+response body. The ``environ`` is copied on the way in and read only when the request's
+first event is built: a request that tracks nothing pays for the copy and a context.
+WSGI has no shutdown event: worker processes are flushed by fanout's exit hook (a normal
+exit, gunicorn's graceful stop); see ``docs/integrations/wsgi.md``.
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
-from .._context import activate, new
-from ._request import context_kwargs
+from .._context import RequestContext, activate, lazy, own
+from ._request import READ_HEADERS, context_kwargs
 
 __all__ = ["FanoutMiddleware", "environ_context"]
+
+#: (``environ`` key, header name) of each header read: ``HTTP_USER_AGENT`` -> ``user-agent``.
+_ENVIRON_KEYS: Final = tuple(
+    ("HTTP_" + name.upper().replace("-", "_"), name) for name in sorted(READ_HEADERS)
+)
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -23,11 +30,11 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def environ_context(environ: dict[str, Any], *, trust_forwarded: bool = False) -> dict[str, Any]:
     """The ``fanout.context`` keyword arguments for one WSGI ``environ``."""
-    headers = {
-        key[5:].replace("_", "-").lower(): value
-        for key, value in environ.items()
-        if key.startswith("HTTP_") and isinstance(value, str)
-    }
+    headers = {}
+    for key, name in _ENVIRON_KEYS:
+        value = environ.get(key)
+        if isinstance(value, str):
+            headers[name] = value
     return context_kwargs(
         headers,
         client_ip=environ.get("REMOTE_ADDR") or None,
@@ -59,10 +66,12 @@ class FanoutMiddleware:
         # One contextvars.Context per request, entered for the call and for each chunk of
         # the body: a generator body runs after __call__ has returned.
         ctx = contextvars.copy_context()
-        kwargs = environ_context(environ, trust_forwarded=self.trust_forwarded)
-        ctx.run(lambda: activate(new(**kwargs)))
+        ctx.run(activate, lazy(self._read, environ.copy()))
         result = ctx.run(self.app, environ, start_response)
         return _Body(result, ctx)
+
+    def _read(self, environ: dict[str, Any]) -> RequestContext:
+        return own(**environ_context(environ, trust_forwarded=self.trust_forwarded))
 
 
 class _Body:
