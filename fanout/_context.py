@@ -109,13 +109,12 @@ class LazyContext(Generic[_T]):
     """A context read from its source (a request) on first use, then kept.
 
     ``read(source)`` gives the context's own values; they are merged over ``parent`` (the
-    context that was current when this one was opened) like :func:`new` does. Threads that
-    share this object (a copied ``contextvars`` context) may race to read it: each reads,
-    the first result is kept and every caller gets that one, so all events of a request
-    carry the same generated id.
+    context that was current when this one was opened) like :func:`new` does. ``read``
+    runs once: threads that share this object (a copied ``contextvars`` context) and race
+    to read it wait for the first, so all events of a request carry the same generated id.
     """
 
-    __slots__ = ("_read", "_source", "_parent", "_resolved")
+    __slots__ = ("_read", "_source", "_parent", "_resolved", "_lock")
 
     def __init__(
         self,
@@ -127,27 +126,32 @@ class LazyContext(Generic[_T]):
         self._source = source
         self._parent = parent
         self._resolved: RequestContext | None = None
+        self._lock: threading.Lock | None = None  # made on first use: most are never read
 
     def resolve(self) -> RequestContext:
         """The context, read now if no call has needed it yet."""
         ctx = self._resolved
         if ctx is not None:
             return ctx
-        try:
-            mine = self._read(self._source)
-        except Exception:  # noqa: BLE001 - a call must never fail over its context
-            logger.exception("fanout: reading the request context failed; it is left empty")
-            mine = RequestContext()
-        built = _merge(_resolve(self._parent), mine)
-        with _PUBLISH:
-            if self._resolved is None:
-                self._resolved = built
-            return self._resolved
+        with _MAKE_LOCK:
+            lock = self._lock
+            if lock is None:
+                lock = self._lock = threading.Lock()
+        with lock:
+            ctx = self._resolved
+            if ctx is None:
+                try:
+                    mine = self._read(self._source)
+                except Exception:  # noqa: BLE001 - a call must never fail over its context
+                    logger.exception("fanout: reading the request context failed; left empty")
+                    mine = RequestContext()
+                ctx = self._resolved = _merge(_resolve(self._parent), mine)
+            return ctx
 
 
-#: Guards the one write of each ``LazyContext._resolved`` (first result wins); held for
-#: two attribute accesses, never while reading a request.
-_PUBLISH: Final = threading.Lock()
+#: Guards the creation of each ``LazyContext``'s own lock, and nothing else: held for one
+#: attribute check, never while a request is read.
+_MAKE_LOCK: Final = threading.Lock()
 
 _current: contextvars.ContextVar[RequestContext | LazyContext[Any] | None] = (
     contextvars.ContextVar("fanout_context", default=None)

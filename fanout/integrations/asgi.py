@@ -25,9 +25,9 @@ from typing import Any, Final
 
 from .. import _default
 from .._client import Client
-from .._context import RequestContext, enter, lazy, leave, own
+from .._context import RequestContext, enter, lazy, leave
 from .._report import FlushReport
-from ._request import READ_HEADERS, context_kwargs
+from ._request import READ_HEADERS, request_values
 
 __all__ = ["FanoutMiddleware"]
 
@@ -100,9 +100,10 @@ class FanoutMiddleware:
                 logger.exception("fanout: the ASGI middleware's person_id hook failed")
                 found = None
             person = None if found is None else str(found) or None
-        return own(person_id=person, **self._request_context(snapshot))
+        anonymous_id, values = self._request_values(snapshot)
+        return RequestContext(person_id=person, anonymous_id=anonymous_id, values=values)
 
-    def _request_context(self, scope: Scope) -> dict[str, Any]:
+    def _request_values(self, scope: Scope) -> tuple[str | None, dict[str, Any]]:
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers") or ():
             name = _READ_HEADERS.get(raw_name) or _READ_HEADERS.get(raw_name.lower())
@@ -115,7 +116,7 @@ class FanoutMiddleware:
         client = scope.get("client")
         server = scope.get("server")
         host = headers.get("host") or (f"{server[0]}:{server[1]}" if server else None)
-        return context_kwargs(
+        return request_values(
             headers,
             client_ip=client[0] if client else None,
             scheme=scope.get("scheme", "http"),

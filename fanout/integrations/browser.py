@@ -111,7 +111,10 @@ def read_browser_ids(
     now: float | None = None,
 ) -> BrowserIds:
     """The browser's ids from lower-cased ``headers`` and raw ``cookies``."""
-    if cookies and _opted_out(cookies):
+    if not cookies:
+        if not headers or not any(name in headers for name in _ID_HEADERS):
+            return _NO_IDS  # most requests of a server without a browser SDK
+    elif _opted_out(cookies):
         return BrowserIds(opted_out=True)
     # Sources are read lazily, in order: most requests stop at the first one.
     anonymous_id = source_of = own_session = first_session = None
@@ -131,6 +134,16 @@ def read_browser_ids(
         session_id=own_session if own_session is not None else first_session,
         source=source_of,
     )
+
+
+_NO_IDS: Final = BrowserIds()
+#: The headers a source reads ids from (the rest come from cookies).
+_ID_HEADERS: Final = (
+    "x-fanout-anonymous-id",
+    "x-fanout-session-id",
+    "x-posthog-distinct-id",
+    "x-posthog-session-id",
+)
 
 
 def _opted_out(cookies: Mapping[str, str]) -> bool:
@@ -300,8 +313,8 @@ def _cookie(
 
 #: Every source, in order of precedence.
 _READERS: Final[tuple[tuple[str, Reader], ...]] = (
-    ("header:x-fanout-anonymous-id", _header_pair("x-fanout-anonymous-id", "x-fanout-session-id")),
-    ("header:x-posthog-distinct-id", _header_pair("x-posthog-distinct-id", "x-posthog-session-id")),
+    ("header:x-fanout-anonymous-id", _header_pair(*_ID_HEADERS[:2])),
+    ("header:x-posthog-distinct-id", _header_pair(*_ID_HEADERS[2:])),
     ("cookie:posthog", _cookie(_posthog)),
     ("cookie:segment", _cookie(_segment)),
     ("cookie:mixpanel", _cookie(_mixpanel)),

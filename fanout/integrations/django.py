@@ -18,8 +18,8 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from .._context import RequestContext, enter, lazy, leave, own
-from .wsgi import environ_context
+from .._context import RequestContext, enter, lazy, leave
+from .wsgi import environ_values
 
 __all__ = ["FanoutMiddleware"]
 
@@ -63,7 +63,8 @@ def _read_sync(request: Any) -> RequestContext:
 
 def _read(request_and_user: tuple[Any, Any]) -> RequestContext:
     request, user = request_and_user
-    return own(person_id=_user_id(user), **environ_context(request.META))
+    anonymous_id, values = environ_values(request.META)
+    return RequestContext(person_id=_user_id(user), anonymous_id=anonymous_id, values=values)
 
 
 def _user_id(user: Any) -> str | None:

@@ -11,13 +11,13 @@ exit, gunicorn's graceful stop); see ``docs/integrations/wsgi.md``.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from .._context import RequestContext, activate, lazy, own
-from ._request import READ_HEADERS, context_kwargs
+from .._context import RequestContext, activate, lazy
+from ._request import READ_HEADERS, request_values
 
-__all__ = ["FanoutMiddleware", "environ_context"]
+__all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 
 #: (``environ`` key, header name) of each header read: ``HTTP_USER_AGENT`` -> ``user-agent``.
 _ENVIRON_KEYS: Final = tuple(
@@ -30,12 +30,20 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def environ_context(environ: dict[str, Any], *, trust_forwarded: bool = False) -> dict[str, Any]:
     """The ``fanout.context`` keyword arguments for one WSGI ``environ``."""
+    anonymous_id, values = environ_values(environ, trust_forwarded=trust_forwarded)
+    return {"anonymous_id": anonymous_id, **values}
+
+
+def environ_values(
+    environ: Mapping[str, Any], *, trust_forwarded: bool = False
+) -> tuple[str | None, dict[str, Any]]:
+    """(the browser's anonymous id, the canonical context values) of one ``environ``."""
     headers = {}
     for key, name in _ENVIRON_KEYS:
         value = environ.get(key)
         if isinstance(value, str):
             headers[name] = value
-    return context_kwargs(
+    return request_values(
         headers,
         client_ip=environ.get("REMOTE_ADDR") or None,
         scheme=environ.get("wsgi.url_scheme", "http"),
@@ -46,7 +54,7 @@ def environ_context(environ: dict[str, Any], *, trust_forwarded: bool = False) -
     )
 
 
-def _server_host(environ: dict[str, Any]) -> str | None:
+def _server_host(environ: Mapping[str, Any]) -> str | None:
     name = environ.get("SERVER_NAME")
     return f"{name}:{environ.get('SERVER_PORT', '80')}" if name else None
 
@@ -71,7 +79,8 @@ class FanoutMiddleware:
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
-        return own(**environ_context(environ, trust_forwarded=self.trust_forwarded))
+        anonymous_id, values = environ_values(environ, trust_forwarded=self.trust_forwarded)
+        return RequestContext(anonymous_id=anonymous_id, values=values)
 
 
 class _Body:

@@ -185,3 +185,152 @@ def test_module_level_context_and_default_client(collector):
     assert report.ok
     (event,) = stored(collector)
     assert event["person_id"] == "mod-user"
+
+
+# -- the middleware's context: read when the first event is built ----------------------
+
+
+class _HeaderAuth:
+    """Starlette authentication from an ``X-User`` header: enough to have a ``scope["user"]``."""
+
+    async def authenticate(self, conn):
+        from starlette.authentication import AuthCredentials, SimpleUser
+
+        name = conn.headers.get("x-user")
+        return (AuthCredentials(["authenticated"]), SimpleUser(name)) if name else None
+
+
+def _starlette_app(client, person_id):
+    """A Starlette app: auth inside, fanout's middleware outside it, a mounted sub-app."""
+    from starlette.applications import Starlette
+    from starlette.middleware.authentication import AuthenticationMiddleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from fanout.integrations.asgi import FanoutMiddleware
+
+    async def quiet(request):
+        return PlainTextResponse("nothing tracked")
+
+    async def buy(request):
+        client.track("item.bought")
+        client.track("item.bought.again")
+        return PlainTextResponse("ok")
+
+    shop = Starlette(routes=[Route("/items", buy, methods=["POST"])])
+    inner = Starlette(routes=[Route("/quiet", quiet), Mount("/shop", app=shop)])
+    inner.add_middleware(AuthenticationMiddleware, backend=_HeaderAuth())
+    return FanoutMiddleware(inner, person_id=person_id)
+
+
+def _requests(app, *calls):
+    import httpx
+
+    async def run():
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="https://shop.example") as http:
+            return [(await http.request(method, url, headers=headers)).status_code
+                    for method, url, headers in calls]
+
+    return asyncio.run(run())
+
+
+def test_asgi_person_id_hook_sees_inner_auth_and_runs_only_when_something_is_tracked(
+    collector, clients
+):
+    pytest.importorskip("starlette", reason="needs starlette (the collector extra)")
+    client = clients(collector.url, collector.key)
+    seen: list[str] = []
+
+    def person_id(scope):
+        seen.append(scope["path"])
+        user = scope.get("user")  # set by the AuthenticationMiddleware *inside* fanout's
+        return user.username if user is not None and user.is_authenticated else None
+
+    app = _starlette_app(client, person_id)
+    codes = _requests(
+        app,
+        ("GET", "/quiet", {"X-User": "ada"}),  # tracks nothing: the hook never runs
+        ("POST", "/shop/items?utm_source=mail", {"X-User": "ada", "X-Fanout-Anonymous-Id": "v1"}),
+        ("POST", "/shop/items", {"X-Fanout-Anonymous-Id": "v2"}),  # not logged in
+    )
+    assert codes == [200, 200, 200]
+    assert client.flush(timeout=10).ok
+    # once per request that tracked (two events each), never for the quiet one
+    assert seen == ["/shop/items", "/shop/items"]
+    events = stored(collector)
+    assert [(e["name"], e.get("person_id"), e["anonymous_id"]) for e in events] == [
+        ("item.bought", "ada", "v1"),
+        ("item.bought.again", "ada", "v1"),
+        ("item.bought", None, "v2"),
+        ("item.bought.again", None, "v2"),
+    ]
+    # read from the scope as the server gave it: Mount's in-place root_path is not doubled
+    assert events[0]["context"]["url"] == "https://shop.example/shop/items?utm_source=mail"
+    assert events[0]["context"]["path"] == "/shop/items"
+    assert events[0]["context"]["campaign"] == {"source": "mail"}
+    assert collector.store.count_events() == 4
+
+
+def test_asgi_person_id_hook_that_raises_is_logged_and_the_events_still_go(
+    collector, clients, caplog
+):
+    pytest.importorskip("starlette", reason="needs starlette (the collector extra)")
+    client = clients(collector.url, collector.key)
+
+    def person_id(scope):
+        raise LookupError("session store down")
+
+    app = _starlette_app(client, person_id)
+    assert _requests(app, ("POST", "/shop/items", {"X-Fanout-Anonymous-Id": "v3"})) == [200]
+    assert client.flush(timeout=10).ok
+    events = stored(collector)
+    assert [(e.get("person_id"), e["anonymous_id"]) for e in events] == [(None, "v3")] * 2
+    assert "person_id hook failed" in caplog.text and "session store down" in caplog.text
+    assert collector.store.count_events() == 2
+
+
+def test_threads_racing_to_read_one_request_read_it_once_and_share_one_generated_id(
+    collector, clients
+):
+    """The request is read once: threads that race for it wait for the first read."""
+    import time
+
+    from fanout.integrations.asgi import FanoutMiddleware
+
+    client = clients(collector.url, collector.key)
+    start = threading.Barrier(8)
+    calls: list[int] = []
+
+    def person_id(scope):
+        calls.append(1)
+        time.sleep(0.05)  # a slow session lookup: lets every racing thread reach the read
+        return None  # a first-time visitor: the anonymous id is generated
+
+    def in_thread(n: int) -> None:
+        start.wait(timeout=10)
+        client.track("raced", properties={"n": n})
+
+    async def app(scope, receive, send):
+        threads = [
+            threading.Thread(target=contextvars.copy_context().run, args=(in_thread, n))
+            for n in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    codes = _requests(FanoutMiddleware(app, person_id=person_id), ("GET", "/", {}), ("GET", "/", {}))
+    assert codes == [204, 204]
+    assert client.flush(timeout=10).ok
+    assert len(calls) == 2  # once per request
+    events = stored(collector)
+    assert len(events) == 16
+    first = {e["anonymous_id"] for e in events[:8]}
+    second = {e["anonymous_id"] for e in events[8:]}
+    assert len(first) == 1 and len(second) == 1 and first != second
+    assert uuid.UUID(first.pop()).version == 4
+    assert collector.store.count_events() == 16
