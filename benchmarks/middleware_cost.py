@@ -248,6 +248,21 @@ def paired_us(
     return statistics.median(bares) * 1e6, statistics.median(diffs) * 1e6
 
 
+def reference_us(reps: int) -> float:
+    """This machine's speed now: CPU µs of ``sum(range(100))``.
+
+    Every figure scales with it: compare it before comparing figures taken on two machines
+    (or on one shared machine under two different loads).
+    """
+    runs = []
+    for _ in range(reps):
+        start = time.thread_time()
+        for _ in range(20_000):
+            sum(range(100))
+        runs.append((time.thread_time() - start) / 20_000)
+    return statistics.median(runs) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests per timed run")
@@ -298,6 +313,8 @@ def main() -> None:
                       f"{in_event:8.2f}", flush=True)
     finally:
         client.shutdown(timeout=5)
+    print(f"\nmachine reference: sum(range(100)) = {reference_us(args.reps):.2f} µs CPU; "
+          "the figures scale with it")
 
 
 if __name__ == "__main__":

@@ -145,3 +145,17 @@ def test_parse_cookie_header_tolerates_values_simplecookie_rejects():
 
 def test_no_id_anywhere():
     assert read({"user-agent": "x"}, {"other": "1"}) == BrowserIds()
+
+
+def test_a_memoised_cookie_is_still_judged_at_the_time_of_each_request():
+    """Decoding is kept per raw cookie text; the session's idle timeout is not."""
+    cookies = posthog("d-memo", "s-memo")
+    assert read(cookies=cookies).session_id == "s-memo"
+    later = read_browser_ids({}, cookies, now=NOW + SESSION_IDLE_SECONDS + 1)
+    assert (later.anonymous_id, later.session_id) == ("d-memo", None)
+    assert read(cookies=cookies).session_id == "s-memo"
+
+
+def test_no_cookie_and_no_id_header_reads_nothing_else():
+    assert read({"user-agent": "x", "referer": "https://a.example/"}, {}) == BrowserIds()
+    assert read({"x-posthog-session-id": "s-only"}, {}) == BrowserIds(session_id="s-only")
