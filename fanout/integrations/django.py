@@ -5,10 +5,11 @@ inside a fanout context filled from the request (the browser's ids, IP, user age
 referrer, locale, ``utm_*``) and, when the request's user is authenticated, their primary
 key as ``person_id``. Put it after ``AuthenticationMiddleware``.
 
-The request is read when its first event is built, not before: a request that tracks
-nothing costs one context variable. In sync mode that includes ``request.user`` (no
-session or database lookup for a request that tracks nothing); in async mode the user is
-read up front with ``request.auser()``, so no synchronous database call runs on the loop.
+The user is read up front, with ``request.auser()`` in async mode so no synchronous
+database call runs on the loop; the rest of the request (headers, cookies, ids) is read
+when its first event is built, not before. The user cannot wait that long: the first
+event may come from an async view that Django runs on an event loop under WSGI, where
+``request.user``'s session lookup raises ``SynchronousOnlyOperation``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class FanoutMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._async:
             return self._acall(request)
-        token = enter(lazy(_read_sync, request))
+        user = getattr(request, "user", None)
+        token = enter(lazy(_read, (request, _user_id(user))))
         try:
             return self.get_response(request)
         finally:
@@ -50,21 +52,17 @@ class FanoutMiddleware:
         if hasattr(request, "auser"):
             user = await request.auser()
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        token = enter(lazy(_read, (request, user)))
+        token = enter(lazy(_read, (request, _user_id(user))))
         try:
             return await get_response(request)
         finally:
             leave(token)
 
 
-def _read_sync(request: Any) -> RequestContext:
-    return _read((request, getattr(request, "user", None)))
-
-
-def _read(request_and_user: tuple[Any, Any]) -> RequestContext:
-    request, user = request_and_user
+def _read(request_and_person: tuple[Any, str | None]) -> RequestContext:
+    request, person_id = request_and_person
     anonymous_id, values = environ_values(request.META)
-    return RequestContext(person_id=_user_id(user), anonymous_id=anonymous_id, values=values)
+    return RequestContext(person_id=person_id, anonymous_id=anonymous_id, values=values)
 
 
 def _user_id(user: Any) -> str | None:
