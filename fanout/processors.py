@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
-from ._events import Event
+from ._events import Event, with_masked_context
 
 __all__ = ["Processor", "IPMode", "ip_processor", "anonymize_ip"]
 
@@ -75,7 +75,8 @@ def ip_processor(mode: IPMode) -> Processor | None:
                     changed[key] = masked
         if changed == context:
             return event  # already anonymised: spare the copy and its validation
-        return event.replace(context=changed)
+        # Only removals and masked (never longer) ASCII addresses: no new validation needed.
+        return with_masked_context(event, changed)
 
     process_ip.__name__ = f"ip_{mode}"
     return process_ip

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+import fanout
 from fanout import hookimpl
 from fanout.processors import anonymize_ip
 
@@ -79,3 +80,19 @@ def test_unknown_processor_is_config_error(make_client, memory):
 
     with pytest.raises(ConfigError, match="FANOUT_PROCESSORS|unknown processor"):
         make_client(providers=[memory], environ={"FANOUT_PROCESSORS": "nope"})
+
+
+def test_the_ip_processor_keeps_the_event_valid_and_its_size_an_upper_bound(make_client, memory):
+    client = make_client(providers=[memory], sync=True, ip="anonymize")
+    for ip in ("203.0.113.77", "2001:db8:85a3::8a2e:370:7334", "::ffff:198.51.100.9", "junk"):
+        client.track("x", person_id="u", context={"ip": ip, "user_agent": "ua"})
+    for event in memory.events:
+        again = fanout.Event(*event)  # full validation of what the processor produced
+        assert again.context == event.context
+        assert event.size >= again.size  # the kept size never under-counts
+    assert [e.context.get("ip") for e in memory.events] == [
+        "203.0.113.0",
+        "2001:db8:85a3::",
+        "198.51.100.0",
+        None,
+    ]
