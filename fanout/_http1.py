@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._lane import LANE
+from ._lane import released
 
 __all__ = ["DirectPoster"]
 
@@ -63,7 +63,7 @@ class DirectPoster:
             if conn is None:
                 conn = self._conns[key] = self._connect(scheme, host, port)
             try:
-                with LANE.released():
+                with released():
                     conn.request("POST", target, body=body, headers=dict(headers))
                     response = conn.getresponse()
                     content = response.read()
@@ -90,9 +90,7 @@ class DirectPoster:
         if scheme == "https":
             if self._ssl is None:
                 self._ssl = httpx.create_ssl_context()
-            return http.client.HTTPSConnection(
-                host, port, timeout=self.timeout, context=self._ssl
-            )
+            return http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ssl)
         if scheme != "http":
             raise http.client.HTTPException(f"unsupported URL scheme {scheme!r}")
         return http.client.HTTPConnection(host, port, timeout=self.timeout)

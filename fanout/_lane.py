@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Final
 
-__all__ = ["DeliveryLane", "LANE", "STALL"]
+__all__ = ["DeliveryLane", "LANE", "STALL", "released"]
 
 #: Seconds after which a holder is presumed blocked and others stop waiting for it. Mapping,
 #: encoding and compressing a full batch takes a few milliseconds.
@@ -50,11 +50,11 @@ class DeliveryLane:
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
         self._since = 0.0  # monotonic time the current holder took the lane; 0.0 when free
-        self._local = threading.local()  # .held: whether this thread holds the lane
 
     def reset_after_fork(self) -> None:
         """In a forked child, before its workers start: a fresh, free lock."""
         self._init_runtime()
+        _current.lane = None
 
     def enter(self) -> bool:
         """Take the lane; ``False`` (without it) if its holder has had it for ``stall``."""
@@ -65,19 +65,19 @@ class DeliveryLane:
             if wait <= 0 or not lock.acquire(timeout=wait):
                 return False
         self._since = time.monotonic()
-        self._local.held = True
+        _current.lane = self
         return True
 
     def leave(self) -> None:
         """Give the lane back (only by the thread that holds it)."""
-        if getattr(self._local, "held", False):
-            self._local.held = False
+        if getattr(_current, "lane", None) is self:
+            _current.lane = None
             self._since = 0.0
             self._lock.release()
 
     def holding(self) -> bool:
-        """Whether the calling thread holds the lane."""
-        return bool(getattr(self._local, "held", False))
+        """Whether the calling thread holds this lane."""
+        return getattr(_current, "lane", None) is self
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -89,19 +89,25 @@ class DeliveryLane:
             if entered:
                 self.leave()
 
-    @contextmanager
-    def released(self) -> Iterator[None]:
-        """Run the block outside the lane if the calling thread holds it (a network wait),
-        then take it back; a no-op for threads that do not hold it."""
-        if not getattr(self._local, "held", False):
-            yield
-            return
-        self.leave()
-        try:
-            yield
-        finally:
-            self.enter()
-
 
 #: The lane every channel of every client in this process shares.
 LANE: Final = DeliveryLane()
+
+#: Which lane, if any, each thread holds: the HTTP code that leaves the lane for a network
+#: wait does not know which channel (or which lane, in tests) it runs for.
+_current = threading.local()
+
+
+@contextmanager
+def released() -> Iterator[None]:
+    """Run the block outside the lane the calling thread holds (a network wait), then take
+    it back; a no-op for threads that hold none (sync mode, a provider called directly)."""
+    lane: DeliveryLane | None = getattr(_current, "lane", None)
+    if lane is None:
+        yield
+        return
+    lane.leave()
+    try:
+        yield
+    finally:
+        lane.enter()
