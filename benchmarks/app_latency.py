@@ -1,10 +1,10 @@
 """What an app feels: a real uvicorn + Starlette app's latency and CPU with analytics inside it.
 
-    python benchmarks/app_latency.py [--duration 6] [--reps 3] [--quick]
+    python benchmarks/app_latency.py [--duration 3] [--rounds 5] [--quick]
 
 One uvicorn worker serves a Starlette endpoint that does a little work (builds and encodes a
-small order summary) and tracks one event per request. It runs in its own process, once per
-case and repetition:
+small order summary) and tracks one event per request. Each case is its own app process,
+all of them up for the whole run:
 
 - ``none``: no analytics (the baseline every "added" figure is measured against);
 - ``fanout-1`` / ``fanout-4`` / ``fanout-8``: fanout delivering to 1 (posthog), 4 (posthog,
@@ -23,8 +23,9 @@ by ``--duration`` seconds:
 
 Reported per case: requests/s, p50 / p99 / p99.9 latency, and the server process's CPU per
 request (user + system from ``/proc``, from the start of the load until every tracked event
-was delivered). Added latency and CPU are the case minus ``none``. Figures are medians over
-repetitions (cases interleaved); targets are checked on the same run:
+was delivered). Loads take turns across the cases in rounds, so that the machine's other
+work falls on every case alike; figures are medians over rounds, and added latency and CPU
+are medians of (case minus ``none``) within each round. Targets, checked on the same run:
 
 - fanout-4's added p99 at most the PostHog SDK's added p99;
 - fanout-8's added p99 at most 1.25x fanout-1's, at saturation and at the fixed rate.
@@ -339,8 +340,8 @@ class Server:
     """``with Server(case, sink) as server:`` the app in its own process at ``server.url``,
     stopped on exit."""
 
-    def __init__(self, case: str, sink: str) -> None:
-        self.case, self.sink = case, sink
+    def __init__(self, case: str, sink: str, switch_interval: float = 0.0) -> None:
+        self.case, self.sink, self.switch_interval = case, sink, switch_interval
 
     def __enter__(self) -> Server:
         port = _free_port()
@@ -443,22 +444,26 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def report(mode: str, runs: dict[str, list[dict[str, Any]]], title: str) -> dict[str, float]:
+def _paired(runs: dict[str, list[dict[str, Any]]], case: str, key: str) -> float:
+    """Median over rounds of (case minus ``none`` in the same round): the machine's other
+    load shifts both figures of a round alike, so the difference keeps less of it."""
+    return statistics.median(c[key] - n[key] for c, n in zip(runs[case], runs["none"], strict=True))
+
+
+def report(runs: dict[str, list[dict[str, Any]]], title: str) -> dict[str, float]:
     print(f"\n{title}")
     print(
         f"{'case':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
         f"{'CPU µs/req':>11} {'+p99 ms':>8} {'+p99.9 ms':>10} {'+CPU µs':>8}"
     )
-    base = {k: _median(runs["none"], k) for k in ("p99", "p999", "cpu_us")}
     added: dict[str, float] = {}
     for case, rs in runs.items():
         p50, p99, p999 = (_median(rs, k) / 1000 for k in ("p50", "p99", "p999"))
-        cpu = _median(rs, "cpu_us")
-        added[case] = p99 - base["p99"] / 1000
+        added[case] = _paired(runs, case, "p99") / 1000
         print(
             f"{case:12} {_median(rs, 'rps'):8,.0f} {p50:8.2f} {p99:8.2f} {p999:9.2f} "
-            f"{cpu:11.0f} {added[case]:8.2f} {p999 - base['p999'] / 1000:10.2f} "
-            f"{cpu - base['cpu_us']:8.0f}"
+            f"{_median(rs, 'cpu_us'):11.0f} {added[case]:8.2f} "
+            f"{_paired(runs, case, 'p999') / 1000:10.2f} {_paired(runs, case, 'cpu_us'):8.0f}"
         )
     return added
 
@@ -469,74 +474,83 @@ def _targets(mode: str, added: dict[str, float]) -> None:
         verdict = "met" if f4 <= ph else "NOT met"
         print(f"  {mode}: fanout-4 added p99 {f4:.2f} ms vs PostHog SDK {ph:.2f} ms ({verdict})")
     if f8 is not None and f1 is not None:
-        ratio = f8 / f1 if f1 > 0 else float("inf")
         verdict = "met" if f8 <= 1.25 * max(f1, 0.0) else "NOT met"
+        ratio = f"{f8 / f1:.2f}" if f1 > 0 else "n/a"
         print(
             f"  {mode}: fanout-8 added p99 {f8:.2f} ms vs fanout-1 {f1:.2f} ms, "
-            f"ratio {ratio:.2f} (target <= 1.25: {verdict})"
+            f"ratio {ratio} (target <= 1.25: {verdict})"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--duration", type=float, default=6.0, help="seconds per load")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over every case")
     parser.add_argument("--conns", type=int, default=8, help="closed-loop connections")
     parser.add_argument(
         "--rate", type=float, default=0.0, help="fixed rate (default: half the max of 'none')"
     )
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
-    parser.add_argument("--quick", action="store_true", help="1 repetition of 3 s loads")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s loads")
+    parser.add_argument(
+        "--switch-interval", type=float, default=0.0, help="sys.setswitchinterval in the app"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sink", help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
         serve(args.serve, args.port, args.sink)
         return
     if args.load:
         print(json.dumps(load(args.load, args.rate, args.duration, args.conns)))
         return
     if args.quick:
-        args.reps, args.duration = 1, 3.0
+        args.rounds, args.duration = 2, 2.0
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     if "none" in cases:
         cases.remove("none")
-    cases.insert(0, "none")  # first: its maximum sets the fixed rate
+    cases.insert(0, "none")
     t0 = time.perf_counter()
     closed: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
     opened: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
     have_wrk = shutil.which("wrk") is not None
-    with tempfile.TemporaryDirectory() as tmp, Sink() as sink:
+    with tempfile.TemporaryDirectory() as tmp, Sink() as sink, contextlib.ExitStack() as stack:
         script = None
         if have_wrk:
             script = os.path.join(tmp, "report.lua")
             Path(script).write_text(_WRK_LUA)
-        for rep in range(args.reps):
-            for case in cases:
-                with Server(case, sink) as server:
-                    # Warm up: imports, connections, the workers' first batches.
-                    _pyload(server.url, 0, 1.0, args.conns)
-                    closed[case].append(measure(server, "closed", args, script))
-                    if not args.rate:
-                        args.rate = round(0.5 * closed["none"][0]["rps"], -1)
-                    opened[case].append(measure(server, "open", args, script))
-                print(
-                    f"  rep {rep + 1} {case:12} closed {closed[case][-1]['rps']:7,.0f} req/s "
-                    f"p99 {closed[case][-1]['p99'] / 1000:6.2f} ms | open "
-                    f"p99 {opened[case][-1]['p99'] / 1000:6.2f} ms",
-                    flush=True,
-                )
+        # Every app runs for the whole benchmark; loads take turns, so that the machine's
+        # other work falls on all cases alike.
+        servers = {c: stack.enter_context(Server(c, sink, args.switch_interval)) for c in cases}
+        for server in servers.values():  # imports, connections, the first batches
+            _pyload(server.url, 0, 1.0, args.conns)
+        if not args.rate:
+            args.rate = round(0.5 * measure(servers["none"], "closed", args, script)["rps"], -1)
+        for rnd in range(args.rounds):
+            order = cases[rnd % len(cases) :] + cases[: rnd % len(cases)]
+            for case in order:
+                closed[case].append(measure(servers[case], "closed", args, script))
+            for case in order:
+                opened[case].append(measure(servers[case], "open", args, script))
+            print(
+                f"  round {rnd + 1}: closed p99 "
+                + " ".join(f"{c} {closed[c][-1]['p99'] / 1000:.1f}" for c in cases)
+                + " ms | open p99 "
+                + " ".join(f"{c} {opened[c][-1]['p99'] / 1000:.1f}" for c in cases),
+                flush=True,
+            )
     gen = f"wrk -t1 -c{args.conns}" if have_wrk else f"Python closed loop, {args.conns} conns"
     print(
-        f"\nuvicorn + Starlette, 1 worker; {args.duration:g} s per load; median of "
-        f"{args.reps} run(s); sinks on 127.0.0.1"
+        f"\nuvicorn + Starlette, 1 worker; {args.duration:g} s per load; medians of "
+        f"{args.rounds} rounds; + columns: median of (case - none) per round"
+        + (f"; switch interval {args.switch_interval * 1000:g} ms" if args.switch_interval else "")
     )
-    a_closed = report("closed", closed, f"closed loop at saturation ({gen})")
-    a_open = report(
-        "open", opened, f"open loop at {args.rate:,.0f} req/s (half the no-analytics maximum)"
-    )
+    a_closed = report(closed, f"closed loop at saturation ({gen})")
+    a_open = report(opened, f"open loop at {args.rate:,.0f} req/s (half the no-analytics maximum)")
     print("\ntargets (added = case minus none):")
     _targets("saturation", a_closed)
     _targets("fixed rate", a_open)
