@@ -13,12 +13,12 @@ from _helpers import HangingProvider
 
 from fanout import Event
 from fanout._channel import Channel
-from fanout._config import DeliveryOptions
+from fanout._config import Delivery
 from fanout._events import build_event
 from fanout._lane import DeliveryLane, released
 from fanout.http import HttpSender, raise_for_status
 
-OPTS = DeliveryOptions(batch_size=10, flush_interval=0.05, retry_base=0.01, retry_cap=0.05)
+OPTS = Delivery(batch_size=10, flush_interval=0.05, retry_base=0.01, retry_cap=0.05)
 
 
 def events(n: int, prefix: str = "e") -> list[Event]:
