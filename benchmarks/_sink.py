@@ -97,19 +97,20 @@ def sink_stats(url: str) -> dict[str, int]:
     return data
 
 
-#: The provider sets compared by the app-latency and CPU benchmarks. Names with ``#2`` are
-#: second instances of the same plugin (another project, another write key), which is how
-#: a team reaches eight backends; each has its own channel like any other provider.
+#: The provider sets compared by the app-latency and CPU benchmarks. ``posthog:2`` and the
+#: like are second named instances (another project, another write key), which is how a
+#: team reaches eight backends; each has its own channel like any other provider.
 FOUR = ("posthog", "segment", "mixpanel", "collector")
 PROVIDER_SETS: dict[int, tuple[str, ...]] = {
     1: ("posthog",),
     4: FOUR,
-    8: FOUR + tuple(f"{name}#2" for name in FOUR),
+    8: FOUR + tuple(f"{name}:2" for name in FOUR),
 }
 
 
 def sink_environ(url: str) -> dict[str, str]:
-    """Every provider's settings pointed at the sink at ``url`` (keys are placeholders)."""
+    """Every provider's settings, and its second instance's, pointed at the sink at ``url``
+    (keys are placeholders)."""
     return {
         "POSTHOG_API_KEY": "phc_bench",
         "POSTHOG_HOST": url,
@@ -119,45 +120,23 @@ def sink_environ(url: str) -> dict[str, str]:
         "SEGMENT_HOST": url,
         "FANOUT_COLLECTOR_URL": url,
         "FANOUT_COLLECTOR_KEY": "sk_bench",
+        "FANOUT_POSTHOG_2_API_KEY": "phc_bench2",
+        "FANOUT_POSTHOG_2_HOST": url,
+        "FANOUT_MIXPANEL_2_TOKEN": "mp_bench2",
+        "FANOUT_MIXPANEL_2_API_HOST": url,
+        "FANOUT_SEGMENT_2_WRITE_KEY": "seg_bench2",
+        "FANOUT_SEGMENT_2_HOST": url,
+        "FANOUT_COLLECTOR_2_URL": url,
+        "FANOUT_COLLECTOR_2_KEY": "sk_bench2",
     }
-
-
-class _Renamed:
-    """A second instance of a plugin's provider under another name (its own channel)."""
-
-    def __init__(self, name: str, inner: Any, limits: Any, kinds: Any) -> None:
-        self.name = name
-        self.limits = limits
-        self.kinds = kinds
-        self._inner = inner
-
-    def send(self, batch: Any) -> Any:
-        return self._inner.send(batch)
-
-    def __getattr__(self, attr: str) -> Any:  # close, after_fork, ...
-        return getattr(self._inner, attr)
-
-
-def _second_instance(name: str, url: str, registry: Any) -> _Renamed:
-    """``posthog#2``: the plugin's own factory, with its own keys, under its own name."""
-    from fanout._config import resolve_settings
-    from fanout.provider import ProviderConfig
-
-    spec = registry.spec(name.split("#")[0])
-    env = {k: v + "2" if "KEY" in k or "TOKEN" in k else v for k, v in sink_environ(url).items()}
-    inner = spec.factory(ProviderConfig(name, resolve_settings(spec, env, None)))
-    return _Renamed(name, inner, spec.limits, spec.kinds)
 
 
 def fanout_client(url: str, names: Sequence[str], **options: Any) -> Any:
     """A fanout client delivering to ``names`` (see :data:`PROVIDER_SETS`) at the sink."""
     import fanout
-    from fanout._plugins import load_registry
 
-    registry = load_registry()
-    providers: list[Any] = [_second_instance(n, url, registry) if "#" in n else n for n in names]
     return fanout.Client(
-        providers=providers, environ=sink_environ(url), register_atexit=False, **options
+        providers=list(names), environ=sink_environ(url), register_atexit=False, **options
     )
 
 
