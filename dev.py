@@ -64,7 +64,13 @@ def main(argv: list[str]) -> int:
     if command == "bench":
         ensure_env("collector,test,bench")
         code = 0
-        for script in ("hot_path.py", "collector.py", "vendors.py"):
+        for script in (
+            "hot_path.py",
+            "collector.py",
+            "vendors.py",
+            "app_latency.py",
+            "cpu_per_event.py",
+        ):
             path = ROOT / "benchmarks" / script
             if path.exists():
                 code |= subprocess.call([str(PYTHON), str(path), *rest])

@@ -25,6 +25,7 @@ from ._config import DEFAULT_BATCH_SIZE, Delivery
 from ._deadletter import DeadLetters
 from ._events import Event
 from ._exceptions import BatchTooLarge, PermanentError, RetryableError
+from ._lane import LANE, DeliveryLane
 from ._observe import DeliveryObserver
 from ._queue import EventQueue, MemoryQueue
 from ._report import (
@@ -115,8 +116,10 @@ class Channel:
         redact: Redactor | None = None,
         queue: EventQueue | None = None,
         observer: DeliveryObserver | None = None,
+        lane: DeliveryLane = LANE,
     ) -> None:
         self.name = name
+        self._lane = lane
         self.observer = observer
         self.provider = provider
         self.options = options or Delivery()
@@ -275,10 +278,17 @@ class Channel:
         if deadline is not None:
             budget = min(budget, deadline)
         observer = self.observer
+        # The worker runs provider code in the shared lane (see _lane.py); sync mode's
+        # senders do not take it.
+        lane = self._lane if deadline is None else None
         while batch:
             started = time.perf_counter() if observer is not None else 0.0
             try:
-                _send_encoded(self.provider, batch)
+                if lane is None:
+                    _send_encoded(self.provider, batch)
+                else:
+                    with lane.held():
+                        _send_encoded(self.provider, batch)
             except _Unencodable as exc:
                 # Defence in depth: validation keeps such values out, but a provider's own
                 # encoder may refuse more. Split like a 413 until only the culprit is left.
@@ -591,6 +601,7 @@ class Channel:
     def _after_fork_in_child(self) -> None:
         """The parent keeps (and sends) its queued events; the child starts empty."""
         self._init_runtime()
+        self._lane.reset_after_fork()
         self._queue.reset_after_fork()
         if self._dead_letters is not None:
             self._dead_letters.reset_after_fork()

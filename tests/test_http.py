@@ -38,7 +38,12 @@ def test_sockets_have_nodelay_like_urllib3(monkeypatch: pytest.MonkeyPatch) -> N
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/x"
         response = sender.post(url, b"{}")
-        sock = response.extensions["network_stream"].get_extra_info("socket")
+        if "network_stream" in response.extensions:  # httpx's path
+            sock = response.extensions["network_stream"].get_extra_info("socket")
+        else:  # the lean path (http.client sets TCP_NODELAY when it connects)
+            assert sender._direct is not None
+            (conn,) = sender._direct._conns.values()
+            sock = conn.sock
         assert response.status_code == 200 and response.content == b"ok"
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:

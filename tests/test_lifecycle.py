@@ -358,8 +358,10 @@ EXIT_PATHS = {
 def test_exit_paths_deliver_what_docs_lifecycle_md_says(path, httpserver, poster_plugin, tmp_path):
     """Each row of the exit-path table in docs/lifecycle.md, in a real process.
 
-    The flush interval is 60 s, so only the exit hook can deliver. The rows that lose the
-    in-memory queue (no Python code runs) are what the durable spool is for."""
+    The flush interval is 60 s and a batch holds all 300 events, so only the exit hook can
+    deliver (with batches of 100, a worker fast enough to send the first full batch before
+    the signal arrives made the kill rows racy). The rows that lose the in-memory queue (no
+    Python code runs) are what the durable spool is for."""
     how, sig, expected = EXIT_PATHS[path]
     received = _collecting_server(httpserver)
     code = f"""
@@ -377,6 +379,7 @@ def wait():
         "FANOUT_PROVIDERS": "poster",
         "FANOUT_POSTER_URL": httpserver.url_for("/batch"),
         "FANOUT_SHUTDOWN_TIMEOUT": "10",
+        "FANOUT_BATCH_SIZE": "500",
         "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
     }
     proc = subprocess.Popen(

@@ -1,0 +1,566 @@
+"""What an app feels: a real uvicorn + Starlette app's latency and CPU with analytics inside it.
+
+    python benchmarks/app_latency.py [--duration 3] [--rounds 5] [--quick]
+
+One uvicorn worker serves a Starlette endpoint that does a little work (builds and encodes a
+small order summary) and tracks one event per request. Each case is its own app process,
+all of them up for the whole run:
+
+- ``none``: no analytics (the baseline every "added" figure is measured against);
+- ``fanout-1`` / ``fanout-4`` / ``fanout-8``: fanout delivering to 1 (posthog), 4 (posthog,
+  segment, mixpanel, collector) or 8 (those and a second instance of each) providers;
+- ``posthog-sdk``: the PostHog SDK alone, with its defaults and its one backend.
+
+Every backend is one local sink process (``_sink.py``) answering 200. Two loads, each bounded
+by ``--duration`` seconds:
+
+- **closed loop at saturation**: ``wrk -t1 -c8`` (Debian's ``wrk``; a Python closed-loop
+  generator if it is missing), as many requests as the app can serve;
+- **open loop at a fixed rate**: requests scheduled at ``--rate`` per second (default: half
+  of the no-analytics maximum that the Python generator reaches in this run, since it costs
+  CPU that wrk does not) by a Python generator in its own process, each latency measured
+  from the request's scheduled time, so a stall counts for every request it delays (no
+  coordinated omission).
+
+Reported per case: requests/s, p50 / p99 / p99.9 latency, and the server process's CPU per
+request (user + system from ``/proc``, from the start of the load until every tracked event
+was delivered). Loads take turns across the cases in rounds, so that the machine's other
+work falls on every case alike; figures are medians over rounds, and added latency and CPU
+are medians of (case minus ``none``) within each round. Targets, checked on the same run:
+
+- fanout-4's added p99 at most the PostHog SDK's added p99;
+- fanout-8's added p99 at most 1.25x fanout-1's, at saturation and at the fixed rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _sink import PROVIDER_SETS, Sink  # noqa: E402
+
+CASES = ("none", "fanout-1", "fanout-4", "fanout-8", "posthog-sdk")
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+# -- the app (``--serve``) ---------------------------------------------------------------
+
+
+def build_app(case: str, sink: str) -> Any:
+    """The Starlette app for ``case``: ``GET /`` does the work and tracks one event."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    tracked = 0
+    track: Any = None
+    flush: Any = None
+    close: Any = None
+    if case.startswith("fanout-"):
+        from _sink import fanout_client
+
+        client = fanout_client(sink, PROVIDER_SETS[int(case.split("-")[1])])
+
+        def track(person: str, props: dict[str, Any]) -> None:
+            client.track("order.viewed", person_id=person, properties=props)
+
+        def flush() -> dict[str, Any]:
+            report = client.flush(timeout=60)
+            return {"delivered": [r.delivered for r in report.values()]}
+
+        def close() -> None:
+            client.shutdown(timeout=5)
+
+    elif case == "posthog-sdk":
+        from posthog import Posthog
+
+        ph = Posthog("phc_bench", host=sink)
+
+        def track(person: str, props: dict[str, Any]) -> None:
+            ph.capture("order.viewed", distinct_id=person, properties=props)
+
+        def flush() -> dict[str, Any]:
+            ph.flush()
+            return {"delivered": None}
+
+        close = ph.shutdown
+
+    async def order(request: Request) -> JSONResponse:
+        nonlocal tracked
+        n = int(request.query_params.get("n", "7"))
+        rows = [{"sku": f"sku-{i}", "qty": (i * n) % 5, "price": (i * 13) % 100} for i in range(60)]
+        total = sum(r["qty"] * r["price"] for r in rows)
+        if track is not None:
+            track(f"user_{n}", {"total": total, "items": len(rows), "currency": "usd"})
+            tracked += 1
+        return JSONResponse({"total": total, "top": rows[:5]})
+
+    async def flush_endpoint(request: Request) -> JSONResponse:
+        result = await asyncio.to_thread(flush) if flush is not None else {"delivered": None}
+        return JSONResponse({"tracked": tracked, **result})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        if close is not None:
+            close()
+
+    return Starlette(
+        routes=[Route("/", order), Route("/_flush", flush_endpoint)], lifespan=lifespan
+    )
+
+
+def serve(case: str, port: int, sink: str) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        build_app(case, sink),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http="httptools",
+        loop="asyncio",
+    )
+
+
+# -- the Python load generator (``--load``) -----------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection: sends a GET, reads the response by Content-Length."""
+
+    def __init__(self, gen: _LoadGen) -> None:
+        self.gen = gen
+        self.buf = b""
+        self.scheduled = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def send(self, scheduled: float) -> None:
+        self.scheduled = scheduled
+        assert self.transport is not None
+        self.transport.write(self.gen.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buf[:end].lower()
+        i = head.find(b"content-length:")
+        length = int(head[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
+        if len(self.buf) < end + 4 + length:
+            return
+        ok = head.startswith(b"http/1.1 200")
+        self.buf = self.buf[end + 4 + length :]
+        self.gen.done(self, ok)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gen.lost(self)
+
+
+class _LoadGen:
+    """Open loop (``rate`` > 0: requests on a fixed schedule, queued when every connection
+    is busy, latency from the scheduled time) or closed loop (``rate`` == 0: ``conns``
+    connections each sending its next request when the last one is answered)."""
+
+    def __init__(self, host: str, port: int, rate: float, duration: float, conns: int) -> None:
+        self.host, self.port = host, port
+        self.rate, self.duration, self.conns = rate, duration, conns
+        self.request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.free: list[_Conn] = []
+        self.waiting: deque[float] = deque()
+        self.open = 0
+        self.max_conns = max(conns, 256)
+        self.end = 0.0
+        self.finished: asyncio.Future[None] | None = None
+
+    async def _connect(self) -> None:
+        self.open += 1
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        except OSError:
+            self.open -= 1
+            self.errors += 1
+            return
+        self._dispatch(conn)
+
+    def _dispatch(self, conn: _Conn) -> None:
+        now = time.perf_counter()
+        if self.rate == 0:
+            if now < self.end:
+                conn.send(now)
+                return
+        elif self.waiting:
+            conn.send(self.waiting.popleft())
+            return
+        self.free.append(conn)
+        self._check_finished()
+
+    def done(self, conn: _Conn, ok: bool) -> None:
+        now = time.perf_counter()
+        if ok:
+            self.latencies.append(now - conn.scheduled)
+        else:
+            self.errors += 1
+        self._dispatch(conn)
+
+    def lost(self, conn: _Conn) -> None:
+        self.open -= 1
+        if conn in self.free:
+            self.free.remove(conn)
+        self._check_finished()
+
+    def _check_finished(self) -> None:
+        if (
+            self.finished is not None
+            and not self.finished.done()
+            and time.perf_counter() >= self.end
+            and not self.waiting
+            and len(self.free) >= self.open
+        ):
+            self.finished.set_result(None)
+
+    async def run(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        self.finished = loop.create_future()
+        start = time.perf_counter()
+        self.end = start + self.duration
+        if self.rate == 0:
+            await asyncio.gather(*(self._connect() for _ in range(self.conns)))
+        else:
+            await asyncio.gather(*(self._connect() for _ in range(self.conns)))
+            i = 0
+            while True:
+                now = time.perf_counter()
+                if now >= self.end:
+                    break
+                due = start + i / self.rate
+                while due <= now:  # everything due by now, on the schedule's own times
+                    if self.free:
+                        self.free.pop().send(due)
+                    else:
+                        self.waiting.append(due)
+                        if self.open < self.max_conns:
+                            loop.create_task(self._connect())
+                    i += 1
+                    due = start + i / self.rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        self._check_finished()
+        try:
+            await asyncio.wait_for(self.finished, 30)
+        except asyncio.TimeoutError:
+            self.errors += len(self.waiting)
+        elapsed = time.perf_counter() - start
+        for conn in self.free:
+            if conn.transport is not None:
+                conn.transport.close()
+        lat = sorted(self.latencies)
+        n = len(lat)
+
+        def pct(p: float) -> float:
+            return lat[min(n - 1, int(n * p / 100))] * 1e6 if n else float("nan")
+
+        return {
+            "requests": n,
+            "seconds": elapsed,
+            "errors": self.errors,
+            "p50": pct(50),
+            "p99": pct(99),
+            "p999": pct(99.9),
+        }
+
+
+def load(url: str, rate: float, duration: float, conns: int) -> dict[str, Any]:
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    return asyncio.run(_LoadGen(host, int(port), rate, duration, conns).run())
+
+
+# -- orchestration -------------------------------------------------------------------------
+
+_WRK_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "seconds": %f, "errors": %d, "p50": %d, "p99": %d, "p999": %d}\\n',
+    summary.requests, summary.duration / 1e6,
+    e.connect + e.read + e.write + e.timeout + e.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def _get(url: str, timeout: float = 120) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+class Server:
+    """``with Server(case, sink) as server:`` the app in its own process at ``server.url``,
+    stopped on exit."""
+
+    def __init__(self, case: str, sink: str, switch_interval: float = 0.0) -> None:
+        self.case, self.sink, self.switch_interval = case, sink, switch_interval
+
+    def __enter__(self) -> Server:
+        port = _free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--serve",
+                self.case,
+                "--port",
+                str(port),
+                "--sink",
+                self.sink,
+            ],
+        )
+        self.url = url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/", timeout=2).read()
+                return self
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.proc.kill()
+                    raise RuntimeError(f"app for {self.case} did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _wrk(url: str, duration: float, conns: int, script: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "-s", script, url + "/"],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    )
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1]
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def _pyload(url: str, rate: float, duration: float, conns: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--load",
+            url,
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--conns",
+            str(conns),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 90,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def measure(
+    server: Server, mode: str, args: argparse.Namespace, script: str | None
+) -> dict[str, Any]:
+    """One load against a running app; adds CPU per request (the load and the flush)."""
+    pid, url = server.proc.pid, server.url
+    cpu0 = _cpu_seconds(pid)
+    if mode == "closed":
+        if script is not None:
+            result = _wrk(url, args.duration, args.conns, script)
+        else:
+            result = _pyload(url, 0, args.duration, args.conns)
+    else:
+        result = _pyload(url, args.rate, args.duration, args.conns)
+    flushed = _get(url + "/_flush")
+    cpu = _cpu_seconds(pid) - cpu0
+    if flushed["delivered"] is not None and any(
+        d != flushed["tracked"] for d in flushed["delivered"]
+    ):
+        raise RuntimeError(f"{server.case}: not every tracked event was delivered: {flushed}")
+    if result["errors"]:
+        raise RuntimeError(f"{server.case} {mode}: {result['errors']} failed requests")
+    result["rps"] = result["requests"] / result["seconds"]
+    result["cpu_us"] = cpu / max(1, result["requests"]) * 1e6
+    return result
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _paired(runs: dict[str, list[dict[str, Any]]], case: str, key: str) -> float:
+    """Median over rounds of (case minus ``none`` in the same round): the machine's other
+    load shifts both figures of a round alike, so the difference keeps less of it."""
+    return statistics.median(c[key] - n[key] for c, n in zip(runs[case], runs["none"], strict=True))
+
+
+def report(runs: dict[str, list[dict[str, Any]]], title: str) -> dict[str, float]:
+    print(f"\n{title}")
+    print(
+        f"{'case':12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} "
+        f"{'CPU µs/req':>11} {'+p99 ms':>8} {'+p99.9 ms':>10} {'+CPU µs':>8}"
+    )
+    added: dict[str, float] = {}
+    for case, rs in runs.items():
+        p50, p99, p999 = (_median(rs, k) / 1000 for k in ("p50", "p99", "p999"))
+        added[case] = _paired(runs, case, "p99") / 1000
+        print(
+            f"{case:12} {_median(rs, 'rps'):8,.0f} {p50:8.2f} {p99:8.2f} {p999:9.2f} "
+            f"{_median(rs, 'cpu_us'):11.0f} {added[case]:8.2f} "
+            f"{_paired(runs, case, 'p999') / 1000:10.2f} {_paired(runs, case, 'cpu_us'):8.0f}"
+        )
+    return added
+
+
+def _targets(mode: str, added: dict[str, float]) -> None:
+    f1, f4, f8, ph = (added.get(c) for c in ("fanout-1", "fanout-4", "fanout-8", "posthog-sdk"))
+    if f4 is not None and ph is not None:
+        verdict = "met" if f4 <= ph else "NOT met"
+        print(f"  {mode}: fanout-4 added p99 {f4:.2f} ms vs PostHog SDK {ph:.2f} ms ({verdict})")
+    if f8 is not None and f1 is not None:
+        verdict = "met" if f8 <= 1.25 * max(f1, 0.0) else "NOT met"
+        ratio = f"{f8 / f1:.2f}" if f1 > 0 else "n/a"
+        print(
+            f"  {mode}: fanout-8 added p99 {f8:.2f} ms vs fanout-1 {f1:.2f} ms, "
+            f"ratio {ratio} (target <= 1.25: {verdict})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over every case")
+    parser.add_argument("--conns", type=int, default=8, help="closed-loop connections")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="fixed rate (default: half the max of 'none')"
+    )
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s loads")
+    parser.add_argument(
+        "--switch-interval", type=float, default=0.0, help="sys.setswitchinterval in the app"
+    )
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sink", help=argparse.SUPPRESS)
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        if args.switch_interval:
+            sys.setswitchinterval(args.switch_interval)
+        serve(args.serve, args.port, args.sink)
+        return
+    if args.load:
+        print(json.dumps(load(args.load, args.rate, args.duration, args.conns)))
+        return
+    if args.quick:
+        args.rounds, args.duration = 2, 2.0
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if "none" in cases:
+        cases.remove("none")
+    cases.insert(0, "none")
+    t0 = time.perf_counter()
+    closed: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
+    opened: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
+    have_wrk = shutil.which("wrk") is not None
+    with tempfile.TemporaryDirectory() as tmp, Sink() as sink, contextlib.ExitStack() as stack:
+        script = None
+        if have_wrk:
+            script = os.path.join(tmp, "report.lua")
+            Path(script).write_text(_WRK_LUA)
+        # Every app runs for the whole benchmark; loads take turns, so that the machine's
+        # other work falls on all cases alike.
+        servers = {c: stack.enter_context(Server(c, sink, args.switch_interval)) for c in cases}
+        for server in servers.values():  # imports, connections, the first batches
+            _pyload(server.url, 0, 1.0, args.conns)
+        if not args.rate:
+            # Half of what this machine serves with no analytics while the open-loop
+            # generator itself runs (it costs CPU that wrk does not): above that, every case
+            # only measures a growing queue.
+            top = _pyload(servers["none"].url, 0, args.duration, args.conns)["requests"]
+            args.rate = round(0.5 * top / args.duration, -1)
+        for rnd in range(args.rounds):
+            order = cases[rnd % len(cases) :] + cases[: rnd % len(cases)]
+            for case in order:
+                closed[case].append(measure(servers[case], "closed", args, script))
+            for case in order:
+                opened[case].append(measure(servers[case], "open", args, script))
+            print(
+                f"  round {rnd + 1}: closed p99 "
+                + " ".join(f"{c} {closed[c][-1]['p99'] / 1000:.1f}" for c in cases)
+                + " ms | open p99 "
+                + " ".join(f"{c} {opened[c][-1]['p99'] / 1000:.1f}" for c in cases),
+                flush=True,
+            )
+    gen = f"wrk -t1 -c{args.conns}" if have_wrk else f"Python closed loop, {args.conns} conns"
+    print(
+        f"\nuvicorn + Starlette, 1 worker; {args.duration:g} s per load; medians of "
+        f"{args.rounds} rounds; + columns: median of (case - none) per round"
+        + (f"; switch interval {args.switch_interval * 1000:g} ms" if args.switch_interval else "")
+    )
+    a_closed = report(closed, f"closed loop at saturation ({gen})")
+    a_open = report(opened, f"open loop at {args.rate:,.0f} req/s (half the no-analytics maximum)")
+    print("\ntargets (added = case minus none):")
+    _targets("saturation", a_closed)
+    _targets("fixed rate", a_open)
+    print(f"(total {time.perf_counter() - t0:.0f}s)")
+
+
+if __name__ == "__main__":
+    main()
