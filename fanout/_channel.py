@@ -56,11 +56,14 @@ class Claim:
     twice or not at all.
     """
 
-    __slots__ = ("_lock", "_open", "taken")
+    __slots__ = ("_lock", "_events", "_open", "taken")
 
     def __init__(self, events: Sequence[Event]) -> None:
         self._lock = threading.Lock()
-        self._open = {id(e): e for e in events}
+        self._events = events
+        # Built only when a delivery resolves in parts (splits, partial successes): the
+        # common case, the whole batch at once, costs no per-event work.
+        self._open: dict[int, Event] | None = None
         self.taken = False
 
     def settle(self, events: Sequence[Event]) -> list[Event]:
@@ -68,6 +71,11 @@ class Claim:
         with self._lock:
             if self.taken:
                 return []
+            if self._open is None:
+                if events is self._events:
+                    self._open = {}
+                    return list(events)
+                self._open = {id(e): e for e in self._events}
             pop = self._open.pop
             return [e for e in events if pop(id(e), None) is not None]
 
@@ -75,8 +83,8 @@ class Claim:
         """Everything still unresolved; later :meth:`settle` calls get nothing."""
         with self._lock:
             self.taken = True
-            out = list(self._open.values())
-            self._open.clear()
+            out = list(self._events) if self._open is None else list(self._open.values())
+            self._open = {}
             return out
 
 

@@ -17,6 +17,7 @@ once with the SDK's own helper instead of once per event.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -70,6 +71,13 @@ PAGE_PROPERTIES: Final[Mapping[str, str]] = {
 }
 
 
+#: The form ``str(uuid.UUID(...))`` produces; such an id passes through unchanged, without
+#: building a UUID object per event on the worker.
+_CANONICAL_UUID: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+
+
 def posthog_uuid(event_id: str) -> str:
     """The PostHog ``uuid`` for a fanout ``event_id``: the same UUID, or a UUIDv5 of it.
 
@@ -77,6 +85,8 @@ def posthog_uuid(event_id: str) -> str:
     every redelivery of a Stripe webhook (``evt_...``) a new event. A UUIDv5 in a fixed
     namespace maps the same id to the same UUID every time, in every process.
     """
+    if _CANONICAL_UUID.fullmatch(event_id):
+        return event_id  # fanout's own ids (UUIDv7): already what str(UUID(...)) gives
     try:
         return str(uuid.UUID(event_id))
     except ValueError:
