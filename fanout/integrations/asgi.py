@@ -20,14 +20,14 @@ If the wrapped app does not speak the lifespan protocol (it raises or returns on
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 from .. import _default
 from .._client import Client
 from .._context import RequestContext, enter, lazy, leave
 from .._report import FlushReport
-from ._request import READ_HEADERS, request_values
+from ._request import READ_HEADERS, RequestReader
 
 __all__ = ["FanoutMiddleware"]
 
@@ -73,6 +73,7 @@ class FanoutMiddleware:
         self.trust_forwarded = trust_forwarded
         self.shutdown_timeout = shutdown_timeout
         self.person_id = person_id
+        self._reader = RequestReader()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -103,7 +104,7 @@ class FanoutMiddleware:
         anonymous_id, values = self._request_values(snapshot)
         return RequestContext(person_id=person, anonymous_id=anonymous_id, values=values)
 
-    def _request_values(self, scope: Scope) -> tuple[str | None, dict[str, Any]]:
+    def _request_values(self, scope: Scope) -> tuple[str | None, Mapping[str, Any]]:
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers") or ():
             name = _READ_HEADERS.get(raw_name) or _READ_HEADERS.get(raw_name.lower())
@@ -116,7 +117,7 @@ class FanoutMiddleware:
         client = scope.get("client")
         server = scope.get("server")
         host = headers.get("host") or (f"{server[0]}:{server[1]}" if server else None)
-        return request_values(
+        return self._reader.read(
             headers,
             client_ip=client[0] if client else None,
             scheme=scope.get("scheme", "http"),
