@@ -170,9 +170,12 @@ class RequestReader:
     again. Both are bounded (:data:`REQUESTS_KEPT` entries).
     """
 
-    __slots__ = ("_ids", "_values")
+    __slots__ = ("_ids", "_values", "_raw")
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
+        #: A middleware's own key of a request as the server gave it (raw bytes, not yet
+        #: decoded) -> what :meth:`read` returned for it.
+        self._raw: _Kept[Any, tuple[str | None, Mapping[str, Any], float]] = _Kept(kept)
         self._ids: _Kept[tuple[str | None, ...], tuple[BrowserIds, float]] = _Kept(kept)
         self._values: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
 
@@ -186,8 +189,9 @@ class RequestReader:
         path: str,
         query: str,
         trust_forwarded: bool = False,
-    ) -> tuple[str | None, Mapping[str, Any]]:
-        """(the browser's anonymous id, the checked canonical context values)."""
+    ) -> tuple[str | None, Mapping[str, Any], float]:
+        """(the browser's anonymous id, the checked canonical context values, the time
+        until which the same request reads the same; see :func:`read_browser_ids_until`)."""
         get = headers.get
         cookie = get("cookie")
         ids_key = (
@@ -216,7 +220,18 @@ class RequestReader:
                 _values(headers, ids.session_id, client_ip, scheme, host, path, query, trust)
             )
             self._values.put(values_key, values)
-        return ids.anonymous_id, values
+        return ids.anonymous_id, values, found[1]
+
+    def recall(self, key: Any) -> tuple[str | None, Mapping[str, Any]] | None:
+        """What :meth:`remember` kept for ``key``, if it still holds now."""
+        found = self._raw.get(key)
+        if found is None or (found[2] != NEVER and time.time() > found[2]):
+            return None
+        return found[0], found[1]
+
+    def remember(self, key: Any, found: tuple[str | None, Mapping[str, Any], float]) -> None:
+        """Keep :meth:`read`'s result under a middleware's own (hashable) key."""
+        self._raw.put(key, found)
 
 
 def _put(values: dict[str, Any], key: str, value: str | None, limit: int) -> None:

@@ -88,7 +88,7 @@ class FanoutMiddleware:
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
-        anonymous_id, values = _environ_values(
+        anonymous_id, values, _ = _environ_values(
             self._reader.read, environ, self.trust_forwarded
         )
         return RequestContext(anonymous_id=anonymous_id, values=values)
