@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import logging
 import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
+
+from ._events import CheckedDict, ReadOnlyDict, checked_context
 
 __all__ = [
     "CANONICAL_KEYS",
@@ -50,6 +51,9 @@ __all__ = [
 
 logger = logging.getLogger("fanout")
 _T = TypeVar("_T")
+_set = object.__setattr__
+#: The shared, read-only empty mapping of a context without values or properties.
+_NO_VALUES: Final[Mapping[str, Any]] = ReadOnlyDict()
 
 #: The canonical context keys every provider maps to its vendor's own names
 #: (``campaign`` is a mapping of ``source``/``medium``/``name``/``term``/``content``).
@@ -65,17 +69,66 @@ CANONICAL_KEYS: Final = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
 class RequestContext:
-    """One open ``fanout.context``: ids, canonical context and default properties."""
+    """One open ``fanout.context``: ids, canonical context and default properties.
 
-    person_id: str | None = None
-    anonymous_id: str | None = None
+    Immutable. A plain class with ``__slots__`` rather than a frozen dataclass: one is
+    built for every request that tracks, and a frozen dataclass's ``__init__`` goes through
+    ``object.__setattr__`` field by field.
+    """
+
+    __slots__ = ("person_id", "anonymous_id", "anonymous_id_generated", "values", "properties")
+
+    person_id: str | None
+    anonymous_id: str | None
     #: True when ``anonymous_id`` was generated because nothing identified the visitor.
-    anonymous_id_generated: bool = False
+    anonymous_id_generated: bool
     #: Canonical context values (see :data:`CANONICAL_KEYS`); ``None`` values are left out.
-    values: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    values: Mapping[str, Any]
+    properties: Mapping[str, Any]
+
+    def __init__(
+        self,
+        person_id: str | None = None,
+        anonymous_id: str | None = None,
+        anonymous_id_generated: bool = False,
+        values: Mapping[str, Any] | None = None,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        _set(self, "person_id", person_id)
+        _set(self, "anonymous_id", anonymous_id)
+        _set(self, "anonymous_id_generated", anonymous_id_generated)
+        _set(self, "values", _NO_VALUES if values is None else values)
+        _set(self, "properties", _NO_VALUES if properties is None else properties)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a RequestContext is read-only (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a RequestContext is read-only (cannot delete {name!r})")
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.person_id,
+            self.anonymous_id,
+            self.anonymous_id_generated,
+            dict(self.values),
+            dict(self.properties),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RequestContext:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # as the frozen dataclass it replaces (dict fields)
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestContext(person_id={self.person_id!r}, anonymous_id={self.anonymous_id!r}, "
+            f"anonymous_id_generated={self.anonymous_id_generated!r}, "
+            f"values={dict(self.values)!r}, properties={dict(self.properties)!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe form, for carrying the context across processes (Celery headers)."""
@@ -301,20 +354,27 @@ def _merge(parent: RequestContext | None, child: RequestContext) -> RequestConte
         else:
             anon, generated = parent.anonymous_id, parent.anonymous_id_generated
         child = RequestContext(
-            person_id=child.person_id or parent.person_id,
-            anonymous_id=anon,
-            anonymous_id_generated=generated,
-            values={**parent.values, **child.values},
-            properties={**parent.properties, **child.properties},
+            child.person_id or parent.person_id,
+            anon,
+            generated,
+            _merged_values(parent.values, child.values),
+            {**parent.properties, **child.properties} if parent.properties else child.properties,
         )
     if child.person_id is None and child.anonymous_id is None:
-        child = RequestContext(
-            anonymous_id=_random_uuid4(),
-            anonymous_id_generated=True,
-            values=child.values,
-            properties=child.properties,
-        )
+        child = RequestContext(None, _random_uuid4(), True, child.values, child.properties)
     return child
+
+
+def _merged_values(parent: Mapping[str, Any], child: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``child``'s values over ``parent``'s; still checked when both were (once per context)."""
+    if not parent:
+        return child
+    if not child:
+        return parent
+    merged = {**parent, **child}
+    if type(parent) is CheckedDict and type(child) is CheckedDict:
+        return checked_context(merged)  # both already passed: this cannot raise
+    return merged
 
 
 # UUID version 4: 122 random bits, version nibble 4, variant 0b10.

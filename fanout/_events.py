@@ -27,7 +27,16 @@ from ._validate import ITEM_BYTES as _ITEM_BYTES
 from ._validate import MAX_DEPTH as MAX_DEPTH  # the collector checks the same depth
 from ._validate import MAX_ITEMS, Budget, check_mapping, wire_size
 
-__all__ = ["Event", "EventKind", "ReadOnlyDict", "build_event", "new_event_id", "SCHEMA_VERSION"]
+__all__ = [
+    "CheckedDict",
+    "Event",
+    "EventKind",
+    "ReadOnlyDict",
+    "build_event",
+    "checked_context",
+    "new_event_id",
+    "SCHEMA_VERSION",
+]
 
 EventKind = Literal["identify", "track", "page", "alias", "group"]
 KINDS: Final[frozenset[str]] = frozenset({"identify", "track", "page", "alias", "group"})
@@ -67,6 +76,40 @@ class ReadOnlyDict(dict[str, Any]):
 
 
 _EMPTY: Final[Mapping[str, Any]] = ReadOnlyDict()
+
+
+class CheckedDict(ReadOnlyDict):
+    """A context mapping that went through the full check once: ``build_event`` takes it as
+    it is, for every event of a request, instead of walking it again.
+
+    Only :func:`checked_context` makes one, and it runs the same check as ``build_event``:
+    so an instance is valid by construction, whoever asks for it. It remembers what the
+    check measured (payload size, item budget spent) so each event's ``footprint`` and
+    item limit stay exactly what the full check would give. The encoder's one call per
+    event still runs over it (exact size, lone surrogates).
+    """
+
+    __slots__ = ("held", "spent")
+    held: int
+    spent: int
+
+    def __reduce__(self) -> tuple[type[ReadOnlyDict], tuple[dict[str, Any]]]:
+        return (ReadOnlyDict, (dict(self),))  # unpickled, it is checked again like any dict
+
+
+def checked_context(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``values`` checked as an event's ``context``, once, for many events to reuse.
+
+    Raises ``InvalidEvent`` like ``build_event`` would. The middleware build a request's
+    context with it when the request is first read, so its events skip the walk.
+    """
+    if not values:
+        return _EMPTY
+    budget = [MAX_ITEMS]
+    out, held = check_mapping(values, "context", budget, CheckedDict)
+    assert type(out) is CheckedDict  # noqa: S101 - check_mapping builds with ``make``
+    out.held, out.spent = held, MAX_ITEMS - budget[0]
+    return out
 _UTC = _dt.timezone.utc
 # UUIDv7 layout: 48 bits of Unix milliseconds, version 7, 74 random bits, variant 0b10.
 _ID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
@@ -459,7 +502,18 @@ def build_event(
         budget = [MAX_ITEMS]
         props, n1 = _mapping(properties, "properties", budget) if properties is not None else _NONE
         trts, n2 = _mapping(traits, "traits", budget) if traits is not None else _NONE
-        ctx, n3 = _mapping(context, "context", budget) if context is not None else _NONE
+        ctx: Mapping[str, Any]
+        if type(context) is CheckedDict:  # checked when its request was read: not again
+            ctx, n3 = context, context.held
+            budget[0] -= context.spent
+            if budget[0] < 0:
+                raise InvalidEvent(
+                    f"context holds more than {MAX_ITEMS:,} keys and values in all (the limit "
+                    "per event)",
+                    path="context",
+                )
+        else:
+            ctx, n3 = _mapping(context, "context", budget) if context is not None else _NONE
         # One encoder call checks every string for lone surrogates and gives the exact size.
         values = (eid, person, anonymous, name, gtype, gid, prev, props, trts, ctx)
         try:

@@ -275,3 +275,30 @@ def test_pickle_and_copy_round_trip_keep_a_valid_event():
     e = fanout.Event("track", name="x", person_id="u", properties={"n": [1, {"k": "v"}]})
     for other in (pickle.loads(pickle.dumps(e)), copy.copy(e), copy.deepcopy(e)):
         assert other == e and type(other) is fanout.Event
+
+
+def test_a_context_checked_once_builds_the_same_event_as_a_plain_one():
+    """The middleware check a request's context when reading it; its events skip the walk
+    but must come out exactly as with the full check (values, size, footprint, limits)."""
+    from fanout._events import CheckedDict, checked_context
+
+    values = {"ip": "203.0.113.9", "url": "https://shop.example/é", "campaign": {"source": "n"}}
+    checked = checked_context(values)
+    assert type(checked) is CheckedDict and checked == values
+    with pytest.raises(TypeError):
+        checked["ip"] = "1.2.3.4"  # type: ignore[index]
+    kw = {"name": "x", "person_id": "u", "event_id": "e", "timestamp": 0}
+    plain = build_event("track", context=values, **kw)
+    fast = build_event("track", context=checked, **kw)
+    assert fast == plain and (fast.size, fast.footprint) == (plain.size, plain.footprint)
+    # Checking is construction: what cannot be an event's context cannot be a CheckedDict.
+    with pytest.raises(InvalidEvent, match="context.bad"):
+        checked_context({"bad": object()})
+    # The encoder still runs over it on every event (a lone surrogate is refused).
+    with pytest.raises(InvalidEvent):
+        build_event("track", context=checked_context({"url": "\ud800"}), **kw)
+    # Unpickled, it is a plain read-only dict again: checked like any other.
+    import pickle
+
+    assert type(pickle.loads(pickle.dumps(checked))) is not CheckedDict
+    assert checked_context({}) == {}

@@ -11,13 +11,26 @@ set by whoever sends the request, so by default it would let any visitor pick th
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
-from .browser import parse_cookie_header, read_browser_ids, sanitize
+from .._events import checked_context
+from .browser import (
+    NEVER,
+    BrowserIds,
+    parse_cookie_header,
+    read_browser_ids,
+    read_browser_ids_until,
+    sanitize,
+)
 
-__all__ = ["READ_HEADERS", "context_kwargs", "request_values"]
+__all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "context_kwargs", "request_values"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 #: Every header (lower-cased) that ``context_kwargs`` or the browser-id readers look at.
 READ_HEADERS: Final = frozenset({
@@ -33,6 +46,8 @@ READ_HEADERS: Final = frozenset({
     "x-posthog-session-id",
 })
 
+#: Distinct cookie headers, and distinct requests, whose reading one middleware keeps.
+REQUESTS_KEPT: Final = 256
 #: Longest URL, referrer or user agent kept.
 MAX_TEXT_LENGTH: Final = 2048
 _CAMPAIGN: Final = {
@@ -79,9 +94,24 @@ def request_values(
     """
     cookie = headers.get("cookie")
     ids = read_browser_ids(headers, parse_cookie_header(cookie) if cookie else {})
+    return ids.anonymous_id, _values(
+        headers, ids.session_id, client_ip, scheme, host, path, query, trust_forwarded
+    )
+
+
+def _values(
+    headers: Mapping[str, str],
+    session_id: str | None,
+    client_ip: str | None,
+    scheme: str,
+    host: str | None,
+    path: str,
+    query: str,
+    trust_forwarded: bool,
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    if ids.session_id is not None:
-        values["session_id"] = ids.session_id
+    if session_id is not None:
+        values["session_id"] = session_id
     ip = client_ip
     if trust_forwarded:
         forwarded = headers.get("x-forwarded-for", "").split(",")[0].strip()
@@ -101,7 +131,107 @@ def request_values(
         campaign = _campaign(query)
         if campaign:
             values["campaign"] = campaign
-    return ids.anonymous_id, values
+    return values
+
+
+class _Kept(Generic[_K, _V]):
+    """At most ``size`` recent results by key; the oldest stored goes first.
+
+    Reads take no lock (one dict lookup is atomic); stores do, so concurrent requests
+    cannot break the eviction.
+    """
+
+    __slots__ = ("_data", "_size", "_lock", "get")
+
+    def __init__(self, size: int) -> None:
+        self._data: dict[_K, _V] = {}
+        self._size = size
+        self._lock = threading.Lock()
+        self.get = self._data.get
+
+    def put(self, key: _K, value: _V) -> None:
+        with self._lock:
+            data = self._data
+            while len(data) >= self._size:
+                del data[next(iter(data))]
+            data[key] = value
+
+
+class RequestReader:
+    """Reads requests like :func:`request_values`, keeping recent results (one per
+    middleware instance, so nothing is shared between apps).
+
+    A browser sends the same ``Cookie`` header with each request of a page, and the same
+    user agent, referrer and locale: decoding the SDKs' cookies and sanitising is most of
+    the cost of reading a request. The browser ids are kept per raw ``Cookie`` header and
+    id headers, until the first idle timeout of a session they found live; the context
+    values per everything they are read from. Values are kept already checked
+    (:func:`fanout._events.checked_context`), so the events of the request do not walk them
+    again. Both are bounded (:data:`REQUESTS_KEPT` entries).
+    """
+
+    __slots__ = ("_ids", "_values", "_raw")
+
+    def __init__(self, kept: int = REQUESTS_KEPT) -> None:
+        #: A middleware's own key of a request as the server gave it (raw bytes, not yet
+        #: decoded) -> what :meth:`read` returned for it.
+        self._raw: _Kept[Any, tuple[str | None, Mapping[str, Any], float]] = _Kept(kept)
+        self._ids: _Kept[tuple[str | None, ...], tuple[BrowserIds, float]] = _Kept(kept)
+        self._values: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
+
+    def read(
+        self,
+        headers: Mapping[str, str],
+        *,
+        client_ip: str | None,
+        scheme: str,
+        host: str | None,
+        path: str,
+        query: str,
+        trust_forwarded: bool = False,
+    ) -> tuple[str | None, Mapping[str, Any], float]:
+        """(the browser's anonymous id, the checked canonical context values, the time
+        until which the same request reads the same; see :func:`read_browser_ids_until`)."""
+        get = headers.get
+        cookie = get("cookie")
+        ids_key = (
+            cookie,
+            get("x-fanout-anonymous-id"),
+            get("x-fanout-session-id"),
+            get("x-posthog-distinct-id"),
+            get("x-posthog-session-id"),
+        )
+        found = self._ids.get(ids_key)
+        if found is None or (found[1] != NEVER and time.time() > found[1]):
+            found = read_browser_ids_until(
+                headers, parse_cookie_header(cookie) if cookie else {}
+            )
+            self._ids.put(ids_key, found)
+        ids = found[0]
+        trust = trust_forwarded
+        values_key = (
+            ids.session_id, client_ip, get("x-forwarded-for") if trust else None,
+            get("user-agent"), get("accept-language"), get("referer"), get("host"),
+            scheme, host, path, query,
+        )
+        values = self._values.get(values_key)
+        if values is None:
+            values = checked_context(
+                _values(headers, ids.session_id, client_ip, scheme, host, path, query, trust)
+            )
+            self._values.put(values_key, values)
+        return ids.anonymous_id, values, found[1]
+
+    def recall(self, key: Any) -> tuple[str | None, Mapping[str, Any]] | None:
+        """What :meth:`remember` kept for ``key``, if it still holds now."""
+        found = self._raw.get(key)
+        if found is None or (found[2] != NEVER and time.time() > found[2]):
+            return None
+        return found[0], found[1]
+
+    def remember(self, key: Any, found: tuple[str | None, Mapping[str, Any], float]) -> None:
+        """Keep :meth:`read`'s result under a middleware's own (hashable) key."""
+        self._raw.put(key, found)
 
 
 def _put(values: dict[str, Any], key: str, value: str | None, limit: int) -> None:

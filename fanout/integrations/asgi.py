@@ -20,14 +20,14 @@ If the wrapped app does not speak the lifespan protocol (it raises or returns on
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 from .. import _default
 from .._client import Client
 from .._context import RequestContext, enter, lazy, leave
 from .._report import FlushReport
-from ._request import READ_HEADERS, request_values
+from ._request import READ_HEADERS, RequestReader
 
 __all__ = ["FanoutMiddleware"]
 
@@ -73,6 +73,7 @@ class FanoutMiddleware:
         self.trust_forwarded = trust_forwarded
         self.shutdown_timeout = shutdown_timeout
         self.person_id = person_id
+        self._reader = RequestReader()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -103,28 +104,46 @@ class FanoutMiddleware:
         anonymous_id, values = self._request_values(snapshot)
         return RequestContext(person_id=person, anonymous_id=anonymous_id, values=values)
 
-    def _request_values(self, scope: Scope) -> tuple[str | None, dict[str, Any]]:
-        headers: dict[str, str] = {}
+    def _request_values(self, scope: Scope) -> tuple[str | None, Mapping[str, Any]]:
+        read: list[tuple[str, bytes]] = []
         for raw_name, raw_value in scope.get("headers") or ():
             name = _READ_HEADERS.get(raw_name) or _READ_HEADERS.get(raw_name.lower())
-            if name is None:
-                continue  # only the headers read below are decoded
+            if name is not None:  # only the headers read below are kept
+                read.append((name, raw_value))
+        client = scope.get("client")
+        client_ip = client[0] if client else None
+        server = scope.get("server")
+        scheme = scope.get("scheme", "http")
+        path = scope.get("root_path", "") + scope.get("path", "/")
+        raw_query = scope.get("query_string") or b""
+        # The same request as the server gave it reads the same (until a session's idle
+        # timeout): recalled without decoding anything.
+        key: Any = (tuple(read), client_ip, server, scheme, path, raw_query, self.trust_forwarded)
+        try:
+            recalled = self._reader.recall(key)
+        except TypeError:  # a server that puts unhashable values in the scope
+            key, recalled = None, None
+        if recalled is not None:
+            return recalled
+        headers: dict[str, str] = {}
+        for name, raw_value in read:
             value = raw_value.decode("latin-1")
             if name in headers:
                 value = headers[name] + ("; " if name == "cookie" else ", ") + value
             headers[name] = value
-        client = scope.get("client")
-        server = scope.get("server")
         host = headers.get("host") or (f"{server[0]}:{server[1]}" if server else None)
-        return request_values(
+        found = self._reader.read(
             headers,
-            client_ip=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
+            client_ip=client_ip,
+            scheme=scheme,
             host=host,
-            path=scope.get("root_path", "") + scope.get("path", "/"),
-            query=(scope.get("query_string") or b"").decode("latin-1"),
+            path=path,
+            query=raw_query.decode("latin-1"),
             trust_forwarded=self.trust_forwarded,
         )
+        if key is not None:
+            self._reader.remember(key, found)
+        return found[0], found[1]
 
     async def _shutdown(self) -> None:
         try:

@@ -37,8 +37,10 @@ __all__ = [
     "MAX_ID_LENGTH",
     "SESSION_IDLE_SECONDS",
     "BrowserIds",
+    "NEVER",
     "parse_cookie_header",
     "read_browser_ids",
+    "read_browser_ids_until",
     "sanitize",
 ]
 
@@ -55,10 +57,12 @@ DECODED_COOKIES_KEPT: Final = 256
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-#: ``(headers, cookies, now) -> (anonymous id, session id)`` of one source.
-Reader = Callable[
-    [Mapping[str, str], Mapping[str, str], "float | None"], "tuple[str | None, str | None]"
-]
+#: ``(anonymous id, session id, when that session's idle timeout passes)`` of one source;
+#: the time is :data:`NEVER` for a session that is not judged by time (or no session).
+Found = tuple["str | None", "str | None", float]
+#: ``(headers, cookies, now) -> Found`` of one source.
+Reader = Callable[[Mapping[str, str], Mapping[str, str], "float | None"], Found]
+NEVER: Final = float("inf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,32 +115,51 @@ def read_browser_ids(
     now: float | None = None,
 ) -> BrowserIds:
     """The browser's ids from lower-cased ``headers`` and raw ``cookies``."""
+    return read_browser_ids_until(headers, cookies, now=now)[0]
+
+
+def read_browser_ids_until(
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    *,
+    now: float | None = None,
+) -> tuple[BrowserIds, float]:
+    """:func:`read_browser_ids`, and the time (``time.time()`` scale) until which reading
+    the same headers and cookies again gives the same ids: the first idle timeout of a
+    session that was found live (:data:`NEVER` if none). A session found over stays over,
+    so the result can be kept per raw ``Cookie`` header until then.
+    """
     if not cookies:
         if not headers or not any(name in headers for name in _ID_HEADERS):
-            return _NO_IDS  # most requests of a server without a browser SDK
+            return _NO_IDS, NEVER  # most requests of a server without a browser SDK
     elif _opted_out(cookies):
-        return BrowserIds(opted_out=True)
+        return _OPTED_OUT, NEVER
     # Sources are read lazily, in order: most requests stop at the first one.
     anonymous_id = source_of = own_session = first_session = None
+    until = NEVER
     for source, reader in _READERS:
         try:
-            anon, session = reader(headers, cookies, now)
+            anon, session, expires = reader(headers, cookies, now)
         except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
             continue  # a malformed cookie is ignored: it is the browser's, not ours
+        if expires < until:
+            until = expires
         if anonymous_id is None and anon is not None:
             anonymous_id, source_of, own_session = anon, source, session
         if first_session is None:
             first_session = session
         if anonymous_id is not None and (own_session is not None or first_session is not None):
             break
-    return BrowserIds(
+    ids = BrowserIds(
         anonymous_id=anonymous_id,
         session_id=own_session if own_session is not None else first_session,
         source=source_of,
     )
+    return ids, until
 
 
 _NO_IDS: Final = BrowserIds()
+_OPTED_OUT: Final = BrowserIds(opted_out=True)
 #: The headers a source reads ids from (the rest come from cookies).
 _ID_HEADERS: Final = (
     "x-fanout-anonymous-id",
@@ -161,11 +184,12 @@ def _clock(now: float | None) -> float:
 def _header_pair(anon_header: str, session_header: str) -> Reader:
     def reader(
         headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
-    ) -> tuple[str | None, str | None]:
+    ) -> Found:
         anon, session = headers.get(anon_header), headers.get(session_header)
         return (
             None if anon is None else sanitize(anon),
             None if session is None else sanitize(session),
+            NEVER,
         )
 
     return reader
@@ -215,7 +239,7 @@ def _uri_json_object(raw: str) -> dict[str, Any]:
     return _json_object(_unquote(raw))
 
 
-def _posthog(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
+def _posthog(cookies: Mapping[str, str], now: float | None) -> Found:
     """``ph_<token>_posthog``: URL-encoded JSON written by posthog-js.
 
     ``distinct_id`` is what ``posthog.get_distinct_id()`` returns; ``$sesid`` is
@@ -224,35 +248,37 @@ def _posthog(cookies: Mapping[str, str], now: float | None) -> tuple[str | None,
     for raw in _cookies_like(cookies, "ph_", "_posthog"):
         data = _uri_json_object(raw)
         anon = sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id"))
-        session = None
+        session, until = None, NEVER
         sesid = data.get("$sesid")
         if isinstance(sesid, list) and len(sesid) >= 2 and isinstance(sesid[0], (int, float)):
-            if _clock(now) - sesid[0] / 1000 <= SESSION_IDLE_SECONDS:
+            ends = sesid[0] / 1000 + SESSION_IDLE_SECONDS
+            if _clock(now) <= ends:
                 session = sanitize(sesid[1])
-        return anon, session
-    return None, None
+                until = ends if session is not None else NEVER
+        return anon, session, until
+    return None, None, NEVER
 
 
-def _segment(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
+def _segment(cookies: Mapping[str, str], now: float | None) -> Found:
     """``ajs_anonymous_id``: the raw id, or JSON-quoted (``"%22…%22"``) by older versions."""
     raw = cookies.get("ajs_anonymous_id")
     if raw is None or len(raw) > MAX_COOKIE_LENGTH:
-        return None, None
+        return None, None, NEVER
     text = _unquote(raw)
     if text.startswith('"'):
         text = orjson.loads(text)
-    return sanitize(text), None
+    return sanitize(text), None, NEVER
 
 
-def _mixpanel(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
+def _mixpanel(cookies: Mapping[str, str], now: float | None) -> Found:
     """``mp_<token>_mixpanel``: URL-encoded JSON; anonymous ids look like ``$device:<uuid>``."""
     for raw in _cookies_like(cookies, "mp_", "_mixpanel"):
         data = _uri_json_object(raw)
-        return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None
-    return None, None
+        return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None, NEVER
+    return None, None, NEVER
 
 
-def _amplitude(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
+def _amplitude(cookies: Mapping[str, str], now: float | None) -> Found:
     """``AMP_<first 10 characters of the API key>``: base64 of URL-encoded JSON."""
     for name, raw in cookies.items():
         if not name.startswith("AMP_") or name.startswith("AMP_MKTG_"):
@@ -260,14 +286,16 @@ def _amplitude(cookies: Mapping[str, str], now: float | None) -> tuple[str | Non
         if len(raw) > MAX_COOKIE_LENGTH:
             continue
         data = _json_object(unquote(base64.b64decode(unquote(raw)).decode("utf-8")))
-        session = None
+        session, until = None, NEVER
         sid, last = data.get("sessionId"), data.get("lastEventTime")
         if isinstance(sid, (int, float)) and not isinstance(sid, bool):
             last_ms = last if isinstance(last, (int, float)) else sid
-            if _clock(now) - last_ms / 1000 <= SESSION_IDLE_SECONDS:
+            ends = last_ms / 1000 + SESSION_IDLE_SECONDS
+            if _clock(now) <= ends:
                 session = sanitize(int(sid))
-        return sanitize(data.get("deviceId")), session
-    return None, None
+                until = ends if session is not None else NEVER
+        return sanitize(data.get("deviceId")), session, until
+    return None, None, NEVER
 
 
 _RS_PREFIX: Final = "RS_ENC_v3_"
@@ -280,13 +308,13 @@ def _rudder_value(raw: str) -> Any:
     return orjson.loads(base64.b64decode(text[len(_RS_PREFIX) :]))
 
 
-def _rudderstack(cookies: Mapping[str, str], now: float | None) -> tuple[str | None, str | None]:
+def _rudderstack(cookies: Mapping[str, str], now: float | None) -> Found:
     """``rl_anonymous_id`` / ``rl_session``: ``RS_ENC_v3_`` + base64 of the JSON value."""
     raw = cookies.get("rl_anonymous_id")
     if raw is None or len(raw) > MAX_COOKIE_LENGTH:
-        return None, None
+        return None, None, NEVER
     anon = sanitize(_rudder_value(raw))
-    session = None
+    session, until = None, NEVER
     raw_session = cookies.get("rl_session")
     if raw_session is not None and len(raw_session) <= MAX_COOKIE_LENGTH:
         try:
@@ -295,18 +323,19 @@ def _rudderstack(cookies: Mapping[str, str], now: float | None) -> tuple[str | N
             info = None
         if isinstance(info, dict) and isinstance(info.get("id"), int):
             expires = info.get("expiresAt")
-            if not isinstance(expires, (int, float)) or _clock(now) * 1000 <= expires:
+            if not isinstance(expires, (int, float)):
                 session = sanitize(info["id"])
-    return anon, session
+            elif _clock(now) * 1000 <= expires:
+                session = sanitize(info["id"])
+                until = expires / 1000 if session is not None else NEVER
+    return anon, session, until
 
 
-def _cookie(
-    read: Callable[[Mapping[str, str], float | None], tuple[str | None, str | None]],
-) -> Reader:
+def _cookie(read: Callable[[Mapping[str, str], float | None], Found]) -> Reader:
     def reader(
         headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
-    ) -> tuple[str | None, str | None]:
-        return read(cookies, now) if cookies else (None, None)
+    ) -> Found:
+        return read(cookies, now) if cookies else (None, None, NEVER)
 
     return reader
 

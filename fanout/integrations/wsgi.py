@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from .._context import RequestContext, activate, lazy
-from ._request import READ_HEADERS, request_values
+from ._request import READ_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 
@@ -38,12 +38,20 @@ def environ_values(
     environ: Mapping[str, Any], *, trust_forwarded: bool = False
 ) -> tuple[str | None, dict[str, Any]]:
     """(the browser's anonymous id, the canonical context values) of one ``environ``."""
+    found: tuple[str | None, dict[str, Any]] = _environ_values(
+        request_values, environ, trust_forwarded
+    )
+    return found
+
+
+def _environ_values(read: Any, environ: Mapping[str, Any], trust_forwarded: bool) -> Any:
+    """``read`` (:func:`request_values` or a :class:`RequestReader`'s) over ``environ``."""
     headers = {}
     for key, name in _ENVIRON_KEYS:
         value = environ.get(key)
         if isinstance(value, str):
             headers[name] = value
-    return request_values(
+    return read(
         headers,
         client_ip=environ.get("REMOTE_ADDR") or None,
         scheme=environ.get("wsgi.url_scheme", "http"),
@@ -69,6 +77,7 @@ class FanoutMiddleware:
     def __init__(self, app: WSGIApp, *, trust_forwarded: bool = False) -> None:
         self.app = app
         self.trust_forwarded = trust_forwarded
+        self._reader = RequestReader()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # One contextvars.Context per request, entered for the call and for each chunk of
@@ -79,7 +88,9 @@ class FanoutMiddleware:
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
-        anonymous_id, values = environ_values(environ, trust_forwarded=self.trust_forwarded)
+        anonymous_id, values, _ = _environ_values(
+            self._reader.read, environ, self.trust_forwarded
+        )
         return RequestContext(anonymous_id=anonymous_id, values=values)
 
 

@@ -14,10 +14,12 @@ import pytest
 
 from fanout.integrations.browser import (
     MAX_ID_LENGTH,
+    NEVER,
     SESSION_IDLE_SECONDS,
     BrowserIds,
     parse_cookie_header,
     read_browser_ids,
+    read_browser_ids_until,
     sanitize,
 )
 
@@ -159,3 +161,47 @@ def test_a_memoised_cookie_is_still_judged_at_the_time_of_each_request():
 def test_no_cookie_and_no_id_header_reads_nothing_else():
     assert read({"user-agent": "x", "referer": "https://a.example/"}, {}) == BrowserIds()
     assert read({"x-posthog-session-id": "s-only"}, {}) == BrowserIds(session_id="s-only")
+
+
+def test_read_until_names_the_first_live_session_timeout_and_never_for_the_rest():
+    """The middleware keep ids per Cookie header until this time, and no longer."""
+    last_ms = NOW_MS - 60_000
+    ids, until = read_browser_ids_until({}, posthog("d-until", "s-until", last_ms), now=NOW)
+    assert ids.session_id == "s-until"
+    assert until == last_ms / 1000 + SESSION_IDLE_SECONDS
+    over, until = read_browser_ids_until({}, posthog("d-until", "s-until", last_ms),
+                                         now=until + 1)
+    assert (over.session_id, until) == (None, NEVER)  # over stays over: kept for good
+    amp, amp_until = read_browser_ids_until({}, amplitude("dev-u", NOW_MS - 5000, NOW_MS), now=NOW)
+    assert (amp.session_id, amp_until) == (str(NOW_MS - 5000), NOW + SESSION_IDLE_SECONDS)
+    rl = {"rl_anonymous_id": rudder("rl-u"),
+          "rl_session": rudder({"id": 123, "expiresAt": NOW_MS + 9000})}
+    assert read_browser_ids_until({}, rl, now=NOW)[1] == (NOW_MS + 9000) / 1000
+    assert read_browser_ids_until({"x-fanout-session-id": "h"}, {}, now=NOW)[1] == NEVER
+    assert read_browser_ids_until({}, {"__ph_opt_in_out_t": "0"}, now=NOW) == (
+        BrowserIds(opted_out=True), NEVER)
+
+
+def test_request_reader_keeps_reads_bounded_and_only_while_their_sessions_live():
+    import time
+
+    from fanout._events import CheckedDict
+    from fanout.integrations._request import RequestReader, request_values
+
+    reader = RequestReader(kept=2)
+    live_ms = int(time.time() * 1000)
+    cookie = "; ".join(f"{k}={v}" for k, v in posthog("d-kept", "s-kept", live_ms).items())
+    headers = {"cookie": cookie, "user-agent": "UA", "host": "shop.example"}
+    args = {"client_ip": "203.0.113.9", "scheme": "https", "host": None, "path": "/a",
+            "query": "utm_source=x"}
+    anon, values, until = reader.read(headers, **args)
+    assert (anon, values) == request_values(headers, **args)  # the same reading, kept
+    assert type(values) is CheckedDict and values["session_id"] == "s-kept"
+    assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
+    assert reader.read(headers, **args)[1] is values  # the second read is recalled
+    reader.remember("k1", (anon, values, until))
+    assert reader.recall("k1") == (anon, values)
+    reader.remember("k-over", (anon, values, time.time() - 1))  # its session timed out
+    assert reader.recall("k-over") is None
+    reader.remember("k3", (anon, values, NEVER))
+    assert reader.recall("k1") is None and reader.recall("k3") == (anon, values)  # bounded

@@ -334,3 +334,13 @@ def test_threads_racing_to_read_one_request_read_it_once_and_share_one_generated
     assert len(first) == 1 and len(second) == 1 and first != second
     assert uuid.UUID(first.pop()).version == 4
     assert collector.store.count_events() == 16
+
+
+def test_request_context_is_read_only_compares_by_value_and_round_trips():
+    ctx = fanout.RequestContext(person_id="p", values={"ip": "1.2.3.4"})
+    with pytest.raises(AttributeError):
+        ctx.person_id = "other"  # type: ignore[misc]
+    assert ctx == fanout.RequestContext(person_id="p", values={"ip": "1.2.3.4"})
+    assert ctx != fanout.RequestContext(person_id="q", values={"ip": "1.2.3.4"})
+    assert fanout.RequestContext.from_dict(ctx.to_dict()) == ctx
+    assert "person_id='p'" in repr(ctx) and fanout.RequestContext().values == {}
