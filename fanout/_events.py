@@ -432,7 +432,10 @@ def with_masked_context(event: Event, context: Mapping[str, Any]) -> Event:
     bounds. Not for user code: processors that add data use ``event.replace``.
     """
     fields = list(event)
-    fields[_CONTEXT_INDEX] = ReadOnlyDict(context) if context else _EMPTY
+    if not context:
+        fields[_CONTEXT_INDEX] = _EMPTY
+    else:  # a mapping this function made before is shared, not copied
+        fields[_CONTEXT_INDEX] = context if type(context) is ReadOnlyDict else ReadOnlyDict(context)
     return _tuple_new(Event, tuple(fields))
 
 

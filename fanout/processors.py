@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
-from typing import Literal, TypeAlias
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias
 
 from ._events import Event, with_masked_context
 
@@ -60,9 +60,20 @@ def ip_processor(mode: IPMode) -> Processor | None:
     if mode == "keep":
         return None
 
+    # The middleware hands every event of a request (and of repeat requests) the same
+    # context object: remember the last one masked. One tuple, swapped atomically, so
+    # threads never see half of it; a strong reference keeps the id from being reused.
+    last: tuple[object, Mapping[str, Any] | None] = (None, None)
+
     def process_ip(event: Event) -> Event:
+        nonlocal last
         context = event.context
-        if not context or not any(key in context for key in IP_KEYS):
+        if not context:
+            return event
+        seen, remembered = last
+        if seen is context:
+            return event if remembered is None else with_masked_context(event, remembered)
+        if not any(key in context for key in IP_KEYS):
             return event
         changed = dict(context)
         for key in IP_KEYS:
@@ -74,9 +85,12 @@ def ip_processor(mode: IPMode) -> Processor | None:
                 if masked is not None:
                     changed[key] = masked
         if changed == context:
+            last = (context, None)
             return event  # already anonymised: spare the copy and its validation
         # Only removals and masked (never longer) ASCII addresses: no new validation needed.
-        return with_masked_context(event, changed)
+        result = with_masked_context(event, changed)
+        last = (context, result.context)
+        return result
 
     process_ip.__name__ = f"ip_{mode}"
     return process_ip

@@ -96,3 +96,18 @@ def test_the_ip_processor_keeps_the_event_valid_and_its_size_an_upper_bound(make
         "198.51.100.0",
         None,
     ]
+
+
+def test_the_ip_processor_remembers_the_last_context_it_masked(make_client, memory):
+    """The middleware shares one context object across a request's events."""
+    client = make_client(providers=[memory], sync=True, ip="anonymize")
+    shared = {"ip": "203.0.113.77", "user_agent": "ua"}
+    for _ in range(3):
+        client.track("x", person_id="u", context=shared)
+    client.track("y", person_id="u", context={"ip": "198.51.100.4"})
+    assert [e.context["ip"] for e in memory.events] == [
+        "203.0.113.0",
+        "203.0.113.0",
+        "203.0.113.0",
+        "198.51.100.0",
+    ]
