@@ -43,6 +43,8 @@ from .timeline import (  # noqa: E402
     DEFAULT_PAGE_BYTES,
     MAX_LIMIT,
     MAX_PAGE_BYTES,
+    Cursor,
+    Page,
     decode_cursor,
     encode_cursor,
 )
@@ -113,16 +115,23 @@ def create_app(
         return _Refused(429, "rate limit exceeded; retry later",
                         {"Retry-After": retry_after_header(wait)}, key_id)
 
+    def lookup(key: str, scope: str) -> tuple[KeyInfo | None, float | None]:
+        # One worker-thread hand-off for the key and its bucket: both may be a round trip
+        # to the database (PostgreSQL keeps the buckets of every process).
+        info = store.key_for(key)
+        if info is None or not info.allows(scope):
+            return info, None
+        return info, limiter.check(info.id)
+
     async def authorize(request: Request, scope: str) -> KeyInfo:
         key = bearer_key(request.headers.get("authorization"))
-        info = None if key is None else await run_in_threadpool(store.key_for, key)
+        info, wait = (None, None) if key is None else await run_in_threadpool(lookup, key, scope)
         if info is None:
             raise _Refused(401, "missing, unknown or revoked server key")
         if not info.allows(scope):
             raise _Refused(403, f"this key cannot {'send events' if scope == INGEST else 'read'}"
                                 f" (its scope is {', '.join(info.scopes) or 'none'})",
                            key_id=info.id)
-        wait = limiter.check(info.id)
         if wait is not None:
             raise limited(wait, info.id)
         return info
@@ -192,11 +201,8 @@ def create_app(
         except _Refused as exc:
             return refuse(request, exc, key)
         person_id = request.path_params["person_id"]
-        page = await run_in_threadpool(
-            store.timeline, key.project_id, person_id, limit=limit, max_bytes=max_bytes,
-            after=after)
-        limiter.charge(key.id, len(page.events))
-        linked = await run_in_threadpool(store.linked_ids, key.project_id, person_id)
+        page, linked = await run_in_threadpool(
+            _read, store, limiter, key, person_id, limit, max_bytes, after)
         head = dumps({"person_id": person_id, "anonymous_ids": linked})
         tail = dumps(encode_cursor(page.next_cursor) if page.next_cursor else None)
         # The stored JSON of each event goes out as it is: no decoding, no re-encoding.
@@ -224,6 +230,17 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+
+
+def _read(
+    store: Store, limiter: Limiter, key: KeyInfo, person_id: str, limit: int, max_bytes: int,
+    after: Cursor | None,
+) -> tuple[Page, list[str]]:
+    """One timeline page, its cost charged to the key, and the linked ids (one hand-off)."""
+    page = store.timeline(key.project_id, person_id, limit=limit, max_bytes=max_bytes,
+                          after=after)
+    limiter.charge(key.id, len(page.events))
+    return page, store.linked_ids(key.project_id, person_id)
 
 
 def _ingest(

@@ -6,7 +6,7 @@ the interface importing a store back was an import cycle.
 
 from __future__ import annotations
 
-from .store import Store, StoreError
+from .store import Store
 
 __all__ = ["open_store", "is_postgres_url"]
 
@@ -22,7 +22,9 @@ def open_store(db: str) -> Store:
     cannot be opened, created or migrated.
     """
     if is_postgres_url(db):
-        raise StoreError("this version of the collector stores events in SQLite only")
+        from .postgres import PostgresStore
+
+        return PostgresStore(db)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(db)

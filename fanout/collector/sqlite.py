@@ -34,6 +34,7 @@ from .keys import (
     parse_scopes,
     scopes_text,
 )
+from .ratelimit import Limiter, RateLimiter
 from .store import InsertResult, StoreError
 from .timeline import Cursor, Page, cut
 
@@ -300,6 +301,10 @@ class SQLiteStore:
         except sqlite3.Error:
             return False
         return True
+
+    def limiter(self, rate: float | None, burst: float | None = None) -> Limiter:
+        """In memory: one process owns a SQLite file's collector (see ``--workers``)."""
+        return RateLimiter(rate, burst)
 
     # -- projects and keys -------------------------------------------------------------
 

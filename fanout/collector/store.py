@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol
 
 from .ingest import Link, Row
 from .keys import KeyInfo, Project
+from .ratelimit import Limiter
 from .timeline import DEFAULT_PAGE_BYTES, Cursor, Page
 
 __all__ = ["InsertResult", "Store", "StoreError", "read_timeline"]
@@ -60,6 +61,11 @@ class Store(Protocol):
 
     def healthy(self) -> bool:
         """Whether the store can commit a write now."""
+        ...
+
+    def limiter(self, rate: float | None, burst: float | None = None) -> Limiter:
+        """The per-key rate limiter for this store's collectors: in memory for SQLite (one
+        process), in the database for PostgreSQL (shared by every process on it)."""
         ...
 
     def create_project(self, name: str) -> Project:

@@ -1,9 +1,16 @@
 """A real reference collector on 127.0.0.1 for each test, and clients that talk to it.
 
-The server runs in a thread of the test process (uvicorn, Starlette, SQLite on a temporary
-file); ``stop()`` shuts it down gracefully and joins, so no test leaves a server behind.
-Tests that need a separate process (restart, SIGTERM, the demo) start ``fanout`` through
-:data:`FANOUT_CMD` and stop it themselves.
+The server runs in a thread of the test process (uvicorn, Starlette); ``stop()`` shuts it
+down gracefully and joins, so no test leaves a server behind. Tests that need a separate
+process (restart, SIGTERM, the demo) start ``fanout`` through :data:`FANOUT_CMD` and stop
+it themselves.
+
+**One suite, both stores.** ``store_kind`` is parametrised over ``sqlite`` (a temporary
+file) and ``postgresql`` (a fresh database in the session's throwaway cluster, see
+:mod:`postgres_cluster`), and ``make_store`` builds a store of that kind; every test that
+uses ``collector``, ``start_collector`` or ``make_store`` runs against both. A test about
+one store only parametrises ``store_kind`` itself. The PostgreSQL half is skipped, with the
+reason, where the server binaries or psycopg are missing.
 """
 
 from __future__ import annotations
@@ -24,10 +31,11 @@ from fanout.collector.app import AppOptions
 from fanout.collector.guard import ServingLimits
 from fanout.collector.keys import INGEST, READ
 from fanout.collector.protocol import Limits
-from fanout.collector.ratelimit import RateLimiter
 from fanout.collector.server import ServerThread
 from fanout.collector.sqlite import SQLiteStore
 from fanout.collector.store import Store
+
+from .postgres_cluster import Cluster, missing_reason
 
 FANOUT_CMD = [sys.executable, "-c", "from fanout.cli import main; main()"]
 
@@ -69,8 +77,59 @@ class Collector:
 StartCollector = Callable[..., Collector]
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One throwaway PostgreSQL cluster for the session, stopped and removed after."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    kind: str = request.param
+    return kind
+
+
+@dataclasses.dataclass
+class StoreFactory:
+    """New, empty stores of one kind; ``new_db()`` is what ``--db`` takes for another."""
+
+    kind: str
+    new_db: Callable[[], str]
+    opened: list[Store] = dataclasses.field(default_factory=list)
+
+    def __call__(self, db: str | None = None) -> Store:
+        db = db or self.new_db()
+        store: Store
+        if self.kind == "sqlite":
+            store = SQLiteStore(db)
+        else:
+            from fanout.collector.postgres import PostgresStore
+
+            store = PostgresStore(db)
+        self.opened.append(store)
+        return store
+
+
 @pytest.fixture
-def start_collector(tmp_path: Path) -> Iterator[StartCollector]:
+def make_store(store_kind: str, tmp_path: Path,
+               request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
+    if store_kind == "sqlite":
+        count = iter(range(1_000_000))
+        factory = StoreFactory("sqlite", lambda: str(tmp_path / f"collector{next(count)}.db"))
+    else:
+        cluster: Cluster = request.getfixturevalue("pg_cluster")
+        factory = StoreFactory("postgresql", cluster.create_database)
+    yield factory
+    for store in factory.opened:
+        store.close()
+
+
+@pytest.fixture
+def start_collector(make_store: StoreFactory) -> Iterator[StartCollector]:
     """Start collectors with chosen rate limits / server limits; all stopped at teardown."""
     servers: list[ServerThread] = []
 
@@ -79,13 +138,13 @@ def start_collector(tmp_path: Path) -> Iterator[StartCollector]:
         limits: Limits | None = None, db: Path | None = None,
         options: AppOptions | None = None, serving: ServingLimits | None = None,
     ) -> Collector:
-        store = SQLiteStore(db or tmp_path / f"collector{len(servers)}.db")
+        store = SQLiteStore(db) if db is not None else make_store()
         project = store.project("tests") or store.create_project("tests")
         _, key = store.create_key("tests", (INGEST,), "tests-ingest")
         _, read_key = store.create_key("tests", (READ,), "tests-read")
         if options is None:
             options = AppOptions(limits=limits or Limits())
-        server = ServerThread(store, limiter=RateLimiter(rate_limit, burst), options=options,
+        server = ServerThread(store, limiter=store.limiter(rate_limit, burst), options=options,
                               serving=serving)
         servers.append(server)
         server.start()

@@ -3,13 +3,20 @@ and a clear error for a database that cannot be used."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
+
+from fanout.collector.server import ServerThread
+from fanout.collector.sqlite import SQLiteStore
 
 from .conftest import FANOUT_CMD
+from .postgres_cluster import free_port
 
 
 def _events(n: int, prefix: str = "e"):
@@ -41,17 +48,56 @@ def test_reads_are_rate_limited_by_the_events_they_return(start_collector):
     assert statuses == [200, 200, 429]  # 5 tokens: 3 + 3 events read, then in debt
 
 
+def test_the_rate_limit_is_shared_by_every_collector_on_one_database(start_collector,
+                                                                    make_store, store_kind):
+    """Two collectors (two stores, as two processes have) on one database spend one bucket
+    per key. In memory (SQLite's single process) each collector would have its own."""
+    if store_kind != "postgresql":
+        pytest.skip("SQLite's collector is one process; its limiter is in memory")
+    first = start_collector(rate_limit=100, burst=100)
+    store = make_store(first.store.url)  # type: ignore[attr-defined]
+    second = ServerThread(store, limiter=store.limiter(100, 100)).start()
+    try:
+        sent = first.post(_events(1000))
+        assert sent.status_code == 200 and sent.json()["accepted"] == 1000
+        other = httpx.post(f"{second.url}/v1/batch", json=_events(1, "late"), timeout=10,
+                           headers={"Authorization": f"Bearer {first.key}"})
+        assert other.status_code == 429
+        assert 5 <= int(other.headers["Retry-After"]) <= 10
+        read = httpx.get(f"{second.url}/v1/persons/p/events", timeout=10,
+                         headers={"Authorization": f"Bearer {first.read_key}"})
+        assert read.status_code == 200  # the read key has its own bucket
+    finally:
+        second.stop()
+    assert first.store.count_events() == 1000
+
+
+@contextlib.contextmanager
+def _database_locked(store) -> Iterator[None]:
+    """Another connection holds the lock every write needs, until the block ends."""
+    if isinstance(store, SQLiteStore):
+        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        return
+    import psycopg
+
+    with psycopg.connect(store.url) as conn:
+        conn.execute("LOCK TABLE health IN ACCESS EXCLUSIVE MODE")
+        yield
+        conn.rollback()
+
+
 def test_health_is_503_while_the_database_cannot_commit(collector):
     health = f"{collector.url}/v1/health"
     assert httpx.get(health).status_code == 200
-    blocker = sqlite3.connect(collector.store.path, isolation_level=None)  # type: ignore[attr-defined]
-    try:
-        blocker.execute("BEGIN EXCLUSIVE")
+    with _database_locked(collector.store):
         locked = httpx.get(health, timeout=15)
         assert locked.status_code == 503 and locked.json() == {"ok": False, "protocol": 1}
-    finally:
-        blocker.execute("ROLLBACK")
-        blocker.close()
     assert httpx.get(health).status_code == 200
 
 
@@ -64,3 +110,14 @@ def test_a_database_that_cannot_be_used_is_a_clear_error_at_start(tmp_path: Path
         assert result.returncode == 1, db
         assert "Traceback" not in result.stderr
         assert result.stderr.startswith("Error: cannot ") and str(db) in result.stderr
+
+
+def test_a_postgresql_database_that_cannot_be_used_is_a_clear_error_without_the_password():
+    pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
+    url = f"postgresql://fanout:hunter2secret@127.0.0.1:{free_port()}/nothing"
+    result = subprocess.run([*FANOUT_CMD, "collector", "serve", "--port", "0", "--db", url],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Error: cannot ") and "127.0.0.1" in result.stderr
+    assert "hunter2secret" not in result.stderr + result.stdout
