@@ -65,22 +65,35 @@ def collector_group() -> None:
 @click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=60.0,
               show_default=True, help="Seconds a request's body may take to arrive.")
 @click.option("--body-budget", type=click.IntRange(min=1), default=32, show_default=True,
-              help="MiB of request bodies held in memory at once, over all connections.")
+              help="MiB of request bodies held in memory at once, over all connections "
+                   "(per worker).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              envvar="FANOUT_COLLECTOR_WORKERS", show_envvar=True,
+              help="Server processes sharing the port and the database (POSIX). Every event "
+                   "id is stored once whichever worker receives it.")
 def serve_command(host: str, port: int, db: str, rate_limit: float | None,
                   max_connections: int, header_timeout: float, body_timeout: float,
-                  body_budget: int) -> None:
+                  body_budget: int, workers: int) -> None:
     """Serve POST /v1/batch until SIGINT/SIGTERM; prints `listening on URL` when ready."""
     try:
         from ..collector.app import AppOptions
         from ..collector.guard import ServingLimits
-        from ..collector.ratelimit import RateLimiter
         from ..collector.server import bind, serve
+        from ..collector.store import is_postgres_url
+        from ..collector.workers import serve_workers
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
+    if workers > 1 and rate_limit is not None and not is_postgres_url(db):
+        raise click.ClickException(
+            "--rate-limit with --workers needs PostgreSQL (its limits are shared by every "
+            "process); SQLite's are kept in one process's memory"
+        )
     try:
         sock = bind(host, port)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    options = AppOptions(body_budget=body_budget * 1024 * 1024, body_timeout=body_timeout)
+    serving = ServingLimits(max_connections=max_connections, header_timeout=header_timeout)
     with sock:
         try:
             store = open_store(db)
@@ -89,15 +102,21 @@ def serve_command(host: str, port: int, db: str, rate_limit: float | None,
         if not store.list_keys():
             click.echo("note: no server keys yet; create one with `fanout collector keys "
                        "create --scope ingest`", err=True)
-        serve(
-            store, sock,
-            limiter=RateLimiter(rate_limit),
-            options=AppOptions(body_budget=body_budget * 1024 * 1024,
-                               body_timeout=body_timeout),
-            serving=ServingLimits(max_connections=max_connections,
-                                  header_timeout=header_timeout),
-            on_ready=lambda url: click.echo(f"listening on {url}"),
-        )
+        if workers > 1:
+            store.close()  # each worker opens its own connections after the fork
+            click.echo(f"starting {workers} workers", err=True)
+            status = serve_workers(
+                lambda: open_store(db), sock, workers, rate_limit=rate_limit,
+                options=options, serving=serving,
+                on_ready=lambda url: click.echo(f"listening on {url}"),
+            )
+            if status:
+                raise click.ClickException("a worker failed; every worker was stopped")
+        else:
+            serve(
+                store, sock, limiter=store.limiter(rate_limit), options=options,
+                serving=serving, on_ready=lambda url: click.echo(f"listening on {url}"),
+            )
     click.echo("stopped", err=True)
 
 

@@ -207,7 +207,7 @@ def clients() -> Iterator[Callable[..., Client]]:
         client.shutdown(timeout=5)
 
 
-def spawn_serve(db: Path, port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
+def spawn_serve(db: Path | str, port: int = 0, *extra: str) -> tuple[subprocess.Popen[str], str]:
     """``fanout collector serve`` in a subprocess; returns it and the URL it printed."""
     proc = subprocess.Popen(
         [*FANOUT_CMD, "collector", "serve", "--port", str(port), "--db", str(db), *extra],

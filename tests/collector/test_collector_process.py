@@ -15,7 +15,6 @@ import pytest
 from click.testing import CliRunner
 
 from fanout.cli import main
-from fanout.collector.sqlite import SQLiteStore
 
 from .conftest import FANOUT_CMD, collector_client, spawn_serve
 
@@ -32,15 +31,15 @@ def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> int:
     return proc.returncode
 
 
-def _create_key(db: Path) -> str:
+def _create_key(db: Path | str) -> str:
     args = ["collector", "keys", "create", "--label", "t", "--db", str(db)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return result.stdout.strip().splitlines()[0]
 
 
-def test_server_restart_mid_stream_every_event_arrives_exactly_once(tmp_path: Path):
-    db = tmp_path / "c.db"
+def test_server_restart_mid_stream_every_event_arrives_exactly_once(make_store):
+    db = make_store.new_db()
     key = _create_key(db)
     proc, url = spawn_serve(db)
     port = int(url.rsplit(":", 1)[1])
@@ -74,11 +73,7 @@ def test_server_restart_mid_stream_every_event_arrives_exactly_once(tmp_path: Pa
         assert len(sent) > 100
     finally:
         assert _stop(proc) == 0
-    store = SQLiteStore(db)
-    try:
-        stored = store.event_ids()
-    finally:
-        store.close()
+    stored = make_store(db).event_ids()
     assert len(stored) == len(set(stored))
     assert sorted(stored) == sorted(sent)
 
