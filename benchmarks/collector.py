@@ -1,28 +1,37 @@
-"""Events/s committed by the reference collector from one fanout client, and the client's
-CPU per event, beside the official PostHog and Segment SDKs sending the same events.
+"""The reference collector's throughput, CPU per event and timeline latency, beside the
+official PostHog and Segment SDKs sending the same events. One run, side by side, on this
+machine:
 
-One run, side by side, on this machine:
+- **Stores and server processes**: SQLite and PostgreSQL, 1 and 2 server processes
+  (``fanout collector serve --workers 2``), fed by fanout clients in their own processes
+  (1 or 2 clients, the client's default batches of 100). Events/s is every client's N over
+  the wall time from "go" to the last ``flush()`` returning, i.e. to the last *commit*
+  (the server answers 200 only after it). Server CPU is the collector processes' CPU (all
+  workers) per event, database CPU the PostgreSQL processes' CPU per event, both read from
+  ``/proc`` before and after. The stored count is checked against N every round.
+  PostgreSQL is a throwaway cluster of the Debian binaries with ``fsync=on`` and
+  ``synchronous_commit=on`` (each batch durable before its 200); SQLite is WAL with
+  ``synchronous=NORMAL`` (durable against a process crash, not an OS crash).
+- **Where the SQLite path's time goes**: decode, validate and insert of one client-encoded
+  batch, timed in this process, per event; the rest of the server's CPU per event above is
+  HTTP (uvicorn, Starlette, the worker-thread hand-offs).
+- **Timeline pages** at 1,000,000 stored events (bulk-loaded straight into each store's
+  tables, not through HTTP): p50/p99 of ``GET /v1/persons/{id}/events`` pages over HTTP.
+- **fanout vs the SDKs**: a ``fanout.Client`` in this process → the collector (SQLite),
+  and posthog-python and segment-analytics-python → a local sink that stores nothing.
+  Client CPU is ``time.process_time()`` of this process per event.
 
-- **fanout → collector**: a ``fanout.Client`` with only the ``collector`` provider sends N
-  ``track()`` calls to ``fanout collector serve`` (a subprocess, SQLite WAL on a temporary
-  file); a round ends when ``flush()`` returns, i.e. when the server has *committed* every
-  batch (it answers 200 only after the commit). The stored count is checked against N.
-- **posthog-python** and **segment-analytics-python** send the same N calls to a local sink
-  that reads the body and answers 200 without storing anything (a uvicorn subprocess); a
-  round ends when the SDK's ``flush()`` returns.
+Rounds alternate between contenders and medians are reported. The machine is shared: read
+the figures of one run against each other, not against another run's.
 
-Events/s is N over the round's wall time; client CPU is ``time.process_time()`` of this
-process (caller thread plus the client's worker threads) per event; the servers run in
-other processes and are not counted. Rounds alternate between contenders and the medians
-are reported with ratios to fanout. No gzip for anyone here: every contender sends JSON as
-is (fanout gzips only bodies above 64 KiB by default; ``--gzip`` turns that on).
-
-    python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 1000]
+    python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 100]
+        [--timeline-events 1000000] [--skip-timeline] [--skip-sdks] [--skip-postgres]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -45,6 +54,8 @@ PROPERTIES = {
     "coupon": None,
 }
 FANOUT = [sys.executable, "-c", "from fanout.cli import main; main()"]
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- servers ------------------------------------------------------------------------------
@@ -113,8 +124,8 @@ def _serve_sink() -> None:
 
 
 @contextmanager
-def collector(db: Path) -> Iterator[tuple[str, str]]:
-    """``fanout collector serve`` in a subprocess on a fresh database: (url, key)."""
+def collector(db: Path | str, workers: int = 1) -> Iterator[tuple[str, str, int]]:
+    """``fanout collector serve`` in a subprocess on a fresh database: (url, key, pid)."""
     created = subprocess.run(
         [*FANOUT, "collector", "keys", "create", "--label", "bench", "--db", str(db)],
         capture_output=True,
@@ -123,7 +134,8 @@ def collector(db: Path) -> Iterator[tuple[str, str]]:
     )
     key = created.stdout.strip()
     proc = subprocess.Popen(
-        [*FANOUT, "collector", "serve", "--port", "0", "--db", str(db)],
+        [*FANOUT, "collector", "serve", "--port", "0", "--db", str(db),
+         "--workers", str(workers)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -132,18 +144,34 @@ def collector(db: Path) -> Iterator[tuple[str, str]]:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip().removeprefix("listening on ")
         _wait_up(url + "/v1/health", proc)
-        yield url, key
+        yield url, key, proc.pid
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
 
 
-def _stored(db: Path) -> int:
-    import sqlite3
+def _stored(db: Path | str) -> int:
+    from fanout.collector.store import open_store
 
-    with sqlite3.connect(db) as conn:
-        (n,) = conn.execute("SELECT count(*) FROM events").fetchone()
-    return int(n)
+    store = open_store(str(db))
+    try:
+        return store.count_events()
+    finally:
+        store.close()
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its descendants still running."""
+    total = 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / CLOCK
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return total
+    return total + sum(_tree_cpu(c) for c in children)
 
 
 # -- contenders: each returns (wall seconds, client CPU seconds) for n events -------------
@@ -229,45 +257,227 @@ def segment_round(url: str, n: int, batch: int) -> tuple[float, float]:
     return end - start, cpu_end - cpu
 
 
+# -- stores and server processes ----------------------------------------------------------
+
+
+def _client_main(url: str, key: str, n: int, batch: int, prefix: str) -> None:
+    """A client process: ready once imported, sends ``n`` events on "go", reports."""
+    import fanout
+    from fanout.providers.collector import CollectorProvider
+
+    provider = CollectorProvider(url, key, gzip_min_bytes=None)
+    client = fanout.Client(providers=[provider], environ={}, register_atexit=False,
+                           load_entry_points=False, batch_size=batch, queue_size=n + 1)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    cpu = time.process_time()
+    for i in range(n):
+        client.track("checkout.finished", person_id=f"user_{i % 1000}", properties=PROPERTIES,
+                     event_id=f"{prefix}{i}")
+    report = client.flush(timeout=600)
+    cpu = time.process_time() - cpu
+    client.shutdown(timeout=10)
+    print(json.dumps({"delivered": report[provider.name].delivered, "cpu": cpu}), flush=True)
+
+
+def _pg_cluster() -> Any:
+    """The tests' throwaway PostgreSQL cluster helper, with fsync on."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from collector.postgres_cluster import Cluster, missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        raise RuntimeError(reason)
+    return Cluster(fsync=True)
+
+
+def store_round(db: str, servers: int, clients: int, n: int, batch: int,
+                db_pid: int | None) -> dict[str, float]:
+    """One round: ``clients`` client processes send ``n`` events in all to ``servers``
+    collector processes on ``db``; events/s and CPU µs per event."""
+    per = n // clients
+    with collector(db, servers) as (url, key, server_pid):
+        procs = [subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--client", url, key, str(per),
+             str(batch), f"c{c}_"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in range(clients)]
+        try:
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            server_cpu, db_cpu = _tree_cpu(server_pid), _tree_cpu(db_pid) if db_pid else 0.0
+            start = time.perf_counter()
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            reports = [json.loads(p.stdout.readline()) for p in procs if p.stdout]
+            wall = time.perf_counter() - start
+            server_cpu = _tree_cpu(server_pid) - server_cpu
+            db_cpu = (_tree_cpu(db_pid) - db_cpu) if db_pid else 0.0
+        finally:
+            for p in procs:
+                p.communicate(timeout=60)
+    total = per * clients
+    delivered = sum(r["delivered"] for r in reports)
+    stored = _stored(db)
+    if delivered != total or stored != total:
+        raise RuntimeError(f"{db}: delivered {delivered}, stored {stored} of {total}")
+    return {"events/s": total / wall, "server µs/ev": server_cpu / total * 1e6,
+            "db µs/ev": db_cpu / total * 1e6,
+            "client µs/ev": sum(r["cpu"] for r in reports) / total * 1e6}
+
+
+def store_matrix(n: int, rounds: int, batch: int, postgres: bool) -> dict[str, dict[str, float]]:
+    configs = [("sqlite", 1, 1), ("sqlite", 1, 2), ("sqlite", 2, 2)]
+    if postgres:
+        configs += [("postgresql", 1, 1), ("postgresql", 1, 2), ("postgresql", 2, 2)]
+    results: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(_pg_cluster()) if postgres else None
+        for r in range(rounds):
+            for store, servers, clients in configs:
+                name = f"{store:<10} {servers} server(s) {clients} client(s)"
+                if store == "sqlite":
+                    db, db_pid = str(Path(tmp) / f"m{r}_{servers}_{clients}.db"), None
+                else:
+                    db, db_pid = cluster.create_database(), cluster.pid
+                got = store_round(db, servers, clients, n, batch, db_pid)
+                results.setdefault(name, []).append(got)
+                print(f"round {r + 1} {name}: " + "  ".join(
+                    f"{k} {v:,.1f}" for k, v in got.items()), file=sys.stderr)
+    table = {name: {k: statistics.median(x[k] for x in runs) for k in runs[0]}
+             for name, runs in results.items()}
+    print(f"\ncollector: {n} events per round (batches of {batch}), {rounds} rounds, medians; "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'store / processes':<38} {'events/s':>9} {'server µs/ev':>13} {'db µs/ev':>9} "
+          f"{'client µs/ev':>13}")
+    for name, row in table.items():
+        print(f"{name:<38} {row['events/s']:>9,.0f} {row['server µs/ev']:>13.1f} "
+              f"{row['db µs/ev']:>9.1f} {row['client µs/ev']:>13.1f}")
+    return table
+
+
+# -- where the SQLite path's time goes ----------------------------------------------------
+
+
+def stage_profile(batch: int, repeats: int = 200) -> dict[str, float]:
+    """µs per event of decode, validate and SQLite insert for client-encoded batches."""
+    import fanout
+    from fanout.collector.ingest import decode_body, validate_batch
+    from fanout.collector.sqlite import SQLiteStore
+    from fanout.providers.collector import CollectorProvider
+
+    provider = CollectorProvider("http://127.0.0.1:9", "sk_x", gzip_min_bytes=None)
+    events = [fanout.Event(kind="track", name="checkout.finished", person_id=f"user_{i}",
+                           properties=PROPERTIES) for i in range(batch)]
+    body = provider.encode(events)
+    times = {"decode": 0.0, "validate": 0.0, "insert": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "p.db")
+        project = store.create_project("p")
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            decoded = decode_body(bytearray(body))
+            t1 = time.perf_counter()
+            ingested = validate_batch(decoded)
+            t2 = time.perf_counter()
+            rows = [row._replace(event_id=f"{r}_{row.event_id}") for row in ingested.rows]
+            t3 = time.perf_counter()
+            store.insert(project.id, rows, ingested.links)
+            t4 = time.perf_counter()
+            times["decode"] += t1 - t0
+            times["validate"] += t2 - t1
+            times["insert"] += t4 - t3
+        store.close()
+    out = {k: v / (repeats * batch) * 1e6 for k, v in times.items()}
+    print(f"\nSQLite path per event (batches of {batch}, {len(body) // batch} bytes/event): "
+          + ", ".join(f"{k} {v:.1f} µs" for k, v in out.items())
+          + "; the rest of the server's µs/ev above is HTTP and hand-offs")
+    return out
+
+
 # -- timeline pages -----------------------------------------------------------------------
 
 
-def _fill(store: Any, project_id: int, n: int, heavy: int) -> None:
-    """``n`` events in one project: ``heavy`` of them one person's, the rest spread over
-    1,000 people, inserted through the same validation and insert path as the server."""
-    from fanout.collector.ingest import validate_batch
-
-    for start in range(0, n, 1000):
-        batch = []
-        for i in range(start, min(n, start + 1000)):
-            person = "heavy" if i % (n // heavy) == 0 else f"user_{i % 1000}"
-            second = i // 50
-            batch.append({
-                "event_id": f"e{i}", "name": "checkout.finished", "person_id": person,
-                "timestamp": f"2024-{1 + second // 2_600_000 % 12:02d}-01T00:"
-                             f"{second // 60 % 60:02d}:{second % 60:02d}.{i % 1000:03d}Z",
-                "properties": PROPERTIES,
-            })
-        ingested = validate_batch(batch)
-        store.insert(project_id, ingested.rows, ingested.links)
+def _bulk_rows(n: int, heavy: int) -> Iterator[tuple[str, str, str, bytes]]:
+    """(event_id, person_id, timestamp, body) of ``n`` events: ``heavy`` of them one
+    person's, the rest spread over 1,000 people, 50 events per second of event time."""
+    props = json.dumps(PROPERTIES, separators=(",", ":"))
+    every = n // heavy
+    for i in range(n):
+        person = "heavy" if i % every == 0 else f"user_{i % 1000}"
+        second = i // 50
+        ts = (f"2024-{1 + second // 2_600_000 % 12:02d}-01T{second // 3600 % 24:02d}:"
+              f"{second // 60 % 60:02d}:{second % 60:02d}.{i % 1000:03d}Z")
+        body = (f'{{"v":1,"kind":"track","event_id":"e{i}","timestamp":"{ts}",'
+                f'"person_id":"{person}","anonymous_id":null,"name":"checkout.finished",'
+                f'"properties":{props},"traits":{{}},"context":{{}},"group":null,'
+                f'"previous_id":null}}').encode()
+        yield f"e{i}", person, ts, body
 
 
-def timeline_bench(n: int, heavy: int, pages: int) -> dict[str, float]:
+def _bulk_sqlite(path: Path, project_id: int, n: int, heavy: int) -> None:
+    import sqlite3
+
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime())
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO events (event_id, kind, timestamp, person_id, anonymous_id, name,"
+            " body, project_id, key_id, received_at) VALUES (?, 'track', ?, ?, NULL,"
+            " 'checkout.finished', ?, ?, 0, ?)",
+            ((e, ts, p, body, project_id, now) for e, p, ts, body in _bulk_rows(n, heavy)))
+        db.execute("ANALYZE")
+
+
+def _bulk_postgres(url: str, project_id: int, n: int, heavy: int) -> None:
+    import datetime as dt
+
+    import psycopg
+
+    now = dt.datetime.now(dt.timezone.utc)
+    with psycopg.connect(url) as conn:
+        with conn.cursor() as cur:
+            with cur.copy("COPY event_ids (project_id, event_id) FROM STDIN") as copy:
+                for e, _, _, _ in _bulk_rows(n, heavy):
+                    copy.write_row((project_id, e))
+            with cur.copy("COPY events (project_id, event_id, kind, timestamp, person_id,"
+                          " name, key_id, received_at, body) FROM STDIN") as copy:
+                for e, p, ts, body in _bulk_rows(n, heavy):
+                    copy.write_row((project_id, e, "track", ts, p, "checkout.finished", 0,
+                                    now, body))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE events")
+
+
+def timeline_bench(kind: str, n: int, heavy: int, pages: int,
+                   cluster: Any = None) -> dict[str, float]:
     """p50/p99 of one ``GET /v1/persons/{id}/events`` page (1,000 events) over HTTP."""
     import httpx
 
     from fanout.collector.keys import INGEST, READ
     from fanout.collector.server import ServerThread
-    from fanout.collector.sqlite import SQLiteStore
+    from fanout.collector.store import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = SQLiteStore(Path(tmp) / "timeline.db")
+        db = str(Path(tmp) / "timeline.db") if kind == "sqlite" else cluster.create_database()
+        store = open_store(db)
         project = store.create_project("bench")
         store.create_key("bench", (INGEST,), "in")
         _, key = store.create_key("bench", (READ,), "read")
+        if kind == "postgresql":
+            import datetime as dt
+
+            store._ensure_partition(dt.datetime.now(dt.timezone.utc))  # type: ignore[attr-defined]
         started = time.perf_counter()
-        _fill(store, project.id, n, heavy)
-        print(f"stored {n:,} events in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        if kind == "sqlite":
+            _bulk_sqlite(Path(db), project.id, n, heavy)
+        else:
+            _bulk_postgres(db, project.id, n, heavy)
+        loaded = time.perf_counter() - started
+        if store.count_events() != n:
+            raise RuntimeError(f"bulk load stored {store.count_events()} of {n}")
+        print(f"{kind}: bulk-loaded {n:,} events in {loaded:.1f} s", file=sys.stderr)
         times: dict[str, list[float]] = {"heavy (walk)": [], "random person": []}
         with ServerThread(store) as server, httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
@@ -278,10 +488,12 @@ def timeline_bench(n: int, heavy: int, pages: int) -> dict[str, float]:
                 t = time.perf_counter()
                 page = http.get("/v1/persons/heavy/events", params=params).json()
                 times["heavy (walk)"].append(time.perf_counter() - t)
+                if len(page["events"]) != 1000:
+                    raise RuntimeError(f"short page: {len(page['events'])}")
                 cursor = page["next_cursor"] or None
             for i in range(pages):
                 t = time.perf_counter()
-                r = http.get(f"/v1/persons/user_{(i * 7919) % 1000}/events",
+                r = http.get(f"/v1/persons/user_{(i * 7919) % 1000 or 1}/events",
                              params={"limit": 1000})
                 times["random person"].append(time.perf_counter() - t)
                 assert r.status_code == 200
@@ -290,8 +502,8 @@ def timeline_bench(n: int, heavy: int, pages: int) -> dict[str, float]:
         values.sort()
         p50 = values[len(values) // 2] * 1e3
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1e3
-        print(f"timeline {name:<14} {len(values)} pages of <=1000 events: "
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        print(f"timeline {kind:<10} {name:<14} {len(values)} pages of 1000 events at "
+              f"{n:,} stored: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         out[f"{name} p50 ms"], out[f"{name} p99 ms"] = p50, p99
     return out
 
@@ -299,46 +511,28 @@ def timeline_bench(n: int, heavy: int, pages: int) -> dict[str, float]:
 # -- the run ------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=1000, help="fanout/PostHog batch size")
-    parser.add_argument("--gzip", action="store_true", help="fanout gzips bodies above 1 KiB")
-    parser.add_argument("--only", choices=["fanout", "posthog", "segment"], action="append")
-    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--timeline", type=int, metavar="N", default=0,
-                        help="only time timeline pages over N stored events (e.g. 1000000)")
-    args = parser.parse_args()
-    if args.sink:
-        _serve_sink()
-        return
-    if args.timeline:
-        print(json.dumps(timeline_bench(args.timeline, heavy=max(1, args.timeline // 10),
-                                        pages=100)))
-        return
-    logging.basicConfig(level=logging.ERROR)
-    n, contenders = args.events, args.only or ["fanout", "posthog", "segment"]
+def sdk_comparison(n: int, rounds: int, batch: int, gzip: bool,
+                   contenders: list[str]) -> None:
     results: dict[str, list[tuple[float, float]]] = {c: [] for c in contenders}
     with tempfile.TemporaryDirectory() as tmp, sink() as sink_url:
-        rounds: dict[str, Callable[[int], tuple[float, float]]] = {
-            "posthog": lambda r: posthog_round(sink_url, n, args.batch),
-            "segment": lambda r: segment_round(sink_url, n, args.batch),
+        runs: dict[str, Callable[[int], tuple[float, float]]] = {
+            "posthog": lambda r: posthog_round(sink_url, n, batch),
+            "segment": lambda r: segment_round(sink_url, n, batch),
         }
 
         def fanout_once(r: int) -> tuple[float, float]:
             db = Path(tmp) / f"bench{r}.db"
-            with collector(db) as (url, key):
-                result = fanout_round(url, key, n, args.batch, args.gzip)
+            with collector(db) as (url, key, _):
+                result = fanout_round(url, key, n, batch, gzip)
             stored = _stored(db)
             if stored != n:
                 raise RuntimeError(f"the collector committed {stored} of {n} events")
             return result
 
-        rounds["fanout"] = fanout_once
-        for r in range(args.rounds):
+        runs["fanout"] = fanout_once
+        for r in range(rounds):
             for name in contenders:
-                results[name].append(rounds[name](r))
+                results[name].append(runs[name](r))
                 wall, cpu = results[name][-1]
                 print(
                     f"round {r + 1} {name:<8} {n / wall:>9,.0f} ev/s  "
@@ -346,6 +540,47 @@ def main() -> None:
                     file=sys.stderr,
                 )
     _table(n, results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=100,
+                        help="client batch size (default: the client's default, 100)")
+    parser.add_argument("--gzip", action="store_true", help="fanout gzips bodies above 1 KiB")
+    parser.add_argument("--only", choices=["fanout", "posthog", "segment"], action="append")
+    parser.add_argument("--timeline-events", type=int, default=1_000_000)
+    parser.add_argument("--skip-timeline", action="store_true")
+    parser.add_argument("--skip-sdks", action="store_true")
+    parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.sink:
+        _serve_sink()
+        return
+    if args.client:
+        url, key, n, batch, prefix = args.client
+        _client_main(url, key, int(n), int(batch), prefix)
+        return
+    logging.basicConfig(level=logging.ERROR)
+    summary: dict[str, Any] = {}
+    summary["stores"] = store_matrix(args.events, args.rounds, args.batch,
+                                     not args.skip_postgres)
+    summary["sqlite_stages_us"] = stage_profile(args.batch)
+    if not args.skip_timeline:
+        n = args.timeline_events
+        kinds = ["sqlite"] + ([] if args.skip_postgres else ["postgresql"])
+        with contextlib.ExitStack() as stack:
+            cluster = None if args.skip_postgres else stack.enter_context(_pg_cluster())
+            summary["timeline"] = {
+                kind: timeline_bench(kind, n, heavy=max(1, n // 10), pages=100,
+                                     cluster=cluster) for kind in kinds}
+    print(json.dumps(summary))
+    if not args.skip_sdks:
+        sdk_comparison(args.events, args.rounds, args.batch, args.gzip,
+                       args.only or ["fanout", "posthog", "segment"])
 
 
 def _table(n: int, results: dict[str, list[tuple[float, float]]]) -> None:
