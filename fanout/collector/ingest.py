@@ -8,7 +8,9 @@ The rules protect the store and the rest of the batch:
   and during decoding so a gzip bomb cannot inflate past the limit.
 - Each event is validated on its own with the client's rules (ids, name, kind, nesting
   depth, ISO timestamps) plus what the server needs: a string ``event_id`` (the dedupe
-  key), valid UTF-8 text, and at most ``MAX_EVENT_BYTES`` once encoded. Missing or null
+  key), valid UTF-8 text, no U+0000 in ids and the name (they are indexed columns, and
+  PostgreSQL's text cannot hold NUL; both stores refuse them alike), and at most
+  ``MAX_EVENT_BYTES`` once encoded. Missing or null
   optional fields take their defaults, so clients may omit them. A bad event
   is rejected by index; the valid events of the same batch are still stored.
 - Invalid UTF-8 inside a JSON string does not fail the whole body: it is decoded with
@@ -172,6 +174,8 @@ def _ident(raw: dict[str, Any], field: str) -> str | None:
     if type(value) is not str or not value or len(value) > MAX_ID_LENGTH or value.isspace():
         raise _Reject(f"{field} must be a non-empty string of at most {MAX_ID_LENGTH} "
                       "characters, or null")
+    if "\x00" in value:
+        raise _Reject(f"{field} must not contain U+0000 (NUL)")
     return value
 
 
@@ -235,6 +239,8 @@ def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
         if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or name.isspace():
             raise _Reject(f"name must be a non-empty string of at most {MAX_NAME_LENGTH} "
                           "characters")
+        if "\x00" in name:
+            raise _Reject("name must not contain U+0000 (NUL)")
     previous_id = _ident(raw, "previous_id")
     if kind == "alias" and (previous_id is None or person_id is None):
         raise _Reject("an alias needs a person_id and a previous_id")

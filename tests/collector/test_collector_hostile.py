@@ -113,3 +113,28 @@ def test_wrong_methods_and_paths(collector):
     assert httpx.post(f"{collector.url}/v2/batch", json={}).status_code == 404
     r = httpx.get(f"{collector.url}/v1/persons/p/events")
     assert r.status_code == 401
+
+
+def test_nul_in_ids_and_names_is_a_per_event_rejection_on_both_stores(collector):
+    """PostgreSQL's text cannot hold U+0000; both stores refuse it in ids and names alike
+    (inside properties it is ordinary JSON, ``\\u0000``, and is stored)."""
+    batch = [
+        _event(0, properties={"nul": "a\x00b"}),
+        _event(100, event_id="evt\x00"),
+        _event(101, person_id="p\x00"),
+        _event(102, anonymous_id="a\x00", person_id=None),
+        _event(103, name="order\x00paid"),
+        {"kind": "alias", "event_id": "al", "person_id": "p", "previous_id": "old\x00",
+         "timestamp": "2024-05-01T10:00:00.000Z"},
+        _event(1),
+    ]
+    result = collector.post({"batch": batch}).json()
+    assert {r["index"] for r in result["rejected"]} == {1, 2, 3, 4, 5}
+    assert all("U+0000" in r["error"] for r in result["rejected"])
+    assert result["accepted"] == 2 and result["duplicates"] == 0
+    assert sorted(collector.store.event_ids()) == ["ok-0", "ok-1"]
+    stored = {e["event_id"]: e for e in collector.timeline("p")["events"]}
+    assert stored["ok-0"]["properties"] == {"nul": "a\x00b"}
+    nobody = collector.timeline("p%00")  # the path's percent-escape is decoded to NUL
+    assert nobody["events"] == [] and nobody["anonymous_ids"] == []
+    assert nobody["person_id"] == "p\x00"
