@@ -282,11 +282,14 @@ class PostgresStore:
     """Projects, events, identity links, keys and rate buckets in one PostgreSQL database.
 
     ``pool_size`` bounds the connections this process opens (one per request being
-    stored or read at the same moment).
+    stored or read at the same moment). ``clock`` gives each batch's arrival time, which
+    picks its partition (tests move it across a month's end).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4) -> None:
+    def __init__(self, url: str, *, pool_size: int = 4,
+                 clock: Callable[[], _dt.datetime] | None = None) -> None:
         self.url = url
+        self._clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._pool = _Pool(url, pool_size)
         self._partitions: set[_dt.datetime] = set()
         self._partition_lock = threading.Lock()
@@ -360,7 +363,7 @@ class PostgresStore:
     ) -> InsertResult:
         if not rows and not links:
             return InsertResult(0, 0)
-        received = _dt.datetime.now(_dt.timezone.utc)
+        received = self._clock()
         self._ensure_partition(received)
         params = {
             "project": project_id, "key": key_id, "received": received,
