@@ -151,7 +151,7 @@ def collector(db: Path | str, workers: int = 1) -> Iterator[tuple[str, str, int]
 
 
 def _stored(db: Path | str) -> int:
-    from fanout.collector.store import open_store
+    from fanout.collector.database import open_store
 
     store = open_store(str(db))
     try:
@@ -456,9 +456,9 @@ def timeline_bench(kind: str, n: int, heavy: int, pages: int,
     """p50/p99 of one ``GET /v1/persons/{id}/events`` page (1,000 events) over HTTP."""
     import httpx
 
+    from fanout.collector.database import open_store
     from fanout.collector.keys import INGEST, READ
     from fanout.collector.server import ServerThread
-    from fanout.collector.store import open_store
 
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "timeline.db") if kind == "sqlite" else cluster.create_database()

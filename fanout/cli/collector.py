@@ -77,9 +77,9 @@ def serve_command(host: str, port: int, db: str, rate_limit: float | None,
     """Serve POST /v1/batch until SIGINT/SIGTERM; prints `listening on URL` when ready."""
     try:
         from ..collector.app import AppOptions
+        from ..collector.database import is_postgres_url
         from ..collector.guard import ServingLimits
         from ..collector.server import bind, serve
-        from ..collector.store import is_postgres_url
         from ..collector.workers import serve_workers
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
