@@ -479,7 +479,8 @@ def timeline_bench(kind: str, n: int, heavy: int, pages: int,
         if store.count_events() != n:
             raise RuntimeError(f"bulk load stored {store.count_events()} of {n}")
         print(f"{kind}: bulk-loaded {n:,} events in {loaded:.1f} s", file=sys.stderr)
-        times: dict[str, list[float]] = {"heavy (walk)": [], "random person": []}
+        times: dict[str, list[float]] = {"heavy (walk)": [], "random person": [],
+                                         "store only (walk)": []}
         with ServerThread(store) as server, httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30
         ) as http:
@@ -498,12 +499,19 @@ def timeline_bench(kind: str, n: int, heavy: int, pages: int,
                              params={"limit": 1000})
                 times["random person"].append(time.perf_counter() - t)
                 assert r.status_code == 200
-    out = {}
+            after = None
+            for _ in range(pages):  # the same walk, the store alone (no HTTP, no JSON)
+                t = time.perf_counter()
+                got = store.timeline(project.id, "heavy", limit=1000, max_bytes=1 << 20,
+                                     after=after)
+                times["store only (walk)"].append(time.perf_counter() - t)
+                after = got.next_cursor
+    out: dict[str, float] = {"bulk load events/s": n / loaded}
     for name, values in times.items():
         values.sort()
         p50 = values[len(values) // 2] * 1e3
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))] * 1e3
-        print(f"timeline {kind:<10} {name:<14} {len(values)} pages of 1000 events at "
+        print(f"timeline {kind:<10} {name:<17} {len(values)} pages of 1000 events at "
               f"{n:,} stored: p50 {p50:.1f} ms, p99 {p99:.1f} ms")
         out[f"{name} p50 ms"], out[f"{name} p99 ms"] = p50, p99
     return out
