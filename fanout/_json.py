@@ -10,8 +10,9 @@ two write the same text but for some floats: both write the shortest form that r
 as the same float, orjson as ``1e-7`` or ``0.00001`` where the standard library writes
 ``1e-07`` or ``1e-05``.
 
-Decoding stays with the standard library (``json.loads``): orjson would turn an integer
-beyond 64 bits into a float without a word, and the collector must store what it was sent.
+This module only encodes. orjson would read an integer beyond 64 bits as a float without
+a word, so the collector, which must store what it was sent, decodes with orjson only
+bodies without such a number (:func:`fanout.collector.ingest.decode_body`).
 
 An :class:`~fanout.Event`'s mappings are read-only dict subclasses, which both encoders
 write directly. Any other mapping a plugin passes in (a ``MappingProxyType``, say) becomes a

@@ -40,6 +40,17 @@ from .protocol import Limits
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
 
 _IDENTITY: Final = frozenset({"", "identity"})
+# Digits to "0", everything else to " ": a run of 19 zeros marks a number orjson may not
+# read exactly (int64 holds every 18-digit integer, not every 19-digit one).
+_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_DIGITS: Final = b"0" * 19
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - PyPy and platforms without an orjson wheel
+    _orjson_loads = None
+else:
+    _orjson_loads = orjson.loads
 logger = logging.getLogger("fanout.collector")
 
 
@@ -96,21 +107,38 @@ def decode_body(
     if body.count(b"[") + body.count(b"{") > limits.max_batch_containers:
         raise ProtocolError(413, f"more than {limits.max_batch_containers} JSON arrays and "
                                  "objects in one body; send smaller batches")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        # Keep the valid events: bad bytes become lone surrogates, caught per event below.
-        text = body.decode("utf-8", "surrogateescape")
-    try:
-        data = json.loads(text, parse_constant=_no_constants)
-    except (ValueError, RecursionError):
-        raise ProtocolError(400, "body is not valid JSON") from None
+    data = _loads(body)
     if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
         raise ProtocolError(400, 'body must be a JSON object {"batch": [event, ...]}')
     batch: list[Any] = data["batch"]
     if len(batch) > limits.max_batch_events:
         raise ProtocolError(413, f"more than {limits.max_batch_events} events in one batch")
     return batch
+
+
+def _loads(body: bytes | bytearray) -> Any:
+    """The body's JSON: orjson where it gives exactly what the standard library would (a
+    third of the CPU), the standard library for everything else.
+
+    orjson refuses invalid UTF-8, lone surrogates, NaN and Infinity and too deep nesting
+    (the standard library then decides, as it always did), but reads an integer beyond 64
+    bits as a float without a word; a body with a run of 19 or more digits anywhere (such
+    an integer, or merely a long id or a long fraction) therefore skips orjson.
+    """
+    if _orjson_loads is not None and body.translate(_DIGITS).find(_LONG_DIGITS) < 0:
+        try:
+            return _orjson_loads(body)
+        except ValueError:  # orjson.JSONDecodeError
+            pass
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        # Keep the valid events: bad bytes become lone surrogates, caught per event below.
+        text = body.decode("utf-8", "surrogateescape")
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError):
+        raise ProtocolError(400, "body is not valid JSON") from None
 
 
 def _no_constants(name: str) -> None:

@@ -138,3 +138,17 @@ def test_nul_in_ids_and_names_is_a_per_event_rejection_on_both_stores(collector)
     nobody = collector.timeline("p%00")  # the path's percent-escape is decoded to NUL
     assert nobody["events"] == [] and nobody["anonymous_ids"] == []
     assert nobody["person_id"] == "p\x00"
+
+
+def test_integers_beyond_64_bits_are_stored_exactly(collector):
+    """The request is decoded by orjson where that is exact and by the standard library
+    where it is not (a run of 19+ digits): orjson would read these as floats."""
+    big = {"u64": 18446744073709551615, "over": 18446744073709551616,
+           "neg": -9223372036854775809, "huge": 10**40, "small": 7, "f": 0.1}
+    plain = _event(1, properties={"small": 7, "f": 0.1, "id": "x" * 30})
+    response = collector.post(json.dumps({"batch": [_event(0, properties=big), plain]}).encode())
+    assert response.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    stored = {e["event_id"]: e for e in collector.timeline("p")["events"]}
+    assert stored["ok-0"]["properties"] == big
+    assert all(type(v) is int for k, v in stored["ok-0"]["properties"].items() if k != "f")
+    assert stored["ok-1"]["properties"] == {"small": 7, "f": 0.1, "id": "x" * 30}
