@@ -47,9 +47,10 @@ def delivery(events: int, rounds: int) -> list[tuple[str, float, float, str]]:
         print(f"posthog skipped: {exc}")
     try:
         mp: Any = importlib.import_module("bench_mixpanel").bench(events=events, rounds=rounds)
-        rows.append(("mixpanel", mp["fanout_100_eps"], mp["sdk_eps"], "defaults: 100 / SDK 50"))
+        # fanout-mixpanel prefers 500 events per request (BatchLimits.preferred_events).
+        rows.append(("mixpanel", mp["fanout_500_eps"], mp["sdk_eps"], "defaults: 500 / SDK 50"))
+        rows.append(("mixpanel", mp["fanout_100_eps"], mp["sdk_eps"], "BATCH_SIZE=100"))
         rows.append(("mixpanel", mp["fanout_eps"], mp["sdk_eps"], "both 50 events/request"))
-        rows.append(("mixpanel", mp["fanout_500_eps"], mp["sdk_eps"], "MIXPANEL_BATCH_SIZE=500"))
     except ImportError as exc:
         print(f"mixpanel skipped: {exc}")
     try:
@@ -135,7 +136,7 @@ def main() -> None:
     print(
         f"{'PostHog SDK capture() alone':44} {sdk['mean']:8.1f} {sdk['p50']:8.1f} {sdk['p99']:8.1f}"
     )
-    print(f"ratio of means: {four['mean'] / sdk['mean']:.2f} (target < 0.5)")
+    print(f"ratio of means: {four['mean'] / sdk['mean']:.2f} (target <= 0.25)")
     print(f"\n(total {time.perf_counter() - t0:.0f}s; median of {args.rounds} rounds)")
 
 
