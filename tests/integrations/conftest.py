@@ -14,12 +14,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from collector.conftest import (  # noqa: F401 - fixtures used by these tests
     Collector,
     clients,
     collector,
+    make_store,
     start_collector,
 )
+
+
+@pytest.fixture
+def store_kind() -> str:
+    """The integrations read what was stored straight from SQLite (see :func:`stored`); the
+    collector's own suite runs against both stores."""
+    return "sqlite"
 
 ROOT = Path(__file__).resolve().parents[2]
 
