@@ -302,27 +302,12 @@ class Channel:
                 # encoder may refuse more. Split like a 413 until only the culprit is left.
                 if observer is not None:
                     observer.request(self.name, time.perf_counter() - started, "unencodable")
-                if claim.taken:
-                    return
-                if len(batch) == 1:
-                    self._fail(claim.settle(batch), "unencodable", str(exc))
-                    return
-                mid = len(batch) // 2
-                self._deliver(batch[:mid], claim, deadline=deadline)
-                self._deliver(batch[mid:], claim, deadline=deadline)
+                self._split(batch, claim, deadline, "unencodable", str(exc), None)
                 return
             except BatchTooLarge as exc:
                 if observer is not None:
                     observer.request(self.name, time.perf_counter() - started, "too_large")
-                if claim.taken:
-                    return
-                if len(batch) == 1:
-                    self._fail(claim.settle(batch), "too_large", str(exc), exc.status_code)
-                    return
-                mid = len(batch) // 2
-                self.logger.debug("batch of %d too large; splitting", len(batch))
-                self._deliver(batch[:mid], claim, deadline=deadline)
-                self._deliver(batch[mid:], claim, deadline=deadline)
+                self._split(batch, claim, deadline, "too_large", str(exc), exc.status_code)
                 return
             except PermanentError as exc:
                 if observer is not None:
@@ -382,6 +367,27 @@ class Channel:
             elif self._abort.wait(delay):
                 self._fail(claim.settle(batch), "shutdown_timeout", error, status)
                 return
+
+    def _split(
+        self,
+        batch: list[Event],
+        claim: Claim,
+        deadline: float | None,
+        reason: str,
+        error: str,
+        status: int | None,
+    ) -> None:
+        """Send the halves of a batch refused as a whole (413, or an event the provider's
+        encoder cannot write), until only the culprit is left; it is dead-lettered."""
+        if claim.taken:
+            return
+        if len(batch) == 1:
+            self._fail(claim.settle(batch), reason, error, status)
+            return
+        mid = len(batch) // 2
+        self.logger.debug("batch of %d refused (%s); splitting", len(batch), reason)
+        self._deliver(batch[:mid], claim, deadline=deadline)
+        self._deliver(batch[mid:], claim, deadline=deadline)
 
     def _partial(self, batch: list[Event], exc: RetryableError, claim: Claim) -> list[Event]:
         """Resolve what a partly delivered batch says; return the events still to retry."""
