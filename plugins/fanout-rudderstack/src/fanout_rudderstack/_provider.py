@@ -21,8 +21,9 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
+from fanout_segment.message import encode_batch
 
-from fanout.http import USER_AGENT, HttpProvider, HttpSender, encode_json, raise_for_status
+from fanout.http import USER_AGENT, HttpProvider, HttpSender, raise_for_status
 from fanout.provider import (
     BatchTooLarge,
     DeliveryError,
@@ -94,21 +95,13 @@ class RudderStackProvider(HttpProvider):
 
     def encode(self, batch: Sequence[Event]) -> tuple[bytes, dict[int, str]]:
         """The request body for ``batch``, and the indices of messages too large to send."""
-        parts: list[bytes] = []
-        rejected: dict[int, str] = {}
-        for i, event in enumerate(batch):
-            data = encode_json(to_message(event))
-            if len(data) > MAX_MESSAGE_BYTES:
-                rejected[i] = (
-                    f"message is {len(data)} bytes, above RudderStack's "
-                    f"{MAX_MESSAGE_BYTES}-byte limit per message"
-                )
-                continue
-            parts.append(data)
-        if not parts:
-            return b"", rejected
-        sent_at = encode_json(_dt.datetime.now(_dt.timezone.utc).isoformat())
-        return b'{"batch":[' + b",".join(parts) + b'],"sentAt":' + sent_at + b"}", rejected
+        return encode_batch(
+            batch,
+            build=to_message,
+            vendor="RudderStack",
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            trailer={"sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat()},
+        )
 
     def send(self, batch: Sequence[Event]) -> None:
         body, rejected = self.encode(batch)

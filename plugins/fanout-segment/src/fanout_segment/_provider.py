@@ -31,7 +31,6 @@ from fanout.http import (
     USER_AGENT,
     HttpProvider,
     HttpSender,
-    encode_json,
     raise_for_status,
     require_json_reply,
 )
@@ -53,7 +52,7 @@ from ._declaration import (
     MAX_MESSAGE_BYTES,
     parse_host,
 )
-from .message import to_message
+from .message import encode_batch, to_message
 
 __all__ = [
     "DEFAULT_HOST",
@@ -114,23 +113,17 @@ class SegmentProvider(HttpProvider):
 
     def encode(self, batch: Sequence[Event]) -> tuple[bytes, dict[int, str]]:
         """The request body for ``batch``, and the indices of messages too large to send."""
-        parts: list[bytes] = []
-        rejected: dict[int, str] = {}
-        for i, event in enumerate(batch):
-            data = encode_json(to_message(event))
-            if len(data) > MAX_MESSAGE_BYTES:
-                rejected[i] = (
-                    f"message is {len(data)} bytes, above Segment's "
-                    f"{MAX_MESSAGE_BYTES}-byte limit per message"
-                )
-                continue
-            parts.append(data)
-        if not parts:
-            return b"", rejected
-        tail = encode_json(
-            {"sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat(), "writeKey": self._write_key}
+        trailer = {
+            "sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "writeKey": self._write_key,
+        }
+        return encode_batch(
+            batch,
+            build=to_message,
+            vendor="Segment",
+            max_message_bytes=MAX_MESSAGE_BYTES,
+            trailer=trailer,
         )
-        return b'{"batch":[' + b",".join(parts) + b"]," + tail[1:], rejected
 
     def send(self, batch: Sequence[Event]) -> None:
         body, rejected = self.encode(batch)

@@ -19,14 +19,15 @@ whole key that holds one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
+from fanout.http import encode_json
 from fanout.provider import Event
 
 from .__about__ import __version__
 
-__all__ = ["GROUP_TYPE_TRAIT", "LIBRARY", "to_message", "timestamp_text"]
+__all__ = ["GROUP_TYPE_TRAIT", "LIBRARY", "encode_batch", "to_message", "timestamp_text"]
 
 #: ``context.library``: who built the message. Segment shows it in its debugger; it is
 #: informational, so it names fanout-segment rather than borrowing the SDK's name.
@@ -177,3 +178,31 @@ def to_message(event: Event, *, library: Mapping[str, str] = LIBRARY) -> dict[st
     mapping names itself).
     """
     return _BUILDERS[event.kind](event, library)
+
+
+def encode_batch(
+    batch: Sequence[Event],
+    *,
+    build: Callable[[Event], dict[str, Any]],
+    vendor: str,
+    max_message_bytes: int,
+    trailer: Mapping[str, Any],
+) -> tuple[bytes, dict[int, str]]:
+    """A ``/v1/batch`` body (``{"batch": [...], **trailer}``) and the indices of messages
+    too large to send, each with why: the Tracking API's envelope, which Segment and
+    RudderStack (and any Segment-compatible API) share.
+    """
+    parts: list[bytes] = []
+    rejected: dict[int, str] = {}
+    for i, event in enumerate(batch):
+        data = encode_json(build(event))
+        if len(data) > max_message_bytes:
+            rejected[i] = (
+                f"message is {len(data)} bytes, above {vendor}'s "
+                f"{max_message_bytes}-byte limit per message"
+            )
+            continue
+        parts.append(data)
+    if not parts:
+        return b"", rejected
+    return b'{"batch":[' + b",".join(parts) + b"]," + encode_json(dict(trailer))[1:], rejected
