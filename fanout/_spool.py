@@ -28,7 +28,6 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -348,11 +347,7 @@ class SpoolQueue:
         parts: list[bytes] = []
         if batch:
             parts.append(b"T %.3f\n" % time.time())
-            for event in batch:
-                try:
-                    parts.append(event.to_json() + b"\n")
-                except Exception:  # noqa: BLE001 - keep the numbering; the channel reports it
-                    parts.append(b"X\n")
+            parts.append(sf.encode_lines(batch))
         if acked != self._acked_written:
             parts.append(b"A %d\n" % acked)
         try:
@@ -469,7 +464,7 @@ class SpoolQueue:
                 expired += 1
                 continue
             try:
-                event = Event.from_dict(json.loads(line), max_bytes=None)
+                event = sf.decode_event(line)
             except (InvalidEvent, ValueError, TypeError):
                 corrupt += 1
                 continue
