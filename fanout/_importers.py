@@ -20,6 +20,7 @@ import csv
 import gzip
 import hashlib
 import json
+import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +30,12 @@ from typing import IO, Any, Final, cast
 from ._events import Event, build_event
 from ._exceptions import InvalidEvent
 
+_fast_loads: Callable[[bytes], Any] | None
+try:
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - PyPy: the standard library alone
+    _fast_loads = None
+
 __all__ = ["FORMATS", "ImportError_", "convert", "detect_format", "read_records"]
 
 FORMATS: Final = ("fanout", "segment", "posthog", "mixpanel", "csv")
@@ -37,6 +44,25 @@ _NAMESPACE: Final = uuid.UUID("6f1b6c1e-2d0a-4c55-9b7e-6a5f0d3c2b11")
 
 class ImportError_(ValueError):  # noqa: N801 - ImportError is a builtin
     """A record that cannot become an event; the message says why."""
+
+
+#: A run of 19 digits: the only way a line can hold an integer beyond 64 bits, which orjson
+#: would turn into a float without a word (the standard library keeps it exact, and
+#: validation then rejects it by name).
+_LONG_NUMBER: Final = re.compile(rb"\d{19}")
+
+
+def loads_line(raw: bytes) -> Any:
+    """One JSON line, decoded exactly as ``json.loads`` decodes it, but by orjson (about a
+    quarter of the cost) wherever the two agree: orjson is used only for lines without a
+    19-digit run, and anything it refuses (NaN, a byte-order mark, UTF-16) goes to the
+    standard library, whose result or error message stands."""
+    if _fast_loads is not None and _LONG_NUMBER.search(raw) is None:
+        try:
+            return _fast_loads(raw)
+        except ValueError:
+            pass
+    return json.loads(raw)
 
 
 def _open_binary(path: str) -> tuple[IO[bytes], bool]:
@@ -75,7 +101,7 @@ def read_records(
             if line_no <= start_line or not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = loads_line(raw)
             except ValueError as exc:
                 yield line_no, offset, ImportError_(f"not JSON: {exc}")
                 continue

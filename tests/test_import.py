@@ -234,3 +234,31 @@ def test_resume_after_a_kill_goes_on_from_the_checkpoint(
     assert len(stored) == len(set(stored)) == n
     again = run_import(str(path), "--resume", env=env, cwd=tmp_path)
     assert "already imported" in again.stderr and again.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"kind":"track","n":1,"f":0.1,"s":"\\u00e9\\ud83d\\ude00","l":[true,null]}\n',
+        b'{"big": 123456789012345678901234567890, "neg": -9223372036854775809}',
+        b'{"nan": NaN, "inf": -Infinity}',
+        '{"x": "é"}'.encode("utf-16"),
+        b'{"f": 1e400, "tiny": 5e-324}',
+    ],
+)
+def test_lines_decode_exactly_as_the_standard_library_decodes_them(raw: bytes) -> None:
+    from fanout._importers import loads_line
+
+    got, want = loads_line(raw), json.loads(raw)
+    assert repr(got) == repr(want)  # repr: NaN != NaN, and 1 == 1.0 would hide a float
+
+
+@pytest.mark.parametrize("raw", [b'{"a":', b"{'a': 1}", b'{"a": 1} x', b"\xff\xfe{"])
+def test_broken_lines_raise_the_standard_library_error(raw: bytes) -> None:
+    from fanout._importers import loads_line
+
+    with pytest.raises(ValueError) as want:
+        json.loads(raw)
+    with pytest.raises(ValueError) as got:
+        loads_line(raw)
+    assert type(got.value) is type(want.value) and str(got.value) == str(want.value)
