@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 from . import require_extra
 
@@ -35,6 +39,8 @@ from .guard import (  # noqa: E402
 from .ratelimit import Limiter  # noqa: E402
 from .refusals import RefusalLog  # noqa: E402
 from .store import Store  # noqa: E402
+
+logger = logging.getLogger("fanout.collector")
 
 __all__ = ["CollectorServer", "ServerThread", "bind", "serve"]
 
@@ -62,6 +68,42 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+#: Seconds between two reports of accept() failing at the descriptor limit.
+EXHAUSTION_LOG_INTERVAL = 10.0
+
+
+def _quiet_descriptor_exhaustion(loop: asyncio.AbstractEventLoop) -> None:
+    """Report accept() failing at the descriptor limit once per interval, with a count.
+
+    Under a flood of connections (slowloris) asyncio logs a full traceback each time
+    accept() hits EMFILE, then retries a second later: a log of hundreds of lines a minute
+    while the connection cap is already evicting. Everything else goes to the previous
+    handler unchanged.
+    """
+    previous = loop.get_exception_handler()
+    state = {"last": -EXHAUSTION_LOG_INTERVAL, "count": 0}
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+            state["count"] += 1
+            now = time.monotonic()
+            if now - state["last"] >= EXHAUSTION_LOG_INTERVAL:
+                logger.warning(
+                    "descriptor limit reached: accept() failed %d time(s) since the last "
+                    "report; new connections wait in the backlog",
+                    state["count"],
+                )
+                state["last"], state["count"] = now, 0
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 class CollectorServer(uvicorn.Server):
     """uvicorn's server, with a ready callback and signal handling that exits cleanly."""
 
@@ -70,6 +112,7 @@ class CollectorServer(uvicorn.Server):
         self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        _quiet_descriptor_exhaustion(asyncio.get_running_loop())
         await super().startup(sockets)
         if self.started and self._on_ready is not None:
             self._on_ready()
