@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as _dt
 import enum
 import math
-import sys
 import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -63,7 +62,6 @@ EVENT_BYTES: Final = 400
 
 _isfinite = math.isfinite
 _dict_set = dict.__setitem__
-_getsizeof = sys.getsizeof
 
 #: The remaining item budget of one event: a one-element list, shared by its mappings.
 Budget = list[int]
@@ -102,10 +100,15 @@ def _repr(value: object) -> str:
 
 
 def _wide(text: str) -> int:
-    """Memory payload of a non-ASCII string: its characters (1, 2 or 4 bytes each) and the
-    UTF-8 copy the encoder caches inside it (orjson, in validation's one call) - 3 to 4
-    bytes each, charged as 2 more per character."""
-    return _getsizeof(text) + 2 * len(text) - 40
+    """Memory payload of a non-ASCII string: its characters (counted as 2 bytes each) and
+    the UTF-8 copy the encoder caches inside it (orjson, in validation's one call).
+
+    Computed from the text alone, never from ``sys.getsizeof``: that changes once the
+    UTF-8 copy is cached, so the same value would be counted differently depending on
+    whether some other code had encoded it before (and a spooled event read back would
+    not equal the original).
+    """
+    return 34 + 2 * len(text) + len(text.encode("utf-8", "surrogatepass"))
 
 
 def _too_many() -> _Bad:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from test_poison import Collector
 
+import fanout
 from fanout._events import build_event
 from fanout._queue import MemoryQueue
 from fanout.collector.protocol import MAX_BATCH_BYTES
@@ -146,3 +148,12 @@ def test_control_characters_do_not_make_the_collector_refuse_batches(
     assert collector.requests == 3
     assert max(collector.bodies) <= MAX_BATCH_BYTES
     assert not [r for r in caplog.records if "too large" in r.getMessage()]
+
+
+def test_the_same_event_counts_the_same_whatever_was_encoded_before():
+    """A non-ASCII string's size in memory changes once its UTF-8 copy is cached; the
+    accounting must not, or an event read back from a spool differs from the original."""
+    text = "".join(["é", "ü", str(time.time_ns())])  # a fresh string, never encoded
+    first = fanout.Event("track", name="x", person_id="u", properties={"t": text}, event_id="e")
+    second = fanout.Event("track", name="x", person_id="u", properties={"t": text}, event_id="e")
+    assert first.footprint == second.footprint and first.size == second.size
