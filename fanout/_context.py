@@ -44,7 +44,6 @@ __all__ = [
     "enter",
     "lazy",
     "leave",
-    "new",
     "own",
     "use",
 ]
@@ -259,31 +258,7 @@ def context(
     Nested contexts inherit from the enclosing one and override what they set. Explicit
     arguments of a call win over the context. Yields the :class:`RequestContext` in force.
     """
-    ctx = new(
-        person_id=person_id, anonymous_id=anonymous_id, session_id=session_id, ip=ip,
-        user_agent=user_agent, locale=locale, url=url, path=path, referrer=referrer,
-        campaign=campaign, properties=properties,
-    )
-    with use(ctx):
-        yield ctx
-
-
-def new(
-    *,
-    person_id: str | None = None,
-    anonymous_id: str | None = None,
-    session_id: str | None = None,
-    ip: str | None = None,
-    user_agent: str | None = None,
-    locale: str | None = None,
-    url: str | None = None,
-    path: str | None = None,
-    referrer: str | None = None,
-    campaign: Mapping[str, str] | None = None,
-    properties: Mapping[str, Any] | None = None,
-) -> RequestContext:
-    """The context :func:`context` would open here: the current one, overridden by these."""
-    return _merge(
+    ctx = _merge(
         current(),
         own(
             person_id=person_id, anonymous_id=anonymous_id, session_id=session_id, ip=ip,
@@ -291,6 +266,8 @@ def new(
             campaign=campaign, properties=properties,
         ),
     )
+    with use(ctx):
+        yield ctx
 
 
 def own(

@@ -27,12 +27,12 @@ from .browser import (
     sanitize,
 )
 
-__all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "context_kwargs", "request_values"]
+__all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
-#: Every header (lower-cased) that ``context_kwargs`` or the browser-id readers look at.
+#: Every header (lower-cased) that ``request_values`` or the browser-id readers look at.
 READ_HEADERS: Final = frozenset({
     "accept-language",
     "cookie",
@@ -57,24 +57,6 @@ _CAMPAIGN: Final = {
     "utm_term": "term",
     "utm_content": "content",
 }
-
-
-def context_kwargs(
-    headers: Mapping[str, str],
-    *,
-    client_ip: str | None,
-    scheme: str,
-    host: str | None,
-    path: str,
-    query: str,
-    trust_forwarded: bool = False,
-) -> dict[str, Any]:
-    """What ``fanout.context`` should hold for one request (``headers`` lower-cased)."""
-    anonymous_id, values = request_values(
-        headers, client_ip=client_ip, scheme=scheme, host=host, path=path, query=query,
-        trust_forwarded=trust_forwarded,
-    )
-    return {"anonymous_id": anonymous_id, **values}
 
 
 def request_values(

@@ -31,7 +31,7 @@ from ._request import READ_HEADERS, RequestReader
 
 __all__ = ["FanoutMiddleware"]
 
-#: Raw ASGI header name -> the name ``context_kwargs`` reads (ASGI names are lower-case).
+#: Raw ASGI header name -> the name ``request_values`` reads (ASGI names are lower-case).
 _READ_HEADERS: Final = {name.encode("latin-1"): name for name in READ_HEADERS}
 
 logger = logging.getLogger("fanout")
