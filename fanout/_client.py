@@ -131,7 +131,7 @@ class Client:
         self.registry: Registry = wiring.registry
         self._channels: list[Channel] = wiring.channels
         self._channel_names = tuple(c.name for c in self._channels)
-        self._queued = [c for c in self._channels if not c.options.sync]
+        self._queued = wiring.fan_out or [c for c in self._channels if not c.options.sync]
         self._sync = [c for c in self._channels if c.options.sync]
         self._processors = wiring.processors
         self.redact = wiring.redact
