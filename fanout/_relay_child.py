@@ -29,9 +29,8 @@ import orjson
 
 from ._channel import Channel
 from ._client import Client
-from ._events import Event
 from ._exceptions import FanoutError, InvalidEvent
-from ._relay import PUSH_INTERVAL
+from ._relay import PUSH_INTERVAL, decode_event
 from ._report import DeliveryFailure, FlushReport
 
 __all__ = ["main"]
@@ -157,7 +156,7 @@ def _events(
     for i, data in enumerate(msg.get("events", ())):
         out.received += 1
         try:
-            event = Event.from_dict(data, max_bytes=None)
+            event = decode_event(data)
         except InvalidEvent:  # the app validated it; a broken frame is a bug, not a crash
             sys.stderr.write("fanout relay: an event could not be read back; skipped\n")
             continue
