@@ -82,6 +82,7 @@ class Client:
         dead_letter_dir: str | None = None,
         max_event_bytes: int | None = None,
         spool_dir: str | os.PathLike[str] | None = None,  # spool: FANOUT_SPOOL_DIR
+        delivery_mode: str | None = None,  # relay: FANOUT_DELIVERY ("thread" / "process")
         environ: Mapping[str, str] | None = None,
         register_atexit: bool = True,
         observer: DeliveryObserver | None = None,
@@ -99,6 +100,7 @@ class Client:
                 "sync_timeout": sync_timeout,
                 "dead_letter_dir": dead_letter_dir,
                 "max_event_bytes": max_event_bytes,
+                "delivery_mode": delivery_mode,  # relay
             },
         )
         wiring = wire(

@@ -502,6 +502,8 @@ class ClientOptions:
         )
         if options.ip not in ("keep", "anonymize", "drop"):
             raise ConfigError("ip must be keep, anonymize or drop", variable="FANOUT_IP")
+        if options.delivery_mode not in ("thread", "process"):
+            raise ConfigError("delivery_mode must be thread or process", variable="delivery_mode")
         if not _positive(options.shutdown_timeout):
             raise ConfigError("shutdown_timeout must be positive", variable="shutdown_timeout")
         if not _positive(options.sync_timeout):

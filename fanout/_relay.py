@@ -75,6 +75,11 @@ RELAY_INTERVAL: Final = 0.05
 PUSH_INTERVAL: Final = 0.2
 #: Child deaths after which the parent delivers in-process instead.
 MAX_RESTARTS: Final = 3
+#: The delivery process's niceness (``os.nice``): when it and the app want the same core,
+#: the scheduler gives the app about nine tenths of it, so the providers' work fills idle
+#: cycles instead of delaying requests. A child starved for long keeps events in its
+#: bounded queues (counted ``queue_full`` past them), as a busy thread would.
+NICE: Final = 10
 #: Seconds the relay worker waits for a new child to say it is ready.
 START_TIMEOUT: Final = 60.0
 
@@ -162,6 +167,7 @@ class ChildLink:
         self._out: IO[bytes] = self.proc.stdout
         self.pid = self.proc.pid
         self.write_lock = threading.Lock()
+        self.latest_lock = threading.Lock()
         self._lock = threading.Lock()
         self._next_id = 0
         self._waiting: dict[int, list[Any]] = {}
@@ -287,7 +293,9 @@ class ChildLink:
     def _take(self, msg: dict[str, Any]) -> None:
         reports = msg.get("reports")
         if reports is not None:
-            with self.write_lock:  # consistent with the handed-off counts
+            # Not under write_lock: a writer blocked on a full pipe must never stop this
+            # thread from reading the child's answers.
+            with self.latest_lock:
                 self.latest = reports
                 self.received = int(msg.get("received", self.received))
         op = msg.get("op")
@@ -306,8 +314,10 @@ class ChildLink:
             self._on_message(self, msg)
 
     def unresolved(self) -> dict[str, int]:
-        """Per provider: events handed to this child that it has not reported settled."""
-        with self.write_lock:
+        """Per provider: events handed to this child that it has not reported settled.
+
+        Under ``write_lock``, so that a batch is either written and counted or neither."""
+        with self.write_lock, self.latest_lock:
             return {
                 name: max(
                     0,
@@ -516,7 +526,7 @@ class Relay:
         pending = relay.pending
         if link is not None:
             pending += link.unresolved()[name]
-            with link.write_lock:
+            with link.latest_lock:
                 latest = dict(link.latest.get(name, {}))
             delivered += int(latest.get("delivered", 0))
             retries += int(latest.get("retries", 0))

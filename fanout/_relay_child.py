@@ -30,7 +30,7 @@ import orjson
 from ._channel import Channel
 from ._client import Client
 from ._exceptions import FanoutError, InvalidEvent
-from ._relay import PUSH_INTERVAL, decode_event
+from ._relay import NICE, PUSH_INTERVAL, decode_event
 from ._report import DeliveryFailure, FlushReport
 
 __all__ = ["main"]
@@ -176,6 +176,10 @@ def _flush(client: Client, out: _Output, msg: Mapping[str, Any]) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(NICE)
+    except OSError:  # not permitted here: deliver at the app's priority
+        pass
     stdout = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing else may write on the frames' pipe
     return serve(sys.stdin.buffer, _Output(stdout))

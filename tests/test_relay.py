@@ -157,29 +157,33 @@ def test_four_providers_each_event_stored_exactly_once(sink: Sink) -> None:
         client.shutdown(timeout=2)
 
 
+@pytest.mark.slow  # about 5 s: a 3 s flush deadline and a 1 s shutdown one
 def test_flush_and_shutdown_keep_one_deadline_with_a_hung_backend(sink: Sink) -> None:
-    sink.hang.add("collector-b")
     names = ("collector", "collector:b")
+    env = sink.environ(names, FANOUT_REQUEST_TIMEOUT="60")
+    del env["FANOUT_DELIVERY"]  # the keyword argument instead
     client = fanout.Client(
-        providers=list(names),
-        environ=sink.environ(names, FANOUT_REQUEST_TIMEOUT="60"),
-        register_atexit=False,
+        providers=list(names), environ=env, delivery_mode="process", register_atexit=False
     )
     try:
+        # The delivery process is up before the backend hangs (its start is not measured).
+        warm = client.track("warm", person_id="u")
+        assert client.flush(timeout=30).ok
+        sink.hang.add("collector-b")
         sent = [client.track("x", person_id="u") for _ in range(50)]
-        report = client.flush(timeout=1.0)
+        report = client.flush(timeout=3.0)  # the hung request would take 60 s
         assert report.timed_out
-        assert report["collector"].delivered == 50 and report["collector"].pending == 0
-        assert report["collector:b"].delivered == 0 and report["collector:b"].pending == 50
+        assert report["collector"].delivered == 51 and report["collector"].pending == 0
+        assert report["collector:b"].delivered == 1 and report["collector:b"].pending == 50
         pid = _relay(client).child_pid()
         final = client.shutdown(timeout=1.0)
         assert final.timed_out
-        assert final["collector"].delivered == 50
+        assert final["collector"].delivered == 51
         b = final["collector:b"]
-        assert b.delivered == 0 and b.pending == 0
+        assert b.delivered == 1 and b.pending == 0
         assert b.losses == {"shutdown_timeout": 50}
-        assert sorted(sink.ids("collector")) == sorted(sent)
-        assert sink.ids("collector:b") == []
+        assert sorted(sink.ids("collector")) == sorted([warm, *sent])
+        assert sink.ids("collector:b") == [warm]
         assert pid is not None and _gone(pid)
     finally:
         sink.released.set()
@@ -359,9 +363,15 @@ def test_provider_objects_cannot_go_to_a_delivery_process() -> None:
     assert info.value.variable == "FANOUT_DELIVERY"
 
 
-def test_thread_mode_is_the_default() -> None:
+def test_thread_mode_is_the_default_and_modes_are_checked() -> None:
     client = fanout.Client(providers=["null"], environ={}, register_atexit=False)
     try:
         assert not hasattr(client._channels[0], "_relay")
     finally:
         client.shutdown(timeout=1)
+    with pytest.raises(fanout.ConfigError) as info:
+        fanout.Client(providers=["null"], environ={"FANOUT_DELIVERY": "fork"})
+    assert info.value.variable == "FANOUT_DELIVERY"
+    with pytest.raises(fanout.ConfigError) as info:
+        fanout.Client(providers=["null"], environ={}, delivery_mode="processes")
+    assert info.value.variable == "delivery_mode"
