@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import fanout
-from fanout._relay import Relay
+from fanout._relay import MAX_RESTARTS, Relay
 
 FOUR = ("collector", "collector:b", "collector:c", "collector:d")
 
@@ -375,3 +375,37 @@ def test_thread_mode_is_the_default_and_modes_are_checked() -> None:
     with pytest.raises(fanout.ConfigError) as info:
         fanout.Client(providers=["null"], environ={}, delivery_mode="processes")
     assert info.value.variable == "delivery_mode"
+
+
+@pytest.mark.slow  # three delivery processes start and die
+def test_after_repeated_deaths_delivery_falls_back_in_process(sink: Sink, caplog) -> None:
+    names = ("collector", "collector:b")
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names, FANOUT_FLUSH_INTERVAL="30", FANOUT_BATCH_SIZE="500"),
+        register_atexit=False,
+    )
+    try:
+        relay = _relay(client)
+        pids = []
+        for _ in range(MAX_RESTARTS):
+            for _ in range(5):
+                client.track("held", person_id="u")
+            _wait_for(lambda: relay.child_received() == 5, "the hand-off")
+            pid = relay.child_pid()
+            assert pid is not None and pid not in pids
+            pids.append(pid)
+            os.kill(pid, signal.SIGKILL)
+            _wait_for(lambda: relay.child_pid() is None, "the death to be noticed")
+        fallbacks = [r for r in caplog.records if "delivering in-process" in r.getMessage()]
+        assert len(fallbacks) == 1
+        sent = [client.track("after", person_id="u") for _ in range(10)]
+        report = client.flush(timeout=30)
+        assert relay.child_pid() is None  # no fourth child
+        for name in names:
+            assert report[name].delivered == 10
+            assert report[name].losses == {"relay_lost": 5 * MAX_RESTARTS}
+            assert sorted(sink.ids(name)) == sorted(sent)
+        assert all(_gone(pid) for pid in pids)
+    finally:
+        client.shutdown(timeout=5)
