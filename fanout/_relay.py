@@ -379,7 +379,6 @@ class Relay:
         self._deaths = 0
         self._fallback: list[Channel] | None = None
         self.closing = False
-        self.pids: list[int] = []
 
     # -- hand-off (the relay channel's worker thread) --------------------------------------
 
@@ -423,7 +422,6 @@ class Relay:
                 self._fall_back(f"the relay child could not start ({exc})")
                 return None
             self._link = link
-            self.pids.append(link.pid)
         if not link.ready.wait(START_TIMEOUT) or link.error is not None:
             why = link.error or "it did not answer"
             link.close_input()
