@@ -30,7 +30,7 @@ import orjson
 from ._channel import Channel
 from ._client import Client
 from ._exceptions import FanoutError, InvalidEvent
-from ._relay import NICE, PUSH_INTERVAL, decode_event
+from ._relay_link import NICE, PUSH_INTERVAL, decode_event
 from ._report import DeliveryFailure, FlushReport
 
 __all__ = ["main"]
