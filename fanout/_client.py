@@ -82,6 +82,7 @@ class Client:
         dead_letter_dir: str | None = None,
         max_event_bytes: int | None = None,
         spool_dir: str | os.PathLike[str] | None = None,  # spool: FANOUT_SPOOL_DIR
+        delivery_mode: str | None = None,  # relay: FANOUT_DELIVERY ("thread" / "process")
         environ: Mapping[str, str] | None = None,
         register_atexit: bool = True,
         observer: DeliveryObserver | None = None,
@@ -99,6 +100,7 @@ class Client:
                 "sync_timeout": sync_timeout,
                 "dead_letter_dir": dead_letter_dir,
                 "max_event_bytes": max_event_bytes,
+                "delivery_mode": delivery_mode,  # relay
             },
         )
         wiring = wire(
@@ -131,7 +133,7 @@ class Client:
         self.registry: Registry = wiring.registry
         self._channels: list[Channel] = wiring.channels
         self._channel_names = tuple(c.name for c in self._channels)
-        self._queued = [c for c in self._channels if not c.options.sync]
+        self._queued = wiring.fan_out or [c for c in self._channels if not c.options.sync]
         self._sync = [c for c in self._channels if c.options.sync]
         self._processors = wiring.processors
         self.redact = wiring.redact

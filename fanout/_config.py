@@ -254,6 +254,14 @@ FANOUT_SHUTDOWN_TIMEOUT: Final = EnvVar(
     parse_positive_float,
     "Seconds the exit hook spends delivering what is still queued, across all providers.",
 )
+FANOUT_DELIVERY: Final = EnvVar(
+    "FANOUT_DELIVERY",
+    "thread",
+    _choice("thread", "process"),
+    "Where providers run: `thread` (worker threads in the app process) or `process` (one "
+    "delivery process beside the app; the app pays one hand-off per event whatever the "
+    "number of providers). See docs/performance.md.",
+)
 FANOUT_DEAD_LETTER_DIR: Final = EnvVar(
     "FANOUT_DEAD_LETTER_DIR",
     None,
@@ -308,6 +316,7 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_IP,
     FANOUT_SYNC,
     FANOUT_SYNC_TIMEOUT,
+    FANOUT_DELIVERY,
     FANOUT_BATCH_SIZE,
     FANOUT_FLUSH_INTERVAL,
     FANOUT_QUEUE_SIZE,
@@ -467,6 +476,8 @@ class ClientOptions:
     metrics: str
     dead_letter_dir: Path | None
     max_event_bytes: int
+    #: ``thread`` or ``process`` (``FANOUT_DELIVERY``; fanout/_relay.py).
+    delivery_mode: str = "thread"
 
     @classmethod
     def resolve(cls, env: Mapping[str, str], kwargs: Mapping[str, Any]) -> ClientOptions:
@@ -487,9 +498,12 @@ class ClientOptions:
             metrics=pick("metrics", FANOUT_METRICS),
             dead_letter_dir=_path_or_none(pick("dead_letter_dir", FANOUT_DEAD_LETTER_DIR)),
             max_event_bytes=pick("max_event_bytes", FANOUT_MAX_EVENT_BYTES),
+            delivery_mode=pick("delivery_mode", FANOUT_DELIVERY),
         )
         if options.ip not in ("keep", "anonymize", "drop"):
             raise ConfigError("ip must be keep, anonymize or drop", variable="FANOUT_IP")
+        if options.delivery_mode not in ("thread", "process"):
+            raise ConfigError("delivery_mode must be thread or process", variable="delivery_mode")
         if not _positive(options.shutdown_timeout):
             raise ConfigError("shutdown_timeout must be positive", variable="shutdown_timeout")
         if not _positive(options.sync_timeout):

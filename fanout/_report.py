@@ -32,6 +32,7 @@ LOSS_REASONS: Final = (
     "routed",  # routed away: FANOUT_<P>_EVENTS / _EXCLUDE_EVENTS or providers=/exclude= (skipped)
     "expired",  # spool: waited longer than FANOUT_SPOOL_MAX_AGE in a dead process's spool
     "spool_corrupt",  # spool: a record of a dead process's spool could not be read
+    "relay_lost",  # process mode: the delivery process died before reporting it settled
 )
 
 #: Reached the provider and were refused or never accepted: counted as ``failed``.
@@ -41,6 +42,7 @@ FAILED_REASONS: Final = frozenset(
 #: Never reached the provider: counted as ``dropped``.
 DROPPED_REASONS: Final = frozenset(
     {"queue_full", "closed", "shutdown_timeout", "expired", "spool_corrupt"}  # spool: last two
+    | {"relay_lost"}  # process mode (fanout/_relay.py)
 )
 #: Not meant for the provider: counted as ``skipped``.
 SKIPPED_REASONS: Final = frozenset({"unsupported_kind", "routed"})

@@ -48,6 +48,9 @@ class Wiring:
     channels: list[Channel]
     processors: list[Processor]
     redact: Redactor
+    #: What each event is handed to when that is not every channel: the one relay channel
+    #: in process mode (fanout/_relay.py). ``None``: every non-sync channel.
+    fan_out: list[Channel] | None = None
 
 
 def load_client_registry(
@@ -175,33 +178,57 @@ def wire(
     dead_letters = (
         DeadLetters(options.dead_letter_dir) if options.dead_letter_dir is not None else None
     )
+    def build_channels() -> list[Channel]:
+        channels: list[Channel] = []
+        try:
+            for spec, values, opts in resolved:
+                provider = _build(spec, values, opts.request_timeout, redact)
+                channels.append(
+                    Channel(
+                        spec.name,
+                        provider,
+                        options=opts,
+                        limits=spec.limits,
+                        kinds=spec.kinds,
+                        dead_letters=dead_letters,
+                        on_error=on_error,
+                        redact=redact,
+                        observer=observer,
+                        queue=spool.queue_for(spec.name, opts) if spool else None,  # spool
+                    )
+                )
+        except FanoutError:
+            for channel in channels:
+                _close_quietly(channel.provider)
+            raise
+        return channels
+
+    chain = _processors(options, registry, processors)
+    if options.delivery_mode == "process":  # relay: the providers run in a child process
+        from ._relay import wire_process
+
+        relay = wire_process(
+            env=env,
+            options=options,
+            names=[spec.name for spec, _, _ in resolved],
+            delivery={spec.name: opts for spec, _, opts in resolved},
+            instances=instances,
+            kwargs={
+                "settings": settings,
+                "delivery": delivery,
+                "per_provider_delivery": per_provider_delivery,
+                "spool_dir": spool.directory if spool else None,
+            },
+            on_error=on_error,
+            fallback=build_channels,
+        )
+        return Wiring(options, registry, relay.channels(), chain, redact, [relay.channel])
     if observer is None:
         observer = metrics_observer(options.metrics)
-    channels: list[Channel] = []
-    try:
-        for spec, values, opts in resolved:
-            provider = _build(spec, values, opts.request_timeout, redact)
-            channels.append(
-                Channel(
-                    spec.name,
-                    provider,
-                    options=opts,
-                    limits=spec.limits,
-                    kinds=spec.kinds,
-                    dead_letters=dead_letters,
-                    on_error=on_error,
-                    redact=redact,
-                    observer=observer,
-                    queue=spool.queue_for(spec.name, opts) if spool else None,  # spool
-                )
-            )
-    except FanoutError:
-        for channel in channels:
-            _close_quietly(channel.provider)
-        raise
+    channels = build_channels()
     if observer is not None:
         observer.attach(channels)
-    return Wiring(options, registry, channels, _processors(options, registry, processors), redact)
+    return Wiring(options, registry, channels, chain, redact)
 
 
 def metrics_observer(mode: str) -> DeliveryObserver | None:

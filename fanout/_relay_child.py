@@ -1,0 +1,189 @@
+"""The delivery process of process mode: ``python -m fanout._relay_child``.
+
+It reads newline-delimited JSON frames on stdin from the app process (:mod:`fanout._relay`)
+and runs an ordinary :class:`fanout.Client` with the app's providers and settings. The app
+already ran the processors (and the IP setting), so this client runs none. Answers and
+counts go back on stdout; logs go to stderr, which it shares with the app.
+
+Frames in: ``hello`` (configuration, once), ``events`` (a batch; ``to`` names the one
+provider of a routed event), ``flush`` / ``shutdown`` (with a timeout and an id to answer).
+Frames out: ``ready`` or ``error``, ``reply`` (to flush / shutdown), ``stats`` (counts,
+when they changed, at most every ``PUSH_INTERVAL``), ``failure`` (for the app's
+``on_error``). Every outgoing frame carries the per-provider counts.
+
+End of input means the app is gone (a normal exit closes the pipe; so does ``kill -9``):
+deliver what is held within ``FANOUT_SHUTDOWN_TIMEOUT``, then exit. SIGINT is ignored: a
+Ctrl-C in a terminal reaches the whole process group, and the app decides when to stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from typing import IO, Any
+
+import orjson
+
+from ._channel import Channel
+from ._client import Client
+from ._exceptions import FanoutError, InvalidEvent
+from ._relay_link import NICE, PUSH_INTERVAL, decode_event
+from ._report import DeliveryFailure, FlushReport
+
+__all__ = ["main"]
+
+
+def reports(report: FlushReport) -> dict[str, dict[str, Any]]:
+    """Per-provider counts as plain JSON (what the app's stats() adds up)."""
+    return {
+        name: {
+            "delivered": r.delivered,
+            "retries": r.retries,
+            "batches": r.batches,
+            "pending": r.pending,
+            "losses": dict(r.losses),
+        }
+        for name, r in report.items()
+    }
+
+
+class _Output:
+    """stdout, written whole frames at a time from several threads."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.received = 0
+
+    def write(self, msg: dict[str, Any], client: Client | None = None) -> None:
+        if client is not None:
+            msg["reports"] = reports(client.stats())
+            msg["received"] = self.received
+        frame = orjson.dumps(msg) + b"\n"
+        with self._lock:
+            try:
+                self._stream.write(frame)
+                self._stream.flush()
+            except (OSError, ValueError):  # the app is gone; its pipe with it
+                pass
+
+
+def _build(config: Mapping[str, Any], out: _Output) -> Client:
+    options: Mapping[str, Any] = config.get("options", {})
+
+    def forward(failure: DeliveryFailure) -> None:
+        out.write(
+            {
+                "op": "failure",
+                "provider": failure.provider,
+                "reason": failure.reason,
+                "error": failure.error,
+                "status": failure.status_code,
+                "events": [e.to_dict() for e in failure.events],
+            }
+        )
+
+    env = dict(config.get("env", {}))
+    env["FANOUT_DELIVERY"] = "thread"  # this process delivers; it does not relay again
+    return Client(
+        providers=list(config["providers"]),
+        settings=config.get("settings") or {},
+        delivery=config.get("per_provider_delivery") or {},
+        processors=[],  # the app ran them
+        ip="keep",  # likewise its FANOUT_IP
+        on_error=forward if config.get("forward_failures") else None,
+        allow_plugins=options.get("allow_plugins"),
+        disable_plugins=options.get("disable_plugins"),
+        shutdown_timeout=options.get("shutdown_timeout"),
+        dead_letter_dir=options.get("dead_letter_dir"),
+        spool_dir=options.get("spool_dir"),
+        environ=env,
+        register_atexit=False,
+        **(config.get("delivery") or {}),
+    )
+
+
+def _pusher(client: Client, out: _Output, stop: threading.Event) -> None:
+    last = b""
+    while not stop.wait(PUSH_INTERVAL):
+        current = orjson.dumps([reports(client.stats()), out.received])
+        if current != last:
+            last = current
+            out.write({"op": "stats"}, client)
+
+
+def serve(stdin: IO[bytes], out: _Output) -> int:
+    line = stdin.readline()
+    if not line:
+        return 0
+    try:
+        client = _build(orjson.loads(line), out)
+    except (FanoutError, KeyError, TypeError, ValueError) as exc:
+        out.write({"op": "error", "error": f"{type(exc).__name__}: {exc}"})
+        return 2
+    channels: dict[str, Channel] = {c.name: c for c in client._channels}
+    out.write({"op": "ready", "pid": os.getpid()}, client)
+    stop = threading.Event()
+    threading.Thread(target=_pusher, args=(client, out, stop), daemon=True).start()
+    try:
+        for line in stdin:
+            msg = orjson.loads(line)
+            op = msg.get("op")
+            if op == "events":
+                _events(client, channels, msg, out)
+            elif op == "flush":
+                threading.Thread(
+                    target=_flush, args=(client, out, msg), name="fanout-relay-flush"
+                ).start()
+            elif op == "shutdown":
+                report = client.shutdown(timeout=float(msg.get("timeout", 0.0)))
+                out.write({"op": "reply", "id": msg.get("id"), "timed_out": report.timed_out},
+                          client)
+                return 0
+        client.shutdown()  # EOF: the app is gone; FANOUT_SHUTDOWN_TIMEOUT
+        return 0
+    finally:
+        stop.set()
+
+
+def _events(
+    client: Client, channels: Mapping[str, Channel], msg: Mapping[str, Any], out: _Output
+) -> None:
+    routes: Mapping[str, str] = msg.get("to") or {}
+    for i, data in enumerate(msg.get("events", ())):
+        out.received += 1
+        try:
+            event = decode_event(data)
+        except InvalidEvent:  # the app validated it; a broken frame is a bug, not a crash
+            sys.stderr.write("fanout relay: an event could not be read back; skipped\n")
+            continue
+        to = routes.get(str(i)) if routes else None
+        if to is None:
+            client.send(event)
+        else:
+            channel = channels.get(to)
+            if channel is not None:
+                channel.emit(event)
+
+
+def _flush(client: Client, out: _Output, msg: Mapping[str, Any]) -> None:
+    report = client.flush(timeout=float(msg.get("timeout", 0.0)))
+    out.write({"op": "reply", "id": msg.get("id"), "timed_out": report.timed_out}, client)
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(NICE)
+    except OSError:  # not permitted here: deliver at the app's priority
+        pass
+    stdout = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing else may write on the frames' pipe
+    return serve(sys.stdin.buffer, _Output(stdout))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Process delivery (FANOUT_DELIVERY=process): a real delivery process, real HTTP backends
+on 127.0.0.1, real signals and forks; every event counted where it was stored.
+
+The backends are named instances of the built-in collector provider, each at its own path
+of one local HTTP server that records the event ids it stores (and answers like the
+collector), so "stored exactly once per provider" is checked id by id.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+import fanout
+from fanout._relay import MAX_RESTARTS, Relay
+
+FOUR = ("collector", "collector:b", "collector:c", "collector:d")
+
+
+class Sink:
+    """A threaded local HTTP backend: ``/<name>/v1/batch`` stores the batch's event ids
+    under ``<name>``; names in ``hang`` block until :meth:`release`, names in ``refuse``
+    answer 400."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[str]] = collections.defaultdict(list)
+        self.hang: set[str] = set()
+        self.refuse: set[str] = set()
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    import gzip
+
+                    body = gzip.decompress(body)
+                name = self.path.strip("/").split("/")[0]
+                if name in sink.hang:
+                    sink.released.wait(60)
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                batch = json.loads(body)["batch"]
+                if name in sink.refuse:
+                    self.send_response(400)
+                    self.send_header("Content-Type", "application/json")
+                    self.end_headers()
+                    self.wfile.write(b'{"error":"refused"}')
+                    return
+                with sink.lock:
+                    sink.stored[name].extend(e["event_id"] for e in batch)
+                reply = json.dumps({"accepted": len(batch), "rejected": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def environ(self, names: tuple[str, ...] = FOUR, **extra: str) -> dict[str, str]:
+        env = {"FANOUT_DELIVERY": "process", "FANOUT_METRICS": "off", **extra}
+        for name in names:
+            token = "" if name == "collector" else "_" + name.split(":")[1].upper()
+            path = name.replace(":", "-")
+            env[f"FANOUT_COLLECTOR{token}_URL"] = f"{self.url}/{path}"
+            env[f"FANOUT_COLLECTOR{token}_KEY"] = "sk_test"
+        return env
+
+    def ids(self, name: str) -> list[str]:
+        with self.lock:
+            return list(self.stored[name.replace(":", "-")])
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+def _relay(client: fanout.Client) -> Relay:
+    relay: Relay = client._channels[0]._relay  # type: ignore[attr-defined]
+    return relay
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (absent, or a zombie not yet reaped by its new parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _wait_for(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_four_providers_each_event_stored_exactly_once(sink: Sink) -> None:
+    client = fanout.Client(providers=list(FOUR), environ=sink.environ(), register_atexit=False)
+    try:
+        assert client.providers == list(FOUR)
+        sent = [client.track("order.paid", person_id=f"u{i}", properties={"i": i})
+                for i in range(700)]
+        sent.append(client.identify("u1", traits={"plan": "pro"}))
+        sent.append(client.track("only.b", person_id="u2", providers=["collector:b"]))
+        report = client.flush(timeout=30)
+        assert not report.timed_out and report.ok
+        pid = _relay(client).child_pid()
+        assert pid is not None and pid != os.getpid()
+        for name in FOUR:
+            stored = sink.ids(name)
+            expected = sent if name == "collector:b" else sent[:-1]
+            assert len(stored) == len(set(stored)) == len(expected)  # no duplicates
+            assert set(stored) == set(expected)
+            r = report[name]
+            assert r.delivered == len(expected) and r.pending == 0 and r.failed == 0
+            assert r.skipped == (0 if name == "collector:b" else 1)
+            assert r.losses == ({} if name == "collector:b" else {"routed": 1})
+            assert client.stats()[name] == r  # stats() reads the same counts
+        final = client.shutdown(timeout=10)
+        assert final.ok and not final.timed_out
+        assert _gone(pid)
+    finally:
+        client.shutdown(timeout=2)
+
+
+@pytest.mark.slow  # about 5 s: a 3 s flush deadline and a 1 s shutdown one
+def test_flush_and_shutdown_keep_one_deadline_with_a_hung_backend(sink: Sink) -> None:
+    names = ("collector", "collector:b")
+    env = sink.environ(names, FANOUT_REQUEST_TIMEOUT="60")
+    del env["FANOUT_DELIVERY"]  # the keyword argument instead
+    client = fanout.Client(
+        providers=list(names), environ=env, delivery_mode="process", register_atexit=False
+    )
+    try:
+        # The delivery process is up before the backend hangs (its start is not measured).
+        warm = client.track("warm", person_id="u")
+        assert client.flush(timeout=30).ok
+        sink.hang.add("collector-b")
+        sent = [client.track("x", person_id="u") for _ in range(50)]
+        report = client.flush(timeout=3.0)  # the hung request would take 60 s
+        assert report.timed_out
+        assert report["collector"].delivered == 51 and report["collector"].pending == 0
+        assert report["collector:b"].delivered == 1 and report["collector:b"].pending == 50
+        pid = _relay(client).child_pid()
+        final = client.shutdown(timeout=1.0)
+        assert final.timed_out
+        assert final["collector"].delivered == 51
+        b = final["collector:b"]
+        assert b.delivered == 1 and b.pending == 0
+        assert b.losses == {"shutdown_timeout": 50}
+        assert sorted(sink.ids("collector")) == sorted([warm, *sent])
+        assert sink.ids("collector:b") == [warm]
+        assert pid is not None and _gone(pid)
+    finally:
+        sink.released.set()
+        client.shutdown(timeout=2)
+
+
+APP = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import fanout
+
+    env = json.loads(sys.argv[1])
+    n = int(sys.argv[2])
+    client = fanout.Client(providers=["collector", "collector:b"], environ=env)
+    relay = client._channels[0]._relay
+    ids = [client.track("x", person_id="u", properties={"i": i}) for i in range(n)]
+    while relay.child_received() < n:
+        time.sleep(0.01)
+    print(json.dumps({"child": relay.child_pid(), "ids": ids}), flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_parent_killed_child_delivers_what_it_holds_and_exits(sink: Sink, tmp_path) -> None:
+    # The delivery process holds the events (30 s flush interval) when the app dies.
+    env = sink.environ(
+        ("collector", "collector:b"), FANOUT_FLUSH_INTERVAL="30", FANOUT_BATCH_SIZE="500"
+    )
+    app = subprocess.Popen(
+        [sys.executable, "-c", APP, json.dumps(env), "120"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert app.stdout is not None
+        started = json.loads(app.stdout.readline())
+        child = started["child"]
+        assert sink.ids("collector") == []  # nothing sent before the kill
+        app.send_signal(signal.SIGKILL)
+        app.wait(10)
+        _wait_for(lambda: _gone(child), "the delivery process to exit")
+        for name in ("collector", "collector:b"):
+            stored = sink.ids(name)
+            assert len(stored) == len(set(stored)) == 120
+            assert set(stored) == set(started["ids"])
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait(5)
+        if app.stdout is not None:
+            app.stdout.close()
+
+
+FORK_APP = textwrap.dedent(
+    """
+    import json, os, sys
+    import fanout
+
+    env = json.loads(sys.argv[1])
+    client = fanout.Client(providers=["collector", "collector:b"], environ=env)
+    relay = client._channels[0]._relay
+    before = [client.track("parent.before", person_id="p") for _ in range(30)]
+    client.flush(timeout=20)
+    parent_child = relay.child_pid()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        mine = [client.track("forked", person_id="f") for _ in range(40)]
+        report = client.flush(timeout=20)
+        out = {
+            "ids": mine,
+            "child": relay.child_pid(),
+            "delivered": {n: report[n].delivered for n in report},
+            "timed_out": report.timed_out,
+        }
+        client.shutdown(timeout=10)
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    after = [client.track("parent.after", person_id="p") for _ in range(20)]
+    report = client.flush(timeout=20)
+    forked = json.loads(os.read(r, 1 << 20))
+    os.waitpid(pid, 0)
+    print(json.dumps({
+        "parent_ids": before + after,
+        "parent_child": parent_child,
+        "parent_child_after": relay.child_pid(),
+        "delivered": {n: report[n].delivered for n in report},
+        "forked": forked,
+    }))
+    client.shutdown(timeout=10)
+    """
+)
+
+
+def test_forked_app_process_gets_its_own_delivery_process(sink: Sink) -> None:
+    env = sink.environ(("collector", "collector:b"))
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_APP, json.dumps(env)],
+        capture_output=True, text=True, timeout=90, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    forked = result["forked"]
+    assert forked["child"] not in (None, result["parent_child"])
+    assert result["parent_child_after"] == result["parent_child"]
+    assert forked["delivered"] == {"collector": 40, "collector:b": 40}
+    assert not forked["timed_out"]
+    assert result["delivered"] == {"collector": 50, "collector:b": 50}
+    for name in ("collector", "collector:b"):
+        stored = sink.ids(name)
+        assert len(stored) == len(set(stored)) == 90
+        assert set(stored) == set(result["parent_ids"]) | set(forked["ids"])
+
+
+def test_a_dead_delivery_process_is_counted_and_replaced(sink: Sink) -> None:
+    names = ("collector", "collector:b")
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names, FANOUT_FLUSH_INTERVAL="30"),
+        register_atexit=False,
+    )
+    try:
+        relay = _relay(client)
+        for _ in range(25):
+            client.track("held", person_id="u")
+        _wait_for(lambda: relay.child_received() == 25, "the hand-off")
+        first = relay.child_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        _wait_for(lambda: relay.child_pid() is None, "the death to be noticed")
+        lost = client.stats()
+        assert all(lost[n].losses == {"relay_lost": 25} and lost[n].pending == 0 for n in names)
+        sent = [client.track("after", person_id="u") for _ in range(15)]
+        report = client.flush(timeout=30)
+        second = relay.child_pid()
+        assert second is not None and second != first
+        for name in names:
+            assert report[name].delivered == 15
+            assert report[name].dropped == 25 and report[name].losses == {"relay_lost": 25}
+            assert sorted(sink.ids(name)) == sorted(sent)
+    finally:
+        client.shutdown(timeout=5)
+
+
+def test_permanent_failures_reach_on_error_in_the_app(sink: Sink) -> None:
+    sink.refuse.add("collector-b")
+    names = ("collector", "collector:b")
+    failures: list[fanout.DeliveryFailure] = []  # type: ignore[name-defined]
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names),
+        on_error=failures.append,
+        register_atexit=False,
+    )
+    try:
+        sent = [client.track("x", person_id="u") for _ in range(12)]
+        report = client.flush(timeout=20)
+        assert report["collector"].delivered == 12
+        assert report["collector:b"].failed == 12
+        assert report["collector:b"].losses == {"permanent_error": 12}
+        _wait_for(lambda: sum(len(f.events) for f in failures) == 12, "on_error")
+        assert {f.provider for f in failures} == {"collector:b"}
+        assert sorted(e.event_id for f in failures for e in f.events) == sorted(sent)
+    finally:
+        client.shutdown(timeout=5)
+
+
+def test_provider_objects_cannot_go_to_a_delivery_process() -> None:
+    from fanout.testing import InMemoryProvider
+
+    with pytest.raises(fanout.ConfigError) as info:
+        fanout.Client(
+            providers=[InMemoryProvider()],
+            environ={"FANOUT_DELIVERY": "process"},
+            register_atexit=False,
+        )
+    assert info.value.variable == "FANOUT_DELIVERY"
+
+
+def test_thread_mode_is_the_default_and_modes_are_checked() -> None:
+    client = fanout.Client(providers=["null"], environ={}, register_atexit=False)
+    try:
+        assert not hasattr(client._channels[0], "_relay")
+    finally:
+        client.shutdown(timeout=1)
+    with pytest.raises(fanout.ConfigError) as info:
+        fanout.Client(providers=["null"], environ={"FANOUT_DELIVERY": "fork"})
+    assert info.value.variable == "FANOUT_DELIVERY"
+    with pytest.raises(fanout.ConfigError) as info:
+        fanout.Client(providers=["null"], environ={}, delivery_mode="processes")
+    assert info.value.variable == "delivery_mode"
+
+
+@pytest.mark.slow  # three delivery processes start and die
+def test_after_repeated_deaths_delivery_falls_back_in_process(sink: Sink, caplog) -> None:
+    names = ("collector", "collector:b")
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names, FANOUT_FLUSH_INTERVAL="30", FANOUT_BATCH_SIZE="500"),
+        register_atexit=False,
+    )
+    try:
+        relay = _relay(client)
+        pids = []
+        for _ in range(MAX_RESTARTS):
+            for _ in range(5):
+                client.track("held", person_id="u")
+            _wait_for(lambda: relay.child_received() == 5, "the hand-off")
+            pid = relay.child_pid()
+            assert pid is not None and pid not in pids
+            pids.append(pid)
+            os.kill(pid, signal.SIGKILL)
+            _wait_for(lambda: relay.child_pid() is None, "the death to be noticed")
+        fallbacks = [r for r in caplog.records if "delivering in-process" in r.getMessage()]
+        assert len(fallbacks) == 1
+        sent = [client.track("after", person_id="u") for _ in range(10)]
+        report = client.flush(timeout=30)
+        assert relay.child_pid() is None  # no fourth child
+        for name in names:
+            assert report[name].delivered == 10
+            assert report[name].losses == {"relay_lost": 5 * MAX_RESTARTS}
+            assert sorted(sink.ids(name)) == sorted(sent)
+        assert all(_gone(pid) for pid in pids)
+    finally:
+        client.shutdown(timeout=5)
