@@ -13,6 +13,7 @@ check and measure an event's mappings live in :mod:`fanout._validate`.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import random
 import time
 import uuid
@@ -111,28 +112,45 @@ def checked_context(values: Mapping[str, Any]) -> Mapping[str, Any]:
     out.held, out.spent = held, MAX_ITEMS - budget[0]
     return out
 _UTC = _dt.timezone.utc
-# UUIDv7 layout: 48 bits of Unix milliseconds, version 7, 74 random bits, variant 0b10.
-_ID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
-_ID_SET: Final = (0x7 << 76) | (0x2 << 62)
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 _now = _dt.datetime.now
 _tuple_new = tuple.__new__
 _NONE: Final[tuple[Mapping[str, Any], int]] = (_EMPTY, 0)
+#: rand_a (12 bits) as text with the hyphen after it, for each value: a lookup, not a format.
+_RAND_A: Final = tuple(f"{i:03x}-" for i in range(4096))
+#: rand_b of a UUIDv7 with its variant bits (0b10) set above 62 random bits.
+_VARIANT: Final = 0x8000_0000_0000_0000
+#: (Unix millisecond, its id prefix "tttttttt-tttt-7", where its counter starts): what the
+#: ids of one millisecond share, formatted once. Swapped as one tuple, so a thread never
+#: sees half of it.
+_millisecond: tuple[int, str, int] = (-1, "", 0)
+_counter = itertools.count()
 
 
 def new_event_id() -> str:
-    """A UUIDv7 string: unique, and ordered by creation time.
+    """A UUIDv7 string (RFC 9562): unique, and ordered by creation time.
 
     Time order keeps a collector's primary-key index append-mostly, and the format is a
-    valid UUID so vendors that insist on one (PostHog) take it unchanged. The random bits
-    come from the ``random`` module, which CPython reseeds in a forked child; it costs a
-    third of ``str(uuid.uuid4())`` on the caller's thread, and event ids need uniqueness,
-    not secrecy.
+    valid UUID so vendors that insist on one (PostHog) take it unchanged. Layout: 48 bits
+    of Unix milliseconds, the version, a 12-bit counter starting at a random value each
+    millisecond (rand_a: RFC 9562's "fixed bit-length dedicated counter"), the variant and
+    62 random bits (rand_b). Ids made by one process within one millisecond differ by the
+    counter as well as by their random bits.
+
+    The random bits come from the ``random`` module, which CPython reseeds in a forked
+    child, so a parent and its child never share them: event ids need uniqueness, not
+    secrecy. The millisecond's prefix is formatted once for all its ids, which makes an id
+    about a sixth cheaper than formatting all 128 bits each time.
     """
-    n = (_time_ns() // 1_000_000 << 80 | _getrandbits(80)) & _ID_CLEAR | _ID_SET
-    h = n.to_bytes(16, "big").hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    global _millisecond
+    ms = _time_ns() // 1_000_000
+    now = _millisecond
+    if now[0] != ms:
+        h = f"{ms:012x}"
+        now = _millisecond = (ms, f"{h[:8]}-{h[8:]}-7", _getrandbits(12))
+    b = "%016x" % (_VARIANT | _getrandbits(62))  # noqa: UP031 - faster than an f-string
+    return f"{now[1]}{_RAND_A[(now[2] + next(_counter)) & 0xFFF]}{b[:4]}-{b[4:]}"
 
 
 class _EventFields(NamedTuple):
