@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import _config, _context, _lifecycle
 from ._channel import Channel, ErrorCallback
 from ._config import ClientOptions
-from ._events import Event, build, build_event
+from ._events import Event, build
 from ._exceptions import InvalidEvent
 from ._observe import DeliveryObserver
 from ._plugins import Registry
@@ -183,11 +183,18 @@ class Client:
         exclude: Sequence[str] | None = None,
     ) -> str:
         """Record that ``name`` happened; returns the event id. Raises only ``InvalidEvent``."""
-        if providers is None and exclude is None and _context.current() is None:
+        if providers is None and exclude is None:
             # The common call, one frame shorter: what _emit does for it, inlined.
-            event = build(
-                "track", name, person_id, anonymous_id, properties, None, context, event_id,
-                timestamp, None, None, None, self._max_event_bytes,
+            event = (
+                build(
+                    "track", name, person_id, anonymous_id, properties, None, context,
+                    event_id, timestamp, None, None, None, self._max_event_bytes,
+                )
+                if _context.current() is None
+                else self._build_in_context(
+                    "track", name, person_id, anonymous_id, properties, None, context,
+                    event_id, timestamp, None, None, None,
+                )
             )  # fmt: skip
             self._dispatch(event)
             return event.event_id
@@ -338,31 +345,58 @@ class Client:
         fields become a dict only when a context is open and fills some of them.
         """
         route = None if providers is None and exclude is None else self._route(providers, exclude)
-        if _context.current() is None:
-            event = build(
+        event = (
+            build(
                 kind, name, person_id, anonymous_id, properties, traits, context, event_id,
                 timestamp, group_type, group_id, previous_id, self._max_event_bytes,
-            )  # fmt: skip
-        else:
-            fields = _context.apply(
-                kind,
-                {
-                    "name": name,
-                    "person_id": person_id,
-                    "anonymous_id": anonymous_id,
-                    "properties": properties,
-                    "traits": traits,
-                    "context": context,
-                    "event_id": event_id,
-                    "timestamp": timestamp,
-                    "group_type": group_type,
-                    "group_id": group_id,
-                    "previous_id": previous_id,
-                },
             )
-            event = build_event(kind, max_bytes=self._max_event_bytes, **fields)
+            if _context.current() is None
+            else self._build_in_context(
+                kind, name, person_id, anonymous_id, properties, traits, context, event_id,
+                timestamp, group_type, group_id, previous_id,
+            )
+        )  # fmt: skip
         self._dispatch(event, route)
         return event.event_id
+
+    def _build_in_context(
+        self,
+        kind: str,
+        name: Any,
+        person_id: Any,
+        anonymous_id: Any,
+        properties: Any,
+        traits: Any,
+        context: Any,
+        event_id: Any,
+        timestamp: Any,
+        group_type: Any,
+        group_id: Any,
+        previous_id: Any,
+    ) -> Event:
+        """The event of a call made inside an open ``fanout.context``, which fills what the
+        call left out (explicit arguments win)."""
+        f = _context.apply(
+            kind,
+            {
+                "name": name,
+                "person_id": person_id,
+                "anonymous_id": anonymous_id,
+                "properties": properties,
+                "traits": traits,
+                "context": context,
+                "event_id": event_id,
+                "timestamp": timestamp,
+                "group_type": group_type,
+                "group_id": group_id,
+                "previous_id": previous_id,
+            },
+        )
+        return build(
+            kind, f["name"], f["person_id"], f["anonymous_id"], f["properties"], f["traits"],
+            f["context"], f["event_id"], f["timestamp"], f["group_type"], f["group_id"],
+            f["previous_id"], self._max_event_bytes,
+        )  # fmt: skip
 
     def _route(
         self, providers: Sequence[str] | None, exclude: Sequence[str] | None
