@@ -29,8 +29,8 @@ import time
 from collections.abc import Callable
 
 import fanout
-from fanout import _validate
-from fanout._events import ReadOnlyDict, build_event, new_event_id
+from fanout import _context, _validate
+from fanout._events import ReadOnlyDict, build_event, checked_context, new_event_id
 from fanout._json import dumps_strict
 from fanout.testing import InMemoryProvider
 
@@ -60,6 +60,10 @@ def stages(
         person_id="user_123", ip="203.0.113.9", user_agent="Mozilla/5.0", path="/checkout"
     )
     in_request.run(opened.__enter__)  # closed by measure(), in the same Context
+    in_middleware = contextvars.copy_context()
+    values = {"ip": "203.0.113.9", "user_agent": "Mozilla/5.0", "path": "/checkout"}
+    request = _context.RequestContext(person_id="user_123", values=checked_context(values))
+    in_middleware.run(_context.activate, request)  # the WSGI middleware's way: no reset
     encoded = ("0" * 36, "user_123", None, "checkout.finished", None, None, None, PROPS, {}, {})
     timed: dict[str, Callable[[], object]] = {
         "event id": new_event_id,
@@ -80,8 +84,12 @@ def stages(
         "track(), 4 providers": lambda: four.track(
             "checkout.finished", person_id="user_123", properties=PROPS
         ),
-        # As under the middleware: a request context open (ids, ip, user agent, path).
+        # Inside ``fanout.context(...)``: ids, ip, user agent, path.
         "track(), 1 provider, context open": lambda: in_request.run(
+            one.track, "checkout.finished", properties=PROPS
+        ),
+        # As the middleware opens one: its values checked once per request.
+        "track(), 1 provider, middleware ctx": lambda: in_middleware.run(
             one.track, "checkout.finished", properties=PROPS
         ),
     }
