@@ -149,6 +149,8 @@ class Channel:
         self._sync = self.options.sync
         self._accepts = compile_filter(self.options.events, self.options.exclude_events, name)
         self._block = self.options.overflow == "block"
+        #: Every event goes to the queue: no kind, pattern or sync mode to decide on first.
+        self._plain = kinds >= ALL_KINDS and self._accepts is None and not self._sync
         self.logger = logging.getLogger(f"fanout.channel.{name}")
         self._throttle = Throttle(self.logger)
         self._init_runtime()
@@ -182,6 +184,15 @@ class Channel:
 
     def emit(self, event: Event) -> None:
         """Queue ``event`` without blocking (unless ``overflow=block``); never raises."""
+        # The common case first, in as few steps as it takes: an open channel that takes
+        # every kind and event (``_plain``), the event queued, the worker running and no
+        # full batch waiting yet. Anything else goes the long way round, which decides it.
+        if self._plain and not self._closed:
+            queued = self._queue.put(event)
+            if 0 < queued < self._batch_events and self._thread is not None:
+                return
+            self._queued(event, queued)
+            return
         if self._closed:
             self._lose("closed", 1, "events tracked after shutdown are dropped")
             return
@@ -194,8 +205,12 @@ class Channel:
         if self._sync:  # the client delivers sync channels itself (Client._dispatch)
             self.deliver_now(event, time.monotonic() + self.options.request_timeout * 2)
             return
+        self._queued(event, self._queue.put(event))
+
+    def _queued(self, event: Event, queued: int) -> None:
+        """After the first ``put`` of ``event``, which returned ``queued``: wait for room
+        (``overflow=block``) or count the drop; start the worker; wake it for a full batch."""
         queue = self._queue
-        queued = queue.put(event)
         if not queued and self._block:
             queued = queue.put(event, self.options.block_timeout)
         if not queued:

@@ -13,6 +13,7 @@ check and measure an event's mappings live in :mod:`fanout._validate`.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import random
 import time
 import uuid
@@ -25,7 +26,7 @@ from ._json import dumps_strict as _dumps_strict
 from ._validate import EVENT_BYTES as _EVENT_BYTES
 from ._validate import ITEM_BYTES as _ITEM_BYTES
 from ._validate import MAX_DEPTH as MAX_DEPTH  # the collector checks the same depth
-from ._validate import MAX_ITEMS, Budget, check_mapping, wire_size
+from ._validate import MAX_ITEMS, Budget, check_dict, check_mapping, wire_size
 
 __all__ = [
     "CheckedDict",
@@ -111,28 +112,45 @@ def checked_context(values: Mapping[str, Any]) -> Mapping[str, Any]:
     out.held, out.spent = held, MAX_ITEMS - budget[0]
     return out
 _UTC = _dt.timezone.utc
-# UUIDv7 layout: 48 bits of Unix milliseconds, version 7, 74 random bits, variant 0b10.
-_ID_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
-_ID_SET: Final = (0x7 << 76) | (0x2 << 62)
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 _now = _dt.datetime.now
 _tuple_new = tuple.__new__
 _NONE: Final[tuple[Mapping[str, Any], int]] = (_EMPTY, 0)
+#: rand_a (12 bits) as text with the hyphen after it, for each value: a lookup, not a format.
+_RAND_A: Final = tuple(f"{i:03x}-" for i in range(4096))
+#: rand_b of a UUIDv7 with its variant bits (0b10) set above 62 random bits.
+_VARIANT: Final = 0x8000_0000_0000_0000
+#: (Unix millisecond, its id prefix "tttttttt-tttt-7", where its counter starts): what the
+#: ids of one millisecond share, formatted once. Swapped as one tuple, so a thread never
+#: sees half of it.
+_millisecond: tuple[int, str, int] = (-1, "", 0)
+_counter = itertools.count()
 
 
 def new_event_id() -> str:
-    """A UUIDv7 string: unique, and ordered by creation time.
+    """A UUIDv7 string (RFC 9562): unique, and ordered by creation time.
 
     Time order keeps a collector's primary-key index append-mostly, and the format is a
-    valid UUID so vendors that insist on one (PostHog) take it unchanged. The random bits
-    come from the ``random`` module, which CPython reseeds in a forked child; it costs a
-    third of ``str(uuid.uuid4())`` on the caller's thread, and event ids need uniqueness,
-    not secrecy.
+    valid UUID so vendors that insist on one (PostHog) take it unchanged. Layout: 48 bits
+    of Unix milliseconds, the version, a 12-bit counter starting at a random value each
+    millisecond (rand_a: RFC 9562's "fixed bit-length dedicated counter"), the variant and
+    62 random bits (rand_b). Ids made by one process within one millisecond differ by the
+    counter as well as by their random bits.
+
+    The random bits come from the ``random`` module, which CPython reseeds in a forked
+    child, so a parent and its child never share them: event ids need uniqueness, not
+    secrecy. The millisecond's prefix is formatted once for all its ids, which makes an id
+    about a sixth cheaper than formatting all 128 bits each time.
     """
-    n = (_time_ns() // 1_000_000 << 80 | _getrandbits(80)) & _ID_CLEAR | _ID_SET
-    h = n.to_bytes(16, "big").hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    global _millisecond
+    ms = _time_ns() // 1_000_000
+    now = _millisecond
+    if now[0] != ms:
+        h = f"{ms:012x}"
+        now = _millisecond = (ms, f"{h[:8]}-{h[8:]}-7", _getrandbits(12))
+    b = "%016x" % (_VARIANT | _getrandbits(62))  # noqa: UP031 - faster than an f-string
+    return f"{now[1]}{_RAND_A[(now[2] + next(_counter)) & 0xFFF]}{b[:4]}-{b[4:]}"
 
 
 class _EventFields(NamedTuple):
@@ -461,22 +479,50 @@ def build_event(
     values at it): the checks below name the field or key path, and a last net turns
     anything they did not foresee into an ``InvalidEvent`` too.
     """
+    return build(
+        kind, name, person_id, anonymous_id, properties, traits, context, event_id,
+        timestamp, group_type, group_id, previous_id, max_bytes,
+    )  # fmt: skip
+
+
+def build(
+    kind: Any,
+    name: Any,
+    person_id: Any,
+    anonymous_id: Any,
+    properties: Any,
+    traits: Any,
+    context: Any,
+    event_id: Any,
+    timestamp: Any,
+    group_type: Any,
+    group_id: Any,
+    previous_id: Any,
+    max_bytes: int | None,
+) -> Event:
+    """:func:`build_event` with positional arguments: what ``Client.track()`` calls.
+
+    Keyword arguments cost a dict per hop on the caller's thread (a ``track()`` went
+    through two); this takes the values as they are. Same checks, same result.
+    """
     try:
         if type(kind) is not str or kind not in KINDS:
             kind = _kind(kind)
         # None and plain, valid strings are by far the common cases; only the rest pays for
-        # a call to the full check.
-        person = (
-            person_id
-            if person_id is None or _plain_id(person_id)
-            else _identifier(person_id, "person_id")
-        )
-        anonymous = (
-            anonymous_id
-            if anonymous_id is None or _plain_id(anonymous_id)
-            else _identifier(anonymous_id, "anonymous_id")
-        )
-        if person is None and anonymous is None:
+        # a call to the full check (the test of _plain_id, inlined).
+        if person_id is not None and not (
+            type(person_id) is str
+            and 0 < len(person_id) <= MAX_ID_LENGTH
+            and not person_id.isspace()
+        ):
+            person_id = _identifier(person_id, "person_id")
+        if anonymous_id is not None and not (
+            type(anonymous_id) is str
+            and 0 < len(anonymous_id) <= MAX_ID_LENGTH
+            and not anonymous_id.isspace()
+        ):
+            anonymous_id = _identifier(anonymous_id, "anonymous_id")
+        if person_id is None and anonymous_id is None:
             raise InvalidEvent("an event needs a person_id or an anonymous_id", path="person_id")
         if name is not None or kind == "track":
             if type(name) is not str or not name or len(name) > MAX_NAME_LENGTH or name.isspace():
@@ -491,7 +537,7 @@ def build_event(
             else (event_id if _plain_id(event_id) else _identifier(event_id, "event_id"))  # type: ignore[assignment]
         )
         gtype = gid = prev = None
-        if kind == "group" or group_type is not None or group_id is not None:
+        if group_type is not None or group_id is not None or kind == "group":
             gtype = _identifier(group_type, "group_type")
             gid = _identifier(group_id, "group_id")
             if kind == "group" and (gtype is None or gid is None):
@@ -503,10 +549,20 @@ def build_event(
             if kind == "alias" and prev is None:
                 raise InvalidEvent("an alias call needs a previous_id", path="previous_id")
         budget = [MAX_ITEMS]
-        props, n1 = _mapping(properties, "properties", budget) if properties is not None else _NONE
+        # A plain dict, the common case, goes straight to the walker; an empty one is the
+        # shared empty mapping.
+        props: Mapping[str, Any]
+        if properties is None or (type(properties) is dict and not properties):
+            props, n1 = _NONE
+        elif type(properties) is dict:
+            props, n1 = check_dict(properties, "properties", budget, ReadOnlyDict)
+        else:
+            props, n1 = _mapping(properties, "properties", budget)
         trts, n2 = _mapping(traits, "traits", budget) if traits is not None else _NONE
         ctx: Mapping[str, Any]
-        if type(context) is CheckedDict:  # checked when its request was read: not again
+        if context is None:
+            ctx, n3 = _NONE
+        elif type(context) is CheckedDict:  # checked when its request was read: not again
             ctx, n3 = context, context.held
             budget[0] -= context.spent
             if budget[0] < 0:
@@ -516,9 +572,9 @@ def build_event(
                     path="context",
                 )
         else:
-            ctx, n3 = _mapping(context, "context", budget) if context is not None else _NONE
+            ctx, n3 = _mapping(context, "context", budget)
         # One encoder call checks every string for lone surrogates and gives the exact size.
-        values = (eid, person, anonymous, name, gtype, gid, prev, props, trts, ctx)
+        values = (eid, person_id, anonymous_id, name, gtype, gid, prev, props, trts, ctx)
         try:
             size = _ENVELOPE + len(_dumps_strict(values))
         except Exception:  # noqa: BLE001 - wire_size names the culprit and raises
@@ -532,16 +588,16 @@ def build_event(
         # memory_estimate(), inlined: the text held, and a cost per key, value and object.
         footprint = (
             _EVENT_BYTES
-            + n1 + n2 + n3 + len(eid) + len(name or "") + len(person or "") + len(anonymous or "")
-            + _ITEM_BYTES * (MAX_ITEMS - budget[0])
-        )
+            + n1 + n2 + n3 + len(eid) + len(name or "") + len(person_id or "")
+            + len(anonymous_id or "") + _ITEM_BYTES * (MAX_ITEMS - budget[0])
+        )  # fmt: skip
         ts = _now(_UTC) if timestamp is None else _timestamp(timestamp)
         # The NamedTuple's own __new__ would check the fields by keyword again.
         return _tuple_new(
             Event,
-            (kind, eid, ts, person, anonymous, name, props, trts, ctx, gtype, gid, prev, size,
-             footprint),
-        )
+            (kind, eid, ts, person_id, anonymous_id, name, props, trts, ctx, gtype, gid, prev,
+             size, footprint),
+        )  # fmt: skip
     except InvalidEvent:
         raise
     except Exception as exc:  # noqa: BLE001 - the promise: track() raises only InvalidEvent

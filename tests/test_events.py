@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import time
 import uuid
 from decimal import Decimal
@@ -302,3 +303,28 @@ def test_a_context_checked_once_builds_the_same_event_as_a_plain_one():
 
     assert type(pickle.loads(pickle.dumps(checked))) is not CheckedDict
     assert checked_context({}) == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_event_ids_of_a_forked_child_differ_from_its_parents():
+    # The millisecond prefix and the counter are copied into the child; the random bits
+    # are not the parent's (CPython reseeds ``random`` in a forked child).
+    new_event_id()  # the parent's millisecond state exists before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its ids and leave without running any exit hook
+        try:
+            os.write(write, "\n".join(new_event_id() for _ in range(300)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    parent = {new_event_id() for _ in range(300)}
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    os.waitpid(pid, 0)
+    child = set(b"".join(chunks).decode().split("\n"))
+    assert len(child) == 300 and len(parent) == 300
+    assert not child & parent
+    assert {(uuid.UUID(i).version, uuid.UUID(i).variant) for i in child} == {(7, uuid.RFC_4122)}
