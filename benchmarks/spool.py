@@ -152,7 +152,7 @@ def import_round(n: int, workdir: Path) -> float:
                                 "person_id": f"u{i % 1000}", "timestamp": "2023-05-06T07:08:09Z",
                                 "properties": PROPS}) + "\n")
     db = workdir / "collector.db"
-    with collector(db) as (url, key):
+    with collector(db) as (url, key, _pid):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
         env.update(FANOUT_PROVIDERS="collector", FANOUT_COLLECTOR_URL=url,
                    FANOUT_COLLECTOR_KEY=key, FANOUT_BATCH_SIZE="1000")
@@ -167,7 +167,7 @@ def import_round(n: int, workdir: Path) -> float:
 def plain_round(n: int, workdir: Path) -> float:
     """What ``fanout collector serve`` ingests from a plain client: the import's ceiling."""
     db = workdir / "plain.db"
-    with collector(db) as (url, key):
+    with collector(db) as (url, key, _pid):
         elapsed, _ = fanout_round(url, key, n, 1000, False)
     assert _stored(db) == n
     return n / elapsed
