@@ -344,15 +344,15 @@ class SpoolQueue:
             self._written += len(batch)
             self._acked_written = acked
             return
-        parts: list[bytes] = []
+        data = bytearray()
         if batch:
-            parts.append(b"T %.3f\n" % time.time())
-            parts.append(sf.encode_lines(batch))
+            data += b"T %.3f\n" % time.time()
+            sf.encode_lines(batch, data)
         if acked != self._acked_written:
-            parts.append(b"A %d\n" % acked)
+            data += b"A %d\n" % acked
         try:
             self._ensure_open()
-            self._append(b"".join(parts))
+            self._append(data)
         except OSError as exc:
             self._degrade(exc)
             self._written += len(batch)
@@ -365,7 +365,7 @@ class SpoolQueue:
             self._committed.notify_all()
         self._rotate()
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         fd = self._seg_fd
         assert fd is not None
         view = memoryview(data)

@@ -87,22 +87,35 @@ def encode_event(event: Event) -> bytes:
     return event.to_json()
 
 
-def encode_lines(events: Sequence[Event]) -> bytes:
-    """The lines of a group commit, newline-terminated, in one join. An event that cannot be
-    encoded (none that validation let through) becomes an ``X`` line, which keeps the
-    numbering; the channel reports the event itself when it fails to send."""
-    try:
-        if (dumps := _dumps) is not None:
-            return b"\n".join([dumps(e[:12], default=dict) for e in events]) + b"\n"
-    except Exception:  # noqa: BLE001, S110 - the slow path below sorts each event out
-        pass
-    lines: list[bytes] = []
+def encode_lines(events: Sequence[Event], into: bytearray | None = None) -> bytearray:
+    """The lines of a group commit, newline-terminated, appended to ``into`` (a new buffer
+    if ``None``), which is returned. An event that cannot be encoded (none that validation
+    let through) becomes an ``X`` line, which keeps the numbering; the channel reports the
+    event itself when it fails to send.
+
+    Each line goes straight into the one buffer the commit writes and is dropped at once:
+    keeping a list of the lines for a ``join`` cost a page fault per event here (orjson's
+    output buffers, kept alive, each touch a fresh page), about 3 µs of kernel time per
+    event, twice orjson's own encoding time.
+    """
+    out = bytearray() if into is None else into
+    start = len(out)
+    if (dumps := _dumps) is not None:
+        try:
+            for event in events:
+                out += dumps(event[:12], default=dict)
+                out += b"\n"
+        except Exception:  # noqa: BLE001 - the slow path below sorts each event out
+            del out[start:]
+        else:
+            return out
     for event in events:
         try:
-            lines.append(encode_event(event) + b"\n")
+            out += encode_event(event)
+            out += b"\n"
         except Exception:  # noqa: BLE001 - keep the numbering; the channel reports it
-            lines.append(b"X\n")
-    return b"".join(lines)
+            out += b"X\n"
+    return out
 
 
 def decode_event(line: bytes) -> Event:
