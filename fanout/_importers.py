@@ -20,7 +20,6 @@ import csv
 import gzip
 import hashlib
 import json
-import re
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -46,18 +45,29 @@ class ImportError_(ValueError):  # noqa: N801 - ImportError is a builtin
     """A record that cannot become an event; the message says why."""
 
 
-#: A run of 19 digits: the only way a line can hold an integer beyond 64 bits, which orjson
-#: would turn into a float without a word (the standard library keeps it exact, and
-#: validation then rejects it by name).
-_LONG_NUMBER: Final = re.compile(rb"\d{19}")
+#: Digits mapped to ``0``: a run of 19 zeros in a translated line is a run of 19 digits, the
+#: only way a line can hold an integer beyond 64 bits, which orjson would turn into a float
+#: without a word (the standard library keeps it exact, and validation then rejects it by
+#: name). ``bytes.translate`` plus ``in`` finds one at a fifth of a regex search's cost, and
+#: once per block of lines rather than per line.
+_DIGITS: Final = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN: Final = b"0" * 19
+#: Bytes read at a time from a JSON-lines file.
+BLOCK: Final = 1 << 20
 
 
-def loads_line(raw: bytes) -> Any:
+def has_long_number(raw: bytes) -> bool:
+    """Whether ``raw`` holds a run of 19 or more digits (see ``_DIGITS``)."""
+    return _LONG_RUN in raw.translate(_DIGITS)
+
+
+def loads_line(raw: bytes, *, checked: bool = False) -> Any:
     """One JSON line, decoded exactly as ``json.loads`` decodes it, but by orjson (about a
     quarter of the cost) wherever the two agree: orjson is used only for lines without a
-    19-digit run, and anything it refuses (NaN, a byte-order mark, UTF-16) goes to the
-    standard library, whose result or error message stands."""
-    if _fast_loads is not None and _LONG_NUMBER.search(raw) is None:
+    19-digit run (``checked``: the caller has made sure of that for a whole block), and
+    anything it refuses (NaN, a byte-order mark, UTF-16) goes to the standard library,
+    whose result or error message stands."""
+    if _fast_loads is not None and (checked or not has_long_number(raw)):
         try:
             return _fast_loads(raw)
         except ValueError:
@@ -95,20 +105,47 @@ def read_records(
                 line_no = offset = 0
             yield from _csv_records(f, line_no, offset, start_line)
             return
-        for raw in f:
+        yield from _json_records(f, line_no, offset, start_line)
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def _json_records(
+    f: IO[bytes], line_no: int, offset: int, start_line: int
+) -> Iterator[tuple[int, int, Any]]:
+    """Lines in blocks of ``BLOCK`` bytes: one read, one split and one long-number check per
+    block instead of per line. ``read1`` returns what a pipe has so far, so a slow stdin is
+    imported as it arrives rather than a megabyte at a time."""
+    read = getattr(f, "read1", f.read)
+    tail = b""
+    while True:
+        block = read(BLOCK)
+        if not block:
+            break
+        buf = tail + block if tail else block
+        lines = buf.split(b"\n")
+        tail = lines.pop()
+        checked = not has_long_number(buf)
+        for raw in lines:
             line_no += 1
-            offset += len(raw)
+            offset += len(raw) + 1
             if line_no <= start_line or not raw.strip():
                 continue
             try:
-                record = loads_line(raw)
+                record = loads_line(raw, checked=checked)
             except ValueError as exc:
                 yield line_no, offset, ImportError_(f"not JSON: {exc}")
                 continue
             yield line_no, offset, record
-    finally:
-        if f is not sys.stdin.buffer:
-            f.close()
+    if tail:  # a last line without a newline
+        line_no += 1
+        offset += len(tail)
+        if line_no > start_line and tail.strip():
+            try:
+                yield line_no, offset, loads_line(tail)
+            except ValueError as exc:
+                yield line_no, offset, ImportError_(f"not JSON: {exc}")
 
 
 def _csv_records(
