@@ -206,21 +206,15 @@ def _derived_id(fmt: str, record: Any) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{fmt}:{digest}"))
 
 
-def _event(**fields: Any) -> Event:
-    try:
-        return build_event(**fields)
-    except InvalidEvent as exc:
-        raise ImportError_(str(exc)) from None
+# The converters call build_event directly and let InvalidEvent through: convert() turns
+# it into ImportError_ once, for every format. They copy a record's mappings only where they
+# change them; build_event makes the event's own copies anyway.
 
 
 def _from_fanout(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Event]:
-    data = dict(r)
-    if not data.get("event_id"):
-        data["event_id"] = _derived_id("fanout", r)
-    try:
-        return [Event.from_dict(data)]
-    except InvalidEvent as exc:
-        raise ImportError_(str(exc)) from None
+    if not r.get("event_id"):
+        r = {**r, "event_id": _derived_id("fanout", r)}
+    return [Event.from_dict(r)]
 
 
 _SEGMENT_KINDS: Final = {
@@ -235,12 +229,12 @@ def _from_segment(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Even
     kind = _SEGMENT_KINDS.get(str(r.get("type", "")).lower())
     if kind is None:
         raise ImportError_(f"unknown Segment message type {r.get('type')!r}")
-    props = dict(_obj(r.get("properties") or {}))
+    props = _obj(r.get("properties") or {})
     name = r.get("event") if kind == "track" else r.get("name")
     if kind == "page":
-        props.setdefault("path", props.get("path") or props.get("url") or name or "/")
+        props = {**props, "path": props.get("path") or props.get("url") or name or "/"}
     return [
-        _event(
+        build_event(
             kind=kind,
             name=name,
             person_id=r.get("userId"),
@@ -258,19 +252,19 @@ def _from_segment(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Even
 
 
 def _from_posthog(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Event]:
-    props = dict(_obj(r.get("properties") or {}))
+    props = _obj(r.get("properties") or {})
     name = r.get("event")
-    common = {
+    common: dict[str, Any] = {
         "person_id": r.get("distinct_id"),
         "event_id": r.get("uuid") or _derived_id("posthog", r),
         "timestamp": r.get("timestamp"),
     }
     if name == "$identify":
-        return [_event(kind="identify", traits=props.get("$set") or None, **common)]
+        return [build_event(kind="identify", traits=props.get("$set") or None, **common)]
     if name == "$pageview":
         path = props.get("$pathname") or props.get("$current_url") or "/"
-        return [_event(kind="page", properties={**props, "path": path}, **common)]
-    return [_event(kind="track", name=name, properties=props or None, **common)]
+        return [build_event(kind="page", properties={**props, "path": path}, **common)]
+    return [build_event(kind="track", name=name, properties=props or None, **common)]
 
 
 def _from_mixpanel(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Event]:
@@ -281,7 +275,7 @@ def _from_mixpanel(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Eve
     distinct = props.pop("distinct_id", None)
     insert_id = props.pop("$insert_id", None)
     return [
-        _event(
+        build_event(
             kind="track",
             name=r.get("event"),
             person_id=str(distinct) if distinct not in (None, "") else None,
@@ -305,7 +299,7 @@ def _from_csv(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Event]:
     if isinstance(timestamp, str) and timestamp.replace(".", "", 1).isdigit():
         timestamp = float(timestamp)
     return [
-        _event(
+        build_event(
             kind=fields["kind"] or "track",
             name=fields["name"],
             person_id=fields["person_id"],
@@ -327,6 +321,8 @@ _CONVERTERS: Final[dict[str, Callable[[Mapping[str, Any], Mapping[str, str]], li
 
 
 def _obj(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # what JSON gives: skips the ABC check
+        return value
     if not isinstance(value, Mapping):
         raise ImportError_(f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -336,7 +332,10 @@ def convert(fmt: str, record: Any, mapping: Mapping[str, str] | None = None) -> 
     """The events of one record; ``ImportError_`` says why a record is rejected."""
     if isinstance(record, ImportError_):
         raise record
-    return _CONVERTERS[fmt](_obj(record), mapping or {})
+    try:
+        return _CONVERTERS[fmt](_obj(record), mapping or {})
+    except InvalidEvent as exc:
+        raise ImportError_(str(exc)) from None
 
 
 def default_format(path: str) -> str | None:
