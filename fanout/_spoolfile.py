@@ -50,7 +50,9 @@ from ._events import Event, build_event
 
 _dumps: Callable[..., bytes] | None
 _loads: Callable[[bytes], Any]
+_NEWLINE = 0
 try:
+    from orjson import OPT_APPEND_NEWLINE as _NEWLINE
     from orjson import dumps as _dumps
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - PyPy: canonical lines through the standard library
@@ -103,8 +105,7 @@ def encode_lines(events: Sequence[Event], into: bytearray | None = None) -> byte
     if (dumps := _dumps) is not None:
         try:
             for event in events:
-                out += dumps(event[:12], default=dict)
-                out += b"\n"
+                out += dumps(event[:12], default=dict, option=_NEWLINE)
         except Exception:  # noqa: BLE001 - the slow path below sorts each event out
             del out[start:]
         else:
