@@ -12,11 +12,16 @@
 3. **Recovery**: a subprocess spools N events to a backend that never answers and kills
    itself with SIGKILL; then the time for a new client to take the spool over (build)
    and to deliver all N to the sink.
-4. **Import**: ``fanout import`` of N fanout-format lines into ``fanout collector serve``
-   (a subprocess, SQLite), events/s of the whole command (interpreter start included);
-   target ≥ 20,000. Beside it, in the same run and alternating, what the same collector
-   ingests from a plain client tracking N events in this process (``collector.py``'s
-   contender): the collector's own ceiling here, so the ratio is import's own overhead.
+4. **Import**: ``fanout import`` of N fanout-format lines, events/s and CPU µs per event of
+   the whole command (interpreter start included), first into the local sink (which stores
+   nothing: import's own speed), then into ``fanout collector serve`` (a subprocess,
+   SQLite, a fresh database per round, stored counts checked); target ≥ 20,000. Beside
+   each, alternating, a plain ``fanout.Client`` script sending the same events from the
+   same file (``json.loads`` + ``track()``): the ratio is import's own overhead, and to the
+   collector, how close import comes to the collector's ingest ceiling. The other formats
+   (segment, posthog, mixpanel) once each, to the sink.
+
+``--only spool`` / ``--only import`` runs one half; the load average is printed at both ends.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from http.server import ThreadingHTTPServer  # noqa: E402
 
 from _sink import Sink, _Handler  # noqa: E402
-from collector import _stored, collector, fanout_round  # noqa: E402
+from collector import _stored, collector  # noqa: E402
 
 import fanout  # noqa: E402
 
@@ -102,15 +107,18 @@ def caller_round(url: str, n: int, spool: str | None, sync: bool = False) -> flo
     return elapsed / n * 1e6
 
 
-def sustained_round(url: str, n: int, spool: str | None) -> float:
+def sustained_round(url: str, n: int, spool: str | None) -> tuple[float, float]:
+    """(events/s, this process's CPU µs per event, every thread, user + system)."""
     c = client(url, spool)
+    cpu = time.process_time()
     start = time.perf_counter()
     for i in range(n):
         c.track("order.paid", person_id=f"u{i % 1000}", properties=PROPS)
     report = c.shutdown(timeout=300)
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     assert report["collector"].delivered == n, report
-    return n / elapsed
+    return n / elapsed, cpu / n * 1e6
 
 
 DEAD = textwrap.dedent(
@@ -144,39 +152,121 @@ def recovery_round(url: str, n: int, spool: str) -> tuple[float, float]:
     return built, total
 
 
-def import_round(n: int, workdir: Path) -> float:
-    path = workdir / "events.jsonl"
+PLAIN = textwrap.dedent(
+    """
+    import json, sys
+    import fanout
+    client = fanout.Client(register_atexit=False)
+    track = client.track
+    with open(sys.argv[1], "rb") as f:
+        for line in f:
+            r = json.loads(line)
+            track(r["name"], person_id=r["person_id"], properties=r["properties"],
+                  event_id=r["event_id"], timestamp=r["timestamp"])
+    report = client.shutdown(timeout=300)
+    assert report.ok, report
+    """
+)
+
+
+def events_file(n: int, workdir: Path, fmt: str = "fanout") -> Path:
+    """N events of one export format, as JSON lines (the same events in every format)."""
+    path = workdir / f"events-{fmt}.jsonl"
+    if path.exists():
+        return path
+    ts = "2023-05-06T07:08:09Z"
     with open(path, "w") as f:
         for i in range(n):
-            f.write(json.dumps({"kind": "track", "name": "order.paid", "event_id": f"imp-{i}",
-                                "person_id": f"u{i % 1000}", "timestamp": "2023-05-06T07:08:09Z",
-                                "properties": PROPS}) + "\n")
-    db = workdir / "collector.db"
-    with collector(db) as (url, key):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
-        env.update(FANOUT_PROVIDERS="collector", FANOUT_COLLECTOR_URL=url,
-                   FANOUT_COLLECTOR_KEY=key, FANOUT_BATCH_SIZE="1000")
-        start = time.perf_counter()
-        subprocess.run([*FANOUT, "import", str(path), "--no-progress", "--state",
-                        str(workdir / "state")], env=env, check=True, capture_output=True)
-        elapsed = time.perf_counter() - start
-    assert _stored(db) == n
-    return n / elapsed
+            who, eid = f"u{i % 1000}", f"imp-{i}"
+            row: dict[str, object] = {
+                "fanout": {"kind": "track", "name": "order.paid", "event_id": eid,
+                           "person_id": who, "timestamp": ts, "properties": PROPS},
+                "segment": {"type": "track", "event": "order.paid", "messageId": eid,
+                            "userId": who, "timestamp": ts, "properties": PROPS},
+                "posthog": {"uuid": eid, "event": "order.paid", "distinct_id": who,
+                            "timestamp": ts, "properties": PROPS},
+                "mixpanel": {"event": "order.paid",
+                             "properties": {**PROPS, "time": 1683356889, "distinct_id": who,
+                                            "$insert_id": eid}},
+            }[fmt]
+            f.write(json.dumps(row) + "\n")
+    return path
 
 
-def plain_round(n: int, workdir: Path) -> float:
-    """What ``fanout collector serve`` ingests from a plain client: the import's ceiling."""
-    db = workdir / "plain.db"
-    with collector(db) as (url, key):
-        elapsed, _ = fanout_round(url, key, n, 1000, False)
-    assert _stored(db) == n
-    return n / elapsed
+def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of a subprocess, interpreter start included."""
+    before = os.times()
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    after = os.times()
+    cpu = (after.children_user - before.children_user
+           + after.children_system - before.children_system)
+    return elapsed, cpu
+
+
+def _env(url: str, key: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
+    env.update(FANOUT_PROVIDERS="collector", FANOUT_COLLECTOR_URL=url,
+               FANOUT_COLLECTOR_KEY=key, FANOUT_BATCH_SIZE="1000")
+    return env
+
+
+def import_round(n: int, workdir: Path, url: str, key: str, fmt: str = "fanout",
+                 ) -> tuple[float, float]:
+    """``fanout import`` of N lines as a user runs it: (events/s, CPU µs per event)."""
+    state = workdir / f"state-{time.monotonic_ns()}"
+    elapsed, cpu = _timed([*FANOUT, "import", str(events_file(n, workdir, fmt)), "--format",
+                           fmt, "--no-progress", "--state", str(state)], _env(url, key))
+    return n / elapsed, cpu / n * 1e6
+
+
+def plain_round(n: int, workdir: Path, url: str, key: str) -> tuple[float, float]:
+    """The same events from a plain ``fanout.Client`` in a script reading the same file with
+    ``json.loads`` and calling ``track()``: what import is measured against."""
+    elapsed, cpu = _timed([sys.executable, "-c", PLAIN, str(events_file(n, workdir))],
+                          _env(url, key))
+    return n / elapsed, cpu / n * 1e6
+
+
+def import_figures(n: int, rounds: int, url: str | None) -> None:
+    """Import and a plain client, alternating, to ``url`` (the non-storing sink) or, when
+    ``None``, to a fresh ``fanout collector serve`` per round (SQLite; stored counts
+    checked)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rates: list[tuple[float, float]] = []
+        plain: list[tuple[float, float]] = []
+        for r in range(rounds):
+            for contender, out in ((plain_round, plain), (import_round, rates)):
+                if url is not None:
+                    out.append(contender(n, work, url, "sk_bench"))
+                    continue
+                db = work / f"c{r}-{contender.__name__}.db"
+                with collector(db) as (curl, key, _pid):
+                    out.append(contender(n, work, curl, key))
+                assert _stored(db) == n
+        i = statistics.median(x for x, _ in rates)
+        p = statistics.median(x for x, _ in plain)
+        icpu = statistics.median(c for _, c in rates)
+        pcpu = statistics.median(c for _, c in plain)
+        where = "a local sink that stores nothing" if url else "the collector (SQLite)"
+        print(f"fanout import to {where}: {i:,.0f} events/s (median of {rounds}, {n} events, "
+              f"whole command; target >= 20,000), CPU {icpu:.1f} µs/event")
+        print(f"  a plain fanout.Client sending the same events: {p:,.0f} events/s, "
+              f"CPU {pcpu:.1f} µs/event; import runs at {i / p:.2f}x of it, "
+              f"CPU {icpu / pcpu:.2f}x")
+        if url is not None:
+            for fmt in ("segment", "posthog", "mixpanel"):
+                rate, cpu = import_round(n, work, url, "sk_bench", fmt)
+                print(f"  --format {fmt:9s} {rate:9,.0f} events/s, CPU {cpu:.1f} µs/event")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=("spool", "import"), help="One half of the run.")
     parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sink:
@@ -184,7 +274,12 @@ def main() -> None:
         server.daemon_threads = True
         server.serve_forever()
     n = args.events
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with CollectorSink() as url, tempfile.TemporaryDirectory() as tmp:
+        if args.only == "import":
+            import_figures(n, args.rounds, url)
+            import_figures(n, args.rounds, None)
+            return
         memory, spooled = [], []
         for r in range(args.rounds):
             memory.append(caller_round(url, n // 2, None))
@@ -196,28 +291,27 @@ def main() -> None:
         print(f"  spool             {s:7.2f}   {s / m:.2f}x memory (target <= 1.5x)")
         print(f"  spool, SYNC=1     {sync:7.2f}   {sync / m:.1f}x memory (one fdatasync per call)")
         rates, plain = [], []
-        for r in range(3):
+        for r in range(args.rounds):
             plain.append(sustained_round(url, n, None))
             rates.append(sustained_round(url, n, f"{tmp}/sustained{r}"))
-        sr, pr = statistics.median(rates), statistics.median(plain)
+        sr = statistics.median(x for x, _ in rates)
+        pr = statistics.median(x for x, _ in plain)
+        sc = statistics.median(c for _, c in rates)
+        pc = statistics.median(c for _, c in plain)
         print(f"sustained to a local sink, spool on: {sr:,.0f} events/s "
-              f"(median of 3, {n} events; target >= 50,000)")
-        print(f"  the same client with the memory queue: {pr:,.0f} events/s; "
-              f"the spool runs at {sr / pr:.2f}x of it")
+              f"(median of {args.rounds}, {n} events; target >= 50,000), "
+              f"CPU {sc:.1f} µs/event")
+        print(f"  the same client with the memory queue: {pr:,.0f} events/s, "
+              f"CPU {pc:.1f} µs/event; the spool runs at {sr / pr:.2f}x of it "
+              f"(its own CPU: {sc - pc:+.1f} µs/event)")
         built, total = recovery_round(url, n, f"{tmp}/recovery")
         print(f"recovery of {n} events killed in a spool: take-over {built:.2f}s, "
               f"delivered {total:.2f}s after start")
-    with tempfile.TemporaryDirectory() as tmp:
-        rates, plain = [], []
-        for r in range(3):
-            (Path(tmp) / f"r{r}").mkdir()
-            plain.append(plain_round(n, Path(tmp) / f"r{r}"))
-            rates.append(import_round(n, Path(tmp) / f"r{r}"))
-        i, p = statistics.median(rates), statistics.median(plain)
-        print(f"fanout import to the collector: {i:,.0f} events/s "
-              f"(median of 3, {n} events; target >= 20,000)")
-        print(f"  the same collector from a plain client: {p:,.0f} events/s; "
-              f"import runs at {i / p:.2f}x of it")
+        if args.only == "spool":
+            return
+        import_figures(n, args.rounds, url)
+    import_figures(n, args.rounds, None)
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

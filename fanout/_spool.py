@@ -13,9 +13,12 @@ from memory; the disk is a write-ahead log read only when a process died with ev
 - One spool per process and provider, so forked workers never share a file: a forked
   child closes its copy of the parent's files (never unlocking them) and starts its own.
 - At start, a queue takes over the spools of its provider whose owners are gone
-  (:func:`~fanout._spoolfile.lock_if_dead`), copies their waiting events into its own
+  (:func:`~fanout._spoolfile.lock_if_dead`), copies their waiting lines into its own
   spool, deletes theirs, and the channel delivers them. Event ids make a redelivery of
-  something that did arrive count once.
+  something that did arrive count once. The lines are decoded (and validated) by ``take``,
+  a batch at a time, not by the take-over, which runs while the client is being built; a
+  line that proves unreadable then is counted (``spool_corrupt``) and acknowledged with
+  its batch, so the acknowledgement never runs ahead of an event still being sent.
 - Any ``OSError`` (unwritable directory, full disk) turns the queue into a memory queue
   with one warning; the caller never sees an exception.
 
@@ -32,11 +35,12 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from . import _spoolfile as sf
 from ._config import (
@@ -105,6 +109,17 @@ class SpoolOptions:
         )
 
 
+class _Spooled:
+    """A line taken over from a dead process's spool, decoded when it is taken; ``size``
+    (its length) stands in for the event's encoded size until then."""
+
+    __slots__ = ("line", "size")
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+        self.size = len(line)
+
+
 class SpoolQueue:
     """A bounded FIFO of events for one channel, written ahead to disk."""
 
@@ -139,7 +154,9 @@ class SpoolQueue:
         self._room = threading.Condition(self._lock)
         self._committed = threading.Condition(threading.Lock())
         self._waiting = 0
-        self._items: collections.deque[Event] = collections.deque()
+        self._items: collections.deque[Event | _Spooled] = collections.deque()
+        self._raw = 0  # _Spooled lines in _items (taken over, not decoded yet)
+        self._taken: collections.deque[int] = collections.deque()  # per batch out: to ack
         self._bytes = 0
         self._total = 0  # events ever put (this spool's sequence numbers: 0 .. total-1)
         self._unwritten: list[Event] = []
@@ -161,7 +178,11 @@ class SpoolQueue:
 
     def put(self, event: Event, timeout: float | None = None) -> int:
         size = event.size
-        with self._lock:
+        # acquire/release rather than ``with``, as MemoryQueue.put does: on CPython 3.11 the
+        # with statement's special-method lookups cost about as much as the lock itself.
+        lock = self._lock
+        lock.acquire()
+        try:
             items = self._items
             n = len(items)
             if not (n < self.max_events and (self._bytes + size <= self.max_bytes or not n)):
@@ -171,8 +192,9 @@ class SpoolQueue:
             items.append(event)
             self._unwritten.append(event)
             self._bytes += size
-            self._total += 1
-            seq = self._total
+            self._total = seq = self._total + 1
+        finally:
+            lock.release()
         if self._thread is None:
             self._start_writer()
         if self.sync:
@@ -212,25 +234,77 @@ class SpoolQueue:
     # -- the worker's side -------------------------------------------------------------
 
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
+        while True:
+            taken: list[Event | _Spooled] = []
+            with self._lock:
+                items = self._items
+                size = 0
+                while items and len(taken) < max_events:
+                    nxt = items[0].size
+                    if taken and size + nxt > max_bytes:
+                        break
+                    taken.append(items.popleft())
+                    size += nxt
+                self._bytes -= size
+                if taken and self._waiting:
+                    self._room.notify_all()
+                lines = self._raw
+            if not lines:
+                batch = cast("list[Event]", taken)
+                skipped = 0
+            else:
+                batch, skipped = self._decode(taken, max_bytes)
+            with self._lock:
+                # Acknowledgements count resolved events from the oldest, so an unreadable
+                # line is resolved with the batch it was taken with (or, taken alone, with
+                # the batch still in flight before it, or at once if there is none).
+                if batch:
+                    self._taken.append(len(batch) + skipped)
+                elif self._taken:
+                    self._taken[-1] += skipped
+                else:
+                    self._acked += skipped
+            if batch or not skipped:
+                return batch
+
+    def _decode(
+        self, taken: list[Event | _Spooled], max_bytes: int
+    ) -> tuple[list[Event], int]:
+        """Decode the taken-over lines of a batch, outside the lock (callers keep putting),
+        and cut it again by the decoded sizes; what no longer fits goes back to the head.
+        Returns the batch and how many unreadable lines it skipped (all before the cut)."""
         batch: list[Event] = []
+        skipped = decoded = 0
+        size = 0
+        rest: list[Event | _Spooled] = []
+        for i, item in enumerate(taken):
+            if isinstance(item, _Spooled):
+                decoded += 1
+                try:
+                    item = sf.decode_event(item.line)
+                except (InvalidEvent, ValueError, TypeError):
+                    skipped += 1
+                    continue
+            if batch and size + item.size > max_bytes:
+                rest = [item, *taken[i + 1 :]]
+                break
+            batch.append(item)
+            size += item.size
         with self._lock:
-            items = self._items
-            size = 0
-            while items and len(batch) < max_events:
-                nxt = items[0].size
-                if batch and size + nxt > max_bytes:
-                    break
-                batch.append(items.popleft())
-                size += nxt
-            self._bytes -= size
-            if batch and self._waiting:
-                self._room.notify_all()
-        return batch
+            self._raw -= decoded
+            if rest:
+                self._items.extendleft(reversed(rest))
+                self._bytes += sum(x.size for x in rest)
+            if skipped:
+                self._losses["spool_corrupt"] = self._losses.get("spool_corrupt", 0) + skipped
+        return batch, skipped
 
     def ack(self, batch: Sequence[Event]) -> None:
         with self._lock:
-            self._acked += len(batch)
-        if self._idle:
+            self._acked += self._taken.popleft() if self._taken else len(batch)
+        if self._thread is None and not self._closing:  # a taken-over spool acks first
+            self._start_writer()
+        elif self._idle:
             self._idle = False
             self._wake.set()
 
@@ -240,12 +314,15 @@ class SpoolQueue:
         if not self._degraded:
             return []
         with self._lock:
-            batch = list(self._items)
+            items = list(self._items)
             self._items.clear()
             self._bytes = 0
-            self._acked += len(batch)
+            self._acked += len(items)
             if self._waiting:
                 self._room.notify_all()
+        if not any(isinstance(x, _Spooled) for x in items):
+            return cast("list[Event]", items)
+        batch, _ = self._decode(items, sys.maxsize)
         return batch
 
     def close(self) -> None:
@@ -344,15 +421,15 @@ class SpoolQueue:
             self._written += len(batch)
             self._acked_written = acked
             return
-        parts: list[bytes] = []
+        data = bytearray()
         if batch:
-            parts.append(b"T %.3f\n" % time.time())
-            parts.append(sf.encode_lines(batch))
+            data += b"T %.3f\n" % time.time()
+            sf.encode_lines(batch, data)
         if acked != self._acked_written:
-            parts.append(b"A %d\n" % acked)
+            data += b"A %d\n" % acked
         try:
             self._ensure_open()
-            self._append(b"".join(parts))
+            self._append(data)
         except OSError as exc:
             self._degrade(exc)
             self._written += len(batch)
@@ -365,7 +442,7 @@ class SpoolQueue:
             self._committed.notify_all()
         self._rotate()
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         fd = self._seg_fd
         assert fd is not None
         view = memoryview(data)
@@ -455,7 +532,7 @@ class SpoolQueue:
         """Copy ``spool``'s waiting events into this one, then delete it. False (and the
         spool left alone) when they would not fit within this queue's bounds."""
         records = sf.read_spool(spool)
-        events: list[tuple[float, bytes, Event]] = []
+        events: list[tuple[float, bytes]] = []
         corrupt = records.corrupt
         expired = 0
         size = 0
@@ -463,13 +540,8 @@ class SpoolQueue:
             if spooled and now - spooled > self.max_age:
                 expired += 1
                 continue
-            try:
-                event = sf.decode_event(line)
-            except (InvalidEvent, ValueError, TypeError):
-                corrupt += 1
-                continue
-            events.append((spooled, line, event))
-            size += event.size
+            events.append((spooled, line))
+            size += len(line)
         if events and (
             len(self._items) + len(events) > self.max_events or self._bytes + size > self.max_bytes
         ):
@@ -483,7 +555,7 @@ class SpoolQueue:
         if events and not self._degraded:
             parts: list[bytes] = []
             last = None
-            for spooled, line, _ in events:
+            for spooled, line in events:
                 if spooled != last:
                     parts.append(b"T %.3f\n" % spooled)
                     last = spooled
@@ -491,9 +563,11 @@ class SpoolQueue:
             self._ensure_open()
             self._append(b"".join(parts))
         with self._lock:
-            for _, _, event in events:
-                self._items.append(event)
-                self._bytes += event.size
+            # Kept as lines, decoded (and validated) by take() a batch at a time: the
+            # take-over, which runs while the client is being built, only reads and copies.
+            self._items.extend(_Spooled(line) for _, line in events)
+            self._raw += len(events)
+            self._bytes += size
             self._total += len(events)
             self._written += len(events)
             self._durable = self._written
@@ -503,7 +577,8 @@ class SpoolQueue:
         sf.remove_spool(spool)
         if events or expired or corrupt:
             logger.info(
-                "took over spool %s: %d event(s) to deliver, %d expired, %d unreadable",
+                "took over spool %s: %d event(s) to deliver, %d expired, %d unreadable "
+                "(more may prove unreadable when decoded)",
                 spool,
                 len(events),
                 expired,

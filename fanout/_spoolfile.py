@@ -46,11 +46,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ._events import Event, build_event
+from ._events import Event, build
 
 _dumps: Callable[..., bytes] | None
 _loads: Callable[[bytes], Any]
+_NEWLINE = 0
 try:
+    from orjson import OPT_APPEND_NEWLINE as _NEWLINE
     from orjson import dumps as _dumps
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover - PyPy: canonical lines through the standard library
@@ -87,22 +89,34 @@ def encode_event(event: Event) -> bytes:
     return event.to_json()
 
 
-def encode_lines(events: Sequence[Event]) -> bytes:
-    """The lines of a group commit, newline-terminated, in one join. An event that cannot be
-    encoded (none that validation let through) becomes an ``X`` line, which keeps the
-    numbering; the channel reports the event itself when it fails to send."""
-    try:
-        if (dumps := _dumps) is not None:
-            return b"\n".join([dumps(e[:12], default=dict) for e in events]) + b"\n"
-    except Exception:  # noqa: BLE001, S110 - the slow path below sorts each event out
-        pass
-    lines: list[bytes] = []
+def encode_lines(events: Sequence[Event], into: bytearray | None = None) -> bytearray:
+    """The lines of a group commit, newline-terminated, appended to ``into`` (a new buffer
+    if ``None``), which is returned. An event that cannot be encoded (none that validation
+    let through) becomes an ``X`` line, which keeps the numbering; the channel reports the
+    event itself when it fails to send.
+
+    Each line goes straight into the one buffer the commit writes and is dropped at once:
+    keeping a list of the lines for a ``join`` cost a page fault per event here (orjson's
+    output buffers, kept alive, each touch a fresh page), about 3 µs of kernel time per
+    event, twice orjson's own encoding time.
+    """
+    out = bytearray() if into is None else into
+    start = len(out)
+    if (dumps := _dumps) is not None:
+        try:
+            for event in events:
+                out += dumps(event[:12], default=dict, option=_NEWLINE)
+        except Exception:  # noqa: BLE001 - the slow path below sorts each event out
+            del out[start:]
+        else:
+            return out
     for event in events:
         try:
-            lines.append(encode_event(event) + b"\n")
+            out += encode_event(event)
+            out += b"\n"
         except Exception:  # noqa: BLE001 - keep the numbering; the channel reports it
-            lines.append(b"X\n")
-    return b"".join(lines)
+            out += b"X\n"
+    return out
 
 
 def decode_event(line: bytes) -> Event:
@@ -112,8 +126,13 @@ def decode_event(line: bytes) -> Event:
     if isinstance(data, list):
         if len(data) != len(FIELDS):
             raise ValueError(f"a spooled event has {len(FIELDS)} fields, not {len(data)}")
-        kind, *rest = data
-        return build_event(kind, **dict(zip(FIELDS[1:], rest, strict=True)), max_bytes=None)
+        # Unpacked by position into build()'s positional arguments: no dict per event.
+        (kind, event_id, timestamp, person_id, anonymous_id, name, properties, traits,
+         context, group_type, group_id, previous_id) = data
+        return build(
+            kind, name, person_id, anonymous_id, properties, traits, context, event_id,
+            timestamp, group_type, group_id, previous_id, None,
+        )
     return Event.from_dict(data, max_bytes=None)
 
 

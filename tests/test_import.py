@@ -195,6 +195,31 @@ def test_csv_with_a_mapping_from_stdin_and_dry_run(
     assert refund["person_id"] == "c0" and refund["properties"] == {"amount": "0"}
 
 
+def test_stdin_longer_than_a_chunk_and_a_dry_run_leave_no_false_state(
+    server: tuple[ServerThread, str], tmp_path: Path
+) -> None:
+    """stdin has no checkpoint, so a chunk boundary there is not a failure; and a dry run,
+    which sends nothing, must not write a checkpoint that a later --resume would trust."""
+    srv, key = server
+    data = "".join(json.dumps(r) + "\n" for r in mixpanel_rows(7)).encode()
+    done = run_import("-", "--format", "mixpanel", "--chunk", "2", env=env_for(srv, key),
+                      cwd=tmp_path, stdin=data)
+    assert done.returncode == 0, done.stderr
+    assert "records read 7, events sent 7, rejected 0" in done.stderr
+    assert srv.store.count_events() == 7
+    path = tmp_path / "mixpanel.jsonl"
+    path.write_bytes(data)
+    dry = run_import(str(path), "--format", "mixpanel", "--chunk", "2", "--dry-run",
+                     env=env_for(srv, key), cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert list((tmp_path / ".fanout-import").glob("checkpoint-*")) == []
+    again = run_import(str(path), "--format", "mixpanel", "--resume", env=env_for(srv, key),
+                       cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "records read 7, events sent 7, rejected 0" in again.stderr
+    assert srv.store.count_events() == 7  # the same ids: stored once
+
+
 @pytest.mark.slow
 def test_resume_after_a_kill_goes_on_from_the_checkpoint(
     server: tuple[ServerThread, str], tmp_path: Path

@@ -346,3 +346,49 @@ def test_a_spool_written_as_canonical_objects_by_an_older_fanout_is_still_delive
     report = make(tmp_path, sink).shutdown(timeout=5)
     assert ids(sink.events) == collections.Counter(f"o{i}" for i in range(5))
     assert report["sink"].delivered == 5 and report["sink"].dropped == 0 and report.ok
+
+
+def test_taken_over_lines_are_decoded_when_taken_and_bad_ones_resolved_in_order(
+    tmp_path: Path,
+) -> None:
+    # A take-over only reads and copies lines; take() decodes them. A line that parses but
+    # is no event, or does not parse, is counted and acknowledged with the batch it came
+    # in (or the batch still in flight before it), never ahead of an event not yet sent.
+    from fanout._spoolfile import encode_lines
+
+    good = [fanout.Event("track", name="n", person_id="p", event_id=f"g{i}") for i in range(5)]
+    bad_time = b'["track","b1","yesterday","p",null,"n",{},{},{},null,null,null]\n'
+    short = b'["track","b2"]\n'
+    lines = (
+        bytes(encode_lines(good[:2])) + bad_time + short
+        + bytes(encode_lines(good[2:4])) + b"[1, 2\n" + bytes(encode_lines(good[4:]))
+    )
+    spool = tmp_path / "sink" / "999999-00000000"
+    spool.mkdir(parents=True)
+    (spool / "lock").write_text("999999 host 0\n")
+    (spool / "0000000000000000.seg").write_bytes(b"H 0\nA 0\nT %.3f\n" % time.time() + lines)
+
+    heir = SpoolQueue(tmp_path, "sink", max_events=100, max_bytes=10**6)
+    assert len(heir) == 8 and heir.losses() == {}  # nothing decoded yet
+    first = heir.take(2, 10**6)  # g0 g1, left in flight
+    second = heir.take(2, 10**6)  # b1 b2 skipped (with `first`), then g2 g3
+    assert first == good[:2] and second == good[2:4]
+    assert heir.losses() == {"spool_corrupt": 2}
+    directory = heir.directory
+    assert directory is not None
+
+    def waiting() -> int:
+        return len(read_spool(directory).events)
+
+    _wait_for(lambda: waiting() == 8)  # nothing acknowledged yet
+    heir.ack(first)
+    _wait_for(lambda: waiting() == 4)  # g0 g1 b1 b2 resolved; g2 still in flight
+    heir.ack(second)
+    _wait_for(lambda: waiting() == 2)
+    third = heir.take(10, 10**6)  # the broken JSON skipped, then g4
+    assert third == good[4:] and heir.losses() == {"spool_corrupt": 3}
+    heir.ack(third)
+    _wait_for(lambda: waiting() == 0)
+    assert heir.take(10, 10**6) == [] and len(heir) == 0
+    heir.close()
+    assert list(spool_dirs(tmp_path, "sink")) == []  # all resolved: the spool is deleted

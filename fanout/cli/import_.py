@@ -32,12 +32,18 @@ from ._common import build_client, parse_pairs
 MAX_REPORTED = 20
 
 
+#: Seconds between progress updates: the bar re-renders (rich, in its own thread) and the
+#: per-provider counts are read at most this often, never per event.
+PROGRESS_EVERY = 0.25
+
+
 class _Progress:
     """rich's live bar where available and useful, else a plain line every 2 s."""
 
     def __init__(self, enabled: bool) -> None:
         self._rich: Any = None
         self._last = 0.0
+        self._shown = 0.0
         self._start = time.monotonic()
         if enabled and sys.stderr.isatty():
             try:
@@ -58,6 +64,7 @@ class _Progress:
                     TextColumn("{task.fields[counts]}"),
                     TimeRemainingColumn(),
                     console=Console(stderr=True),
+                    refresh_per_second=1 / PROGRESS_EVERY,
                 )
                 self._rich.start()
         self._task: Any = None
@@ -67,8 +74,12 @@ class _Progress:
         if self._rich is not None:
             self._task = self._rich.add_task(name, total=total, rate=0.0, counts="")
 
+    def due(self) -> bool:
+        """Whether an update would show anything now (cheap; asked every few hundred lines)."""
+        return self.enabled and time.monotonic() - self._shown >= PROGRESS_EVERY
+
     def update(self, offset: int, events: int, counts: str) -> None:
-        now = time.monotonic()
+        now = self._shown = time.monotonic()
         rate = events / max(now - self._start, 1e-9)
         if self._rich is not None and self._task is not None:
             self._rich.update(self._task, completed=offset, rate=rate, counts=counts)
@@ -136,6 +147,7 @@ def import_command(
     rejects_path = state / "rejects.jsonl"
     bar = _Progress(progress)
     read = sent = rejected = 0
+    send = client.send if client is not None else None
     interval = 1.0 / rate if rate else 0.0
     next_at = time.monotonic()
     timed_out = False
@@ -184,18 +196,19 @@ def import_command(
                                 time.sleep(ahead)
                             elif ahead < -1.0:
                                 next_at = time.monotonic()  # no bursts after a stall
-                        if client is not None:
-                            client.send(event)
-                        sent += 1
+                        if send is not None:
+                            send(event)
+                    sent += len(events)
                     since_flush += 1
                     if since_flush >= chunk:
                         since_flush = 0
-                        if _flushed(client, timeout) and checkpoint is not None:
+                        if not _flushed(client, timeout):
+                            timed_out = True
+                        elif checkpoint is not None and not dry_run:
+                            # (a dry run sends nothing, so it marks nothing as imported)
                             done_line, done_offset = line, offset
                             _save(checkpoint, {**ident, "line": line, "offset": offset})
-                        else:
-                            timed_out = timed_out or client is not None
-                    if sent % 1000 == 0:
+                    if not read & 511 and bar.due():
                         bar.update(offset, sent, _counts(client))
                 if _flushed(client, timeout):
                     if checkpoint is not None and not dry_run:
