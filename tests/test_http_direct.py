@@ -141,3 +141,120 @@ def test_proxies_in_the_environment_keep_httpx(monkeypatch, httpserver):
     finally:
         sender.close()
     assert len(seen) == 1
+
+
+def _canned_server(answers: list[bytes]):
+    """A raw server answering the n-th request on a connection with ``answers[n]`` (one
+    connection at a time); returns (url, bodies received, connections accepted, stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    bodies: list[bytes] = []
+    accepted: list[socket.socket] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        while True:
+            conn, _ = srv.accept()
+            if done.is_set():
+                conn.close()
+                return
+            accepted.append(conn)
+            data = b""
+            for answer in answers:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if b"\r\n\r\n" not in data:
+                    break
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(data) < length:
+                    data += conn.recv(65536)
+                bodies.append(data[:length])
+                data = data[length:]
+                conn.sendall(answer)
+                if b"connection: close" in answer.lower() or b"HTTP/1.0" in answer[:8]:
+                    break
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        socket.create_connection(srv.getsockname(), timeout=5).close()  # wakes accept()
+        thread.join(5)
+        srv.close()
+        for conn in accepted:
+            conn.close()
+        assert not thread.is_alive()
+
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/x", bodies, accepted, stop
+
+
+CHUNKED = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{"a"\r\n3\r\n:1}\r\n0\r\nX-Trailer: t\r\n\r\n'
+INTERIM = b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}'
+GZIPPED = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(
+    gzip.compress(b'{"a":1}')
+) + gzip.compress(b'{"a":1}')
+CLOSE = b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\n{"a":1}'
+HTTP10 = b'HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}'
+UNFRAMED = b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a":1}'
+FOLDED = b'HTTP/1.1 200 OK\r\nX-Long: one\r\n two\r\nContent-Length: 7\r\n\r\n{"a":1}'
+
+
+@pytest.mark.parametrize(
+    ("answer", "kept_alive"),
+    [
+        (CHUNKED, True),
+        (INTERIM, True),
+        (GZIPPED, True),
+        (FOLDED, True),
+        (CLOSE, False),
+        (HTTP10, False),
+        (UNFRAMED, False),
+    ],
+    ids=["chunked", "interim-1xx", "gzip-answer", "folded-header", "close", "http-1.0", "unframed"],
+)
+def test_answers_framed_every_way_http_allows(answer, kept_alive):
+    """The lean path reads each framing http.client reads, and keeps a connection only
+    when the answer allows it: three posts, each sent once."""
+    url, bodies, accepted, stop = _canned_server([answer] * 3)
+    sender = HttpSender(timeout=5)
+    try:
+        for i in range(3):
+            response = sender.post(url, b"%d" % i)
+            assert response.status_code == 200
+            assert response.json() == {"a": 1}
+    finally:
+        sender.close()
+        stop()
+    assert bodies == [b"0", b"1", b"2"]
+    assert len(accepted) == (1 if kept_alive else 3)
+
+
+def test_garbage_answers_are_retryable_and_drop_the_connection():
+    url, bodies, accepted, stop = _canned_server([b"SMTP ready\r\n\r\n"] * 2)
+    sender = HttpSender(timeout=5)
+    try:
+        for _ in range(2):
+            with pytest.raises(RetryableError, match="BadStatusLine"):
+                sender.post(url, b"{}")
+    finally:
+        sender.close()
+        stop()
+    assert bodies == [b"{}", b"{}"] and len(accepted) == 2
+
+
+def test_a_line_break_in_a_header_value_is_refused_before_sending(httpserver):
+    seen = record(httpserver)
+    sender = HttpSender(headers={"X-Extra": "1\r\nX-Injected: yes"})
+    try:
+        with pytest.raises(ValueError, match="Invalid header value"):
+            sender.post(httpserver.url_for("/batch"), b"{}")
+    finally:
+        sender.close()
+    assert seen == []
