@@ -133,7 +133,9 @@ class PostHogProvider(HttpProvider):
     # -- wire ----------------------------------------------------------------------------
 
     def body(self, events: Sequence[Event], *, historical: bool) -> dict[str, Any]:
-        """The JSON body posthog-python's ``batch_post`` would send for ``events``."""
+        """The JSON body posthog-python's ``batch_post`` would send for ``events``, ready for
+        :func:`~fanout.http.encode_json` (message timestamps may be UTC ``datetime`` s, which
+        it writes exactly as ``isoformat()``: see :class:`MessageBuilder`)."""
         build = self._builder.message
         return {
             "batch": [build(e) for e in events],
