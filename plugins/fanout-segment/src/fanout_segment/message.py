@@ -67,6 +67,8 @@ PAGE_FIELDS: Final = ("url", "path", "referrer")
 
 
 def _context(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
+    if not event.context:  # the common server-side call: nothing but the library
+        return {"library": dict(library)}
     context: dict[str, Any] = {}
     page: dict[str, Any] = {}
     for key, value in event.context.items():
