@@ -78,6 +78,7 @@ PAGE_PROPERTIES: Final[Mapping[str, str]] = {
 _CANONICAL_UUID: Final = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 )
+_IS_CANONICAL: Final = _CANONICAL_UUID.fullmatch
 
 
 def posthog_uuid(event_id: str) -> str:
@@ -87,7 +88,7 @@ def posthog_uuid(event_id: str) -> str:
     every redelivery of a Stripe webhook (``evt_...``) a new event. A UUIDv5 in a fixed
     namespace maps the same id to the same UUID every time, in every process.
     """
-    if _CANONICAL_UUID.fullmatch(event_id):
+    if _IS_CANONICAL(event_id):
         return event_id  # fanout's own ids (UUIDv7): already what str(UUID(...)) gives
     try:
         return str(uuid.UUID(event_id))
@@ -147,12 +148,13 @@ class MessageBuilder:
         )
         if kind == "track" and not context and event.group_id is None:
             # The common case in one dict display: what the general path below builds.
+            event_id = event.event_id
             return {
                 "properties": {**event.properties, **self._system, **self._tail},
                 "timestamp": timestamp,
-                "distinct_id": event.distinct_id,
+                "distinct_id": event.person_id or event.anonymous_id or "",  # distinct_id
                 "event": event.name or "",
-                "uuid": posthog_uuid(event.event_id),
+                "uuid": event_id if _IS_CANONICAL(event_id) else posthog_uuid(event_id),
             }
         if kind == "track":
             name: str = event.name or ""
