@@ -19,6 +19,7 @@ whole key that holds one.
 
 from __future__ import annotations
 
+import datetime as _dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -28,6 +29,8 @@ from fanout.provider import Event
 from .__about__ import __version__
 
 __all__ = ["GROUP_TYPE_TRAIT", "LIBRARY", "encode_batch", "to_message", "timestamp_text"]
+
+_UTC = _dt.timezone.utc
 
 #: ``context.library``: who built the message. Segment shows it in its debugger; it is
 #: informational, so it names fanout-segment rather than borrowing the SDK's name.
@@ -45,7 +48,8 @@ def timestamp_text(event: Event) -> str:
     event on the worker thread.
     """
     ts = event.timestamp
-    if ts.utcoffset():  # fanout normalises to UTC; anything else takes the slow, exact path
+    if ts.tzinfo is not _UTC and ts.utcoffset():  # fanout normalises to UTC; anything else
+        # takes the slow, exact path
         return ts.isoformat(timespec="milliseconds")
     return "%04d-%02d-%02dT%02d:%02d:%02d.%03d+00:00" % (  # noqa: UP031 - faster than f-string
         ts.year,
