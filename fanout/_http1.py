@@ -6,8 +6,8 @@ the GIL and the cores), and for a batch the HTTP client was the largest item of 
 the same 40 KB batch to the same local sink costs about 925 µs of CPU through
 ``httpx.Client.post``, about 400 µs through ``http.client`` (most of it parsing the answer's
 headers with the ``email`` package and building an ``httpx.Request`` from the URL each
-time), and about 70 µs here: one ``sendall`` of the request line, headers and body, and
-the answer read into one buffer and split by hand. ``benchmarks/cpu_per_event.py`` shows
+time), and about 145 µs here, most of it system calls: one ``sendall`` of the request
+line, headers and body, and the answer read into one buffer and split by hand. ``benchmarks/cpu_per_event.py`` shows
 the effect on a whole delivery. And httpx blocks deep inside httpcore, where fanout could
 only leave the delivery lane (``_lane.py``) around the whole request, so httpx's own Python
 work ran outside it, competing with the app again. Here the lane is left for the calls that
