@@ -6,12 +6,13 @@ the GIL and the cores), and for a batch the HTTP client was the largest item of 
 the same 40 KB batch to the same local sink costs about 925 µs of CPU through
 ``httpx.Client.post``, about 400 µs through ``http.client`` (most of it parsing the answer's
 headers with the ``email`` package and building an ``httpx.Request`` from the URL each
-time), and about 145 µs here, most of it system calls: one ``sendall`` of the request
-line, headers and body, and the answer read into one buffer and split by hand. ``benchmarks/cpu_per_event.py`` shows
-the effect on a whole delivery. And httpx blocks deep inside httpcore, where fanout could
-only leave the delivery lane (``_lane.py``) around the whole request, so httpx's own Python
-work ran outside it, competing with the app again. Here the lane is left for the calls that
-wait on the network (connect, send, read the answer) and everything else runs inside it.
+time), and about 145 µs here, most of it system calls: one ``sendall`` of the request line,
+headers and body, and the answer read into one buffer and split by hand
+(``benchmarks/cpu_per_event.py`` shows the effect on a whole delivery). And httpx blocks
+deep inside httpcore, where fanout could only leave the delivery lane (``_lane.py``) around
+the whole request, so httpx's own Python work ran outside it, competing with the app again.
+Here the lane is left for the calls that wait on the network (connect, send, read the
+answer) and everything else runs inside it.
 
 What it speaks is the part of HTTP/1.1 a batch POST needs, as ``http.client`` speaks it:
 the same request headers (``Host``, ``Accept-Encoding: identity``, the caller's,
@@ -54,6 +55,8 @@ MAX_HEAD_BYTES: Final = 64 * 1024
 _READ: Final = 65536
 #: What http.client refuses in a header value: a line break not followed by folding.
 _ILLEGAL_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])").search
+#: Request headers this module sends unless the caller gives its own.
+_DEFAULTS: Final = frozenset({"host", "accept-encoding"})
 #: Distinct URLs whose parsed form is kept (a provider posts to one or a few).
 _MAX_TARGETS: Final = 64
 
@@ -62,7 +65,7 @@ class _Target:
     """What a URL resolves to, parsed once: the connection key, the request line's target,
     the ``Host`` header, and the ``httpx.Request`` every answer from it refers to."""
 
-    __slots__ = ("key", "start", "request")
+    __slots__ = ("key", "line", "host", "start", "request")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -82,13 +85,9 @@ class _Target:
         # http.client's own checks on the request line: no control characters or spaces.
         if re.search(r"[\x00-\x20\x7f]", target):
             raise http.client.InvalidURL(f"URL can't contain control characters ({target!r})")
-        self.start = (
-            b"POST "
-            + target.encode("ascii")
-            + b" HTTP/1.1\r\nHost: "
-            + host_text
-            + b"\r\nAccept-Encoding: identity\r\n"
-        )
+        self.line = b"POST " + target.encode("ascii") + b" HTTP/1.1\r\n"
+        self.host = b"Host: " + host_text + b"\r\n"
+        self.start = self.line + self.host + b"Accept-Encoding: identity\r\n"
         # One per URL, shared by the answers (providers only read it, through .url).
         self.request = httpx.Request("POST", url)
 
@@ -122,7 +121,14 @@ class DirectPoster:
             if len(self._targets) >= _MAX_TARGETS:
                 self._targets.clear()
             target = self._targets[url] = _Target(url)
-        request = target.start + _header_lines(headers) + b"Content-Length: %d\r\n\r\n" % len(body)
+        start = target.start
+        if not _DEFAULTS.isdisjoint(map(str.lower, headers)):
+            # The caller's own Host or Accept-Encoding replaces ours, as with http.client.
+            names = {name.lower() for name in headers}
+            start = target.line + (b"" if "host" in names else target.host)
+            if "accept-encoding" not in names:
+                start += b"Accept-Encoding: identity\r\n"
+        request = start + _header_lines(headers) + b"Content-Length: %d\r\n\r\n" % len(body)
         key = target.key
         conn = self._conns.get(key)
         if conn is not None and _closed_by_peer(conn.sock):

@@ -258,3 +258,41 @@ def test_a_line_break_in_a_header_value_is_refused_before_sending(httpserver):
     finally:
         sender.close()
     assert seen == []
+
+
+def test_the_callers_host_and_accept_encoding_replace_the_defaults():
+    """As with http.client: one Host header, the caller's when it gives one."""
+    heads: list[bytes] = []
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            for _ in range(2):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, rest = data.partition(b"\r\n\r\n")
+                heads.append(head)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/x"
+    plain = HttpSender(timeout=5)
+    try:
+        assert plain.post(url, b"1").status_code == 200
+        answer = plain.post(url, b"2", headers={"host": "example.test", "Accept-Encoding": "br"})
+        assert answer.status_code == 200
+    finally:
+        plain.close()
+        thread.join(5)
+        srv.close()
+    first, second = (h.lower().split(b"\r\n") for h in heads)
+    port = url.split(":")[2].split("/")[0]
+    assert [h for h in first if h.startswith(b"host:")] == [b"host: 127.0.0.1:" + port.encode()]
+    assert b"accept-encoding: identity" in first
+    assert [h for h in second if h.startswith(b"host:")] == [b"host: example.test"]
+    assert [h for h in second if h.startswith(b"accept-encoding:")] == [b"accept-encoding: br"]
