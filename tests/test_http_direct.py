@@ -296,3 +296,76 @@ def test_the_callers_host_and_accept_encoding_replace_the_defaults():
     assert b"accept-encoding: identity" in first
     assert [h for h in second if h.startswith(b"host:")] == [b"host: example.test"]
     assert [h for h in second if h.startswith(b"accept-encoding:")] == [b"accept-encoding: br"]
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 made by openssl (skips where openssl is missing)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (Debian package openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+def test_https_is_verified_and_kept_alive(tmp_path, monkeypatch):
+    """The lean path over TLS: certificates checked as httpx checks them (SSL_CERT_FILE
+    honoured), the connection kept alive; an untrusted certificate is a retryable failure
+    and nothing reaches the server."""
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    cert, key = _self_signed(tmp_path)
+    bodies: list[bytes] = []
+    peers: set[int] = set()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            peers.add(self.client_address[1])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/x"
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        untrusting = HttpSender(timeout=5)
+        with pytest.raises(RetryableError, match="connection failed.*SSL"):
+            untrusting.post(url, b"0")
+        untrusting.close()
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        sender = HttpSender(timeout=5)
+        try:
+            for i in (1, 2, 3):
+                assert sender.post(url, b"%d" % i).json() == {}
+            assert sender._direct is not None
+        finally:
+            sender.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert bodies == [b"1", b"2", b"3"]
+    assert len(peers) == 1  # one kept-alive connection for the three
