@@ -51,8 +51,9 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 #: The most an answer's status line and headers may take (http.client allows 100 headers
 #: of 64 KB each; a batch endpoint's answer has a handful).
 MAX_HEAD_BYTES: Final = 64 * 1024
-#: Bytes asked of the socket per read.
+#: Bytes asked of the socket per read: at least, and (for a body of known length) at most.
 _READ: Final = 65536
+_MAX_READ: Final = 1 << 20
 #: What http.client refuses in a header value: a line break not followed by folding.
 _ILLEGAL_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])").search
 #: Request headers this module sends unless the caller gives its own.
@@ -260,15 +261,11 @@ def _read_answer(
                 close = False
     if status in (204, 304) or status == 101:
         body = b""
+        close = close or status == 101  # another protocol follows: not ours to reuse
     elif chunked:
         body, buf = _read_chunked(sock, buf)
     elif length is not None:
-        while len(buf) < length:
-            data = sock.recv(max(_READ, length - len(buf)))
-            if not data:
-                raise http.client.IncompleteRead(buf, length - len(buf))
-            buf += data
-        body, buf = buf[:length], buf[length:]
+        body, buf = _read_exact(sock, buf, length)
     else:  # framed by the end of the connection
         parts = [buf]
         while data := sock.recv(_READ):
@@ -277,6 +274,24 @@ def _read_answer(
     if buf:  # bytes beyond the answer: the connection cannot be trusted with another
         close = True
     return status, fields, body, close
+
+
+def _read_exact(sock: socket.socket, buf: bytes, n: int) -> tuple[bytes, bytes]:
+    """``n`` bytes (``buf`` first, then the socket) and what was read past them. Reads at
+    most ``_MAX_READ`` at a time, so a length the server made up allocates nothing up front;
+    pieces are joined once, not concatenated read by read."""
+    if len(buf) >= n:
+        return buf[:n], buf[n:]
+    parts = [buf]
+    have = len(buf)
+    while have < n:
+        data = sock.recv(min(max(_READ, n - have), _MAX_READ))
+        if not data:
+            raise http.client.IncompleteRead(b"".join(parts), n - have)
+        parts.append(data)
+        have += len(data)
+    joined = b"".join(parts)
+    return joined[:n], joined[n:]
 
 
 def _read_chunked(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
@@ -300,13 +315,8 @@ def _read_chunked(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
         buf = buf[end + 2 :]
         if size == 0:
             break
-        while len(buf) < size + 2:
-            data = sock.recv(max(_READ, size + 2 - len(buf)))
-            if not data:
-                raise http.client.IncompleteRead(b"".join(parts), size + 2 - len(buf))
-            buf += data
-        parts.append(buf[:size])
-        buf = buf[size + 2 :]
+        chunk, buf = _read_exact(sock, buf, size + 2)
+        parts.append(chunk[:size])
     while True:  # trailer fields, up to the empty line
         end = buf.find(b"\r\n")
         while end < 0:

@@ -369,3 +369,35 @@ def test_https_is_verified_and_kept_alive(tmp_path, monkeypatch):
         thread.join(5)
     assert bodies == [b"1", b"2", b"3"]
     assert len(peers) == 1  # one kept-alive connection for the three
+
+
+def test_large_answers_and_a_made_up_length():
+    """A body read in pieces (by length and chunked) arrives whole; a length the server
+    never sends is a retryable failure, not a huge allocation."""
+    big = b'{"a":"' + b"x" * 300_000 + b'"}'
+    by_length = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % len(big)
+        + big
+        + b"\r\n0\r\n\r\n"
+    )
+    lying = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 999999999999\r\n\r\n{}"
+    for answer in (by_length, chunked):
+        url, bodies, accepted, stop = _canned_server([answer] * 2)
+        sender = HttpSender(timeout=5)
+        try:
+            for _ in range(2):
+                assert sender.post(url, b"{}").content == big
+        finally:
+            sender.close()
+            stop()
+        assert bodies == [b"{}", b"{}"] and len(accepted) == 1
+    url, bodies, accepted, stop = _canned_server([lying])
+    sender = HttpSender(timeout=5)
+    try:
+        with pytest.raises(RetryableError, match="IncompleteRead"):
+            sender.post(url, b"{}")
+    finally:
+        sender.close()
+        stop()
+    assert bodies == [b"{}"]
