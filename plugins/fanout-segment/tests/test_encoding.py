@@ -1,9 +1,9 @@
-"""SegmentProvider.encode's one-call shortcut writes exactly what encode_batch writes."""
+"""encode_batch's one-call shortcut writes exactly what its message-by-message path writes."""
 
 from __future__ import annotations
 
-from fanout_segment._provider import MAX_MESSAGE_BYTES, MESSAGE_OVERHEAD, SegmentProvider
-from fanout_segment.message import encode_batch, to_message
+from fanout_segment._provider import MAX_MESSAGE_BYTES, SegmentProvider
+from fanout_segment.message import MESSAGE_OVERHEAD, encode_batch, to_message
 
 from fanout import Event
 from fanout.http import encode_json

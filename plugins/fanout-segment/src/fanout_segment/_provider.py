@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import operator
 from collections.abc import Sequence
 from typing import Final
 
@@ -32,7 +31,6 @@ from fanout.http import (
     USER_AGENT,
     HttpProvider,
     HttpSender,
-    encode_json,
     raise_for_status,
     require_json_reply,
 )
@@ -54,7 +52,7 @@ from ._declaration import (
     MAX_MESSAGE_BYTES,
     parse_host,
 )
-from .message import encode_batch, to_message
+from .message import MESSAGE_OVERHEAD, encode_batch, to_message
 
 __all__ = [
     "DEFAULT_HOST",
@@ -64,13 +62,6 @@ __all__ = [
     "SegmentProvider",
     "parse_host",
 ]
-
-#: A Segment message is at most twice its event's encoded size (``Event.size``, an upper
-#: bound) plus this many bytes: it holds the event's fields once under names no longer than
-#: fanout's, the page URL's query a second time at most (``context.page.search``), and its
-#: fixed keys, timestamp and ``context.library``.
-MESSAGE_OVERHEAD: Final = 2048
-_SIZE = operator.attrgetter("size")
 
 #: Statuses the SDK's consumer treats differently from fanout's generic HTTP rules:
 #: 460 is a retryable Segment status; 501 and 505 will not get better by retrying.
@@ -126,17 +117,13 @@ class SegmentProvider(HttpProvider):
             "sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "writeKey": self._write_key,
         }
-        if batch and 2 * max(map(_SIZE, batch)) + MESSAGE_OVERHEAD <= MAX_MESSAGE_BYTES:
-            # No message can reach the per-message limit: one encoder call writes the same
-            # body as encode_batch's message by message, without a call and a copy per event.
-            body = encode_json({"batch": [to_message(e) for e in batch], **trailer})
-            return body, {}
         return encode_batch(
             batch,
             build=to_message,
             vendor="Segment",
             max_message_bytes=MAX_MESSAGE_BYTES,
             trailer=trailer,
+            overhead=MESSAGE_OVERHEAD,  # one encoder call when no message can be too large
         )
 
     def send(self, batch: Sequence[Event]) -> None:
