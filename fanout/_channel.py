@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import os
 import random
 import threading
@@ -91,6 +92,8 @@ class Claim:
 class _Unencodable(Exception):
     """Internal: the provider's encoder refused the batch (raised before any request)."""
 
+
+_SIZE = operator.attrgetter("size")
 
 #: What JSON encoders raise for a value they cannot write (orjson: a TypeError subclass).
 _ENCODE_ERRORS = (UnicodeEncodeError, OverflowError, TypeError, ValueError)
@@ -288,9 +291,11 @@ class Channel:
         Every outcome is settled through ``claim``, so a deadline that took the batch over
         while the provider was still sending makes the late outcome a no-op.
         """
-        too_big = [e for e in batch if e.size > self.limits.max_event_bytes]
-        if too_big:
-            batch = [e for e in batch if e.size <= self.limits.max_event_bytes]
+        max_bytes = self.limits.max_event_bytes
+        # One C-level pass over the sizes; the lists are built only when something is over.
+        if batch and max(map(_SIZE, batch)) > max_bytes:
+            too_big = [e for e in batch if e.size > max_bytes]
+            batch = [e for e in batch if e.size <= max_bytes]
             self._fail(
                 claim.settle(too_big),
                 "too_large",

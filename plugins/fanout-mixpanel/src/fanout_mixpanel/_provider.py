@@ -49,7 +49,7 @@ from ._declaration import (
     RESIDENCY_HOSTS,
     parse_api_host,
 )
-from ._mapping import Endpoint, import_time, to_records
+from ._mapping import Endpoint, event_record, import_time, to_records
 
 __all__ = [
     "DEFAULT_API_HOST",
@@ -135,16 +135,25 @@ class MixpanelProvider(HttpProvider):
         cutoff = _dt.datetime.fromtimestamp(self._clock(), _dt.timezone.utc) - HISTORICAL_AFTER
         plan: dict[Endpoint, list[tuple[int, dict[str, Any]]]] = {e: [] for e in _ORDER}
         rejected: dict[int, str] = {}
+        track, imports = plan["track"], plan["import"]
         for i, event in enumerate(batch):
+            if event.kind == "track":
+                # The common case without the general path's list and tuple per event (what
+                # to_records returns): fewer live objects per batch of 500, so fewer garbage
+                # collections, which the whole process pays for.
+                record = event_record(event, self._token, event.name or "", event.properties)
+                if event.timestamp >= cutoff:
+                    track.append((i, record))
+                elif self._api_secret is not None:
+                    imports.append((i, _for_import(event, record)))
+                else:
+                    rejected[i] = _no_secret(event)
+                continue
             records = to_records(event, self._token)
             historical = event.timestamp < cutoff and event.kind != "alias"
             if historical and any(ep == "track" for ep, _ in records):
                 if self._api_secret is None:
-                    rejected[i] = (
-                        f"event is older than Mixpanel's 5-day /track window "
-                        f"({event.timestamp.isoformat()}); set MIXPANEL_API_SECRET "
-                        "(FANOUT_MIXPANEL_API_SECRET) to send it to /import"
-                    )
+                    rejected[i] = _no_secret(event)
                     continue
                 records = [
                     ("import", _for_import(event, rec)) if ep == "track" else (ep, rec)
@@ -270,6 +279,15 @@ def form_value(data: bytes) -> bytes:
     if data.translate(None, _PRINTABLE_BYTES):  # anything left is not printable ASCII
         data = quote_from_bytes(data, safe=_PRINTABLE).encode("ascii")
     return data
+
+
+def _no_secret(event: Event) -> str:
+    """Why an event too old for /track is refused when there is no API secret."""
+    return (
+        f"event is older than Mixpanel's 5-day /track window "
+        f"({event.timestamp.isoformat()}); set MIXPANEL_API_SECRET "
+        "(FANOUT_MIXPANEL_API_SECRET) to send it to /import"
+    )
 
 
 def _for_import(event: Event, record: dict[str, Any]) -> dict[str, Any]:

@@ -97,11 +97,13 @@ class PostHogProvider(HttpProvider):
         retries only its events (a 413 included: the channel splits them on the retry),
         and ``rejected=`` dead-letters the refused part's events.
         """
-        cutoff = time.time() - self.historical_after
-        live: list[int] = []
-        old: list[int] = []
-        for i, event in enumerate(batch):
-            (old if event.timestamp.timestamp() < cutoff else live).append(i)
+        cutoff = _dt.datetime.fromtimestamp(time.time() - self.historical_after, _dt.timezone.utc)
+        old = [i for i, event in enumerate(batch) if event.timestamp < cutoff]
+        if not old:  # the common case: one request, no index lists
+            self._post(batch, historical=False)
+            return
+        stale = set(old)
+        live = [i for i in range(len(batch)) if i not in stale]
         parts = [(p, historical) for p, historical in ((live, False), (old, True)) if p]
         rejected: dict[int, str] = {}
         status: int | None = None
@@ -133,7 +135,9 @@ class PostHogProvider(HttpProvider):
     # -- wire ----------------------------------------------------------------------------
 
     def body(self, events: Sequence[Event], *, historical: bool) -> dict[str, Any]:
-        """The JSON body posthog-python's ``batch_post`` would send for ``events``."""
+        """The JSON body posthog-python's ``batch_post`` would send for ``events``, ready for
+        :func:`~fanout.http.encode_json` (message timestamps may be UTC ``datetime`` s, which
+        it writes exactly as ``isoformat()``: see :class:`MessageBuilder`)."""
         build = self._builder.message
         return {
             "batch": [build(e) for e in events],

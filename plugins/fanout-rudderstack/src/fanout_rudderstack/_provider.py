@@ -21,7 +21,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
-from fanout_segment.message import encode_batch
+from fanout_segment.message import MESSAGE_OVERHEAD, encode_batch
 
 from fanout.http import USER_AGENT, HttpProvider, HttpSender, raise_for_status
 from fanout.provider import (
@@ -101,6 +101,9 @@ class RudderStackProvider(HttpProvider):
             vendor="RudderStack",
             max_message_bytes=MAX_MESSAGE_BYTES,
             trailer={"sentAt": _dt.datetime.now(_dt.timezone.utc).isoformat()},
+            # to_message adds channel, integrations and a longer timestamp to Segment's
+            # message: a few dozen bytes, well within the overhead.
+            overhead=MESSAGE_OVERHEAD,
         )
 
     def send(self, batch: Sequence[Event]) -> None:

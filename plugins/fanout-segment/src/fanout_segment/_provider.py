@@ -52,7 +52,7 @@ from ._declaration import (
     MAX_MESSAGE_BYTES,
     parse_host,
 )
-from .message import encode_batch, to_message
+from .message import MESSAGE_OVERHEAD, encode_batch, to_message
 
 __all__ = [
     "DEFAULT_HOST",
@@ -123,6 +123,7 @@ class SegmentProvider(HttpProvider):
             vendor="Segment",
             max_message_bytes=MAX_MESSAGE_BYTES,
             trailer=trailer,
+            overhead=MESSAGE_OVERHEAD,  # one encoder call when no message can be too large
         )
 
     def send(self, batch: Sequence[Event]) -> None:
