@@ -124,10 +124,35 @@ PRAGMA user_version = {version};
 COMMIT;
 """
 
-_INSERT: Final = (
-    "INSERT OR IGNORE INTO events (event_id, kind, timestamp, person_id, anonymous_id, name,"
-    " body, project_id, key_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+#: Rows per multi-row ``INSERT``; a batch is cut into chunks of this many, then of the
+#: powers of two below it, so at most 7 statement shapes are ever prepared (and cached).
+_CHUNK: Final = 64
+#: Page cache per connection (KiB, as a negative ``cache_size``): the person index's pages
+#: are written all over it (one page per person of a batch), and the default 2 MB cache
+#: re-reads them from the WAL once a database outgrows it.
+_CACHE_KIB: Final = 65536
+#: WAL pages between automatic checkpoints (the default is 1,000 pages, 4 MB). A page of
+#: the person index is rewritten by most commits; a checkpoint copies only its latest
+#: version, so a longer WAL (40 MB) copies and syncs far fewer pages per event stored.
+_WAL_AUTOCHECKPOINT: Final = 10_000
+
+
+def _insert_sql(rows: int) -> str:
+    # Numbered parameters: a row's 7 fields, then project_id, key_id and received_at,
+    # the same for every row, bound once after the rows.
+    width = len(Row._fields)
+    shared = ", ".join(f"?{rows * width + i}" for i in (1, 2, 3))
+    values = ",".join(
+        "(" + ", ".join(f"?{r * width + i}" for i in range(1, width + 1)) + f", {shared})"
+        for r in range(rows)
+    )
+    return (
+        "INSERT OR IGNORE INTO events (event_id, kind, timestamp, person_id, anonymous_id,"
+        f" name, body, project_id, key_id, received_at) VALUES {values}"
+    )
+
+
+_INSERTS: Final = {n: _insert_sql(n) for n in (64, 32, 16, 8, 4, 2, 1)}
 _LINK: Final = (
     "INSERT OR IGNORE INTO identity_links (anonymous_id, person_id, linked_at, project_id)"
     " VALUES (?, ?, ?, ?)"
@@ -157,6 +182,22 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _insert_rows(db: sqlite3.Connection, rows: Sequence[Row], project_id: int, key_id: int,
+                 now: str) -> None:
+    """``rows`` in multi-row ``INSERT OR IGNORE`` statements: one statement step per
+    chunk instead of one per row (a third less CPU per event than ``executemany``)."""
+    start, total = 0, len(rows)
+    while start < total:
+        size = _CHUNK
+        while size > total - start:
+            size //= 2
+        chunk = rows[start:start + size]
+        params: list[object] = [field for row in chunk for field in row]
+        params += (project_id, key_id, now)
+        db.execute(_INSERTS[size], params)
+        start += size
+
+
 def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     key_id, label, created, revoked, project_id, project, scopes = row
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
@@ -179,6 +220,8 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA busy_timeout=10000")
+                self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+                self._db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
                 self._prepare()
         except sqlite3.Error as exc:
             self._db.close()
@@ -222,13 +265,12 @@ class SQLiteStore:
         self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
     ) -> InsertResult:
         now = _now()
-        params = [(*r, project_id, key_id, now) for r in rows]
         with self._lock:
             db = self._db
             before = db.total_changes
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany(_INSERT, params)
+                _insert_rows(db, rows, project_id, key_id, now)
                 accepted = db.total_changes - before
                 if links:
                     db.executemany(_LINK, [(*link, project_id) for link in links])
