@@ -127,10 +127,6 @@ COMMIT;
 #: Rows per multi-row ``INSERT``; a batch is cut into chunks of this many, then of the
 #: powers of two below it, so at most 7 statement shapes are ever prepared (and cached).
 _CHUNK: Final = 64
-#: Page cache per connection (KiB, as a negative ``cache_size``): the person index's pages
-#: are written all over it (one page per person of a batch), and the default 2 MB cache
-#: re-reads them from the WAL once a database outgrows it.
-_CACHE_KIB: Final = 65536
 #: WAL pages between automatic checkpoints (the default is 1,000 pages, 4 MB). A page of
 #: the person index is rewritten by most commits; a checkpoint copies only its latest
 #: version, so a longer WAL (40 MB) copies and syncs far fewer pages per event stored.
@@ -220,7 +216,6 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA busy_timeout=10000")
-                self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
                 self._db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
                 self._prepare()
         except sqlite3.Error as exc:
