@@ -3,12 +3,18 @@ official PostHog and Segment SDKs sending the same events. One run, side by side
 machine:
 
 - **Stores and server processes**: SQLite and PostgreSQL, 1 and 2 server processes
-  (``fanout collector serve --workers 2``), fed by fanout clients in their own processes
-  (1 or 2 clients, the client's default batches of 100). Events/s is every client's N over
-  the wall time from "go" to the last ``flush()`` returning, i.e. to the last *commit*
-  (the server answers 200 only after it). Server CPU is the collector processes' CPU (all
-  workers) per event, database CPU the PostgreSQL processes' CPU per event, both read from
-  ``/proc`` before and after. The stored count is checked against N every round.
+  (``fanout collector serve --workers 2``), fed two ways: by the **lean loader**, one
+  process posting batches a fanout client encoded beforehand (default size, 100 events,
+  fresh event ids) over 1 or 2 keep-alive connections, each waiting for its 200, which
+  shows the collector's own capacity; and by **fanout clients** in their own processes
+  (1 or 2, the client's default batches of 100), which adds the client's CPU on the same
+  cores. The ``[no guard]`` row is the hardening's A/B: the same app and loader under
+  uvicorn's stock httptools protocol, without the connection guard. Events/s is every
+  sender's N over the wall time from "go" to the last batch answered (a client's last
+  ``flush()`` returning), i.e. to the last *commit* (the server answers 200 only after
+  it). Server CPU is the collector processes' CPU (all workers) per event, database CPU
+  the PostgreSQL processes' CPU per event, both read from ``/proc`` before and after.
+  The stored count is checked against N every round.
   PostgreSQL is a throwaway cluster of the Debian binaries with ``fsync=on`` and
   ``synchronous_commit=on`` (each batch durable before its 200); SQLite is WAL with
   ``synchronous=NORMAL`` (durable against a process crash, not an OS crash).
@@ -26,6 +32,7 @@ the figures of one run against each other, not against another run's.
 
     python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 100]
         [--timeline-events 1000000] [--skip-timeline] [--skip-sdks] [--skip-postgres]
+        [--no-ab]
 """
 
 from __future__ import annotations
