@@ -433,11 +433,13 @@ Config = tuple[str, int, str, int, bool]
 def _configs(postgres: bool, ab: bool) -> list[Config]:
     configs: list[Config] = []
     for store in ["sqlite"] + (["postgresql"] if postgres else []):
+        # 8 connections: a commit that waits for the disk (PostgreSQL's fsync) bounds
+        # what 1 or 2 senders that each wait for their 200 can reach, not the server.
         configs += [(store, 1, "loader", 1, True), (store, 1, "loader", 2, True),
-                    (store, 2, "loader", 2, True), (store, 1, "fanout", 1, True),
-                    (store, 2, "fanout", 2, True)]
+                    (store, 2, "loader", 2, True), (store, 2, "loader", 8, True),
+                    (store, 1, "fanout", 1, True), (store, 2, "fanout", 2, True)]
         if ab:
-            configs.insert(len(configs) - 4, (store, 1, "loader", 1, False))
+            configs.insert(len(configs) - 5, (store, 1, "loader", 1, False))
     return configs
 
 
