@@ -1,7 +1,8 @@
 """The default store: one SQLite file in WAL mode, one writer, batch inserts.
 
-Throughput comes from doing little per event: one transaction per batch, ``executemany``
-with ``INSERT OR IGNORE`` (the unique index on ``(project_id, event_id)`` is the dedupe,
+Throughput comes from doing little per event: one transaction per batch (or per group of
+the batches that arrived while the previous one committed, :mod:`.groupcommit`), multi-row
+``INSERT OR IGNORE`` statements (the unique index on ``(project_id, event_id)`` is the dedupe,
 so a redelivered webhook costs one index probe), WAL with ``synchronous=NORMAL`` (a commit
 is durable against a process crash, which is what a 200 promises; an OS crash may lose the
 last commits, the usual trade of WAL/NORMAL). Every connection is used under one lock, so
@@ -21,8 +22,9 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
+from .groupcommit import GroupCommit
 from .ingest import Link, Row
 from .keys import (
     DEFAULT_PROJECT,
@@ -178,6 +180,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+class _Insert(NamedTuple):
+    """One request's batch, waiting to be committed (alone or in a group)."""
+
+    project_id: int
+    rows: Sequence[Row]
+    links: Sequence[Link]
+    key_id: int
+
+
 def _insert_rows(db: sqlite3.Connection, rows: Sequence[Row], project_id: int, key_id: int,
                  now: str) -> None:
     """``rows`` in multi-row ``INSERT OR IGNORE`` statements: one statement step per
@@ -205,6 +216,8 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._writes: GroupCommit[_Insert, InsertResult] = GroupCommit(
+            self._lock, self._insert_group)
         try:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=10.0
@@ -259,21 +272,29 @@ class SQLiteStore:
     def insert(
         self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
     ) -> InsertResult:
+        return self._writes.submit(_Insert(project_id, rows, links, key_id))
+
+    def _insert_group(self, inserts: Sequence[_Insert]) -> list[InsertResult]:
+        """Several requests' batches in one transaction (see :mod:`.groupcommit`); each
+        batch's accepted count is its own, so a batch repeating an id another batch of the
+        group stored first counts it a duplicate, as it would one commit later."""
         now = _now()
-        with self._lock:
-            db = self._db
-            before = db.total_changes
-            db.execute("BEGIN IMMEDIATE")
-            try:
+        db = self._db
+        results = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for project_id, rows, links, key_id in inserts:
+                before = db.total_changes
                 _insert_rows(db, rows, project_id, key_id, now)
                 accepted = db.total_changes - before
                 if links:
                     db.executemany(_LINK, [(*link, project_id) for link in links])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return InsertResult(accepted, len(rows) - accepted)
+                results.append(InsertResult(accepted, len(rows) - accepted))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results
 
     def timeline(
         self, project_id: int, person_id: str, *, limit: int, max_bytes: int,
