@@ -3,12 +3,18 @@ official PostHog and Segment SDKs sending the same events. One run, side by side
 machine:
 
 - **Stores and server processes**: SQLite and PostgreSQL, 1 and 2 server processes
-  (``fanout collector serve --workers 2``), fed by fanout clients in their own processes
-  (1 or 2 clients, the client's default batches of 100). Events/s is every client's N over
-  the wall time from "go" to the last ``flush()`` returning, i.e. to the last *commit*
-  (the server answers 200 only after it). Server CPU is the collector processes' CPU (all
-  workers) per event, database CPU the PostgreSQL processes' CPU per event, both read from
-  ``/proc`` before and after. The stored count is checked against N every round.
+  (``fanout collector serve --workers 2``), fed two ways: by the **lean loader**, one
+  process posting batches a fanout client encoded beforehand (default size, 100 events,
+  fresh event ids) over 1 or 2 keep-alive connections, each waiting for its 200, which
+  shows the collector's own capacity; and by **fanout clients** in their own processes
+  (1 or 2, the client's default batches of 100), which adds the client's CPU on the same
+  cores. The ``[no guard]`` row is the hardening's A/B: the same app and loader under
+  uvicorn's stock httptools protocol, without the connection guard. Events/s is every
+  sender's N over the wall time from "go" to the last batch answered (a client's last
+  ``flush()`` returning), i.e. to the last *commit* (the server answers 200 only after
+  it). Server CPU is the collector processes' CPU (all workers) per event, database CPU
+  the PostgreSQL processes' CPU per event, both read from ``/proc`` before and after.
+  The stored count is checked against N every round.
   PostgreSQL is a throwaway cluster of the Debian binaries with ``fsync=on`` and
   ``synchronous_commit=on`` (each batch durable before its 200); SQLite is WAL with
   ``synchronous=NORMAL`` (durable against a process crash, not an OS crash).
@@ -26,6 +32,7 @@ the figures of one run against each other, not against another run's.
 
     python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 100]
         [--timeline-events 1000000] [--skip-timeline] [--skip-sdks] [--skip-postgres]
+        [--no-ab]
 """
 
 from __future__ import annotations
@@ -123,9 +130,28 @@ def _serve_sink() -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _bare_serve(db: str) -> None:
+    """The collector app under uvicorn's stock httptools protocol: no connection cap, no
+    header deadline (the hardening's A/B; the app's own checks still run)."""
+    import uvicorn
+
+    from fanout.collector.app import create_app
+    from fanout.collector.database import open_store
+    from fanout.collector.server import bind, url_of
+
+    sock = bind("127.0.0.1", 0)
+    print(f"listening on {url_of(sock)}", flush=True)
+    config = uvicorn.Config(create_app(open_store(db)), log_level="warning", access_log=False,
+                            lifespan="on", http="httptools", ws="none")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
 @contextmanager
-def collector(db: Path | str, workers: int = 1) -> Iterator[tuple[str, str, int]]:
-    """``fanout collector serve`` in a subprocess on a fresh database: (url, key, pid)."""
+def collector(db: Path | str, workers: int = 1,
+              guard: bool = True) -> Iterator[tuple[str, str, int]]:
+    """``fanout collector serve`` in a subprocess on a fresh database: (url, key, pid).
+    ``guard=False``: the same app under uvicorn's stock httptools protocol, without the
+    connection guard (this script's ``--bare-serve``), for the hardening's A/B."""
     created = subprocess.run(
         [*FANOUT, "collector", "keys", "create", "--label", "bench", "--db", str(db)],
         capture_output=True,
@@ -133,9 +159,11 @@ def collector(db: Path | str, workers: int = 1) -> Iterator[tuple[str, str, int]
         check=True,
     )
     key = created.stdout.strip()
+    serve = ([*FANOUT, "collector", "serve", "--port", "0", "--db", str(db),
+              "--workers", str(workers)] if guard else
+             [sys.executable, os.path.abspath(__file__), "--bare-serve", str(db)])
     proc = subprocess.Popen(
-        [*FANOUT, "collector", "serve", "--port", "0", "--db", str(db),
-         "--workers", str(workers)],
+        serve,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -280,6 +308,70 @@ def _client_main(url: str, key: str, n: int, batch: int, prefix: str) -> None:
     print(json.dumps({"delivered": report[provider.name].delivered, "cpu": cpu}), flush=True)
 
 
+def _loader_bodies(n: int, batch: int, prefix: str) -> list[bytes]:
+    """Request bodies of ``n`` events as a fanout client encodes them (the provider's own
+    encoder), each event with a fresh id, encoded before the clock starts."""
+    import fanout
+    from fanout.providers.collector import CollectorProvider
+
+    provider = CollectorProvider("http://127.0.0.1:9", "sk_x", gzip_min_bytes=None)
+    bodies = []
+    for start in range(0, n, batch):
+        events = [fanout.Event(kind="track", name="checkout.finished",
+                               person_id=f"user_{i % 1000}", properties=PROPERTIES,
+                               event_id=f"{prefix}{i}")
+                  for i in range(start, min(n, start + batch))]
+        bodies.append(provider.encode(events))
+    return bodies
+
+
+def _post_all(url: str, key: str, bodies: list[bytes]) -> int:
+    """POST ``bodies`` one after the other over one keep-alive connection, each answered
+    (so committed) before the next; the events the server accepted."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    accepted = 0
+    try:
+        for body in bodies:
+            conn.request("POST", "/v1/batch", body, headers)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"loader: HTTP {response.status}: {answer[:200]!r}")
+            accepted += json.loads(answer)["accepted"]
+    finally:
+        conn.close()
+    return accepted
+
+
+def _loader_main(url: str, key: str, n: int, batch: int, prefix: str, connections: int) -> None:
+    """The lean loader: pre-encoded batches over ``connections`` keep-alive connections
+    (one thread each), no fanout.Client, so the collector's own capacity shows."""
+    import threading
+
+    bodies = _loader_bodies(n, batch, prefix)
+    shares = [bodies[c::connections] for c in range(connections)]
+    counts = [0] * connections
+
+    def run(c: int) -> None:
+        counts[c] = _post_all(url, key, shares[c])
+
+    print("ready", flush=True)
+    sys.stdin.readline()
+    cpu = time.process_time()
+    threads = [threading.Thread(target=run, args=(c,)) for c in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu = time.process_time() - cpu
+    print(json.dumps({"delivered": sum(counts), "cpu": cpu}), flush=True)
+
+
 def _pg_cluster() -> Any:
     """The tests' throwaway PostgreSQL cluster helper, with fsync on."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -291,16 +383,23 @@ def _pg_cluster() -> Any:
     return Cluster(fsync=True)
 
 
-def store_round(db: str, servers: int, clients: int, n: int, batch: int,
-                db_pid: int | None) -> dict[str, float]:
-    """One round: ``clients`` client processes send ``n`` events in all to ``servers``
-    collector processes on ``db``; events/s and CPU µs per event."""
+def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch: int,
+                db_pid: int | None, guard: bool = True) -> dict[str, float]:
+    """One round: ``clients`` fanout client processes (``sender="fanout"``), or one lean
+    loader process with ``clients`` connections (``sender="loader"``), send ``n`` events
+    in all to ``servers`` collector processes on ``db``; events/s and CPU µs per event.
+    ``guard=False`` serves with uvicorn's stock protocol (the A/B of the hardening)."""
     per = n // clients
-    with collector(db, servers) as (url, key, server_pid):
-        procs = [subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--client", url, key, str(per),
-             str(batch), f"c{c}_"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for c in range(clients)]
+    if sender == "fanout":
+        commands = [[sys.executable, os.path.abspath(__file__), "--client", "{url}", "{key}",
+                     str(per), str(batch), f"c{c}_"] for c in range(clients)]
+    else:
+        commands = [[sys.executable, os.path.abspath(__file__), "--loader", "{url}", "{key}",
+                     str(per * clients), str(batch), "l_", str(clients)]]
+    with collector(db, servers, guard=guard) as (url, key, server_pid):
+        procs = [subprocess.Popen([a.format(url=url, key=key) for a in command],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 for command in commands]
         try:
             for p in procs:
                 assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -327,32 +426,50 @@ def store_round(db: str, servers: int, clients: int, n: int, batch: int,
             "client µs/ev": sum(r["cpu"] for r in reports) / total * 1e6}
 
 
-def store_matrix(n: int, rounds: int, batch: int, postgres: bool) -> dict[str, dict[str, float]]:
-    configs = [("sqlite", 1, 1), ("sqlite", 1, 2), ("sqlite", 2, 2)]
-    if postgres:
-        configs += [("postgresql", 1, 1), ("postgresql", 1, 2), ("postgresql", 2, 2)]
+#: (store, server processes, sender, clients or connections, hardening on).
+Config = tuple[str, int, str, int, bool]
+
+
+def _configs(postgres: bool, ab: bool) -> list[Config]:
+    configs: list[Config] = []
+    for store in ["sqlite"] + (["postgresql"] if postgres else []):
+        # 8 connections: a commit that waits for the disk (PostgreSQL's fsync) bounds
+        # what 1 or 2 senders that each wait for their 200 can reach, not the server.
+        configs += [(store, 1, "loader", 1, True), (store, 1, "loader", 2, True),
+                    (store, 2, "loader", 2, True), (store, 2, "loader", 8, True),
+                    (store, 1, "fanout", 1, True), (store, 2, "fanout", 2, True)]
+        if ab:
+            configs.insert(len(configs) - 5, (store, 1, "loader", 1, False))
+    return configs
+
+
+def store_matrix(n: int, rounds: int, batch: int, postgres: bool,
+                 ab: bool = True) -> dict[str, dict[str, float]]:
+    configs = _configs(postgres, ab)
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_pg_cluster()) if postgres else None
         for r in range(rounds):
-            for store, servers, clients in configs:
-                name = f"{store:<10} {servers} server(s) {clients} client(s)"
+            for i, (store, servers, sender, clients, guard) in enumerate(configs):
+                unit = "conn" if sender == "loader" else "client"
+                name = (f"{store:<10} {servers} server(s) {sender} {clients} {unit}(s)"
+                        + ("" if guard else " [no guard]"))
                 if store == "sqlite":
-                    db, db_pid = str(Path(tmp) / f"m{r}_{servers}_{clients}.db"), None
+                    db, db_pid = str(Path(tmp) / f"m{r}_{i}.db"), None
                 else:
                     db, db_pid = cluster.create_database(), cluster.pid
-                got = store_round(db, servers, clients, n, batch, db_pid)
+                got = store_round(db, servers, sender, clients, n, batch, db_pid, guard)
                 results.setdefault(name, []).append(got)
                 print(f"round {r + 1} {name}: " + "  ".join(
                     f"{k} {v:,.1f}" for k, v in got.items()), file=sys.stderr)
     table = {name: {k: statistics.median(x[k] for x in runs) for k in runs[0]}
              for name, runs in results.items()}
     print(f"\ncollector: {n} events per round (batches of {batch}), {rounds} rounds, medians; "
-          f"{os.cpu_count()} CPUs")
-    print(f"{'store / processes':<38} {'events/s':>9} {'server µs/ev':>13} {'db µs/ev':>9} "
-          f"{'client µs/ev':>13}")
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
+    print(f"{'store / processes / sender':<48} {'events/s':>9} {'server µs/ev':>13} "
+          f"{'db µs/ev':>9} {'client µs/ev':>13}")
     for name, row in table.items():
-        print(f"{name:<38} {row['events/s']:>9,.0f} {row['server µs/ev']:>13.1f} "
+        print(f"{name:<48} {row['events/s']:>9,.0f} {row['server µs/ev']:>13.1f} "
               f"{row['db µs/ev']:>9.1f} {row['client µs/ev']:>13.1f}")
     return table
 
@@ -568,6 +685,11 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--loader", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--bare-serve", help=argparse.SUPPRESS)
+    parser.add_argument("--no-ab", action="store_true",
+                        help="skip the hardening's A/B row (the app under uvicorn's stock "
+                             "protocol)")
     args = parser.parse_args()
     if args.sink:
         _serve_sink()
@@ -576,10 +698,17 @@ def main() -> None:
         url, key, n, batch, prefix = args.client
         _client_main(url, key, int(n), int(batch), prefix)
         return
+    if args.loader:
+        url, key, n, batch, prefix, connections = args.loader
+        _loader_main(url, key, int(n), int(batch), prefix, int(connections))
+        return
+    if args.bare_serve:
+        _bare_serve(args.bare_serve)
+        return
     logging.basicConfig(level=logging.ERROR)
     summary: dict[str, Any] = {}
     summary["stores"] = store_matrix(args.events, args.rounds, args.batch,
-                                     not args.skip_postgres)
+                                     not args.skip_postgres, not args.no_ab)
     summary["sqlite_stages_us"] = stage_profile(args.batch)
     if not args.skip_timeline:
         n = args.timeline_events

@@ -1,7 +1,8 @@
 """The default store: one SQLite file in WAL mode, one writer, batch inserts.
 
-Throughput comes from doing little per event: one transaction per batch, ``executemany``
-with ``INSERT OR IGNORE`` (the unique index on ``(project_id, event_id)`` is the dedupe,
+Throughput comes from doing little per event: one transaction per batch (or per group of
+the batches that arrived while the previous one committed, :mod:`.groupcommit`), multi-row
+``INSERT OR IGNORE`` statements (the unique index on ``(project_id, event_id)`` is the dedupe,
 so a redelivered webhook costs one index probe), WAL with ``synchronous=NORMAL`` (a commit
 is durable against a process crash, which is what a 200 promises; an OS crash may lose the
 last commits, the usual trade of WAL/NORMAL). Every connection is used under one lock, so
@@ -21,8 +22,9 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
+from .groupcommit import GroupCommit
 from .ingest import Link, Row
 from .keys import (
     DEFAULT_PROJECT,
@@ -124,10 +126,31 @@ PRAGMA user_version = {version};
 COMMIT;
 """
 
-_INSERT: Final = (
-    "INSERT OR IGNORE INTO events (event_id, kind, timestamp, person_id, anonymous_id, name,"
-    " body, project_id, key_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+#: Rows per multi-row ``INSERT``; a batch is cut into chunks of this many, then of the
+#: powers of two below it, so at most 7 statement shapes are ever prepared (and cached).
+_CHUNK: Final = 64
+#: WAL pages between automatic checkpoints (the default is 1,000 pages, 4 MB). A page of
+#: the person index is rewritten by most commits; a checkpoint copies only its latest
+#: version, so a longer WAL (40 MB) copies and syncs far fewer pages per event stored.
+_WAL_AUTOCHECKPOINT: Final = 10_000
+
+
+def _insert_sql(rows: int) -> str:
+    # Numbered parameters: a row's 7 fields, then project_id, key_id and received_at,
+    # the same for every row, bound once after the rows.
+    width = len(Row._fields)
+    shared = ", ".join(f"?{rows * width + i}" for i in (1, 2, 3))
+    values = ",".join(
+        "(" + ", ".join(f"?{r * width + i}" for i in range(1, width + 1)) + f", {shared})"
+        for r in range(rows)
+    )
+    return (
+        "INSERT OR IGNORE INTO events (event_id, kind, timestamp, person_id, anonymous_id,"
+        f" name, body, project_id, key_id, received_at) VALUES {values}"
+    )
+
+
+_INSERTS: Final = {n: _insert_sql(n) for n in (64, 32, 16, 8, 4, 2, 1)}
 _LINK: Final = (
     "INSERT OR IGNORE INTO identity_links (anonymous_id, person_id, linked_at, project_id)"
     " VALUES (?, ?, ?, ?)"
@@ -157,6 +180,31 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+class _Insert(NamedTuple):
+    """One request's batch, waiting to be committed (alone or in a group)."""
+
+    project_id: int
+    rows: Sequence[Row]
+    links: Sequence[Link]
+    key_id: int
+
+
+def _insert_rows(db: sqlite3.Connection, rows: Sequence[Row], project_id: int, key_id: int,
+                 now: str) -> None:
+    """``rows`` in multi-row ``INSERT OR IGNORE`` statements: one statement step per
+    chunk instead of one per row (a third less CPU per event than ``executemany``)."""
+    start, total = 0, len(rows)
+    while start < total:
+        size = _CHUNK
+        while size > total - start:
+            size //= 2
+        chunk = rows[start:start + size]
+        params: list[object] = [field for row in chunk for field in row]
+        params += (project_id, key_id, now)
+        db.execute(_INSERTS[size], params)
+        start += size
+
+
 def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     key_id, label, created, revoked, project_id, project, scopes = row
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
@@ -168,6 +216,8 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._writes: GroupCommit[_Insert, InsertResult] = GroupCommit(
+            self._lock, self._insert_group)
         try:
             self._db = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=10.0
@@ -179,6 +229,7 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA busy_timeout=10000")
+                self._db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
                 self._prepare()
         except sqlite3.Error as exc:
             self._db.close()
@@ -221,22 +272,29 @@ class SQLiteStore:
     def insert(
         self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
     ) -> InsertResult:
+        return self._writes.submit(_Insert(project_id, rows, links, key_id))
+
+    def _insert_group(self, inserts: Sequence[_Insert]) -> list[InsertResult]:
+        """Several requests' batches in one transaction (see :mod:`.groupcommit`); each
+        batch's accepted count is its own, so a batch repeating an id another batch of the
+        group stored first counts it a duplicate, as it would one commit later."""
         now = _now()
-        params = [(*r, project_id, key_id, now) for r in rows]
-        with self._lock:
-            db = self._db
-            before = db.total_changes
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(_INSERT, params)
+        db = self._db
+        results = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for project_id, rows, links, key_id in inserts:
+                before = db.total_changes
+                _insert_rows(db, rows, project_id, key_id, now)
                 accepted = db.total_changes - before
                 if links:
                     db.executemany(_LINK, [(*link, project_id) for link in links])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        return InsertResult(accepted, len(rows) - accepted)
+                results.append(InsertResult(accepted, len(rows) - accepted))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return results
 
     def timeline(
         self, project_id: int, person_id: str, *, limit: int, max_bytes: int,
