@@ -265,11 +265,13 @@ class Channel:
         while len(queue) >= self._batch_events or (drain and len(queue) > 0):
             if self._abort.is_set():
                 return
-            batch = queue.take(self._batch_events, self._batch_bytes)
-            if not batch:
-                return
-            claim = Claim(batch)
+            # Taken and marked in flight under one lock: a flush waiter woken in between
+            # would otherwise see nothing queued and nothing in flight, and return early.
             with self._progress:
+                batch = queue.take(self._batch_events, self._batch_bytes)
+                if not batch:
+                    return
+                claim = Claim(batch)
                 self._inflight = len(batch)
                 self._inflight_claim = claim
             try:

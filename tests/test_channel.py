@@ -15,6 +15,7 @@ from fanout._channel import Channel
 from fanout._config import Delivery
 from fanout._deadletter import DeadLetters
 from fanout._events import build_event
+from fanout._queue import MemoryQueue
 
 FAST = {"retry_base": 0.01, "retry_cap": 0.05, "flush_interval": 0.05}
 
@@ -321,3 +322,38 @@ def test_a_provider_may_prefer_its_own_default_batch_size():
     p2 = ScriptedProvider("p2")
     ch, _ = run_channel(p2, events(20), limits=limits, batch_size=10)  # explicit setting wins
     assert [len(b) for b in p2.seen] == [10, 10]
+
+
+class _PreemptedAfterTake(MemoryQueue):
+    """A memory queue whose worker is "preempted" right after each take from the second on:
+    the events have left the queue but the channel has not marked them in flight yet."""
+
+    def __init__(self) -> None:
+        super().__init__(max_events=1_000, max_bytes=10_000_000)
+        self.takes = 0
+
+    def take(self, max_events: int, max_bytes: int) -> list:
+        batch = super().take(max_events, max_bytes)
+        if batch:
+            self.takes += 1
+            if self.takes > 1:
+                time.sleep(0.3)
+        return batch
+
+
+def test_flush_waits_for_a_batch_between_take_and_in_flight():
+    # A flush used to return as soon as it saw nothing queued and nothing in flight, which
+    # is what a waiter woken by the first batch's completion saw while the worker was
+    # between taking the second batch and marking it in flight: 40 of 80 delivered, "ok".
+    p = ScriptedProvider("p")
+    queue = _PreemptedAfterTake()
+    ch = Channel("p", p, options=Delivery(**{**FAST, "batch_size": 40}), queue=queue)
+    for e in events(80):
+        ch.emit(e)
+    target = ch.request_flush()
+    assert ch.wait(target, time.monotonic() + 10)
+    ch.end_flush()
+    assert queue.takes == 2
+    assert len(p.accepted) == 80 and ch.report().delivered == 80
+    ch.begin_shutdown()
+    ch.finish_shutdown(time.monotonic() + 5)
