@@ -12,7 +12,13 @@ all of them up for the whole run:
 - ``fanout-1p`` / ``fanout-4p`` / ``fanout-8p``: the same in process mode
   (``FANOUT_DELIVERY=process``): the app hands each event once to a delivery process that
   runs the providers;
-- ``posthog-sdk``: the PostHog SDK alone, with its defaults and its one backend.
+- ``posthog-sdk``: the PostHog SDK alone, with its defaults and its one backend;
+- ``fanout-1+mw``: ``fanout-1`` with ``fanout.integrations.asgi.FanoutMiddleware`` around
+  the app, so its event carries the request's context; its CPU per request minus
+  ``fanout-1``'s is the middleware's own cost (target: under 10 µs).
+
+Every request carries what a browser with the PostHog and Segment SDKs sends (their
+cookies, user agent, referrer, locale), whatever the case, so all cases parse the same bytes.
 
 Every backend is one local sink process (``_sink.py``) answering 200. Two loads, each bounded
 by ``--duration`` seconds:
@@ -52,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
@@ -72,6 +79,7 @@ CASES = (
     "fanout-4p",
     "fanout-8p",
     "posthog-sdk",
+    "fanout-1+mw",  # fanout-1 with the ASGI middleware around the app
 )
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -92,7 +100,7 @@ def build_app(case: str, sink: str) -> Any:
     if case.startswith("fanout-"):
         from _sink import fanout_client
 
-        size = case.split("-")[1]
+        size = case.split("-")[1].removesuffix("+mw")
         if size.endswith("p"):
             client = fanout_process_client(sink, PROVIDER_SETS[int(size[:-1])])
         else:
@@ -142,9 +150,36 @@ def build_app(case: str, sink: str) -> Any:
         if close is not None:
             close()
 
-    return Starlette(
+    app: Any = Starlette(
         routes=[Route("/", order), Route("/_flush", flush_endpoint)], lifespan=lifespan
     )
+    if case.endswith("+mw"):
+        from fanout.integrations.asgi import FanoutMiddleware
+
+        app = FanoutMiddleware(app, client=client)
+    return app
+
+
+def browser_headers() -> dict[str, str]:
+    """What a browser running the PostHog and Segment SDKs sends with each request."""
+    now_ms = int(time.time() * 1000)
+    posthog = json.dumps(
+        {
+            "distinct_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a",
+            "$device_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a",
+            "$user_state": "anonymous",
+            "$sesid": [now_ms, "0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", now_ms - 60_000],
+        },
+        separators=(",", ":"),
+    )
+    return {
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126 Safari/537.36",
+        "Accept-Language": "en-GB,en;q=0.9",
+        "Referer": "https://news.example/article",
+        "Cookie": f"ph_phc_bench_posthog={urllib.parse.quote(posthog, safe='')}; "
+        "ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; csrftoken=abc123",
+    }
 
 
 def fanout_process_client(sink: str, names: tuple[str, ...]) -> Any:
@@ -221,7 +256,8 @@ class _LoadGen:
     def __init__(self, host: str, port: int, rate: float, duration: float, conns: int) -> None:
         self.host, self.port = host, port
         self.rate, self.duration, self.conns = rate, duration, conns
-        self.request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in browser_headers().items())
+        self.request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
         self.latencies: list[float] = []
         self.errors = 0
         self.free: list[_Conn] = []
@@ -545,6 +581,21 @@ def _targets(mode: str, added: dict[str, float], suffix: str = "") -> None:
         )
 
 
+def _middleware_cost(*modes: dict[str, list[dict[str, Any]]]) -> None:
+    """The middleware's own CPU per request: fanout-1+mw minus fanout-1, paired by round."""
+    for name, runs in zip(("saturation", "fixed rate"), modes, strict=True):
+        if "fanout-1+mw" in runs and "fanout-1" in runs:
+            mw, bare = runs["fanout-1+mw"], runs["fanout-1"]
+            cost = statistics.median(
+                m["cpu_us"] - b["cpu_us"] for m, b in zip(mw, bare, strict=True)
+            )
+            print(
+                f"  {name}: FanoutMiddleware adds {cost:.1f} CPU µs/req to fanout-1 "
+                f"({_median(bare, 'cpu_us'):.0f} -> {_median(mw, 'cpu_us'):.0f}; target < 10, "
+                "includes delivering the context its event carries)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load")
@@ -585,7 +636,11 @@ def main() -> None:
         script = None
         if have_wrk:
             script = os.path.join(tmp, "report.lua")
-            Path(script).write_text(_WRK_LUA)
+            headers = "".join(
+                f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n"
+                for k, v in browser_headers().items()
+            )
+            Path(script).write_text(headers + _WRK_LUA)
         # Every app runs for the whole benchmark; loads take turns, so that the machine's
         # other work falls on all cases alike.
         servers = {c: stack.enter_context(Server(c, sink, args.switch_interval)) for c in cases}
@@ -624,6 +679,7 @@ def main() -> None:
     for suffix in ("", "p"):
         _targets("saturation", a_closed, suffix)
         _targets("fixed rate", a_open, suffix)
+    _middleware_cost(closed, opened)
     print(f"(total {time.perf_counter() - t0:.0f}s)")
 
 
