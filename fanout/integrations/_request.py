@@ -18,14 +18,7 @@ from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
 from .._events import checked_context
-from .browser import (
-    NEVER,
-    BrowserIds,
-    parse_cookie_header,
-    read_browser_ids,
-    read_browser_ids_until,
-    sanitize,
-)
+from .browser import NEVER, read_ids, sanitize, sdk_cookies
 
 __all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
@@ -75,9 +68,9 @@ def request_values(
     context's ``values`` as it is.
     """
     cookie = headers.get("cookie")
-    ids = read_browser_ids(headers, parse_cookie_header(cookie) if cookie else {})
-    return ids.anonymous_id, _values(
-        headers, ids.session_id, client_ip, scheme, host, path, query, trust_forwarded
+    anonymous_id, session_id, *_ = read_ids(headers, sdk_cookies(cookie) if cookie else {})
+    return anonymous_id, _values(
+        headers, session_id, client_ip, scheme, host, path, query, trust_forwarded
     )
 
 
@@ -158,7 +151,9 @@ class RequestReader:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
         #: decoded) -> what :meth:`read` returned for it.
         self._raw: _Kept[Any, tuple[str | None, Mapping[str, Any], float]] = _Kept(kept)
-        self._ids: _Kept[tuple[str | None, ...], tuple[BrowserIds, float]] = _Kept(kept)
+        self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
+            kept
+        )
         self._values: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
 
     def read(
@@ -184,25 +179,24 @@ class RequestReader:
             get("x-posthog-session-id"),
         )
         found = self._ids.get(ids_key)
-        if found is None or (found[1] != NEVER and time.time() > found[1]):
-            found = read_browser_ids_until(
-                headers, parse_cookie_header(cookie) if cookie else {}
-            )
+        if found is None or (found[2] != NEVER and time.time() > found[2]):
+            anon, session, _, _, until = read_ids(headers, sdk_cookies(cookie) if cookie else {})
+            found = (anon, session, until)
             self._ids.put(ids_key, found)
-        ids = found[0]
+        anonymous_id, session_id, until = found
         trust = trust_forwarded
         values_key = (
-            ids.session_id, client_ip, get("x-forwarded-for") if trust else None,
+            session_id, client_ip, get("x-forwarded-for") if trust else None,
             get("user-agent"), get("accept-language"), get("referer"), get("host"),
             scheme, host, path, query,
         )
         values = self._values.get(values_key)
         if values is None:
             values = checked_context(
-                _values(headers, ids.session_id, client_ip, scheme, host, path, query, trust)
+                _values(headers, session_id, client_ip, scheme, host, path, query, trust)
             )
             self._values.put(values_key, values)
-        return ids.anonymous_id, values, found[1]
+        return anonymous_id, values, until
 
     def recall(self, key: Any) -> tuple[str | None, Mapping[str, Any]] | None:
         """What :meth:`remember` kept for ``key``, if it still holds now."""

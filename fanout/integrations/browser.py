@@ -40,6 +40,7 @@ __all__ = [
     "NEVER",
     "parse_cookie_header",
     "read_browser_ids",
+    "sdk_cookies",
     "read_browser_ids_until",
     "sanitize",
 ]
@@ -108,6 +109,44 @@ def parse_cookie_header(header: str) -> dict[str, str]:
     return out
 
 
+#: The cookie names (or name prefixes) the readers below look at: PostHog ``ph_<token>_posthog``
+#: and its consent cookie, Segment, Mixpanel, Amplitude, RudderStack.
+SDK_COOKIE_PREFIXES: Final = (
+    "ph_",
+    "__ph_opt_in_out_",
+    "ajs_anonymous_id",
+    "mp_",
+    "AMP_",
+    "rl_anonymous_id",
+    "rl_session",
+)
+
+
+def sdk_cookies(header: str) -> dict[str, str]:
+    """The browser SDKs' cookies of a ``Cookie:`` header, and no other, as
+    :func:`parse_cookie_header` reads them.
+
+    A site's header often carries tens of cookies (its session, CSRF, consent, A/B tests)
+    and fanout reads a few: each pair is only checked for a known name prefix (one C call)
+    and the rest skipped unparsed, which halves the cost of a 20-cookie header. The result
+    equals ``parse_cookie_header(header)`` without the names outside
+    :data:`SDK_COOKIE_PREFIXES` (a property test checks it).
+    """
+    out: dict[str, str] = {}
+    for part in header.split(";"):
+        part = part.lstrip()
+        if not part.startswith(SDK_COOKIE_PREFIXES):
+            continue
+        name, sep, value = part.partition("=")
+        name = name.rstrip()
+        if sep and name not in out:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            out[name] = value
+    return out
+
+
 def read_browser_ids(
     headers: Mapping[str, str],
     cookies: Mapping[str, str],
@@ -129,11 +168,25 @@ def read_browser_ids_until(
     session that was found live (:data:`NEVER` if none). A session found over stays over,
     so the result can be kept per raw ``Cookie`` header until then.
     """
+    anonymous_id, session_id, source, opted_out, until = read_ids(headers, cookies, now)
+    if opted_out:
+        return _OPTED_OUT, NEVER
+    if anonymous_id is None and session_id is None:
+        return _NO_IDS, until
+    return BrowserIds(anonymous_id=anonymous_id, session_id=session_id, source=source), until
+
+
+def read_ids(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None = None
+) -> tuple[str | None, str | None, str | None, bool, float]:
+    """:func:`read_browser_ids_until` as a plain tuple: ``(anonymous id, session id,
+    source, opted out, until)``, for the middleware, which read it for every request that
+    tracks and need not build a :class:`BrowserIds` each time."""
     if not cookies:
         if not headers or not any(name in headers for name in _ID_HEADERS):
-            return _NO_IDS, NEVER  # most requests of a server without a browser SDK
+            return _NOTHING  # most requests of a server without a browser SDK
     elif _opted_out(cookies):
-        return _OPTED_OUT, NEVER
+        return _NOTHING_OPTED_OUT
     # Sources are read lazily, in order: most requests stop at the first one.
     anonymous_id = source_of = own_session = first_session = None
     until = NEVER
@@ -150,14 +203,12 @@ def read_browser_ids_until(
             first_session = session
         if anonymous_id is not None and (own_session is not None or first_session is not None):
             break
-    ids = BrowserIds(
-        anonymous_id=anonymous_id,
-        session_id=own_session if own_session is not None else first_session,
-        source=source_of,
-    )
-    return ids, until
+    session_id = own_session if own_session is not None else first_session
+    return anonymous_id, session_id, source_of, False, until
 
 
+_NOTHING: Final = (None, None, None, False, NEVER)
+_NOTHING_OPTED_OUT: Final = (None, None, None, True, NEVER)
 _NO_IDS: Final = BrowserIds()
 _OPTED_OUT: Final = BrowserIds(opted_out=True)
 #: The headers a source reads ids from (the rest come from cookies).
