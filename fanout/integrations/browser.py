@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
@@ -249,10 +249,15 @@ def _header_pair(anon_header: str, session_header: str) -> Reader:
 # -- the SDKs' cookies ------------------------------------------------------------------
 
 
-def _cookies_like(cookies: Mapping[str, str], prefix: str, suffix: str) -> Iterable[str]:
+def _cookie_like(cookies: Mapping[str, str], prefix: str, suffix: str) -> str | None:
+    """The first cookie named ``<prefix>…<suffix>`` not over the length cap, or ``None``.
+
+    A loop rather than a generator: creating one cost more than the rest of the reader.
+    """
     for name, value in cookies.items():
         if name.startswith(prefix) and name.endswith(suffix) and len(value) <= MAX_COOKIE_LENGTH:
-            yield value
+            return value
+    return None
 
 
 def _unquote(raw: str) -> str:
@@ -296,18 +301,19 @@ def _posthog(cookies: Mapping[str, str], now: float | None) -> Found:
     ``distinct_id`` is what ``posthog.get_distinct_id()`` returns; ``$sesid`` is
     ``[last activity ms, session id, session start ms]``.
     """
-    for raw in _cookies_like(cookies, "ph_", "_posthog"):
-        data = _uri_json_object(raw)
-        anon = sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id"))
-        session, until = None, NEVER
-        sesid = data.get("$sesid")
-        if isinstance(sesid, list) and len(sesid) >= 2 and isinstance(sesid[0], (int, float)):
-            ends = sesid[0] / 1000 + SESSION_IDLE_SECONDS
-            if _clock(now) <= ends:
-                session = sanitize(sesid[1])
-                until = ends if session is not None else NEVER
-        return anon, session, until
-    return None, None, NEVER
+    raw = _cookie_like(cookies, "ph_", "_posthog")
+    if raw is None:
+        return None, None, NEVER
+    data = _uri_json_object(raw)
+    anon = sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id"))
+    session, until = None, NEVER
+    sesid = data.get("$sesid")
+    if isinstance(sesid, list) and len(sesid) >= 2 and isinstance(sesid[0], (int, float)):
+        ends = sesid[0] / 1000 + SESSION_IDLE_SECONDS
+        if _clock(now) <= ends:
+            session = sanitize(sesid[1])
+            until = ends if session is not None else NEVER
+    return anon, session, until
 
 
 def _segment(cookies: Mapping[str, str], now: float | None) -> Found:
@@ -323,10 +329,11 @@ def _segment(cookies: Mapping[str, str], now: float | None) -> Found:
 
 def _mixpanel(cookies: Mapping[str, str], now: float | None) -> Found:
     """``mp_<token>_mixpanel``: URL-encoded JSON; anonymous ids look like ``$device:<uuid>``."""
-    for raw in _cookies_like(cookies, "mp_", "_mixpanel"):
-        data = _uri_json_object(raw)
-        return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None, NEVER
-    return None, None, NEVER
+    raw = _cookie_like(cookies, "mp_", "_mixpanel")
+    if raw is None:
+        return None, None, NEVER
+    data = _uri_json_object(raw)
+    return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None, NEVER
 
 
 def _amplitude(cookies: Mapping[str, str], now: float | None) -> Found:
