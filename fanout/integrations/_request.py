@@ -149,8 +149,8 @@ class RequestReader:
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
-        #: decoded) -> what :meth:`read` returned for it.
-        self._raw: _Kept[Any, tuple[str | None, Mapping[str, Any], float]] = _Kept(kept)
+        #: decoded) -> (what the middleware made of :meth:`read`'s result, until when).
+        self._raw: _Kept[Any, tuple[Any, float]] = _Kept(kept)
         self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
             kept
         )
@@ -198,16 +198,17 @@ class RequestReader:
             self._values.put(values_key, values)
         return anonymous_id, values, until
 
-    def recall(self, key: Any) -> tuple[str | None, Mapping[str, Any]] | None:
-        """What :meth:`remember` kept for ``key``, if it still holds now."""
+    def recall(self, key: Any) -> Any:
+        """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
         found = self._raw.get(key)
-        if found is None or (found[2] != NEVER and time.time() > found[2]):
+        if found is None or (found[1] != NEVER and time.time() > found[1]):
             return None
-        return found[0], found[1]
+        return found[0]
 
-    def remember(self, key: Any, found: tuple[str | None, Mapping[str, Any], float]) -> None:
-        """Keep :meth:`read`'s result under a middleware's own (hashable) key."""
-        self._raw.put(key, found)
+    def remember(self, key: Any, value: Any, until: float) -> None:
+        """Keep ``value`` (not ``None``; made from :meth:`read`'s result, which holds
+        until ``until``) under a middleware's own (hashable) key."""
+        self._raw.put(key, (value, until))
 
 
 def _put(values: dict[str, Any], key: str, value: str | None, limit: int) -> None:

@@ -203,11 +203,11 @@ def test_request_reader_keeps_reads_bounded_and_only_while_their_sessions_live()
     assert type(values) is CheckedDict and values["session_id"] == "s-kept"
     assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
     assert reader.read(headers, **args)[1] is values  # the second read is recalled
-    reader.remember("k1", (anon, values, until))
+    reader.remember("k1", (anon, values), until)
     assert reader.recall("k1") == (anon, values)
-    reader.remember("k-over", (anon, values, time.time() - 1))  # its session timed out
+    reader.remember("k-over", (anon, values), time.time() - 1)  # its session timed out
     assert reader.recall("k-over") is None
-    reader.remember("k3", (anon, values, NEVER))
+    reader.remember("k3", (anon, values), NEVER)
     assert reader.recall("k1") is None and reader.recall("k3") == (anon, values)  # bounded
 
 
