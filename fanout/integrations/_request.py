@@ -87,21 +87,38 @@ def _values(
     values: dict[str, Any] = {}
     if session_id is not None:
         values["session_id"] = session_id
+    get = headers.get
     ip = client_ip
     if trust_forwarded:
-        forwarded = headers.get("x-forwarded-for", "").split(",")[0].strip()
+        forwarded = get("x-forwarded-for", "").split(",")[0].strip()
         ip = forwarded or ip
-    _put(values, "ip", ip, 64)
-    _put(values, "user_agent", headers.get("user-agent"), MAX_TEXT_LENGTH)
-    language = headers.get("accept-language")
-    if language:
-        _put(values, "locale", language.split(",")[0].split(";")[0], 35)
-    host = host or headers.get("host")
-    if host:
-        url = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
-        _put(values, "url", url, MAX_TEXT_LENGTH)
-    _put(values, "path", path, MAX_TEXT_LENGTH)
-    _put(values, "referrer", headers.get("referer"), MAX_TEXT_LENGTH)
+    language = get("accept-language")
+    host = host or get("host")
+    # Each value as ``sanitize`` gives it; the common case (printable, within its cap) is
+    # inlined: one call per value was a good part of reading a new visitor's request.
+    for key, value, limit in (
+        ("ip", ip, 64),
+        ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
+        ("locale", language.split(",")[0].split(";")[0] if language else None, 35),
+        (
+            "url",
+            (f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}")
+            if host
+            else None,
+            MAX_TEXT_LENGTH,
+        ),
+        ("path", path, MAX_TEXT_LENGTH),
+        ("referrer", get("referer"), MAX_TEXT_LENGTH),
+    ):
+        if not value:
+            continue
+        clean = (
+            value.strip() or None
+            if len(value) <= limit and value.isprintable()
+            else sanitize(value, limit)
+        )
+        if clean is not None:
+            values[key] = clean
     if "utm_" in query:
         campaign = _campaign(query)
         if campaign:
@@ -209,13 +226,6 @@ class RequestReader:
         """Keep ``value`` (not ``None``; made from :meth:`read`'s result, which holds
         until ``until``) under a middleware's own (hashable) key."""
         self._raw.put(key, (value, until))
-
-
-def _put(values: dict[str, Any], key: str, value: str | None, limit: int) -> None:
-    if value:
-        clean = sanitize(value, limit)
-        if clean is not None:
-            values[key] = clean
 
 
 def _campaign(query: str) -> dict[str, str]:

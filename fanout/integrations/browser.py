@@ -182,15 +182,22 @@ def read_ids(
     """:func:`read_browser_ids_until` as a plain tuple: ``(anonymous id, session id,
     source, opted out, until)``, for the middleware, which read it for every request that
     tracks and need not build a :class:`BrowserIds` each time."""
+    # The names of _ID_HEADERS, spelled out: a generator over them cost more than the test.
+    id_headers = bool(headers) and (
+        "x-fanout-anonymous-id" in headers
+        or "x-fanout-session-id" in headers
+        or "x-posthog-distinct-id" in headers
+        or "x-posthog-session-id" in headers
+    )
     if not cookies:
-        if not headers or not any(name in headers for name in _ID_HEADERS):
+        if not id_headers:
             return _NOTHING  # most requests of a server without a browser SDK
     elif _opted_out(cookies):
         return _NOTHING_OPTED_OUT
     # Sources are read lazily, in order: most requests stop at the first one.
     anonymous_id = source_of = own_session = first_session = None
     until = NEVER
-    for source, reader in _READERS:
+    for source, reader in _READERS if id_headers else _COOKIE_READERS:
         try:
             anon, session, expires = reader(headers, cookies, now)
         except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
@@ -408,3 +415,5 @@ _READERS: Final[tuple[tuple[str, Reader], ...]] = (
     ("cookie:amplitude", _cookie(_amplitude)),
     ("cookie:rudderstack", _cookie(_rudderstack)),
 )
+#: The cookie sources alone, for a request without any id header.
+_COOKIE_READERS: Final = _READERS[2:]
