@@ -31,8 +31,24 @@ from ._request import READ_HEADERS, RequestReader
 
 __all__ = ["FanoutMiddleware"]
 
-#: Raw ASGI header name -> the name ``request_values`` reads (ASGI names are lower-case).
-_READ_HEADERS: Final = {name.encode("latin-1"): name for name in READ_HEADERS}
+#: Raw ASGI header name -> the name ``request_values`` reads (ASGI names are lower-case),
+#: or ``None`` for the headers browsers send that nothing reads: one lookup settles most
+#: headers of a request, and only a name in neither set is lower-cased and looked up again.
+_HEADER_NAMES: Final[dict[bytes, str | None]] = {
+    **dict.fromkeys(
+        (
+            b"accept", b"accept-encoding", b"cache-control", b"connection", b"content-length",
+            b"content-type", b"dnt", b"if-modified-since", b"if-none-match", b"origin",
+            b"pragma", b"priority", b"sec-ch-ua", b"sec-ch-ua-mobile", b"sec-ch-ua-platform",
+            b"sec-fetch-dest", b"sec-fetch-mode", b"sec-fetch-site", b"sec-fetch-user",
+            b"sec-gpc", b"te", b"traceparent", b"upgrade-insecure-requests", b"authorization",
+            b"x-forwarded-proto", b"x-real-ip", b"x-request-id", b"x-requested-with",
+        ),
+        None,
+    ),
+    **{name.encode("latin-1"): name for name in READ_HEADERS},
+}
+_ELSEWHERE: Final = ""
 
 logger = logging.getLogger("fanout")
 
@@ -111,7 +127,9 @@ class FanoutMiddleware:
         (so the events of repeated requests share it, and what is derived from it)."""
         read: list[tuple[str, bytes]] = []
         for raw_name, raw_value in scope.get("headers") or ():
-            name = _READ_HEADERS.get(raw_name) or _READ_HEADERS.get(raw_name.lower())
+            name = _HEADER_NAMES.get(raw_name, _ELSEWHERE)
+            if name == _ELSEWHERE:
+                name = _HEADER_NAMES.get(raw_name.lower())
             if name is not None:  # only the headers read below are kept
                 read.append((name, raw_value))
         client = scope.get("client")
