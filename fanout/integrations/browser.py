@@ -197,7 +197,7 @@ def read_ids(
     # Sources are read lazily, in order: most requests stop at the first one.
     anonymous_id = source_of = own_session = first_session = None
     until = NEVER
-    for source, reader in _READERS if id_headers else _COOKIE_READERS:
+    for source, reader in _SOURCES[id_headers, bool(cookies)]:
         try:
             anon, session, expires = reader(headers, cookies, now)
         except (ValueError, TypeError, KeyError, AttributeError, binascii.Error):
@@ -302,7 +302,9 @@ def _uri_json_object(raw: str) -> dict[str, Any]:
     return _json_object(_unquote(raw))
 
 
-def _posthog(cookies: Mapping[str, str], now: float | None) -> Found:
+def _posthog(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
+) -> Found:
     """``ph_<token>_posthog``: URL-encoded JSON written by posthog-js.
 
     ``distinct_id`` is what ``posthog.get_distinct_id()`` returns; ``$sesid`` is
@@ -323,7 +325,9 @@ def _posthog(cookies: Mapping[str, str], now: float | None) -> Found:
     return anon, session, until
 
 
-def _segment(cookies: Mapping[str, str], now: float | None) -> Found:
+def _segment(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
+) -> Found:
     """``ajs_anonymous_id``: the raw id, or JSON-quoted (``"%22…%22"``) by older versions."""
     raw = cookies.get("ajs_anonymous_id")
     if raw is None or len(raw) > MAX_COOKIE_LENGTH:
@@ -334,7 +338,9 @@ def _segment(cookies: Mapping[str, str], now: float | None) -> Found:
     return sanitize(text), None, NEVER
 
 
-def _mixpanel(cookies: Mapping[str, str], now: float | None) -> Found:
+def _mixpanel(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
+) -> Found:
     """``mp_<token>_mixpanel``: URL-encoded JSON; anonymous ids look like ``$device:<uuid>``."""
     raw = _cookie_like(cookies, "mp_", "_mixpanel")
     if raw is None:
@@ -343,7 +349,9 @@ def _mixpanel(cookies: Mapping[str, str], now: float | None) -> Found:
     return sanitize(data.get("distinct_id")) or sanitize(data.get("$device_id")), None, NEVER
 
 
-def _amplitude(cookies: Mapping[str, str], now: float | None) -> Found:
+def _amplitude(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
+) -> Found:
     """``AMP_<first 10 characters of the API key>``: base64 of URL-encoded JSON."""
     for name, raw in cookies.items():
         if not name.startswith("AMP_") or name.startswith("AMP_MKTG_"):
@@ -373,7 +381,9 @@ def _rudder_value(raw: str) -> Any:
     return orjson.loads(base64.b64decode(text[len(_RS_PREFIX) :]))
 
 
-def _rudderstack(cookies: Mapping[str, str], now: float | None) -> Found:
+def _rudderstack(
+    headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
+) -> Found:
     """``rl_anonymous_id`` / ``rl_session``: ``RS_ENC_v3_`` + base64 of the JSON value."""
     raw = cookies.get("rl_anonymous_id")
     if raw is None or len(raw) > MAX_COOKIE_LENGTH:
@@ -396,24 +406,21 @@ def _rudderstack(cookies: Mapping[str, str], now: float | None) -> Found:
     return anon, session, until
 
 
-def _cookie(read: Callable[[Mapping[str, str], float | None], Found]) -> Reader:
-    def reader(
-        headers: Mapping[str, str], cookies: Mapping[str, str], now: float | None
-    ) -> Found:
-        return read(cookies, now) if cookies else (None, None, NEVER)
-
-    return reader
-
-
-#: Every source, in order of precedence.
+#: Every source, in order of precedence. The cookie readers take the headers too, so that
+#: one loop calls them all without a wrapper (they are only called when there are cookies).
 _READERS: Final[tuple[tuple[str, Reader], ...]] = (
     ("header:x-fanout-anonymous-id", _header_pair(*_ID_HEADERS[:2])),
     ("header:x-posthog-distinct-id", _header_pair(*_ID_HEADERS[2:])),
-    ("cookie:posthog", _cookie(_posthog)),
-    ("cookie:segment", _cookie(_segment)),
-    ("cookie:mixpanel", _cookie(_mixpanel)),
-    ("cookie:amplitude", _cookie(_amplitude)),
-    ("cookie:rudderstack", _cookie(_rudderstack)),
+    ("cookie:posthog", _posthog),
+    ("cookie:segment", _segment),
+    ("cookie:mixpanel", _mixpanel),
+    ("cookie:amplitude", _amplitude),
+    ("cookie:rudderstack", _rudderstack),
 )
-#: The cookie sources alone, for a request without any id header.
-_COOKIE_READERS: Final = _READERS[2:]
+#: The sources a request can have, by (any id header, any SDK cookie): only those are
+#: called, so a request without cookies calls no cookie reader and the reverse.
+_SOURCES: Final = {
+    (True, True): _READERS,
+    (True, False): _READERS[:2],
+    (False, True): _READERS[2:],
+}
