@@ -14,8 +14,11 @@ all of them up for the whole run:
   runs the providers;
 - ``posthog-sdk``: the PostHog SDK alone, with its defaults and its one backend;
 - ``fanout-1+mw``: ``fanout-1`` with ``fanout.integrations.asgi.FanoutMiddleware`` around
-  the app, so its event carries the request's context; its CPU per request minus
-  ``fanout-1``'s is the middleware's own cost (target: under 10 µs).
+  the app, so its event carries the request's context and the browser's id;
+- ``fanout-1+ctx``: ``fanout-1`` sending that same event without the middleware (the id and
+  context passed to ``track()`` by hand, computed once). ``fanout-1+mw`` minus
+  ``fanout-1+ctx`` is the middleware's own CPU per request (target: under 10 µs);
+  ``fanout-1+ctx`` minus ``fanout-1`` is what carrying and delivering the context costs.
 
 Every request carries what a browser with the PostHog and Segment SDKs sends (their
 cookies, user agent, referrer, locale), whatever the case, so all cases parse the same bytes.
@@ -80,13 +83,14 @@ CASES = (
     "fanout-8p",
     "posthog-sdk",
     "fanout-1+mw",  # fanout-1 with the ASGI middleware around the app
+    "fanout-1+ctx",  # fanout-1 sending the same event as +mw, without the middleware
 )
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 # -- the app (``--serve``) ---------------------------------------------------------------
 
 
-def build_app(case: str, sink: str) -> Any:
+def build_app(case: str, sink: str, port: int = 0) -> Any:
     """The Starlette app for ``case``: ``GET /`` does the work and tracks one event."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -100,7 +104,7 @@ def build_app(case: str, sink: str) -> Any:
     if case.startswith("fanout-"):
         from _sink import fanout_client
 
-        size = case.split("-")[1].removesuffix("+mw")
+        size = case.split("-")[1].split("+")[0]
         if size.endswith("p"):
             client = fanout_process_client(sink, PROVIDER_SETS[int(size[:-1])])
         else:
@@ -108,6 +112,18 @@ def build_app(case: str, sink: str) -> Any:
 
         def track(person: str, props: dict[str, Any]) -> None:
             client.track("order.viewed", person_id=person, properties=props)
+
+        if case.endswith("+ctx"):
+            anonymous_id, context = same_event(port)
+
+            def track(person: str, props: dict[str, Any]) -> None:
+                client.track(
+                    "order.viewed",
+                    person_id=person,
+                    properties=props,
+                    anonymous_id=anonymous_id,
+                    context=context,
+                )
 
         def flush() -> dict[str, Any]:
             report = client.flush(timeout=60)
@@ -160,6 +176,17 @@ def build_app(case: str, sink: str) -> Any:
     return app
 
 
+def same_event(port: int) -> tuple[str | None, dict[str, Any]]:
+    """The browser's id and the context ``FanoutMiddleware`` gives this app's requests."""
+    from fanout.integrations._request import request_values
+
+    headers = {name.lower(): value for name, value in browser_headers().items()}
+    headers["host"] = f"127.0.0.1:{port}"
+    return request_values(
+        headers, client_ip="127.0.0.1", scheme="http", host=None, path="/", query=""
+    )
+
+
 def browser_headers() -> dict[str, str]:
     """What a browser running the PostHog and Segment SDKs sends with each request."""
     now_ms = int(time.time() * 1000)
@@ -196,7 +223,7 @@ def serve(case: str, port: int, sink: str) -> None:
     import uvicorn
 
     uvicorn.run(
-        build_app(case, sink),
+        build_app(case, sink, port),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -582,18 +609,24 @@ def _targets(mode: str, added: dict[str, float], suffix: str = "") -> None:
 
 
 def _middleware_cost(*modes: dict[str, list[dict[str, Any]]]) -> None:
-    """The middleware's own CPU per request: fanout-1+mw minus fanout-1, paired by round."""
+    """The middleware's own CPU per request: fanout-1+mw minus fanout-1+ctx (the same event
+    without it), paired by round; and what the context costs the event, beside it."""
     for name, runs in zip(("saturation", "fixed rate"), modes, strict=True):
-        if "fanout-1+mw" in runs and "fanout-1" in runs:
-            mw, bare = runs["fanout-1+mw"], runs["fanout-1"]
-            cost = statistics.median(
-                m["cpu_us"] - b["cpu_us"] for m, b in zip(mw, bare, strict=True)
-            )
-            print(
-                f"  {name}: FanoutMiddleware adds {cost:.1f} CPU µs/req to fanout-1 "
-                f"({_median(bare, 'cpu_us'):.0f} -> {_median(mw, 'cpu_us'):.0f}; target < 10, "
-                "includes delivering the context its event carries)"
-            )
+        if not all(c in runs for c in ("fanout-1", "fanout-1+mw", "fanout-1+ctx")):
+            continue
+
+        own = _cpu_diff(runs, "fanout-1+mw", "fanout-1+ctx")
+        carried = _cpu_diff(runs, "fanout-1+ctx", "fanout-1")
+        print(
+            f"  {name}: FanoutMiddleware's own CPU {own:.1f} µs/req (+mw minus +ctx, "
+            f"target < 10); the context in the event {carried:.1f} µs/req (+ctx minus fanout-1)"
+        )
+
+
+def _cpu_diff(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> float:
+    """Median over rounds of case ``a``'s CPU per request minus case ``b``'s."""
+    pairs = zip(runs[a], runs[b], strict=True)
+    return statistics.median(x["cpu_us"] - y["cpu_us"] for x, y in pairs)
 
 
 def main() -> None:
