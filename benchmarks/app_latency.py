@@ -12,7 +12,16 @@ all of them up for the whole run:
 - ``fanout-1p`` / ``fanout-4p`` / ``fanout-8p``: the same in process mode
   (``FANOUT_DELIVERY=process``): the app hands each event once to a delivery process that
   runs the providers;
-- ``posthog-sdk``: the PostHog SDK alone, with its defaults and its one backend.
+- ``posthog-sdk``: the PostHog SDK alone, with its defaults and its one backend;
+- ``fanout-1+mw``: ``fanout-1`` with ``fanout.integrations.asgi.FanoutMiddleware`` around
+  the app, so its event carries the request's context and the browser's id;
+- ``fanout-1+ctx``: ``fanout-1`` sending that same event without the middleware (the id and
+  context passed to ``track()`` by hand, computed once). ``fanout-1+mw`` minus
+  ``fanout-1+ctx`` is the middleware's own CPU per request (target: under 10 µs);
+  ``fanout-1+ctx`` minus ``fanout-1`` is what carrying and delivering the context costs.
+
+Every request carries what a browser with the PostHog and Segment SDKs sends (their
+cookies, user agent, referrer, locale), whatever the case, so all cases parse the same bytes.
 
 Every backend is one local sink process (``_sink.py``) answering 200. Two loads, each bounded
 by ``--duration`` seconds:
@@ -52,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
@@ -72,13 +82,15 @@ CASES = (
     "fanout-4p",
     "fanout-8p",
     "posthog-sdk",
+    "fanout-1+mw",  # fanout-1 with the ASGI middleware around the app
+    "fanout-1+ctx",  # fanout-1 sending the same event as +mw, without the middleware
 )
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 # -- the app (``--serve``) ---------------------------------------------------------------
 
 
-def build_app(case: str, sink: str) -> Any:
+def build_app(case: str, sink: str, port: int = 0) -> Any:
     """The Starlette app for ``case``: ``GET /`` does the work and tracks one event."""
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -92,7 +104,7 @@ def build_app(case: str, sink: str) -> Any:
     if case.startswith("fanout-"):
         from _sink import fanout_client
 
-        size = case.split("-")[1]
+        size = case.split("-")[1].split("+")[0]
         if size.endswith("p"):
             client = fanout_process_client(sink, PROVIDER_SETS[int(size[:-1])])
         else:
@@ -100,6 +112,18 @@ def build_app(case: str, sink: str) -> Any:
 
         def track(person: str, props: dict[str, Any]) -> None:
             client.track("order.viewed", person_id=person, properties=props)
+
+        if case.endswith("+ctx"):
+            anonymous_id, context = same_event(port)
+
+            def track(person: str, props: dict[str, Any]) -> None:
+                client.track(
+                    "order.viewed",
+                    person_id=person,
+                    properties=props,
+                    anonymous_id=anonymous_id,
+                    context=context,
+                )
 
         def flush() -> dict[str, Any]:
             report = client.flush(timeout=60)
@@ -142,9 +166,47 @@ def build_app(case: str, sink: str) -> Any:
         if close is not None:
             close()
 
-    return Starlette(
+    app: Any = Starlette(
         routes=[Route("/", order), Route("/_flush", flush_endpoint)], lifespan=lifespan
     )
+    if case.endswith("+mw"):
+        from fanout.integrations.asgi import FanoutMiddleware
+
+        app = FanoutMiddleware(app, client=client)
+    return app
+
+
+def same_event(port: int) -> tuple[str | None, dict[str, Any]]:
+    """The browser's id and the context ``FanoutMiddleware`` gives this app's requests."""
+    from fanout.integrations._request import request_values
+
+    headers = {name.lower(): value for name, value in browser_headers().items()}
+    headers["host"] = f"127.0.0.1:{port}"
+    return request_values(
+        headers, client_ip="127.0.0.1", scheme="http", host=None, path="/", query=""
+    )
+
+
+def browser_headers() -> dict[str, str]:
+    """What a browser running the PostHog and Segment SDKs sends with each request."""
+    now_ms = int(time.time() * 1000)
+    posthog = json.dumps(
+        {
+            "distinct_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a",
+            "$device_id": "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a",
+            "$user_state": "anonymous",
+            "$sesid": [now_ms, "0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", now_ms - 60_000],
+        },
+        separators=(",", ":"),
+    )
+    return {
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126 Safari/537.36",
+        "Accept-Language": "en-GB,en;q=0.9",
+        "Referer": "https://news.example/article",
+        "Cookie": f"ph_phc_bench_posthog={urllib.parse.quote(posthog, safe='')}; "
+        "ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; csrftoken=abc123",
+    }
 
 
 def fanout_process_client(sink: str, names: tuple[str, ...]) -> Any:
@@ -161,7 +223,7 @@ def serve(case: str, port: int, sink: str) -> None:
     import uvicorn
 
     uvicorn.run(
-        build_app(case, sink),
+        build_app(case, sink, port),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -221,7 +283,8 @@ class _LoadGen:
     def __init__(self, host: str, port: int, rate: float, duration: float, conns: int) -> None:
         self.host, self.port = host, port
         self.rate, self.duration, self.conns = rate, duration, conns
-        self.request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in browser_headers().items())
+        self.request = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}\r\n".encode()
         self.latencies: list[float] = []
         self.errors = 0
         self.free: list[_Conn] = []
@@ -545,6 +608,27 @@ def _targets(mode: str, added: dict[str, float], suffix: str = "") -> None:
         )
 
 
+def _middleware_cost(*modes: dict[str, list[dict[str, Any]]]) -> None:
+    """The middleware's own CPU per request: fanout-1+mw minus fanout-1+ctx (the same event
+    without it), paired by round; and what the context costs the event, beside it."""
+    for name, runs in zip(("saturation", "fixed rate"), modes, strict=True):
+        if not all(c in runs for c in ("fanout-1", "fanout-1+mw", "fanout-1+ctx")):
+            continue
+
+        own = _cpu_diff(runs, "fanout-1+mw", "fanout-1+ctx")
+        carried = _cpu_diff(runs, "fanout-1+ctx", "fanout-1")
+        print(
+            f"  {name}: FanoutMiddleware's own CPU {own:.1f} µs/req (+mw minus +ctx, "
+            f"target < 10); the context in the event {carried:.1f} µs/req (+ctx minus fanout-1)"
+        )
+
+
+def _cpu_diff(runs: dict[str, list[dict[str, Any]]], a: str, b: str) -> float:
+    """Median over rounds of case ``a``'s CPU per request minus case ``b``'s."""
+    pairs = zip(runs[a], runs[b], strict=True)
+    return statistics.median(x["cpu_us"] - y["cpu_us"] for x, y in pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load")
@@ -585,7 +669,11 @@ def main() -> None:
         script = None
         if have_wrk:
             script = os.path.join(tmp, "report.lua")
-            Path(script).write_text(_WRK_LUA)
+            headers = "".join(
+                f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n"
+                for k, v in browser_headers().items()
+            )
+            Path(script).write_text(headers + _WRK_LUA)
         # Every app runs for the whole benchmark; loads take turns, so that the machine's
         # other work falls on all cases alike.
         servers = {c: stack.enter_context(Server(c, sink, args.switch_interval)) for c in cases}
@@ -624,6 +712,7 @@ def main() -> None:
     for suffix in ("", "p"):
         _targets("saturation", a_closed, suffix)
         _targets("fixed rate", a_open, suffix)
+    _middleware_cost(closed, opened)
     print(f"(total {time.perf_counter() - t0:.0f}s)")
 
 

@@ -178,18 +178,15 @@ class LazyContext(Generic[_T]):
         self._source = source
         self._parent = parent
         self._resolved: RequestContext | None = None
-        self._lock: threading.Lock | None = None  # made on first use: most are never read
+        # Made with the context: creating a lock costs less than guarding a lazy creation.
+        self._lock = threading.Lock()
 
     def resolve(self) -> RequestContext:
         """The context, read now if no call has needed it yet."""
         ctx = self._resolved
         if ctx is not None:
             return ctx
-        with _MAKE_LOCK:
-            lock = self._lock
-            if lock is None:
-                lock = self._lock = threading.Lock()
-        with lock:
+        with self._lock:
             ctx = self._resolved
             if ctx is None:
                 try:
@@ -197,13 +194,14 @@ class LazyContext(Generic[_T]):
                 except Exception:  # noqa: BLE001 - a call must never fail over its context
                     logger.exception("fanout: reading the request context failed; left empty")
                     mine = RequestContext()
-                ctx = self._resolved = _merge(_resolve(self._parent), mine)
+                parent = self._parent
+                if parent is None and (mine.person_id is not None or mine.anonymous_id is not None):
+                    ctx = mine  # the common case: nothing to merge, no id to generate
+                else:
+                    ctx = _merge(_resolve(parent), mine)
+                self._resolved = ctx
             return ctx
 
-
-#: Guards the creation of each ``LazyContext``'s own lock, and nothing else: held for one
-#: attribute check, never while a request is read.
-_MAKE_LOCK: Final = threading.Lock()
 
 _current: contextvars.ContextVar[RequestContext | LazyContext[Any] | None] = (
     contextvars.ContextVar("fanout_context", default=None)

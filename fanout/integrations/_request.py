@@ -18,14 +18,7 @@ from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
 from .._events import checked_context
-from .browser import (
-    NEVER,
-    BrowserIds,
-    parse_cookie_header,
-    read_browser_ids,
-    read_browser_ids_until,
-    sanitize,
-)
+from .browser import NEVER, read_ids, sanitize, sdk_cookies
 
 __all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
@@ -75,9 +68,9 @@ def request_values(
     context's ``values`` as it is.
     """
     cookie = headers.get("cookie")
-    ids = read_browser_ids(headers, parse_cookie_header(cookie) if cookie else {})
-    return ids.anonymous_id, _values(
-        headers, ids.session_id, client_ip, scheme, host, path, query, trust_forwarded
+    anonymous_id, session_id, *_ = read_ids(headers, sdk_cookies(cookie) if cookie else {})
+    return anonymous_id, _values(
+        headers, session_id, client_ip, scheme, host, path, query, trust_forwarded
     )
 
 
@@ -94,21 +87,38 @@ def _values(
     values: dict[str, Any] = {}
     if session_id is not None:
         values["session_id"] = session_id
+    get = headers.get
     ip = client_ip
     if trust_forwarded:
-        forwarded = headers.get("x-forwarded-for", "").split(",")[0].strip()
+        forwarded = get("x-forwarded-for", "").split(",")[0].strip()
         ip = forwarded or ip
-    _put(values, "ip", ip, 64)
-    _put(values, "user_agent", headers.get("user-agent"), MAX_TEXT_LENGTH)
-    language = headers.get("accept-language")
-    if language:
-        _put(values, "locale", language.split(",")[0].split(";")[0], 35)
-    host = host or headers.get("host")
-    if host:
-        url = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
-        _put(values, "url", url, MAX_TEXT_LENGTH)
-    _put(values, "path", path, MAX_TEXT_LENGTH)
-    _put(values, "referrer", headers.get("referer"), MAX_TEXT_LENGTH)
+    language = get("accept-language")
+    host = host or get("host")
+    # Each value as ``sanitize`` gives it; the common case (printable, within its cap) is
+    # inlined: one call per value was a good part of reading a new visitor's request.
+    for key, value, limit in (
+        ("ip", ip, 64),
+        ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
+        ("locale", language.split(",")[0].split(";")[0] if language else None, 35),
+        (
+            "url",
+            (f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}")
+            if host
+            else None,
+            MAX_TEXT_LENGTH,
+        ),
+        ("path", path, MAX_TEXT_LENGTH),
+        ("referrer", get("referer"), MAX_TEXT_LENGTH),
+    ):
+        if not value:
+            continue
+        clean = (
+            value.strip() or None
+            if len(value) <= limit and value.isprintable()
+            else sanitize(value, limit)
+        )
+        if clean is not None:
+            values[key] = clean
     if "utm_" in query:
         campaign = _campaign(query)
         if campaign:
@@ -156,9 +166,11 @@ class RequestReader:
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
-        #: decoded) -> what :meth:`read` returned for it.
-        self._raw: _Kept[Any, tuple[str | None, Mapping[str, Any], float]] = _Kept(kept)
-        self._ids: _Kept[tuple[str | None, ...], tuple[BrowserIds, float]] = _Kept(kept)
+        #: decoded) -> (what the middleware made of :meth:`read`'s result, until when).
+        self._raw: _Kept[Any, tuple[Any, float]] = _Kept(kept)
+        self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
+            kept
+        )
         self._values: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
 
     def read(
@@ -184,43 +196,36 @@ class RequestReader:
             get("x-posthog-session-id"),
         )
         found = self._ids.get(ids_key)
-        if found is None or (found[1] != NEVER and time.time() > found[1]):
-            found = read_browser_ids_until(
-                headers, parse_cookie_header(cookie) if cookie else {}
-            )
+        if found is None or (found[2] != NEVER and time.time() > found[2]):
+            anon, session, _, _, until = read_ids(headers, sdk_cookies(cookie) if cookie else {})
+            found = (anon, session, until)
             self._ids.put(ids_key, found)
-        ids = found[0]
+        anonymous_id, session_id, until = found
         trust = trust_forwarded
         values_key = (
-            ids.session_id, client_ip, get("x-forwarded-for") if trust else None,
+            session_id, client_ip, get("x-forwarded-for") if trust else None,
             get("user-agent"), get("accept-language"), get("referer"), get("host"),
             scheme, host, path, query,
         )
         values = self._values.get(values_key)
         if values is None:
             values = checked_context(
-                _values(headers, ids.session_id, client_ip, scheme, host, path, query, trust)
+                _values(headers, session_id, client_ip, scheme, host, path, query, trust)
             )
             self._values.put(values_key, values)
-        return ids.anonymous_id, values, found[1]
+        return anonymous_id, values, until
 
-    def recall(self, key: Any) -> tuple[str | None, Mapping[str, Any]] | None:
-        """What :meth:`remember` kept for ``key``, if it still holds now."""
+    def recall(self, key: Any) -> Any:
+        """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
         found = self._raw.get(key)
-        if found is None or (found[2] != NEVER and time.time() > found[2]):
+        if found is None or (found[1] != NEVER and time.time() > found[1]):
             return None
-        return found[0], found[1]
+        return found[0]
 
-    def remember(self, key: Any, found: tuple[str | None, Mapping[str, Any], float]) -> None:
-        """Keep :meth:`read`'s result under a middleware's own (hashable) key."""
-        self._raw.put(key, found)
-
-
-def _put(values: dict[str, Any], key: str, value: str | None, limit: int) -> None:
-    if value:
-        clean = sanitize(value, limit)
-        if clean is not None:
-            values[key] = clean
+    def remember(self, key: Any, value: Any, until: float) -> None:
+        """Keep ``value`` (not ``None``; made from :meth:`read`'s result, which holds
+        until ``until``) under a middleware's own (hashable) key."""
+        self._raw.put(key, (value, until))
 
 
 def _campaign(query: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ If the wrapped app does not speak the lifespan protocol (it raises or returns on
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
 from .. import _default
@@ -31,8 +31,24 @@ from ._request import READ_HEADERS, RequestReader
 
 __all__ = ["FanoutMiddleware"]
 
-#: Raw ASGI header name -> the name ``request_values`` reads (ASGI names are lower-case).
-_READ_HEADERS: Final = {name.encode("latin-1"): name for name in READ_HEADERS}
+#: Raw ASGI header name -> the name ``request_values`` reads (ASGI names are lower-case),
+#: or ``None`` for the headers browsers send that nothing reads: one lookup settles most
+#: headers of a request, and only a name in neither set is lower-cased and looked up again.
+_HEADER_NAMES: Final[dict[bytes, str | None]] = {
+    **dict.fromkeys(
+        (
+            b"accept", b"accept-encoding", b"cache-control", b"connection", b"content-length",
+            b"content-type", b"dnt", b"if-modified-since", b"if-none-match", b"origin",
+            b"pragma", b"priority", b"sec-ch-ua", b"sec-ch-ua-mobile", b"sec-ch-ua-platform",
+            b"sec-fetch-dest", b"sec-fetch-mode", b"sec-fetch-site", b"sec-fetch-user",
+            b"sec-gpc", b"te", b"traceparent", b"upgrade-insecure-requests", b"authorization",
+            b"x-forwarded-proto", b"x-real-ip", b"x-request-id", b"x-requested-with",
+        ),
+        None,
+    ),
+    **{name.encode("latin-1"): name for name in READ_HEADERS},
+}
+_ELSEWHERE: Final = ""
 
 logger = logging.getLogger("fanout")
 
@@ -101,13 +117,19 @@ class FanoutMiddleware:
                 logger.exception("fanout: the ASGI middleware's person_id hook failed")
                 found = None
             person = None if found is None else str(found) or None
-        anonymous_id, values = self._request_values(snapshot)
-        return RequestContext(person_id=person, anonymous_id=anonymous_id, values=values)
+        ctx = self._request_context(snapshot)
+        if person is None:
+            return ctx
+        return RequestContext(person, ctx.anonymous_id, False, ctx.values)
 
-    def _request_values(self, scope: Scope) -> tuple[str | None, Mapping[str, Any]]:
+    def _request_context(self, scope: Scope) -> RequestContext:
+        """The request's context without a person: the same object for the same request
+        (so the events of repeated requests share it, and what is derived from it)."""
         read: list[tuple[str, bytes]] = []
         for raw_name, raw_value in scope.get("headers") or ():
-            name = _READ_HEADERS.get(raw_name) or _READ_HEADERS.get(raw_name.lower())
+            name = _HEADER_NAMES.get(raw_name, _ELSEWHERE)
+            if name == _ELSEWHERE:
+                name = _HEADER_NAMES.get(raw_name.lower())
             if name is not None:  # only the headers read below are kept
                 read.append((name, raw_value))
         client = scope.get("client")
@@ -117,14 +139,15 @@ class FanoutMiddleware:
         path = scope.get("root_path", "") + scope.get("path", "/")
         raw_query = scope.get("query_string") or b""
         # The same request as the server gave it reads the same (until a session's idle
-        # timeout): recalled without decoding anything.
+        # timeout): its context is recalled without decoding anything.
         key: Any = (tuple(read), client_ip, server, scheme, path, raw_query, self.trust_forwarded)
         try:
             recalled = self._reader.recall(key)
         except TypeError:  # a server that puts unhashable values in the scope
             key, recalled = None, None
         if recalled is not None:
-            return recalled
+            ctx: RequestContext = recalled
+            return ctx
         headers: dict[str, str] = {}
         for name, raw_value in read:
             value = raw_value.decode("latin-1")
@@ -141,9 +164,10 @@ class FanoutMiddleware:
             query=raw_query.decode("latin-1"),
             trust_forwarded=self.trust_forwarded,
         )
+        ctx = RequestContext(None, found[0], False, found[1])
         if key is not None:
-            self._reader.remember(key, found)
-        return found[0], found[1]
+            self._reader.remember(key, ctx, found[2])
+        return ctx
 
     async def _shutdown(self) -> None:
         try:

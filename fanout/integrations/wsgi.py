@@ -88,10 +88,39 @@ class FanoutMiddleware:
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
-        anonymous_id, values, _ = _environ_values(
-            self._reader.read, environ, self.trust_forwarded
+        headers = {}
+        for key, name in _ENVIRON_KEYS:
+            value = environ.get(key)
+            if isinstance(value, str):
+                headers[name] = value
+        get = environ.get
+        client_ip = get("REMOTE_ADDR") or None
+        scheme = get("wsgi.url_scheme", "http")
+        path = get("SCRIPT_NAME", "") + get("PATH_INFO", "/")
+        query = get("QUERY_STRING", "")
+        host = headers.get("host") or _server_host(environ)
+        # The same request again reads the same (until a session's idle timeout): its
+        # context is recalled, one object for all, without reading anything.
+        raw: Any = (tuple(headers.items()), client_ip, scheme, host, path, query)
+        try:
+            ctx: RequestContext | None = self._reader.recall(raw)
+        except TypeError:  # a server that puts unhashable values in the environ
+            raw, ctx = None, None
+        if ctx is not None:
+            return ctx
+        anonymous_id, values, until = self._reader.read(
+            headers,
+            client_ip=client_ip,
+            scheme=scheme,
+            host=host,
+            path=path,
+            query=query,
+            trust_forwarded=self.trust_forwarded,
         )
-        return RequestContext(anonymous_id=anonymous_id, values=values)
+        ctx = RequestContext(None, anonymous_id, False, values)
+        if raw is not None:
+            self._reader.remember(raw, ctx, until)
+        return ctx
 
 
 class _Body:

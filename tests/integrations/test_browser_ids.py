@@ -11,16 +11,20 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fanout.integrations.browser import (
     MAX_ID_LENGTH,
     NEVER,
+    SDK_COOKIE_PREFIXES,
     SESSION_IDLE_SECONDS,
     BrowserIds,
     parse_cookie_header,
     read_browser_ids,
     read_browser_ids_until,
     sanitize,
+    sdk_cookies,
 )
 
 NOW = 1_760_000_000.0
@@ -199,9 +203,38 @@ def test_request_reader_keeps_reads_bounded_and_only_while_their_sessions_live()
     assert type(values) is CheckedDict and values["session_id"] == "s-kept"
     assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
     assert reader.read(headers, **args)[1] is values  # the second read is recalled
-    reader.remember("k1", (anon, values, until))
+    reader.remember("k1", (anon, values), until)
     assert reader.recall("k1") == (anon, values)
-    reader.remember("k-over", (anon, values, time.time() - 1))  # its session timed out
+    reader.remember("k-over", (anon, values), time.time() - 1)  # its session timed out
     assert reader.recall("k-over") is None
-    reader.remember("k3", (anon, values, NEVER))
+    reader.remember("k3", (anon, values), NEVER)
     assert reader.recall("k1") is None and reader.recall("k3") == (anon, values)  # bounded
+
+
+_COOKIE_TEXT = st.lists(
+    st.sampled_from(["a", "b", "=", ";", " ", '"', "\t", "\x1c", "\xa0", "_", "ph_", "_posthog",
+                     "__ph_opt_in_out_", "ajs_anonymous_id", "mp_", "AMP_", "rl_session",
+                     "rl_anonymous_id", "%7B"]),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_COOKIE_TEXT)
+def test_sdk_cookies_reads_the_sdk_cookies_exactly_as_the_full_parse(header):
+    """The middleware scan for the SDKs' names only: it must agree with parsing every pair."""
+    full = parse_cookie_header(header)
+    wanted = {k: v for k, v in full.items() if k.startswith(SDK_COOKIE_PREFIXES)}
+    found = sdk_cookies(header)
+    assert found == wanted
+    for prefix in SDK_COOKIE_PREFIXES:  # header order within each name family
+        assert [k for k in found if k.startswith(prefix)] == [
+            k for k in wanted if k.startswith(prefix)]
+
+
+def test_sdk_cookies_skips_the_site_s_own_cookies():
+    header = ('sessionid=abc; graph_x=1; csrftoken=z; ph_phc_t_posthog=%7B%7D; x=ph_y=2; '
+              'ajs_anonymous_id="q"; AMP_MKTG_0123456789=m; AMP_0123456789=a')
+    assert sdk_cookies(header) == {
+        "ph_phc_t_posthog": "%7B%7D", "ajs_anonymous_id": "q",
+        "AMP_MKTG_0123456789": "m", "AMP_0123456789": "a"}

@@ -336,6 +336,29 @@ def test_threads_racing_to_read_one_request_read_it_once_and_share_one_generated
     assert collector.store.count_events() == 16
 
 
+def test_asgi_same_request_again_recalls_one_context_and_the_person_is_never_kept():
+    """Repeated requests share one context object (so what events derive from it is kept
+    too); the person hook's answer is per request, never recalled with it."""
+    from fanout import _context
+    from fanout.integrations.asgi import FanoutMiddleware
+
+    seen: list[fanout.RequestContext | None] = []
+    people = iter(["ada", None])
+
+    async def app(scope, receive, send):
+        seen.append(_context.current())
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    request = ("GET", "/p?utm_source=mail", {"X-Fanout-Anonymous-Id": "v9"})
+    assert _requests(FanoutMiddleware(app), request, request) == [204, 204]
+    assert seen[0] is seen[1] and seen[0].anonymous_id == "v9" and seen[0].person_id is None
+    hooked = FanoutMiddleware(app, person_id=lambda scope: next(people))
+    assert _requests(hooked, request, request) == [204, 204]
+    assert [(c.person_id, c.anonymous_id) for c in seen[2:]] == [("ada", "v9"), (None, "v9")]
+    assert seen[2].values is seen[3].values and seen[3].values["campaign"] == {"source": "mail"}
+
+
 def test_request_context_is_read_only_compares_by_value_and_round_trips():
     ctx = fanout.RequestContext(person_id="p", values={"ip": "1.2.3.4"})
     with pytest.raises(AttributeError):

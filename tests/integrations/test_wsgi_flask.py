@@ -139,3 +139,33 @@ def test_gunicorn_preload_three_sync_workers_sigterm_loses_nothing(collector, tm
     assert len(ids) == 150 and len(set(ids)) == 140  # sent: 150 calls, 140 distinct ids
     events = stored(collector)
     assert sorted(e["event_id"] for e in events) == sorted(set(ids)), log.read_text()[-3000:]
+
+
+def test_wsgi_same_request_again_recalls_one_context_and_a_new_visitor_reads_anew():
+    """Called as a server calls it (a fresh environ per request): a repeated request shares
+    one context object; another visitor, or a visitor without ids, never gets it."""
+    from fanout import _context
+    from fanout.integrations.wsgi import FanoutMiddleware
+
+    seen: list[fanout.RequestContext | None] = []
+
+    def app(environ, start_response):
+        seen.append(_context.current())
+        start_response("204 No Content", [])
+        return [b""]
+
+    def environ(**headers: str) -> dict[str, str]:
+        return {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/p",
+                "SCRIPT_NAME": "", "QUERY_STRING": "utm_source=mail", "REMOTE_ADDR": "203.0.113.9",
+                "SERVER_NAME": "shop.example", "SERVER_PORT": "443", **headers}
+
+    middleware = FanoutMiddleware(app)
+    for env in (environ(HTTP_X_FANOUT_ANONYMOUS_ID="v1"), environ(HTTP_X_FANOUT_ANONYMOUS_ID="v1"),
+                environ(HTTP_X_FANOUT_ANONYMOUS_ID="v2"), environ(), environ()):
+        list(middleware(env, lambda status, headers, exc_info=None: None))
+    assert seen[0] is seen[1] and seen[0].anonymous_id == "v1"
+    assert seen[0].values["campaign"] == {"source": "mail"}
+    assert seen[2].anonymous_id == "v2" and seen[2].values is seen[0].values
+    # no id at all: a generated one, new for each request
+    assert seen[3].anonymous_id_generated and seen[4].anonymous_id_generated
+    assert seen[3].anonymous_id != seen[4].anonymous_id
