@@ -6,19 +6,27 @@ the GIL and the cores), and for a batch the HTTP client was the largest item of 
 the same 40 KB batch to the same local sink costs about 925 µs of CPU through
 ``httpx.Client.post``, about 400 µs through ``http.client`` (most of it parsing the answer's
 headers with the ``email`` package and building an ``httpx.Request`` from the URL each
-time), and about 145 µs here, most of it system calls: one ``sendall`` of the request line,
-headers and body, and the answer read into one buffer and split by hand
-(``benchmarks/cpu_per_event.py`` shows the effect on a whole delivery). And httpx blocks
+time), and about 300 µs here: one ``sendall`` of the request's head and body, the answer fed
+to h11 as it arrives, and h11's state machine, which is most of it (the hand-written framing
+this replaced took about 125 µs in the same run, so h11 costs about 175 µs more per batch,
+under 2 µs per event at 100 events a batch: the price of not maintaining an HTTP parser;
+``benchmarks/cpu_per_event.py`` shows the effect on a whole delivery). And httpx blocks
 deep inside httpcore, where fanout could only leave the delivery lane (``_lane.py``) around
 the whole request, so httpx's own Python work ran outside it, competing with the app again.
-Here the lane is left for the calls that wait on the network (connect, send, read the
-answer) and everything else runs inside it.
+Here the lane is left for the calls that wait on the network (connect, send, each read of
+the answer) and everything else runs inside it.
 
-What it speaks is the part of HTTP/1.1 a batch POST needs, as ``http.client`` speaks it:
-the same request headers (``Host``, ``Accept-Encoding: identity``, the caller's,
-``Content-Length``), answers framed by ``Content-Length``, ``chunked`` or the connection's
-end, ``1xx`` interim answers skipped, ``Connection: close`` and HTTP/1.0 honoured, and the
-answer's head capped so a hostile server cannot make the worker buffer without end.
+The HTTP/1.1 framing itself is h11's (the sans-I/O protocol machine httpcore is built on),
+not hand-written: the request's head, answers framed by ``Content-Length``, ``chunked`` or
+the connection's end, ``1xx`` interim answers, ``Connection: close`` and HTTP/1.0, obsolete
+folded headers, and the answer's head capped (``max_incomplete_event_size``) so a hostile
+server cannot make the worker buffer without end. This module only moves bytes between the
+socket and h11, keeps one connection per scheme, host and port while h11 says it may be
+reused (``start_next_cycle``), and sends a request once more on a fresh connection when a
+kept-alive one turns out to have been closed by the server. h11's protocol errors are
+raised as the ``http.client`` exceptions :mod:`fanout.http` classifies (``BadStatusLine``,
+``IncompleteRead``, ``LineTooLong``), and a header value h11 refuses (a line break: a
+header injection) as ``ValueError`` naming the header but not its value.
 
 :class:`fanout.http.HttpSender` uses this for direct ``http://`` and ``https://``
 connections (TLS set up by ``httpx.create_ssl_context``, so certificates are trusted exactly
@@ -38,6 +46,7 @@ from collections.abc import Mapping
 from typing import Final
 from urllib.parse import urlsplit
 
+import h11
 import httpx
 
 from ._lane import released
@@ -51,22 +60,18 @@ _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 #: The most an answer's status line and headers may take (http.client allows 100 headers
 #: of 64 KB each; a batch endpoint's answer has a handful).
 MAX_HEAD_BYTES: Final = 64 * 1024
-#: Bytes asked of the socket per read: at least, and (for a body of known length) at most.
+#: Bytes asked of the socket per read.
 _READ: Final = 65536
-_MAX_READ: Final = 1 << 20
-#: What http.client refuses in a header value: a line break not followed by folding.
-_ILLEGAL_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])").search
-#: Request headers this module sends unless the caller gives its own.
-_DEFAULTS: Final = frozenset({"host", "accept-encoding"})
 #: Distinct URLs whose parsed form is kept (a provider posts to one or a few).
 _MAX_TARGETS: Final = 64
+_END: Final = h11.EndOfMessage()
 
 
 class _Target:
-    """What a URL resolves to, parsed once: the connection key, the request line's target,
-    the ``Host`` header, and the ``httpx.Request`` every answer from it refers to."""
+    """What a URL resolves to, parsed once: the connection key, the request target, the
+    ``Host`` header, and the ``httpx.Request`` every answer from it refers to."""
 
-    __slots__ = ("key", "line", "host", "start", "request")
+    __slots__ = ("key", "target", "host", "request")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -75,6 +80,9 @@ class _Target:
         port = parts.port or (443 if scheme == "https" else 80)
         self.key: _Key = (scheme, host, port)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # http.client's own check on the request line (h11 would refuse it too, less clearly).
+        if re.search(r"[\x00-\x20\x7f]", target):
+            raise http.client.InvalidURL(f"URL can't contain control characters ({target!r})")
         try:
             host_text = host.encode("ascii")
         except UnicodeEncodeError:
@@ -83,24 +91,20 @@ class _Target:
             host_text = b"[" + host_text + b"]"
         if port != (443 if scheme == "https" else 80):
             host_text += b":%d" % port
-        # http.client's own checks on the request line: no control characters or spaces.
-        if re.search(r"[\x00-\x20\x7f]", target):
-            raise http.client.InvalidURL(f"URL can't contain control characters ({target!r})")
-        self.line = b"POST " + target.encode("ascii") + b" HTTP/1.1\r\n"
-        self.host = b"Host: " + host_text + b"\r\n"
-        self.start = self.line + self.host + b"Accept-Encoding: identity\r\n"
+        self.target = target.encode("ascii")
+        self.host = host_text
         # One per URL, shared by the answers (providers only read it, through .url).
         self.request = httpx.Request("POST", url)
 
 
 class _Connection:
-    """One kept-alive socket (an answer read past its end closes it: nothing is carried
-    over from one request to the next)."""
+    """One kept-alive socket and the h11 state machine of the exchanges on it."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("sock", "h11")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
 
     def close(self) -> None:
         self.sock.close()
@@ -116,20 +120,14 @@ class DirectPoster:
         self._ssl: ssl.SSLContext | None = None
 
     def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> httpx.Response:
-        """POST ``body``; raises ``OSError`` or ``http.client.HTTPException`` on failure."""
+        """POST ``body``; raises ``OSError`` or ``http.client.HTTPException`` on failure,
+        ``ValueError`` (before sending anything) for a header h11 refuses."""
         target = self._targets.get(url)
         if target is None:
             if len(self._targets) >= _MAX_TARGETS:
                 self._targets.clear()
             target = self._targets[url] = _Target(url)
-        start = target.start
-        if not _DEFAULTS.isdisjoint(map(str.lower, headers)):
-            # The caller's own Host or Accept-Encoding replaces ours, as with http.client.
-            names = {name.lower() for name in headers}
-            start = target.line + (b"" if "host" in names else target.host)
-            if "accept-encoding" not in names:
-                start += b"Accept-Encoding: identity\r\n"
-        request = start + _header_lines(headers) + b"Content-Length: %d\r\n\r\n" % len(body)
+        request = _request(target, headers, len(body))
         key = target.key
         conn = self._conns.get(key)
         if conn is not None and _closed_by_peer(conn.sock):
@@ -141,11 +139,14 @@ class DirectPoster:
                 if conn is None:
                     with released():
                         conn = self._conns[key] = self._connect(*key)
+                machine = conn.h11
+                # One write, as http.client does for a bytes body: no Nagle wait between
+                # the head and the body. (h11 hands a Content-Length body back unchanged.)
+                data = machine.send(request) + machine.send(h11.Data(data=body))
+                machine.send(_END)
                 with released():
-                    # One write, as http.client does for a bytes body: no Nagle wait
-                    # between the head and the body.
-                    conn.sock.sendall(request + body)
-                    status, fields, content, will_close = _read_answer(conn.sock)
+                    conn.sock.sendall(data)
+                status, fields, content = _read_answer(conn)
             except _STALE:
                 self._drop(key)
                 if reused and attempt == 0:
@@ -155,7 +156,7 @@ class DirectPoster:
             except BaseException:
                 self._drop(key)
                 raise
-            if will_close:
+            if not _reusable(machine):
                 self._drop(key)
             return httpx.Response(status, headers=fields, content=content, request=target.request)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -186,150 +187,87 @@ class DirectPoster:
             self._drop(key)
 
 
-def _header_lines(headers: Mapping[str, str]) -> bytes:
-    """``Name: value\\r\\n`` lines, latin-1 as http.client writes them, refusing a line
-    break in a value (a header injection) as it does."""
-    out = []
-    for name, value in headers.items():
-        line = f"{name}: {value}\r\n".encode("latin-1")
-        if "\r" in value or "\n" in value:
-            if _ILLEGAL_VALUE(value.encode("latin-1")):
-                raise ValueError(f"Invalid header value for {name!r}")
-        if not name or ":" in name or "\r" in name or "\n" in name or " " in name:
-            raise ValueError(f"Invalid header name {name!r}")
-        out.append(line)
-    return b"".join(out)
-
-
-def _read_answer(
-    sock: socket.socket,
-) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
-    """Read one answer: status, header fields, body, and whether the connection must be
-    closed after it."""
-    buf = b""
-    while True:  # skip interim (1xx) answers, as http.client does
-        end = buf.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                raise http.client.LineTooLong("answer head")
-            data = sock.recv(_READ)
-            if not data:
-                if buf:
-                    raise http.client.IncompleteRead(buf)
-                raise http.client.RemoteDisconnected(
-                    "Remote end closed connection without response"
-                )
-            buf += data
-            end = buf.find(b"\r\n\r\n")
-        head, buf = buf[:end], buf[end + 4 :]
-        lines = head.split(b"\r\n")
-        status_line = lines[0]
-        version, _, rest = status_line.partition(b" ")
-        code = rest[:3]
-        if not version.startswith(b"HTTP/") or not code.isdigit() or rest[3:4] not in (b"", b" "):
-            raise http.client.BadStatusLine(repr(status_line))
-        status = int(code)
-        if 100 <= status < 200 and status != 101:
-            continue
-        break
+def _request(target: _Target, headers: Mapping[str, str], length: int) -> h11.Request:
+    """The request event: ``Host`` and ``Accept-Encoding: identity`` unless the caller gives
+    its own (as http.client does), the caller's headers, and ``Content-Length``."""
+    names = {name.lower() for name in headers}
     fields: list[tuple[bytes, bytes]] = []
-    length: int | None = None
-    chunked = False
-    close = version == b"HTTP/1.0"
-    for line in lines[1:]:
-        if line[:1] in (b" ", b"\t") and fields:  # an obsolete folded continuation
-            name, value = fields[-1]
-            fields[-1] = (name, value + b" " + line.strip())
-            continue
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise http.client.HTTPException(f"malformed header line {line[:100]!r}")
-        value = value.strip()
-        fields.append((name, value))
-        lower = name.lower()
-        if lower == b"content-length":
-            if not value.isdigit():
-                raise http.client.HTTPException("invalid Content-Length")
-            length = int(value)
-        elif lower == b"transfer-encoding":
-            chunked = value.lower().endswith(b"chunked")
-        elif lower == b"connection":
-            tokens = value.lower()
-            if b"close" in tokens:
-                close = True
-            elif b"keep-alive" in tokens:
-                close = False
-    if status in (204, 304) or status == 101:
-        body = b""
-        close = close or status == 101  # another protocol follows: not ours to reuse
-    elif chunked:
-        body, buf = _read_chunked(sock, buf)
-    elif length is not None:
-        body, buf = _read_exact(sock, buf, length)
-    else:  # framed by the end of the connection
-        parts = [buf]
-        while data := sock.recv(_READ):
-            parts.append(data)
-        body, buf, close = b"".join(parts), b"", True
-    if buf:  # bytes beyond the answer: the connection cannot be trusted with another
-        close = True
-    return status, fields, body, close
+    if "host" not in names:
+        fields.append((b"Host", target.host))
+    if "accept-encoding" not in names:
+        fields.append((b"Accept-Encoding", b"identity"))
+    for name, value in headers.items():
+        # latin-1, as http.client writes header values (h11 would take ASCII only).
+        fields.append((name.encode("ascii"), value.encode("latin-1")))
+    fields.append((b"Content-Length", b"%d" % length))
+    try:
+        return h11.Request(method=b"POST", target=target.target, headers=fields)
+    except h11.LocalProtocolError:
+        # h11's message quotes the value, which may be a credential: name the header only.
+        bad = next((n for n, v in headers.items() if not _valid_field(n, v)), "?")
+        raise ValueError(f"Invalid header value for {bad!r}") from None
 
 
-def _read_exact(sock: socket.socket, buf: bytes, n: int) -> tuple[bytes, bytes]:
-    """``n`` bytes (``buf`` first, then the socket) and what was read past them. Reads at
-    most ``_MAX_READ`` at a time, so a length the server made up allocates nothing up front;
-    pieces are joined once, not concatenated read by read."""
-    if len(buf) >= n:
-        return buf[:n], buf[n:]
-    parts = [buf]
-    have = len(buf)
-    while have < n:
-        data = sock.recv(min(max(_READ, n - have), _MAX_READ))
-        if not data:
-            raise http.client.IncompleteRead(b"".join(parts), n - have)
-        parts.append(data)
-        have += len(data)
-    joined = b"".join(parts)
-    return joined[:n], joined[n:]
+def _valid_field(name: str, value: str) -> bool:
+    try:
+        field = (name.encode("ascii"), value.encode("latin-1"))
+        h11.Request(method=b"POST", target=b"/", headers=[(b"Host", b"x"), field])
+    except (h11.LocalProtocolError, UnicodeEncodeError):
+        return False
+    return True
 
 
-def _read_chunked(sock: socket.socket, buf: bytes) -> tuple[bytes, bytes]:
-    """A ``chunked`` body (trailers skipped); returns it and the bytes read past it."""
+def _read_answer(conn: _Connection) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Feed the socket's bytes to h11 until the final answer has ended: its status, header
+    fields and body. h11's refusals become the ``http.client`` errors fanout classifies."""
+    machine = conn.h11
+    sock = conn.sock
+    response: h11.Response | None = None
     parts: list[bytes] = []
-    while True:
-        end = buf.find(b"\r\n")
-        while end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                raise http.client.LineTooLong("chunk size")
-            data = sock.recv(_READ)
-            if not data:
-                raise http.client.IncompleteRead(b"".join(parts))
-            buf += data
-            end = buf.find(b"\r\n")
-        size_text = buf[:end].split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
+    received = False
+    try:
+        while True:
+            event = machine.next_event()
+            if event is h11.NEED_DATA:
+                with released():
+                    data = sock.recv(_READ)
+                if not data and not received:
+                    raise http.client.RemoteDisconnected(
+                        "Remote end closed connection without response"
+                    )
+                received = True
+                machine.receive_data(data)
+            elif type(event) is h11.Response:
+                response = event
+            elif type(event) is h11.Data:
+                parts.append(event.data)
+            elif type(event) is h11.EndOfMessage:
+                break
+            elif type(event) is h11.InformationalResponse:
+                continue  # 1xx interim answers are skipped, as http.client does
+            else:  # PAUSED or ConnectionClosed before the answer's end
+                raise h11.RemoteProtocolError(f"unexpected {event!r}")
+    except h11.RemoteProtocolError as exc:
+        if response is not None:
             raise http.client.IncompleteRead(b"".join(parts)) from None
-        buf = buf[end + 2 :]
-        if size == 0:
-            break
-        chunk, buf = _read_exact(sock, buf, size + 2)
-        parts.append(chunk[:size])
-    while True:  # trailer fields, up to the empty line
-        end = buf.find(b"\r\n")
-        while end < 0:
-            if len(buf) > MAX_HEAD_BYTES:
-                raise http.client.LineTooLong("chunked trailer")
-            data = sock.recv(_READ)
-            if not data:
-                raise http.client.IncompleteRead(b"".join(parts))
-            buf += data
-            end = buf.find(b"\r\n")
-        line, buf = buf[:end], buf[end + 2 :]
-        if not line:
-            return b"".join(parts), buf
+        if exc.error_status_hint == 431:
+            raise http.client.LineTooLong("answer head") from None
+        raise http.client.BadStatusLine(str(exc)) from None
+    assert response is not None  # h11 ends a message only after its head
+    return response.status_code, response.headers.raw_items(), b"".join(parts)
+
+
+def _reusable(machine: h11.Connection) -> bool:
+    """Whether the connection may carry the next request, and if so, made ready for it:
+    both sides done (not MUST_CLOSE or CLOSED: ``Connection: close``, HTTP/1.0, an answer
+    framed by the connection's end) and nothing read past the answer."""
+    if machine.our_state is not h11.DONE or machine.their_state is not h11.DONE:
+        return False
+    extra, closed = machine.trailing_data
+    if extra or closed:
+        return False
+    machine.start_next_cycle()
+    return True
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

@@ -401,3 +401,45 @@ def test_large_answers_and_a_made_up_length():
         sender.close()
         stop()
     assert bodies == [b"{}"]
+
+
+def test_a_refused_header_names_the_header_but_never_its_value(httpserver):
+    """h11 refuses the value; the error must not carry it (it may be a credential)."""
+    seen = record(httpserver)
+    sender = HttpSender(headers={"Authorization": "Bearer s3cret\nX-Injected: yes"})
+    try:
+        with pytest.raises(ValueError, match="Invalid header value for 'Authorization'") as err:
+            sender.post(httpserver.url_for("/batch"), b"{}")
+    finally:
+        sender.close()
+    # Not in the message, and h11's own message (which quotes it) is not shown in a traceback.
+    assert "s3cret" not in str(err.value) and err.value.__suppress_context__
+    assert seen == []
+
+
+def test_an_endless_head_is_capped_and_bytes_past_an_answer_drop_the_connection():
+    """A head well beyond MAX_HEAD_BYTES (checked between reads) is a retryable failure, not an unbounded buffer; an
+    answer followed by bytes nobody asked for is returned, but its connection is not
+    trusted with the next request."""
+    from fanout._http1 import MAX_HEAD_BYTES
+
+    endless = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * (3 * MAX_HEAD_BYTES) + b"\r\n\r\n"
+    url, bodies, accepted, stop = _canned_server([endless])
+    sender = HttpSender(timeout=5)
+    try:
+        with pytest.raises(RetryableError, match="LineTooLong"):
+            sender.post(url, b"{}")
+    finally:
+        sender.close()
+        stop()
+    assert bodies == [b"{}"] and len(accepted) == 1
+    extra = b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"a":1}HTTP/1.1 200 OK\r\n'
+    url, bodies, accepted, stop = _canned_server([extra] * 2)
+    sender = HttpSender(timeout=5)
+    try:
+        for _ in range(2):
+            assert sender.post(url, b"{}").json() == {"a": 1}
+    finally:
+        sender.close()
+        stop()
+    assert bodies == [b"{}", b"{}"] and len(accepted) == 2
