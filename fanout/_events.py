@@ -17,7 +17,7 @@ import itertools
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple, NoReturn
 
 from ._exceptions import InvalidEvent
@@ -35,6 +35,7 @@ __all__ = [
     "ReadOnlyDict",
     "build_event",
     "checked_context",
+    "rebuild",
     "new_event_id",
     "SCHEMA_VERSION",
 ]
@@ -115,6 +116,7 @@ _UTC = _dt.timezone.utc
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
 _now = _dt.datetime.now
+_fromiso = _dt.datetime.fromisoformat
 _tuple_new = tuple.__new__
 _NONE: Final[tuple[Mapping[str, Any], int]] = (_EMPTY, 0)
 #: rand_a (12 bits) as text with the hyphen after it, for each value: a lookup, not a format.
@@ -455,6 +457,27 @@ def with_masked_context(event: Event, context: Mapping[str, Any]) -> Event:
     else:  # a mapping this function made before is shared, not copied
         fields[_CONTEXT_INDEX] = context if type(context) is ReadOnlyDict else ReadOnlyDict(context)
     return _tuple_new(Event, tuple(fields))
+
+
+def rebuild(fields: Sequence[Any]) -> Event:
+    """An event from all of its fields, as another process of this same fanout encoded a
+    built ``Event`` with orjson (the process-delivery pipe: ``fanout._relay_link``).
+
+    Not checked again: the sending process built it through :func:`build_event`, and the
+    pipe is private to the two processes (a spool file, which anyone could edit, is read
+    back through the full check instead). Only the shapes change on the way: the
+    timestamp is parsed back from its ISO text and the mappings are made read-only again;
+    ``size`` and ``footprint`` are taken as they were computed. This saves the child the
+    validation walk per event, which was a quarter of process delivery's extra CPU.
+    """
+    (kind, eid, ts, person_id, anonymous_id, name, props, traits, ctx, gtype, gid, prev,
+     size, footprint) = fields  # fmt: skip
+    return _tuple_new(
+        Event,
+        (kind, eid, _fromiso(ts), person_id, anonymous_id, name,
+         ReadOnlyDict(props) if props else _EMPTY, ReadOnlyDict(traits) if traits else _EMPTY,
+         ReadOnlyDict(ctx) if ctx else _EMPTY, gtype, gid, prev, size, footprint),
+    )  # fmt: skip
 
 
 def build_event(

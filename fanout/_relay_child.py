@@ -157,7 +157,7 @@ def _events(
         out.received += 1
         try:
             event = decode_event(data)
-        except InvalidEvent:  # the app validated it; a broken frame is a bug, not a crash
+        except (InvalidEvent, TypeError, ValueError):  # a broken frame is a bug, not a crash
             sys.stderr.write("fanout relay: an event could not be read back; skipped\n")
             continue
         to = routes.get(str(i)) if routes else None

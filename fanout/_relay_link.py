@@ -17,7 +17,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from ._events import Event, build_event
+from ._events import Event, rebuild
 from ._lane import released
 
 __all__ = ["ChildLink", "NICE", "PUSH_INTERVAL", "decode_event", "encode_events", "resolved"]
@@ -43,14 +43,10 @@ def encode_events(batch: Sequence[Event]) -> bytes:
     return orjson.dumps(batch, default=tuple)
 
 
-#: The order of an event's fields on the pipe (``size`` and ``footprint`` are recomputed).
-FIELDS: Final = tuple(f for f in Event._fields if f not in ("size", "footprint"))
-
-
 def decode_event(fields: Sequence[Any]) -> Event:
-    """An event from :func:`encode_events`' form, validated again by ``build_event``."""
-    # strict=False: the array ends with size and footprint, which build_event recomputes.
-    return build_event(**dict(zip(FIELDS, fields, strict=False)), max_bytes=None)
+    """An event from :func:`encode_events`' form (every field, ``size`` and ``footprint``
+    included), rebuilt without a second check: the app process built it."""
+    return rebuild(fields)
 
 
 def resolved(report: Mapping[str, Any]) -> int:

@@ -409,3 +409,25 @@ def test_after_repeated_deaths_delivery_falls_back_in_process(sink: Sink, caplog
         assert all(_gone(pid) for pid in pids)
     finally:
         client.shutdown(timeout=5)
+
+
+def test_the_pipe_gives_back_every_field_of_every_kind_of_event():
+    import orjson
+
+    from fanout._events import build_event
+    from fanout._relay_link import decode_event, encode_events
+
+    events = [
+        build_event("track", name="paid", person_id="u1", properties={"a": [1, {"b": None}]},
+                    context={"ip": "1.2.3.4", "page": {"url": "https://x"}}),
+        build_event("identify", person_id="u1", anonymous_id="anon", traits={"email": "e@x"}),
+        build_event("page", anonymous_id="anon", name="Home"),
+        build_event("alias", person_id="u2", previous_id="u1"),
+        build_event("group", person_id="u2", group_type="company", group_id="c1",
+                    traits={"plan": "pro", "emoji": "\U0001f600 é"}),
+    ]
+    back = [decode_event(fields) for fields in orjson.loads(encode_events(events))]
+    assert back == events  # timestamps to the microsecond, size and footprint included
+    assert [type(e.timestamp.tzinfo) for e in back] == [type(e.timestamp.tzinfo) for e in events]
+    with pytest.raises(TypeError):
+        back[0].properties["a"] = 2  # read-only again
