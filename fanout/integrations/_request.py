@@ -18,7 +18,7 @@ from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
 from .._events import checked_context
-from .browser import NEVER, read_ids, sanitize, sdk_cookies
+from .browser import NEVER, read_request_ids, sanitize
 
 __all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
@@ -67,8 +67,7 @@ def request_values(
     Values that are absent or empty once sanitised are left out, so the dict can be the
     context's ``values`` as it is.
     """
-    cookie = headers.get("cookie")
-    anonymous_id, session_id, *_ = read_ids(headers, sdk_cookies(cookie) if cookie else {})
+    anonymous_id, session_id, _ = read_request_ids(headers, headers.get("cookie") or None)
     return anonymous_id, _values(
         headers, session_id, client_ip, scheme, host, path, query, trust_forwarded
     )
@@ -84,6 +83,9 @@ def _values(
     query: str,
     trust_forwarded: bool,
 ) -> dict[str, Any]:
+    # Each value as ``sanitize`` gives it, written out value by value: the common case
+    # (printable, within its cap) is one C call, and ``sanitize`` runs only for a value
+    # that fails it. A loop over (key, value, cap) tuples cost more than the checks.
     values: dict[str, Any] = {}
     if session_id is not None:
         values["session_id"] = session_id
@@ -92,33 +94,57 @@ def _values(
     if trust_forwarded:
         forwarded = get("x-forwarded-for", "").split(",")[0].strip()
         ip = forwarded or ip
-    language = get("accept-language")
-    host = host or get("host")
-    # Each value as ``sanitize`` gives it; the common case (printable, within its cap) is
-    # inlined: one call per value was a good part of reading a new visitor's request.
-    for key, value, limit in (
-        ("ip", ip, 64),
-        ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
-        ("locale", language.split(",")[0].split(";")[0] if language else None, 35),
-        (
-            "url",
-            (f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}")
-            if host
-            else None,
-            MAX_TEXT_LENGTH,
-        ),
-        ("path", path, MAX_TEXT_LENGTH),
-        ("referrer", get("referer"), MAX_TEXT_LENGTH),
-    ):
-        if not value:
-            continue
+    if ip:
+        clean = ip.strip() or None if len(ip) <= 64 and ip.isprintable() else sanitize(ip, 64)
+        if clean is not None:
+            values["ip"] = clean
+    value = get("user-agent")
+    if value:
         clean = (
             value.strip() or None
-            if len(value) <= limit and value.isprintable()
-            else sanitize(value, limit)
+            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
+            else sanitize(value, MAX_TEXT_LENGTH)
         )
         if clean is not None:
-            values[key] = clean
+            values["user_agent"] = clean
+    value = get("accept-language")
+    if value:
+        value = value.split(",", 1)[0].split(";", 1)[0]
+        if value:
+            clean = (
+                value.strip() or None
+                if len(value) <= 35 and value.isprintable()
+                else sanitize(value, 35)
+            )
+            if clean is not None:
+                values["locale"] = clean
+    host = host or get("host")
+    if host:
+        value = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+        clean = (
+            value.strip() or None
+            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
+            else sanitize(value, MAX_TEXT_LENGTH)
+        )
+        if clean is not None:
+            values["url"] = clean
+    if path:
+        clean = (
+            path.strip() or None
+            if len(path) <= MAX_TEXT_LENGTH and path.isprintable()
+            else sanitize(path, MAX_TEXT_LENGTH)
+        )
+        if clean is not None:
+            values["path"] = clean
+    value = get("referer")
+    if value:
+        clean = (
+            value.strip() or None
+            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
+            else sanitize(value, MAX_TEXT_LENGTH)
+        )
+        if clean is not None:
+            values["referrer"] = clean
     if "utm_" in query:
         campaign = _campaign(query)
         if campaign:
@@ -197,8 +223,7 @@ class RequestReader:
         )
         found = self._ids.get(ids_key)
         if found is None or (found[2] != NEVER and time.time() > found[2]):
-            anon, session, _, _, until = read_ids(headers, sdk_cookies(cookie) if cookie else {})
-            found = (anon, session, until)
+            found = read_request_ids(headers, cookie or None)
             self._ids.put(ids_key, found)
         anonymous_id, session_id, until = found
         trust = trust_forwarded
@@ -237,7 +262,11 @@ def _campaign(query: str) -> dict[str, str]:
             continue
         if "%" in value or "+" in value:
             value = unquote_plus(value)
-        clean = sanitize(value, 200)
+        clean = (
+            value.strip() or None
+            if len(value) <= 200 and value.isprintable()
+            else sanitize(value, 200)
+        )
         if clean is not None:
             campaign[field] = clean
     return campaign
