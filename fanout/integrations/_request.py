@@ -68,14 +68,12 @@ def request_values(
     context's ``values`` as it is.
     """
     anonymous_id, session_id, _ = read_request_ids(headers, headers.get("cookie") or None)
-    return anonymous_id, _values(
-        headers, session_id, client_ip, scheme, host, path, query, trust_forwarded
-    )
+    page = _page_values(headers, client_ip, scheme, host, path, query, trust_forwarded)
+    return anonymous_id, {"session_id": session_id, **page} if session_id is not None else page
 
 
-def _values(
+def _page_values(
     headers: Mapping[str, str],
-    session_id: str | None,
     client_ip: str | None,
     scheme: str,
     host: str | None,
@@ -87,8 +85,6 @@ def _values(
     # (printable, within its cap) is one C call, and ``sanitize`` runs only for a value
     # that fails it. A loop over (key, value, cap) tuples cost more than the checks.
     values: dict[str, Any] = {}
-    if session_id is not None:
-        values["session_id"] = session_id
     get = headers.get
     ip = client_ip
     if trust_forwarded:
@@ -183,12 +179,14 @@ class RequestReader:
     user agent, referrer and locale: decoding the SDKs' cookies and sanitising is most of
     the cost of reading a request. The browser ids are kept per raw ``Cookie`` header and
     id headers, until the first idle timeout of a session they found live; the context
-    values per everything they are read from. Values are kept already checked
+    values per everything they are read from; and the values of the page (all but the
+    session) per what they are read from, for the new visitors of one page, who share
+    its URL, referrer and often user agent. Values are kept already checked
     (:func:`fanout._events.checked_context`), so the events of the request do not walk them
-    again. Both are bounded (:data:`REQUESTS_KEPT` entries).
+    again. All are bounded (:data:`REQUESTS_KEPT` entries each).
     """
 
-    __slots__ = ("_ids", "_values", "_raw")
+    __slots__ = ("_ids", "_values", "_pages", "_raw")
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
@@ -197,7 +195,8 @@ class RequestReader:
         self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
             kept
         )
-        self._values: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
+        self._values: _Kept[tuple[Any, ...], Mapping[str, Any]] = _Kept(kept)
+        self._pages: _Kept[tuple[str | None, ...], dict[str, Any]] = _Kept(kept)
 
     def read(
         self,
@@ -227,15 +226,20 @@ class RequestReader:
             self._ids.put(ids_key, found)
         anonymous_id, session_id, until = found
         trust = trust_forwarded
-        values_key = (
-            session_id, client_ip, get("x-forwarded-for") if trust else None,
+        page_key = (
+            client_ip, get("x-forwarded-for") if trust else None,
             get("user-agent"), get("accept-language"), get("referer"), get("host"),
             scheme, host, path, query,
         )
+        values_key = (session_id, page_key)
         values = self._values.get(values_key)
         if values is None:
+            page = self._pages.get(page_key)
+            if page is None:
+                page = _page_values(headers, client_ip, scheme, host, path, query, trust)
+                self._pages.put(page_key, page)
             values = checked_context(
-                _values(headers, session_id, client_ip, scheme, host, path, query, trust)
+                {"session_id": session_id, **page} if session_id is not None else page
             )
             self._values.put(values_key, values)
         return anonymous_id, values, until
