@@ -230,10 +230,34 @@ def read_request_ids(
     no PostHog id or session, a cookie that does not decode) takes :func:`read_ids`, so
     the result is always the one it gives.
     """
-    if cookie is None:
-        cookies: dict[str, str] = {}
-    else:
-        cookies = sdk_cookies(cookie)
+    # One scan of the header, as sdk_cookies (a property test holds the two together),
+    # which also settles the consent cookie and finds PostHog's.
+    cookies: dict[str, str] = {}
+    posthog = None
+    opted_out = False
+    if cookie:
+        for part in cookie.split(";"):
+            part = part.lstrip()
+            if not part.startswith(SDK_COOKIE_PREFIXES):
+                continue
+            name, sep, value = part.partition("=")
+            name = name.rstrip()
+            if not sep or name in cookies:
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            cookies[name] = value
+            if name[0] == "_":
+                if name.startswith("__ph_opt_in_out_") and value.strip() == "0":
+                    opted_out = True
+            elif (
+                posthog is None
+                and name.startswith("ph_")
+                and name.endswith("_posthog")
+                and len(value) <= MAX_COOKIE_LENGTH
+            ):
+                posthog = value
     if headers and (
         "x-fanout-anonymous-id" in headers
         or "x-fanout-session-id" in headers
@@ -242,20 +266,8 @@ def read_request_ids(
     ):
         anon, session, _, _, until = read_ids(headers, cookies, now)
         return anon, session, until
-    if not cookies:
-        return None, None, NEVER
-    posthog = None
-    for name, value in cookies.items():
-        if name[0] == "_":
-            if name.startswith("__ph_opt_in_out_") and value.strip() == "0":
-                return None, None, NEVER  # opted out: no browser id at all
-        elif (
-            posthog is None
-            and name.startswith("ph_")
-            and name.endswith("_posthog")
-            and len(value) <= MAX_COOKIE_LENGTH
-        ):
-            posthog = value
+    if opted_out or not cookies:
+        return None, None, NEVER  # opted out (no browser id at all), or nothing to read
     if posthog is not None:
         try:
             data: dict[str, Any] | None = _uri_json_object(posthog)

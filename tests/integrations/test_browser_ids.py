@@ -285,6 +285,15 @@ def test_the_middleware_s_flat_reading_gives_what_the_source_loop_gives(cookie, 
     assert read_request_ids(headers, cookie or None, NOW) == (anon, session, until)
 
 
+@settings(max_examples=300, deadline=None)
+@given(_COOKIE_TEXT, _REQUEST_COOKIE)
+def test_the_flat_reading_scans_a_malformed_header_as_sdk_cookies_does(noise, cookie):
+    """Its own scan of the header (inlined) must find what ``sdk_cookies`` finds."""
+    header = noise + cookie + noise
+    anon, session, _, _, until = read_ids({}, sdk_cookies(header), NOW)
+    assert read_request_ids({}, header or None, NOW) == (anon, session, until)
+
+
 def test_the_flat_reading_decodes_no_cookie_after_a_posthog_cookie_with_both_ids(monkeypatch):
     """Segment's, Mixpanel's... cookies are not decoded when PostHog's gave both ids: the
     source loop (the only code that reads them) must not run."""
