@@ -164,9 +164,9 @@ class _Kept(Generic[_K, _V]):
         self.get = self._data.get
 
     def put(self, key: _K, value: _V) -> None:
-        with self._lock:
-            data = self._data
-            while len(data) >= self._size:
+        data = self._data
+        with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
+            if len(data) >= self._size:
                 del data[next(iter(data))]
             data[key] = value
 
