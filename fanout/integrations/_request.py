@@ -18,7 +18,7 @@ from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
 from .._events import checked_context
-from .browser import NEVER, read_ids, sanitize, sdk_cookies
+from .browser import NEVER, read_request_ids, sanitize
 
 __all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
@@ -67,16 +67,13 @@ def request_values(
     Values that are absent or empty once sanitised are left out, so the dict can be the
     context's ``values`` as it is.
     """
-    cookie = headers.get("cookie")
-    anonymous_id, session_id, *_ = read_ids(headers, sdk_cookies(cookie) if cookie else {})
-    return anonymous_id, _values(
-        headers, session_id, client_ip, scheme, host, path, query, trust_forwarded
-    )
+    anonymous_id, session_id, _ = read_request_ids(headers, headers.get("cookie") or None)
+    page = _page_values(headers, client_ip, scheme, host, path, query, trust_forwarded)
+    return anonymous_id, {"session_id": session_id, **page} if session_id is not None else page
 
 
-def _values(
+def _page_values(
     headers: Mapping[str, str],
-    session_id: str | None,
     client_ip: str | None,
     scheme: str,
     host: str | None,
@@ -84,41 +81,66 @@ def _values(
     query: str,
     trust_forwarded: bool,
 ) -> dict[str, Any]:
+    # Each value as ``sanitize`` gives it, written out value by value: the common case
+    # (printable, within its cap) is one C call, and ``sanitize`` runs only for a value
+    # that fails it. A loop over (key, value, cap) tuples cost more than the checks.
     values: dict[str, Any] = {}
-    if session_id is not None:
-        values["session_id"] = session_id
     get = headers.get
     ip = client_ip
     if trust_forwarded:
         forwarded = get("x-forwarded-for", "").split(",")[0].strip()
         ip = forwarded or ip
-    language = get("accept-language")
-    host = host or get("host")
-    # Each value as ``sanitize`` gives it; the common case (printable, within its cap) is
-    # inlined: one call per value was a good part of reading a new visitor's request.
-    for key, value, limit in (
-        ("ip", ip, 64),
-        ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
-        ("locale", language.split(",")[0].split(";")[0] if language else None, 35),
-        (
-            "url",
-            (f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}")
-            if host
-            else None,
-            MAX_TEXT_LENGTH,
-        ),
-        ("path", path, MAX_TEXT_LENGTH),
-        ("referrer", get("referer"), MAX_TEXT_LENGTH),
-    ):
-        if not value:
-            continue
+    if ip:
+        clean = ip.strip() or None if len(ip) <= 64 and ip.isprintable() else sanitize(ip, 64)
+        if clean is not None:
+            values["ip"] = clean
+    value = get("user-agent")
+    if value:
         clean = (
             value.strip() or None
-            if len(value) <= limit and value.isprintable()
-            else sanitize(value, limit)
+            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
+            else sanitize(value, MAX_TEXT_LENGTH)
         )
         if clean is not None:
-            values[key] = clean
+            values["user_agent"] = clean
+    value = get("accept-language")
+    if value:
+        value = value.split(",", 1)[0].split(";", 1)[0]
+        if value:
+            clean = (
+                value.strip() or None
+                if len(value) <= 35 and value.isprintable()
+                else sanitize(value, 35)
+            )
+            if clean is not None:
+                values["locale"] = clean
+    host = host or get("host")
+    if host:
+        value = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+        clean = (
+            value.strip() or None
+            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
+            else sanitize(value, MAX_TEXT_LENGTH)
+        )
+        if clean is not None:
+            values["url"] = clean
+    if path:
+        clean = (
+            path.strip() or None
+            if len(path) <= MAX_TEXT_LENGTH and path.isprintable()
+            else sanitize(path, MAX_TEXT_LENGTH)
+        )
+        if clean is not None:
+            values["path"] = clean
+    value = get("referer")
+    if value:
+        clean = (
+            value.strip() or None
+            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
+            else sanitize(value, MAX_TEXT_LENGTH)
+        )
+        if clean is not None:
+            values["referrer"] = clean
     if "utm_" in query:
         campaign = _campaign(query)
         if campaign:
@@ -142,9 +164,9 @@ class _Kept(Generic[_K, _V]):
         self.get = self._data.get
 
     def put(self, key: _K, value: _V) -> None:
-        with self._lock:
-            data = self._data
-            while len(data) >= self._size:
+        data = self._data
+        with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
+            if len(data) >= self._size:
                 del data[next(iter(data))]
             data[key] = value
 
@@ -157,12 +179,14 @@ class RequestReader:
     user agent, referrer and locale: decoding the SDKs' cookies and sanitising is most of
     the cost of reading a request. The browser ids are kept per raw ``Cookie`` header and
     id headers, until the first idle timeout of a session they found live; the context
-    values per everything they are read from. Values are kept already checked
+    values per everything they are read from; and the values of the page (all but the
+    session) per what they are read from, for the new visitors of one page, who share
+    its URL, referrer and often user agent. Values are kept already checked
     (:func:`fanout._events.checked_context`), so the events of the request do not walk them
-    again. Both are bounded (:data:`REQUESTS_KEPT` entries).
+    again. All are bounded (:data:`REQUESTS_KEPT` entries each).
     """
 
-    __slots__ = ("_ids", "_values", "_raw")
+    __slots__ = ("_ids", "_values", "_pages", "_raw")
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
@@ -171,7 +195,8 @@ class RequestReader:
         self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
             kept
         )
-        self._values: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
+        self._values: _Kept[tuple[Any, ...], Mapping[str, Any]] = _Kept(kept)
+        self._pages: _Kept[tuple[str | None, ...], dict[str, Any]] = _Kept(kept)
 
     def read(
         self,
@@ -197,20 +222,24 @@ class RequestReader:
         )
         found = self._ids.get(ids_key)
         if found is None or (found[2] != NEVER and time.time() > found[2]):
-            anon, session, _, _, until = read_ids(headers, sdk_cookies(cookie) if cookie else {})
-            found = (anon, session, until)
+            found = read_request_ids(headers, cookie or None)
             self._ids.put(ids_key, found)
         anonymous_id, session_id, until = found
         trust = trust_forwarded
-        values_key = (
-            session_id, client_ip, get("x-forwarded-for") if trust else None,
+        page_key = (
+            client_ip, get("x-forwarded-for") if trust else None,
             get("user-agent"), get("accept-language"), get("referer"), get("host"),
             scheme, host, path, query,
         )
+        values_key = (session_id, page_key)
         values = self._values.get(values_key)
         if values is None:
+            page = self._pages.get(page_key)
+            if page is None:
+                page = _page_values(headers, client_ip, scheme, host, path, query, trust)
+                self._pages.put(page_key, page)
             values = checked_context(
-                _values(headers, session_id, client_ip, scheme, host, path, query, trust)
+                {"session_id": session_id, **page} if session_id is not None else page
             )
             self._values.put(values_key, values)
         return anonymous_id, values, until
@@ -237,7 +266,11 @@ def _campaign(query: str) -> dict[str, str]:
             continue
         if "%" in value or "+" in value:
             value = unquote_plus(value)
-        clean = sanitize(value, 200)
+        clean = (
+            value.strip() or None
+            if len(value) <= 200 and value.isprintable()
+            else sanitize(value, 200)
+        )
         if clean is not None:
             campaign[field] = clean
     return campaign

@@ -23,6 +23,8 @@ from fanout.integrations.browser import (
     parse_cookie_header,
     read_browser_ids,
     read_browser_ids_until,
+    read_ids,
+    read_request_ids,
     sanitize,
     sdk_cookies,
 )
@@ -238,3 +240,70 @@ def test_sdk_cookies_skips_the_site_s_own_cookies():
     assert sdk_cookies(header) == {
         "ph_phc_t_posthog": "%7B%7D", "ajs_anonymous_id": "q",
         "AMP_MKTG_0123456789": "m", "AMP_0123456789": "a"}
+
+
+_ID = st.sampled_from(["d-1", " d-2 ", "", "\x00\x1b", "x" * (MAX_ID_LENGTH + 5), "é-3", None, 42, True])
+_POSTHOG_VALUE = st.one_of(
+    st.builds(
+        lambda anon, device, sesid: {"distinct_id": anon, "$device_id": device, "$sesid": sesid},
+        _ID,
+        _ID,
+        st.one_of(
+            st.none(),
+            st.lists(st.one_of(_ID, st.sampled_from([NOW_MS, NOW_MS - 10**8, 1.5e12])),
+                     max_size=3),
+            st.tuples(st.sampled_from([NOW_MS, NOW_MS - 10**8, True]), _ID).map(list),
+        ),
+    ),
+    st.sampled_from([[1, 2], "text", 7]),
+)
+
+
+_REQUEST_COOKIE = st.lists(
+    st.one_of(
+        _POSTHOG_VALUE.map(lambda v: "ph_phc_abc123_posthog=" + js_uri(v)),
+        st.sampled_from([
+            "ph_phc_abc123_posthog=%7Bbad", "__ph_opt_in_out_phc_abc123=0",
+            "__ph_opt_in_out_phc_abc123=1", "ajs_anonymous_id=seg-1", "ajs_anonymous_id=%22seg-2%22",
+            "mp_tok_mixpanel=" + js_uri({"distinct_id": "$device:mp-1"}),
+            "rl_anonymous_id=" + rudder("rl-1"),
+            "rl_session=" + rudder({"id": NOW_MS, "expiresAt": NOW_MS + 60_000}),
+            "csrftoken=abc", "ph_other=1",
+        ]),
+    ),
+    max_size=5,
+).map("; ".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_REQUEST_COOKIE, st.sampled_from([{}, {"x-fanout-anonymous-id": "h-1"},
+                                         {"x-posthog-session-id": "hs-1"}, {"user-agent": "u"}]))
+def test_the_middleware_s_flat_reading_gives_what_the_source_loop_gives(cookie, headers):
+    """``read_request_ids`` (the middleware's shortcut: PostHog decoded, nothing after it)
+    must agree with ``read_ids`` (every source in order) on ids, session and time."""
+    anon, session, _, _, until = read_ids(headers, sdk_cookies(cookie), NOW)
+    assert read_request_ids(headers, cookie or None, NOW) == (anon, session, until)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_COOKIE_TEXT, _REQUEST_COOKIE)
+def test_the_flat_reading_scans_a_malformed_header_as_sdk_cookies_does(noise, cookie):
+    """Its own scan of the header (inlined) must find what ``sdk_cookies`` finds."""
+    header = noise + cookie + noise
+    anon, session, _, _, until = read_ids({}, sdk_cookies(header), NOW)
+    assert read_request_ids({}, header or None, NOW) == (anon, session, until)
+
+
+def test_the_flat_reading_decodes_no_cookie_after_a_posthog_cookie_with_both_ids(monkeypatch):
+    """Segment's, Mixpanel's... cookies are not decoded when PostHog's gave both ids: the
+    source loop (the only code that reads them) must not run."""
+    import fanout.integrations.browser as browser
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the source loop ran")
+
+    cookie = "; ".join(f"{k}={v}" for k, v in posthog("ph-1", "s-1").items())
+    cookie += "; ajs_anonymous_id=seg-1; mp_tok_mixpanel=%7B%7D; rl_anonymous_id=x"
+    monkeypatch.setattr(browser, "read_ids", refuse)
+    assert read_request_ids({}, cookie, NOW) == (
+        "ph-1", "s-1", NOW_MS / 1000 + SESSION_IDLE_SECONDS)
