@@ -591,16 +591,32 @@ def report(runs: dict[str, list[dict[str, Any]]], title: str) -> dict[str, float
     return added
 
 
-def _targets(mode: str, added: dict[str, float], suffix: str = "") -> None:
+def _noise(runs: dict[str, list[dict[str, Any]]]) -> float:
+    """Half the spread of the no-analytics case's own p99 across rounds, in ms: how far a
+    p99 moves here with nothing changed. An added p99 smaller than this is not measurable."""
+    p99s = [r["p99"] / 1000 for r in runs["none"]]
+    return (max(p99s) - min(p99s)) / 2
+
+
+def _targets(mode: str, added: dict[str, float], suffix: str = "", noise: float = 0.0) -> None:
     """The issue's two targets for the in-process cases (``suffix=""``) or the process-mode
-    ones (``suffix="p"``)."""
+    ones (``suffix="p"``). When the 1-provider case adds nothing measurable, the ratio has
+    no meaning: the 8-provider case is then held to the noise (its added p99 within the
+    no-analytics case's own round-to-round spread of the 1-provider case's), and says so."""
     c1, c4, c8 = (f"fanout-{n}{suffix}" for n in (1, 4, 8))
     f1, f4, f8, ph = (added.get(c) for c in (c1, c4, c8, "posthog-sdk"))
     if f4 is not None and ph is not None:
         verdict = "met" if f4 <= ph else "NOT met"
         print(f"  {mode}: {c4} added p99 {f4:.2f} ms vs PostHog SDK {ph:.2f} ms ({verdict})")
     if f8 is not None and f1 is not None:
-        verdict = "met" if f8 <= 1.25 * max(f1, 0.0) else "NOT met"
+        if f8 <= 1.25 * max(f1, 0.0):
+            verdict = "met"
+        elif f8 - f1 <= noise:
+            verdict = (
+                f"not measurable: {c8} - {c1} = {f8 - f1:.2f} ms, within the noise {noise:.2f} ms"
+            )
+        else:
+            verdict = "NOT met"
         ratio = f"{f8 / f1:.2f}" if f1 > 0 else "n/a"
         print(
             f"  {mode}: {c8} added p99 {f8:.2f} ms vs {c1} {f1:.2f} ms, "
@@ -708,10 +724,14 @@ def main() -> None:
     )
     a_closed = report(closed, f"closed loop at saturation ({gen})")
     a_open = report(opened, f"open loop at {args.rate:,.0f} req/s (half the no-analytics maximum)")
-    print("\ntargets (added = case minus none):")
+    n_closed, n_open = _noise(closed), _noise(opened)
+    print(
+        f"\ntargets (added = case minus none; noise = half the spread of none's p99 over "
+        f"rounds: {n_closed:.2f} ms at saturation, {n_open:.2f} ms at the fixed rate):"
+    )
     for suffix in ("", "p"):
-        _targets("saturation", a_closed, suffix)
-        _targets("fixed rate", a_open, suffix)
+        _targets("saturation", a_closed, suffix, n_closed)
+        _targets("fixed rate", a_open, suffix, n_open)
     _middleware_cost(closed, opened)
     print(f"(total {time.perf_counter() - t0:.0f}s)")
 
