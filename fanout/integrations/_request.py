@@ -81,66 +81,32 @@ def _page_values(
     query: str,
     trust_forwarded: bool,
 ) -> dict[str, Any]:
-    # Each value as ``sanitize`` gives it, written out value by value: the common case
-    # (printable, within its cap) is one C call, and ``sanitize`` runs only for a value
-    # that fails it. A loop over (key, value, cap) tuples cost more than the checks.
+    # ``sanitize`` checks the common case (printable, within its cap) in one C call itself.
     values: dict[str, Any] = {}
     get = headers.get
     ip = client_ip
     if trust_forwarded:
         forwarded = get("x-forwarded-for", "").split(",")[0].strip()
         ip = forwarded or ip
-    if ip:
-        clean = ip.strip() or None if len(ip) <= 64 and ip.isprintable() else sanitize(ip, 64)
-        if clean is not None:
-            values["ip"] = clean
-    value = get("user-agent")
-    if value:
-        clean = (
-            value.strip() or None
-            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
-            else sanitize(value, MAX_TEXT_LENGTH)
-        )
-        if clean is not None:
-            values["user_agent"] = clean
-    value = get("accept-language")
-    if value:
-        value = value.split(",", 1)[0].split(";", 1)[0]
-        if value:
-            clean = (
-                value.strip() or None
-                if len(value) <= 35 and value.isprintable()
-                else sanitize(value, 35)
-            )
-            if clean is not None:
-                values["locale"] = clean
+    locale = get("accept-language")
+    if locale:
+        locale = locale.split(",", 1)[0].split(";", 1)[0]
     host = host or get("host")
+    url = None
     if host:
-        value = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
-        clean = (
-            value.strip() or None
-            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
-            else sanitize(value, MAX_TEXT_LENGTH)
-        )
-        if clean is not None:
-            values["url"] = clean
-    if path:
-        clean = (
-            path.strip() or None
-            if len(path) <= MAX_TEXT_LENGTH and path.isprintable()
-            else sanitize(path, MAX_TEXT_LENGTH)
-        )
-        if clean is not None:
-            values["path"] = clean
-    value = get("referer")
-    if value:
-        clean = (
-            value.strip() or None
-            if len(value) <= MAX_TEXT_LENGTH and value.isprintable()
-            else sanitize(value, MAX_TEXT_LENGTH)
-        )
-        if clean is not None:
-            values["referrer"] = clean
+        url = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
+    for key, value, cap in (
+        ("ip", ip, 64),
+        ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
+        ("locale", locale, 35),
+        ("url", url, MAX_TEXT_LENGTH),
+        ("path", path, MAX_TEXT_LENGTH),
+        ("referrer", get("referer"), MAX_TEXT_LENGTH),
+    ):
+        if value:
+            clean = sanitize(value, cap)
+            if clean is not None:
+                values[key] = clean
     if "utm_" in query:
         campaign = _campaign(query)
         if campaign:
