@@ -96,3 +96,50 @@ def test_two_stores_create_the_same_partition_at_once_without_error(make_store, 
     finally:
         for s in stores:
             s.close()
+
+
+def _job(project_id: int, *ids: str, person: str = "ada", key_id: int = 0):
+    from fanout.collector.postgres import _Insert
+
+    ingested = validate_batch(
+        [{"event_id": i, "kind": "identify", "person_id": person, "anonymous_id": f"anon_{i}",
+          "timestamp": "2024-05-01T10:00:00.000Z"} for i in ids])
+    return _Insert(project_id, ingested.rows, ingested.links, key_id)
+
+
+def test_one_statement_for_a_group_of_batches_counts_each_batch_as_if_alone(
+        make_store, store_kind):
+    """Batches written together (group commit) get the counts they would get one after
+    the other: the first of a repeated id wins, within a batch, between batches of the
+    group, and against ids stored before (then the statement falls back to row-by-row
+    dedupe); projects never share ids, and each event keeps its own batch's key."""
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url)
+    try:
+        p1, p2 = store.create_project("p1").id, store.create_project("p2").id
+        # Nothing stored yet: the plain claim stores every first occurrence.
+        assert store._commit([_job(p1, "a", "b", "a", key_id=1), _job(p1, "b", "c", key_id=2),
+                              _job(p2, "a", person="bob", key_id=3)]) == [(2, 1), (1, 1), (1, 0)]
+        # "a" of p1 and "a" of p2 exist now: the plain claim fails, dedupe row by row.
+        assert store._commit([_job(p1, "a", "d", key_id=4), _job(p2, "a", "e", "e", key_id=5),
+                              _job(p2, "f", key_id=6)]) == [(1, 1), (1, 2), (1, 0)]
+        assert (store.count_events(p1), store.count_events(p2)) == (4, 3)
+        assert store.event_ids(p1) == ["a", "b", "c", "d"]
+        assert store.event_ids(p2) == ["a", "e", "f"]
+        # Links go to their own batch's project, once each (duplicate events' too, as in
+        # SQLite: a link is not an event).
+        assert store.linked_ids(p1, "ada") == ["anon_a", "anon_b", "anon_c", "anon_d"]
+        assert store.linked_ids(p2, "bob") == ["anon_a"]
+        assert store.linked_ids(p2, "ada") == ["anon_a", "anon_e", "anon_f"]
+        # Nothing is left over from the failed plain claim.
+        assert store._commit([_job(p1, "a", "b", "c", "d")]) == [(0, 4)]
+    finally:
+        store.close()
+    with psycopg.connect(url) as conn:
+        keys = conn.execute("SELECT project_id, event_id, key_id FROM events ORDER BY seq")
+        assert list(keys) == [(p1, "a", 1), (p1, "b", 1), (p1, "c", 2), (p2, "a", 3),
+                              (p1, "d", 4), (p2, "e", 5), (p2, "f", 6)]
+        (claimed,) = conn.execute("SELECT count(*) FROM event_ids").fetchone()
+    assert claimed == 7
