@@ -143,3 +143,28 @@ def test_one_statement_for_a_group_of_batches_counts_each_batch_as_if_alone(
                               (p1, "d", 4), (p2, "e", 5), (p2, "f", 6)]
         (claimed,) = conn.execute("SELECT count(*) FROM event_ids").fetchone()
     assert claimed == 7
+
+
+def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_kind):
+    """The store's own binary arrays (not psycopg's dumper): empty, all-NULL, mixed and
+    non-ASCII text, bytes with NUL, 64-bit integers, read back by the server."""
+    from fanout.collector.pgarrays import bytea_array, int8_array, register, text_array
+
+    cases = [
+        (["a", "ü€😀", ""], [b"x\x00y", b""], [1, -2, 2**62]),
+        ([None, "x", None], [], [-(2**63)]),
+        ([], [b"z"], []),
+        ((None, None), (b"a" * 70_000,), (0, 7)),
+    ]
+    with psycopg.connect(make_store.new_db(), autocommit=True) as conn:
+        register(conn.adapters)
+        for texts, blobs, ints in cases:
+            got = conn.execute(
+                "SELECT %b::text[], %b::bytea[], %b::int8[], cardinality(%b::text[])",
+                (text_array(texts), bytea_array(blobs), int8_array(ints), text_array(texts)),
+            ).fetchone()
+            assert got is not None
+            assert list(got[0]) == list(texts)
+            assert [bytes(b) for b in got[1]] == list(blobs)
+            assert list(got[2]) == list(ints)
+            assert got[3] == len(texts)
