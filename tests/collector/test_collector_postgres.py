@@ -168,3 +168,47 @@ def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_k
             assert [bytes(b) for b in got[1]] == list(blobs)
             assert list(got[2]) == list(ints)
             assert got[3] == len(texts)
+
+
+def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, store_kind):
+    """Two stores (two collector processes' worth) with four threads each write
+    overlapping batches at once: groups form within each store, plain claims collide
+    with the other store's uncommitted ones and fall back to row-by-row dedupe; every id
+    is stored once and every other copy is counted a duplicate."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    stores = [PostgresStore(url) for _ in range(2)]
+    project = stores[0].create_project("p").id
+    ids = [f"evt_{i}" for i in range(300)]
+    results: list[object] = []
+    go = threading.Barrier(8)
+
+    def write(store: PostgresStore, thread: int) -> None:
+        go.wait()
+        for n in range(15):
+            start = (thread * 37 + n * 53) % len(ids)
+            batch = (ids + ids)[start:start + 40]
+            try:
+                results.append(store.insert(project, _rows(*batch), []))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                results.append(exc)
+
+    threads = [threading.Thread(target=write, args=(stores[t % 2], t)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert not [r for r in results if isinstance(r, Exception)], results[:3]
+        sent = 8 * 15 * 40
+        written = {i for t in range(8) for n in range(15)
+                   for i in (ids + ids)[(t * 37 + n * 53) % len(ids):][:40]}
+        assert sum(r.accepted for r in results) == len(written) == stores[1].count_events()
+        assert sum(r.duplicates for r in results) == sent - len(written)
+        assert sorted(stores[0].event_ids()) == sorted(written)
+    finally:
+        for s in stores:
+            s.close()
