@@ -3,13 +3,18 @@
 Same semantics as :mod:`.sqlite` (dedupe per project, stitching, keys, projects, timeline
 pages), built for more than one writer:
 
-- **One statement per batch.** A batch is one ``INSERT`` of arrays (``unnest``), so it costs
-  one round trip and is atomic without ``BEGIN``/``COMMIT``: a data-modifying CTE first
-  claims the batch's event ids in ``event_ids`` (``ON CONFLICT DO NOTHING ... RETURNING``),
-  then the events whose id was claimed go into ``events`` and the identity links into
-  ``identity_links``. Ids are claimed in sorted order, so two processes inserting batches
-  that overlap wait for each other instead of deadlocking; a deadlock PostgreSQL detects
-  anyway (links against ids) is retried.
+- **One statement per group of batches.** The batches a process receives while its
+  previous write runs are written together by its next one (group commit,
+  :mod:`.groupcommit`): one ``INSERT`` of arrays (``unnest``), so one round trip and one
+  WAL flush for the group, atomic without ``BEGIN``/``COMMIT``; each request still returns
+  only after that statement committed, with its own batch's counts. Its data-modifying
+  CTEs claim the event ids in ``event_ids``, insert the events and the identity links.
+  The claim is a plain ``INSERT`` (one descent of the unique index per id); when an id
+  exists already the statement fails whole and the group is written again with
+  ``ON CONFLICT DO NOTHING ... RETURNING``, which says which events were stored. Ids are
+  claimed in sorted order, so two processes inserting batches that overlap wait for each
+  other instead of deadlocking; a deadlock PostgreSQL detects anyway (links against ids)
+  is retried.
 - **Dedupe across partitions.** ``events`` is partitioned by arrival time (one range
   partition per month of ``received_at``, created on demand and one month ahead), and a
   unique index on a partitioned table must contain the partition key, which would make
@@ -23,8 +28,9 @@ pages), built for more than one writer:
 - **Shared rate limits.** :meth:`PostgresStore.limiter` returns a token bucket kept in the
   ``rate_buckets`` table, updated by one upsert per request on the database's clock, so
   every collector process on the database spends the same buckets.
-- **Connections.** A small pool (:class:`_Pool`) of autocommit connections, one per
-  concurrently running request at most; a connection that fails is discarded, not reused.
+- **Connections.** A small pool (:class:`_Pool`) of autocommit connections: one for the
+  process's writes, the others for key lookups, timeline pages and health checks running
+  at the same moment; a connection that fails is discarded, not reused.
 
 Timestamps are stored as the canonical ``YYYY-MM-DDTHH:MM:SS.mmmZ`` text with the ``"C"``
 collation, so text order is time order whatever the database's locale, exactly as in
