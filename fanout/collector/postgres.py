@@ -142,13 +142,8 @@ CREATE TABLE IF NOT EXISTS health (
 
 # One statement per group of batches (see the module docstring). Each column arrives as one
 # binary array built by :mod:`.pgarrays` (psycopg's own list dumper loops in Python per
-# element: half of this module's CPU per event), one element per event, deduplicated in
-# Python beforehand (the first of repeated ids wins, as INSERT OR IGNORE does in SQLite).
-# The optimistic form claims the ids with a plain INSERT: a new id costs one descent of the
-# unique index, where ON CONFLICT first probes it and then inserts speculatively (a lock
-# and an extra WAL record per row). An id that exists already makes the statement fail as
-# a whole, and the batch is written again by _INSERT_DEDUPE, which returns what it stored.
-# Ids are claimed in sorted order, the lock order between processes.
+# element), one element per event, deduplicated in Python beforehand (the first of
+# repeated ids wins, as INSERT OR IGNORE does in SQLite).
 _BATCH: Final = """
 WITH batch AS (
     SELECT * FROM unnest(%(projects)b::int8[], %(keys)b::int8[], %(ids)b::text[],
@@ -163,25 +158,36 @@ WITH batch AS (
                 %(link_persons)b::text[], %(link_times)b::text[]) AS l (p, a, ps, t)
     ORDER BY p, a, ps
     ON CONFLICT DO NOTHING
-), claimed AS (
-    INSERT INTO event_ids (project_id, event_id)
-    SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
-    {conflict}
-)
+)"""
+_EVENTS: Final = """
 INSERT INTO events (project_id, event_id, kind, timestamp, person_id, anonymous_id, name,
                     key_id, received_at, body)
 SELECT b.project_id, b.event_id, b.kind, b.timestamp, b.person_id, b.anonymous_id, b.name,
        b.key_id, %(received)s, b.body
-FROM batch b {join}
-ORDER BY b.position
-{returning}
-"""
-_INSERT_NEW: Final = _BATCH.format(conflict="", join="", returning="")
-_INSERT_DEDUPE: Final = _BATCH.format(
-    conflict="ON CONFLICT DO NOTHING RETURNING project_id, event_id",
-    join="JOIN claimed c ON c.project_id = b.project_id AND c.event_id = b.event_id",
-    returning="RETURNING project_id, event_id",
+FROM batch b"""
+# The common case: every id is new. The ids are claimed by a plain INSERT, one descent of
+# the unique index per id, where ON CONFLICT first probes the index and then inserts
+# speculatively (a lock and one more WAL record per row). The claim is the main statement,
+# so it runs before the CTEs nobody reads (the events, the links): an id that exists
+# already fails the statement at once, before any event is written, and the group is
+# written again by _INSERT_DEDUPE. Ids are claimed in sorted order, the lock order
+# between processes.
+_INSERT_NEW: Final = f"""{_BATCH}, stored AS ({_EVENTS}
+    ORDER BY b.position
 )
+INSERT INTO event_ids (project_id, event_id)
+SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
+"""
+# Some id exists: claim row by row, store the events whose id was claimed, return them.
+_INSERT_DEDUPE: Final = f"""{_BATCH}, claimed AS (
+    INSERT INTO event_ids (project_id, event_id)
+    SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
+    ON CONFLICT DO NOTHING
+    RETURNING project_id, event_id
+){_EVENTS} JOIN claimed c ON c.project_id = b.project_id AND c.event_id = b.event_id
+ORDER BY b.position
+RETURNING project_id, event_id
+"""
 
 # The person's own events and the linked anonymous ids' events, each read in index order
 # from the cursor on, merged by the database (UNION ALL + ORDER BY + LIMIT is a merge of two
