@@ -3,13 +3,18 @@
 Same semantics as :mod:`.sqlite` (dedupe per project, stitching, keys, projects, timeline
 pages), built for more than one writer:
 
-- **One statement per batch.** A batch is one ``INSERT`` of arrays (``unnest``), so it costs
-  one round trip and is atomic without ``BEGIN``/``COMMIT``: a data-modifying CTE first
-  claims the batch's event ids in ``event_ids`` (``ON CONFLICT DO NOTHING ... RETURNING``),
-  then the events whose id was claimed go into ``events`` and the identity links into
-  ``identity_links``. Ids are claimed in sorted order, so two processes inserting batches
-  that overlap wait for each other instead of deadlocking; a deadlock PostgreSQL detects
-  anyway (links against ids) is retried.
+- **One statement per group of batches.** The batches a process receives while its
+  previous write runs are written together by its next one (group commit,
+  :mod:`.groupcommit`): one ``INSERT`` of arrays (``unnest``), so one round trip and one
+  WAL flush for the group, atomic without ``BEGIN``/``COMMIT``; each request still returns
+  only after that statement committed, with its own batch's counts. Its data-modifying
+  CTEs claim the event ids in ``event_ids``, insert the events and the identity links.
+  The claim is a plain ``INSERT`` (one descent of the unique index per id); when an id
+  exists already the statement fails whole and the group is written again with
+  ``ON CONFLICT DO NOTHING ... RETURNING``, which says which events were stored. Ids are
+  claimed in sorted order, so two processes inserting batches that overlap wait for each
+  other instead of deadlocking; a deadlock PostgreSQL detects anyway (links against ids)
+  is retried.
 - **Dedupe across partitions.** ``events`` is partitioned by arrival time (one range
   partition per month of ``received_at``, created on demand and one month ahead), and a
   unique index on a partitioned table must contain the partition key, which would make
@@ -23,8 +28,9 @@ pages), built for more than one writer:
 - **Shared rate limits.** :meth:`PostgresStore.limiter` returns a token bucket kept in the
   ``rate_buckets`` table, updated by one upsert per request on the database's clock, so
   every collector process on the database spends the same buckets.
-- **Connections.** A small pool (:class:`_Pool`) of autocommit connections, one per
-  concurrently running request at most; a connection that fails is discarded, not reused.
+- **Connections.** A small pool (:class:`_Pool`) of autocommit connections: one for the
+  process's writes, the others for key lookups, timeline pages and health checks running
+  at the same moment; a connection that fails is discarded, not reused.
 
 Timestamps are stored as the canonical ``YYYY-MM-DDTHH:MM:SS.mmmZ`` text with the ``"C"``
 collation, so text order is time order whatever the database's locale, exactly as in
@@ -40,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 try:
     import psycopg
@@ -51,6 +57,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "the PostgreSQL store needs psycopg 3: pip install 'fanout-analytics[postgres]'"
     ) from exc
 
+from .groupcommit import GroupCommit
 from .ingest import Link, Row
 from .keys import (
     KeyInfo,
@@ -61,6 +68,8 @@ from .keys import (
     parse_scopes,
     scopes_text,
 )
+from .pgarrays import bytea_array, int8_array, text_array
+from .pgarrays import register as register_arrays
 from .ratelimit import Limiter
 from .store import InsertResult, StoreError
 from .timeline import Cursor, Page, cut
@@ -131,39 +140,53 @@ CREATE TABLE IF NOT EXISTS health (
 );
 """
 
-# One statement per batch (see the module docstring). The batch arrives as one array per
-# column, in binary (``%(...)b``: a third of the collector's CPU of text parameters, where
-# every body would be hex-escaped), plus its position; DISTINCT ON keeps the first of
-# repeated ids within the batch (as INSERT OR IGNORE does in SQLite) and sorts the ids,
-# the lock order.
-_INSERT: Final = """
+# One statement per group of batches (see the module docstring). Each column arrives as one
+# binary array built by :mod:`.pgarrays` (psycopg's own list dumper loops in Python per
+# element), one element per event, deduplicated in Python beforehand (the first of
+# repeated ids wins, as INSERT OR IGNORE does in SQLite).
+_BATCH: Final = """
 WITH batch AS (
-    SELECT DISTINCT ON (event_id) *
-    FROM unnest(%(ids)b::text[], %(kinds)b::text[], %(timestamps)b::text[],
-                %(persons)b::text[], %(anonymous)b::text[], %(names)b::text[],
-                %(bodies)b::bytea[])
-         WITH ORDINALITY AS b (event_id, kind, timestamp, person_id, anonymous_id, name,
-                               body, position)
-    ORDER BY event_id, position
-), claimed AS (
-    INSERT INTO event_ids (project_id, event_id)
-    SELECT %(project)s, event_id FROM batch ORDER BY event_id
-    ON CONFLICT DO NOTHING
-    RETURNING event_id
+    SELECT * FROM unnest(%(projects)b::int8[], %(keys)b::int8[], %(ids)b::text[],
+                         %(kinds)b::text[], %(timestamps)b::text[], %(persons)b::text[],
+                         %(anonymous)b::text[], %(names)b::text[], %(bodies)b::bytea[])
+         WITH ORDINALITY AS b (project_id, key_id, event_id, kind, timestamp, person_id,
+                               anonymous_id, name, body, position)
 ), links AS (
     INSERT INTO identity_links (project_id, anonymous_id, person_id, linked_at)
-    SELECT %(project)s, a, p, t
-    FROM unnest(%(link_anonymous)b::text[], %(link_persons)b::text[], %(link_times)b::text[])
-         AS l (a, p, t)
-    ORDER BY a, p
+    SELECT p, a, ps, t
+    FROM unnest(%(link_projects)b::int8[], %(link_anonymous)b::text[],
+                %(link_persons)b::text[], %(link_times)b::text[]) AS l (p, a, ps, t)
+    ORDER BY p, a, ps
     ON CONFLICT DO NOTHING
-)
+)"""
+_EVENTS: Final = """
 INSERT INTO events (project_id, event_id, kind, timestamp, person_id, anonymous_id, name,
                     key_id, received_at, body)
-SELECT %(project)s, b.event_id, b.kind, b.timestamp, b.person_id, b.anonymous_id, b.name,
-       %(key)s, %(received)s, b.body
-FROM batch b JOIN claimed c ON c.event_id = b.event_id
+SELECT b.project_id, b.event_id, b.kind, b.timestamp, b.person_id, b.anonymous_id, b.name,
+       b.key_id, %(received)s, b.body
+FROM batch b"""
+# The common case: every id is new. The ids are claimed by a plain INSERT, one descent of
+# the unique index per id, where ON CONFLICT first probes the index and then inserts
+# speculatively (a lock and one more WAL record per row). The claim is the main statement,
+# so it runs before the CTEs nobody reads (the events, the links): an id that exists
+# already fails the statement at once, before any event is written, and the group is
+# written again by _INSERT_DEDUPE. Ids are claimed in sorted order, the lock order
+# between processes.
+_INSERT_NEW: Final = f"""{_BATCH}, stored AS ({_EVENTS}
+    ORDER BY b.position
+)
+INSERT INTO event_ids (project_id, event_id)
+SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
+"""
+# Some id exists: claim row by row, store the events whose id was claimed, return them.
+_INSERT_DEDUPE: Final = f"""{_BATCH}, claimed AS (
+    INSERT INTO event_ids (project_id, event_id)
+    SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
+    ON CONFLICT DO NOTHING
+    RETURNING project_id, event_id
+){_EVENTS} JOIN claimed c ON c.project_id = b.project_id AND c.event_id = b.event_id
 ORDER BY b.position
+RETURNING project_id, event_id
 """
 
 # The person's own events and the linked anonymous ids' events, each read in index order
@@ -216,6 +239,97 @@ def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
 
 
+class _Insert(NamedTuple):
+    """One request's batch, waiting to be written (alone or in a group)."""
+
+    project_id: int
+    rows: Sequence[Row]
+    links: Sequence[Link]
+    key_id: int
+
+
+class _Batch:
+    """The events of a group of batches as one statement's parameters: repeated ids
+    (within a batch or between batches of the group) dropped, the first kept, and each
+    batch's counts worked out from what the statement stored.
+
+    The columns are cut from the rows by one ``zip(*rows)`` (rows are tuples), and the
+    common case, no repeated id, is found by one set of (project, id) pairs: no Python
+    loop per event."""
+
+    def __init__(self, jobs: Sequence[_Insert]) -> None:
+        self.jobs = jobs
+        rows: list[Row] = []
+        projects: list[int] = []
+        keys: list[int] = []
+        for job in jobs:
+            rows += job.rows
+            projects += [job.project_id] * len(job.rows)
+            keys += [job.key_id] * len(job.rows)
+        self.counts = [len(job.rows) for job in jobs]
+        pairs = list(zip(projects, [row[0] for row in rows], strict=True))
+        self.owner: dict[tuple[int, str], int] | None = None
+        if len(set(pairs)) != len(pairs):  # repeated ids: keep the first of each
+            owner: dict[tuple[int, str], int] = {}
+            kept: list[int] = []
+            position = 0
+            for index, job in enumerate(jobs):
+                for _ in job.rows:
+                    if pairs[position] not in owner:
+                        owner[pairs[position]] = index
+                        kept.append(position)
+                    else:
+                        self.counts[index] -= 1
+                    position += 1
+            rows = [rows[i] for i in kept]
+            projects = [projects[i] for i in kept]
+            keys = [keys[i] for i in kept]
+            self.owner = owner
+        self.rows, self.projects, self.keys, self.pairs = rows, projects, keys, pairs
+
+    def params(self, received: _dt.datetime) -> dict[str, Any]:
+        ids, kinds, timestamps, persons, anonymous, names, bodies = (
+            zip(*self.rows, strict=True) if self.rows else ((),) * len(Row._fields))
+        links = [(job.project_id, *link) for job in self.jobs for link in job.links]
+        link_projects, link_anonymous, link_persons, link_times = (
+            zip(*links, strict=True) if links else ((),) * 4)
+        return {
+            "received": received,
+            "projects": int8_array(self.projects),
+            "keys": int8_array(self.keys),
+            "ids": text_array(ids),
+            "kinds": text_array(kinds),
+            "timestamps": text_array(timestamps),
+            "persons": text_array(persons),
+            "anonymous": text_array(anonymous),
+            "names": text_array(names),
+            "bodies": bytea_array(bodies),
+            "link_projects": int8_array(link_projects),
+            "link_anonymous": text_array(link_anonymous),
+            "link_persons": text_array(link_persons),
+            "link_times": text_array(link_times),
+        }
+
+    def results(self, stored: list[tuple[int, str]] | None) -> list[InsertResult]:
+        """Each batch's (accepted, duplicates); ``stored`` is the (project, id) pairs the
+        statement stored, or ``None`` when it stored every kept row."""
+        accepted = self.counts
+        if stored is not None:
+            owner = self.owner
+            if owner is None:
+                owner = {}
+                position = 0
+                for index, job in enumerate(self.jobs):
+                    for _ in job.rows:
+                        owner[self.pairs[position]] = index
+                        position += 1
+            accepted = [0] * len(self.jobs)
+            for pair in stored:
+                accepted[owner[pair]] += 1
+        return [InsertResult(a, len(job.rows) - a)
+                for a, job in zip(accepted, self.jobs, strict=True)]
+
+
 def redact_url(url: str) -> str:
     """``url`` without its user and password (for messages and reprs)."""
     return _SAFE_URL.sub("//***@", url)
@@ -236,6 +350,7 @@ class _Pool:
     def _connect(self) -> psycopg.Connection[Any]:
         conn = psycopg.connect(self._url, autocommit=True, connect_timeout=10,
                                application_name="fanout-collector")
+        register_arrays(conn.adapters)
         with self._lock:
             self._all.append(conn)
         return conn
@@ -293,6 +408,10 @@ class PostgresStore:
         self._pool = _Pool(url, pool_size)
         self._partitions: set[_dt.datetime] = set()
         self._partition_lock = threading.Lock()
+        # One writing statement at a time per process; the batches that arrive meanwhile
+        # go in the next one together (one round trip, one commit for all of them).
+        self._writes: GroupCommit[_Insert, InsertResult] = GroupCommit(
+            threading.Lock(), self._commit)
         try:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
@@ -363,24 +482,25 @@ class PostgresStore:
     ) -> InsertResult:
         if not rows and not links:
             return InsertResult(0, 0)
+        return self._writes.submit(_Insert(project_id, rows, links, key_id))
+
+    def _commit(self, jobs: Sequence[_Insert]) -> list[InsertResult]:
+        """One statement (one transaction, one WAL flush) for every batch in ``jobs``; each
+        batch's own counts, as if they had been inserted one after the other."""
         received = self._clock()
         self._ensure_partition(received)
-        params = {
-            "project": project_id, "key": key_id, "received": received,
-            "ids": [r.event_id for r in rows], "kinds": [r.kind for r in rows],
-            "timestamps": [r.timestamp for r in rows], "persons": [r.person_id for r in rows],
-            "anonymous": [r.anonymous_id for r in rows], "names": [r.name for r in rows],
-            "bodies": [r.body for r in rows],
-            "link_anonymous": [link.anonymous_id for link in links],
-            "link_persons": [link.person_id for link in links],
-            "link_times": [link.timestamp for link in links],
-        }
+        batch = _Batch(jobs)
+        params = batch.params(received)
 
-        def work(conn: psycopg.Connection[Any]) -> int:
-            return conn.execute(_INSERT, params).rowcount
+        def work(conn: psycopg.Connection[Any]) -> list[InsertResult]:
+            try:
+                conn.execute(_INSERT_NEW, params)
+            except pg_errors.UniqueViolation:  # an id stored before: dedupe row by row
+                stored = conn.execute(_INSERT_DEDUPE, params).fetchall()
+                return batch.results(stored)
+            return batch.results(None)
 
-        accepted = self._run(work)
-        return InsertResult(accepted, len(rows) - accepted)
+        return self._run(work)
 
     def timeline(
         self, project_id: int, person_id: str, *, limit: int, max_bytes: int,

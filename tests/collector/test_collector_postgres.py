@@ -96,3 +96,123 @@ def test_two_stores_create_the_same_partition_at_once_without_error(make_store, 
     finally:
         for s in stores:
             s.close()
+
+
+def _job(project_id: int, *ids: str, person: str = "ada", key_id: int = 0):
+    from fanout.collector.postgres import _Insert
+
+    ingested = validate_batch(
+        [{"event_id": i, "kind": "identify", "person_id": person, "anonymous_id": f"anon_{i}",
+          "timestamp": "2024-05-01T10:00:00.000Z"} for i in ids])
+    return _Insert(project_id, ingested.rows, ingested.links, key_id)
+
+
+def test_one_statement_for_a_group_of_batches_counts_each_batch_as_if_alone(
+        make_store, store_kind):
+    """Batches written together (group commit) get the counts they would get one after
+    the other: the first of a repeated id wins, within a batch, between batches of the
+    group, and against ids stored before (then the statement falls back to row-by-row
+    dedupe); projects never share ids, and each event keeps its own batch's key."""
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url)
+    try:
+        p1, p2 = store.create_project("p1").id, store.create_project("p2").id
+        # Nothing stored yet: the plain claim stores every first occurrence.
+        assert store._commit([_job(p1, "a", "b", "a", key_id=1), _job(p1, "b", "c", key_id=2),
+                              _job(p2, "a", person="bob", key_id=3)]) == [(2, 1), (1, 1), (1, 0)]
+        # "a" of p1 and "a" of p2 exist now: the plain claim fails, dedupe row by row.
+        assert store._commit([_job(p1, "a", "d", key_id=4), _job(p2, "a", "e", "e", key_id=5),
+                              _job(p2, "f", key_id=6)]) == [(1, 1), (1, 2), (1, 0)]
+        assert (store.count_events(p1), store.count_events(p2)) == (4, 3)
+        assert store.event_ids(p1) == ["a", "b", "c", "d"]
+        assert store.event_ids(p2) == ["a", "e", "f"]
+        # Links go to their own batch's project, once each (duplicate events' too, as in
+        # SQLite: a link is not an event).
+        assert store.linked_ids(p1, "ada") == ["anon_a", "anon_b", "anon_c", "anon_d"]
+        assert store.linked_ids(p2, "bob") == ["anon_a"]
+        assert store.linked_ids(p2, "ada") == ["anon_a", "anon_e", "anon_f"]
+        # Nothing is left over from the failed plain claim.
+        assert store._commit([_job(p1, "a", "b", "c", "d")]) == [(0, 4)]
+    finally:
+        store.close()
+    with psycopg.connect(url) as conn:
+        keys = conn.execute("SELECT project_id, event_id, key_id FROM events ORDER BY seq")
+        assert list(keys) == [(p1, "a", 1), (p1, "b", 1), (p1, "c", 2), (p2, "a", 3),
+                              (p1, "d", 4), (p2, "e", 5), (p2, "f", 6)]
+        (claimed,) = conn.execute("SELECT count(*) FROM event_ids").fetchone()
+        # The failed plain claims ran before any event was written: no sequence number
+        # was drawn for an event that was not kept (the claim fails first, at no cost).
+        (last_seq,) = conn.execute("SELECT last_value FROM events_seq").fetchone()
+    assert claimed == 7
+    assert last_seq == 7
+
+
+def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_kind):
+    """The store's own binary arrays (not psycopg's dumper): empty, all-NULL, mixed and
+    non-ASCII text, bytes with NUL, 64-bit integers, read back by the server."""
+    from fanout.collector.pgarrays import bytea_array, int8_array, register, text_array
+
+    cases = [
+        (["a", "ü€😀", ""], [b"x\x00y", b""], [1, -2, 2**62]),
+        ([None, "x", None], [], [-(2**63)]),
+        ([], [b"z"], []),
+        ((None, None), (b"a" * 70_000,), (0, 7)),
+    ]
+    with psycopg.connect(make_store.new_db(), autocommit=True) as conn:
+        register(conn.adapters)
+        for texts, blobs, ints in cases:
+            got = conn.execute(
+                "SELECT %b::text[], %b::bytea[], %b::int8[], cardinality(%b::text[])",
+                (text_array(texts), bytea_array(blobs), int8_array(ints), text_array(texts)),
+            ).fetchone()
+            assert got is not None
+            assert list(got[0]) == list(texts)
+            assert [bytes(b) for b in got[1]] == list(blobs)
+            assert list(got[2]) == list(ints)
+            assert got[3] == len(texts)
+
+
+def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, store_kind):
+    """Two stores (two collector processes' worth) with four threads each write
+    overlapping batches at once: groups form within each store, plain claims collide
+    with the other store's uncommitted ones and fall back to row-by-row dedupe; every id
+    is stored once and every other copy is counted a duplicate."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    stores = [PostgresStore(url) for _ in range(2)]
+    project = stores[0].create_project("p").id
+    ids = [f"evt_{i}" for i in range(300)]
+    results: list[object] = []
+    go = threading.Barrier(8)
+
+    def write(store: PostgresStore, thread: int) -> None:
+        go.wait()
+        for n in range(15):
+            start = (thread * 37 + n * 53) % len(ids)
+            batch = (ids + ids)[start:start + 40]
+            try:
+                results.append(store.insert(project, _rows(*batch), []))
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                results.append(exc)
+
+    threads = [threading.Thread(target=write, args=(stores[t % 2], t)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    try:
+        assert not [r for r in results if isinstance(r, Exception)], results[:3]
+        sent = 8 * 15 * 40
+        written = {i for t in range(8) for n in range(15)
+                   for i in (ids + ids)[(t * 37 + n * 53) % len(ids):][:40]}
+        assert sum(r.accepted for r in results) == len(written) == stores[1].count_events()
+        assert sum(r.duplicates for r in results) == sent - len(written)
+        assert sorted(stores[0].event_ids()) == sorted(written)
+    finally:
+        for s in stores:
+            s.close()
