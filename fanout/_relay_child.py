@@ -50,6 +50,14 @@ def reports(report: FlushReport) -> dict[str, dict[str, Any]]:
     }
 
 
+def accepts(channels: Mapping[str, Channel]) -> dict[str, dict[str, Any]]:
+    """What each channel takes on arrival (the app holds nothing else for it)."""
+    return {
+        name: {"kinds": sorted(c.kinds), "max_event_bytes": c.limits.max_event_bytes}
+        for name, c in channels.items()
+    }
+
+
 class _Output:
     """stdout, written whole frames at a time from several threads."""
 
@@ -125,7 +133,7 @@ def serve(stdin: IO[bytes], out: _Output) -> int:
         out.write({"op": "error", "error": f"{type(exc).__name__}: {exc}"})
         return 2
     channels: dict[str, Channel] = {c.name: c for c in client._channels}
-    out.write({"op": "ready", "pid": os.getpid()}, client)
+    out.write({"op": "ready", "pid": os.getpid(), "accepts": accepts(channels)}, client)
     stop = threading.Event()
     threading.Thread(target=_pusher, args=(client, out, stop), daemon=True).start()
     try:
