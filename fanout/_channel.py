@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from . import _lifecycle
 from ._config import DEFAULT_BATCH_SIZE, Delivery
@@ -41,7 +42,7 @@ from ._routing import compile_filter
 from ._throttle import LOG_INTERVAL, Throttle
 from .provider import ALL_KINDS, BatchLimits, Provider, close_provider, provider_after_fork
 
-__all__ = ["Channel", "LOG_INTERVAL", "hand_over"]
+__all__ = ["Channel", "ChannelLike", "LOG_INTERVAL", "hand_over"]
 
 ErrorCallback = Callable[[DeliveryFailure], None]
 Redactor = Callable[[str], str]
@@ -109,6 +110,23 @@ def _send_encoded(provider: Provider, batch: list[Event]) -> None:
         if isinstance(exc, _DECODE_ERRORS):
             raise
         raise _Unencodable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class ChannelLike(Protocol):
+    """What the client uses of a channel: a :class:`Channel`, or in process mode one
+    provider's endpoint (fanout/_relay.py), whose events go through the one relay channel."""
+
+    name: str
+    options: Delivery
+
+    def emit(self, event: Event) -> None: ...
+    def skip_routed(self) -> None: ...
+    def report(self) -> ChannelReport: ...
+    def request_flush(self) -> int: ...
+    def wait(self, target: int, deadline: float) -> bool: ...
+    def end_flush(self) -> None: ...
+    def begin_shutdown(self) -> None: ...
+    def finish_shutdown(self, deadline: float) -> None: ...
 
 
 def hand_over(

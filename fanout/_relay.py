@@ -38,12 +38,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from . import _lifecycle
-from ._channel import Channel, hand_over
+from ._channel import Channel, ChannelLike, hand_over
 from ._config import Delivery
 from ._deadletter import DeadLetters
 from ._events import Event
@@ -352,11 +352,10 @@ class Relay:
             losses=losses,
         )
 
-    def channels(self) -> list[Channel]:
-        """The endpoints, for the client's list of channels. They are not ``Channel`` s,
-        but have every member the client uses of one (name, options, emit, skip_routed,
-        report and the flush / shutdown steps): the cast says so to the type checker."""
-        return cast("list[Channel]", list(self.endpoints))
+    def channels(self) -> list[ChannelLike]:
+        """The endpoints, for the client's list of channels: not ``Channel`` s, but every
+        member the client uses of one (:class:`~fanout._channel.ChannelLike`)."""
+        return list(self.endpoints)
 
     def child_received(self) -> int:
         """Events the running child says it has read (tests wait on it)."""

@@ -28,7 +28,7 @@ from typing import IO, Any
 import orjson
 
 from ._channel import Channel
-from ._client import Client
+from ._client import Client, channels_of
 from ._exceptions import FanoutError, InvalidEvent
 from ._relay_link import NICE, PUSH_INTERVAL, decode_event
 from ._report import DeliveryFailure, FlushReport
@@ -132,7 +132,7 @@ def serve(stdin: IO[bytes], out: _Output) -> int:
     except (FanoutError, KeyError, TypeError, ValueError) as exc:
         out.write({"op": "error", "error": f"{type(exc).__name__}: {exc}"})
         return 2
-    channels: dict[str, Channel] = {c.name: c for c in client._channels}
+    channels = channels_of(client)
     out.write({"op": "ready", "pid": os.getpid(), "accepts": accepts(channels)}, client)
     stop = threading.Event()
     threading.Thread(target=_pusher, args=(client, out, stop), daemon=True).start()
