@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Final
 
 import orjson
@@ -79,15 +79,12 @@ class Accepts:
     max_event_bytes: int
     keep: EventFilter | None
 
-    def taken(self, batch: Sequence[Event]) -> Iterable[Event]:
-        """The events of ``batch`` this provider's channel will queue."""
-        if (
-            self.keep is None
-            and self.kinds >= ALL_KINDS
-            and max(map(_SIZE, batch), default=0) <= self.max_event_bytes
-        ):
-            return batch  # the common case: one C-level pass over the sizes
-        return [e for e in batch if self.takes(e)]
+    def count(self, batch: Sequence[Event], biggest: int) -> int:
+        """How many of ``batch`` (none :class:`Routed`; ``biggest``: the largest size among
+        them) this provider's channel will queue."""
+        if self.keep is None and self.kinds >= ALL_KINDS and biggest <= self.max_event_bytes:
+            return len(batch)  # the common case
+        return sum(1 for e in batch if self.takes(e))
 
     def takes(self, event: Event) -> bool:
         return (
@@ -156,11 +153,13 @@ class ChildLink:
         #: Events written to this child: for every provider, and per provider (routed).
         self.handed_all = 0
         self.handed_to: dict[str, int] = {}
-        #: Per provider, the events handed to this child for it that it has not reported
-        #: settled (the oldest trimmed as its counts come back): what a death loses.
-        self._held: dict[str, collections.deque[Event]] = {
-            name: collections.deque() for name in self.names
-        }
+        #: The batches handed to this child, each with how many of its events each
+        #: provider takes, back to the oldest one some provider has not settled (the
+        #: oldest let go as the child's counts come back): what a death loses is in there.
+        self._held: collections.deque[tuple[Sequence[Event], dict[str, int]]] = (
+            collections.deque()
+        )
+        self._held_n = dict.fromkeys(self.names, 0)
         #: Per provider, what its channel in the child takes (from the child's ``ready``).
         self.accepts: dict[str, Accepts] = {}
         #: The child's last reported counts per provider, and how many events it read.
@@ -190,34 +189,60 @@ class ChildLink:
             self._hold(batch, routed)
 
     def _hold(self, batch: Sequence[Event], routed: bool) -> None:
-        """(under ``write_lock``) Count ``batch`` handed off and hold what each provider
-        takes of it; let go of what the child has settled."""
+        """(under ``write_lock``) Count ``batch`` handed off and hold it, with how many of
+        its events each provider takes; let go of batches the child has settled."""
         accepts = self.accepts
         if routed:
-            every = [e for e in batch if type(e) is not Routed]
+            counts = dict.fromkeys(self.names, 0)
             for event in batch:
                 if type(event) is Routed:
                     to = event.to
                     self.handed_to[to] = self.handed_to.get(to, 0) + 1
-                    if to in self._held and accepts[to].takes(event):
-                        self._held[to].append(event)
-            batch = every
-        self.handed_all += len(batch)
-        if batch:
-            for name, held in self._held.items():
-                held.extend(accepts[name].taken(batch))
+                    if to in counts and accepts[to].takes(event):
+                        counts[to] += 1
+                else:
+                    self.handed_all += 1
+                    for name, a in accepts.items():
+                        counts[name] += a.takes(event)
+        else:
+            self.handed_all += len(batch)
+            biggest = max(map(_SIZE, batch), default=0)  # one C-level pass
+            counts = {name: a.count(batch, biggest) for name, a in accepts.items()}
+        held, held_n = self._held, self._held_n
+        held.append((batch, counts))
+        for name, n in counts.items():
+            held_n[name] += n
+        # The settled events of a provider are the oldest it took (a channel settles its
+        # queue in order): a batch goes once it is older than every provider's unsettled.
         unresolved = self.unresolved(locked=True)
-        for name, held in self._held.items():
-            for _ in range(len(held) - unresolved[name]):
-                held.popleft()
+        while held:
+            oldest = held[0][1]
+            if any(held_n[name] - n < unresolved[name] for name, n in oldest.items()):
+                break
+            held.popleft()
+            for name, n in oldest.items():
+                held_n[name] -= n
 
     def lost(self, name: str, n: int) -> list[Event]:
         """The ``n`` events a dead child had not settled for ``name``: the newest ``n`` it
         was handed for it, since a channel settles its queue in order (see
         docs/performance.md, "Process delivery", for the two exceptions)."""
+        if n <= 0:
+            return []
         with self.write_lock:
-            held = self._held[name]
-            return [plain_event(e) for e in list(held)[max(0, len(held) - n) :]] if n else []
+            accepts = self.accepts[name]
+            found: list[Event] = []
+            for batch, counts in reversed(self._held):
+                if counts.get(name):
+                    mine = [
+                        e
+                        for e in batch
+                        if (e.to == name if type(e) is Routed else True) and accepts.takes(e)
+                    ]
+                    found[:0] = mine
+                    if len(found) >= n:
+                        break
+            return [plain_event(e) for e in found[max(0, len(found) - n) :]]
 
     def request(self, op: str, deadline: float, **fields: Any) -> dict[str, Any] | None:
         """Ask the child (``flush``, ``shutdown``) and wait for its answer until ``deadline``."""
