@@ -579,3 +579,50 @@ def test_hand_offs_that_cannot_be_made_are_dead_lettered_at_shutdown(
         if child is not None and not _gone(child):
             os.kill(child, signal.SIGKILL)
         client.shutdown(timeout=2)
+
+
+def test_what_a_dead_child_lost_is_named_among_filtered_and_routed_events(
+    sink: Sink, tmp_path: Path
+) -> None:
+    """The events named lost are exactly the ones the dead child held for the provider:
+    not those its filter skips, not those routed to another provider, and routed ones
+    to it in their place in the order."""
+    names = ("collector", "collector:b")
+    failures: list = []
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names, FANOUT_BATCH_SIZE="5"),
+        delivery={"collector:b": {"exclude_events": ["skipped.*"]}},
+        dead_letter_dir=str(tmp_path),
+        on_error=failures.append,
+        register_atexit=False,
+    )
+    try:
+        relay = _relay(client)
+        client.track("warm", person_id="u")
+        assert client.flush(timeout=30).ok
+        sink.hang.add("collector-b")
+        for_b, for_a_only = [], []
+        for i in range(12):
+            for_b.append(client.track("kept", person_id="u", properties={"i": i}))
+            for_a_only.append(client.track("skipped.by_b", person_id="u"))
+            if i % 3 == 0:
+                for_b.append(client.track("to.b", person_id="u", providers=["collector:b"]))
+                for_a_only.append(client.track("to.a", person_id="u", providers=["collector"]))
+        _wait_for(lambda: client.stats()["collector"].delivered == 1 + len(for_a_only) + 12
+                  and sink.hanging == 1, "a to settle while b's backend holds a batch")
+        os.kill(relay.child_pid(), signal.SIGKILL)
+        _wait_for(lambda: len(_failed(failures, "collector:b", "relay_lost")) == len(for_b),
+                  "on_error")
+        lost = _failed(failures, "collector:b", "relay_lost")
+        assert lost == for_b  # exactly these, in the order they were tracked
+        b = client.stats()["collector:b"]
+        assert b.delivered == 1
+        assert b.losses == {"relay_lost": len(for_b), "routed": len(for_a_only)}
+        letters = _dead_letters(tmp_path, "collector:b")
+        assert [x["event"]["event_id"] for x in letters] == for_b
+        assert _dead_letters(tmp_path, "collector") == []
+        assert _failed(failures, "collector", "relay_lost") == []
+    finally:
+        sink.released.set()
+        client.shutdown(timeout=5)
