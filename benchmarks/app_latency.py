@@ -806,7 +806,7 @@ def main() -> None:
     print(
         f"\nuvicorn + Starlette, 1 worker; {args.duration:g} s per load; {args.rounds} "
         "repetitions; plain columns: medians over repetitions; + columns: median over "
-        "repetitions of (case minus the mean of the none runs just before and after it)"
+        "repetitions of (case minus each of the two none runs beside it)"
         + (f"; switch interval {args.switch_interval * 1000:g} ms" if args.switch_interval else "")
         + f"\nload average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f} at the "
         f"start, {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at the end"
