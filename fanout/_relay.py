@@ -171,9 +171,10 @@ class Relay:
             self.send(batch)
             return
         routes: dict[int, str] = {}
-        for i, event in enumerate(batch):
-            if type(event) is Routed:
-                routes[i] = event.to
+        if Routed in set(map(type, batch)):  # one C-level pass; routed events are rare
+            for i, event in enumerate(batch):
+                if type(event) is Routed:
+                    routes[i] = event.to
         frame = b'{"op":"events","events":' + encode_events(batch)
         if routes:
             frame += b',"to":' + orjson.dumps({str(i): n for i, n in routes.items()})

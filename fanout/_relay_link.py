@@ -160,6 +160,8 @@ class ChildLink:
             collections.deque()
         )
         self._held_n = dict.fromkeys(self.names, 0)
+        #: The child reported counts since the held batches were last trimmed.
+        self._news = False
         #: Per provider, what its channel in the child takes (from the child's ``ready``).
         self.accepts: dict[str, Accepts] = {}
         #: The child's last reported counts per provider, and how many events it read.
@@ -212,6 +214,9 @@ class ChildLink:
         held.append((batch, counts))
         for name, n in counts.items():
             held_n[name] += n
+        if not self._news:  # no new counts from the child: nothing more is settled
+            return
+        self._news = False
         # The settled events of a provider are the oldest it took (a channel settles its
         # queue in order): a batch goes once it is older than every provider's unsettled.
         unresolved = self.unresolved(locked=True)
@@ -346,6 +351,7 @@ class ChildLink:
             with self.latest_lock:
                 self.latest = reports
                 self.received = int(msg.get("received", self.received))
+                self._news = True
         op = msg.get("op")
         if op == "ready":
             self.accepts = {
