@@ -281,16 +281,16 @@ class Relay:
             return
         try:
             events = tuple(Event.from_dict(e, max_bytes=None) for e in msg.get("events", ()))
-        except (FanoutError, KeyError, TypeError, ValueError):
+            failure = DeliveryFailure(
+                str(msg["provider"]),
+                str(msg["reason"]),
+                str(msg.get("error", "")),
+                events,
+                msg.get("status"),
+            )
+        except (FanoutError, KeyError, TypeError, ValueError):  # never stop the reader
             logger.exception("fanout: a failure relayed by the child could not be read")
             return
-        failure = DeliveryFailure(
-            str(msg["provider"]),
-            str(msg["reason"]),
-            str(msg.get("error", "")),
-            events,
-            msg.get("status"),
-        )
         hand_over(failure, None, self._on_error, logger)
 
     def _fail(self, name: str, reason: str, events: Sequence[Event], error: str) -> None:
