@@ -303,13 +303,17 @@ class Relay:
 
     def _handoff_failed(self, failure: DeliveryFailure) -> None:
         """The relay channel failed ``failure.events`` (they never reached a child): each
-        provider they were meant for gets them as its own failure."""
+        provider they were meant for gets them as its own failure, counted for it alone
+        (an event routed to one provider was counted ``routed`` for the others)."""
         for name in self.names:
             mine = [
                 plain_event(e)
                 for e in failure.events
                 if type(e) is not Routed or e.to == name
             ]
+            if mine:
+                with self._lock:
+                    self._tally[name].lose({failure.reason: len(mine)})
             self._fail(name, failure.reason, mine, failure.error)
 
     # -- counts ----------------------------------------------------------------------
@@ -339,7 +343,9 @@ class Relay:
                 batches += own.batches
                 pending += own.pending
                 _merge(losses, own.losses)
-        _merge(losses, relay.losses)
+        # The relay channel's failures were counted per provider (``_handoff_failed``); its
+        # drops before any attempt (queue full, closed) count for every provider.
+        _merge(losses, {r: n for r, n in relay.losses.items() if r in _DROPPED_BY_RELAY})
         _merge(losses, local)
         return ChannelReport(
             provider=name,
@@ -422,6 +428,11 @@ class Relay:
             self._dead_letters.reset_after_fork()
         for endpoint in self.endpoints:
             endpoint.reset_after_fork()
+
+
+#: What the relay channel drops before any attempt (``Channel._lose``, no event list to
+#: tell the providers apart): counted for every provider.
+_DROPPED_BY_RELAY: Final = frozenset({"queue_full", "closed"})
 
 
 def _merge(into: dict[str, int], losses: Mapping[str, int]) -> None:
