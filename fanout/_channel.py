@@ -20,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from . import _lifecycle
 from ._config import DEFAULT_BATCH_SIZE, Delivery
@@ -41,7 +42,7 @@ from ._routing import compile_filter
 from ._throttle import LOG_INTERVAL, Throttle
 from .provider import ALL_KINDS, BatchLimits, Provider, close_provider, provider_after_fork
 
-__all__ = ["Channel", "LOG_INTERVAL"]
+__all__ = ["Channel", "ChannelLike", "LOG_INTERVAL", "hand_over"]
 
 ErrorCallback = Callable[[DeliveryFailure], None]
 Redactor = Callable[[str], str]
@@ -109,6 +110,44 @@ def _send_encoded(provider: Provider, batch: list[Event]) -> None:
         if isinstance(exc, _DECODE_ERRORS):
             raise
         raise _Unencodable(f"{type(exc).__name__}: {exc}") from exc
+
+
+class ChannelLike(Protocol):
+    """What the client uses of a channel: a :class:`Channel`, or in process mode one
+    provider's endpoint (fanout/_relay.py), whose events go through the one relay channel."""
+
+    name: str
+    options: Delivery
+
+    def emit(self, event: Event) -> None: ...
+    def skip_routed(self) -> None: ...
+    def report(self) -> ChannelReport: ...
+    def request_flush(self) -> int: ...
+    def wait(self, target: int, deadline: float) -> bool: ...
+    def end_flush(self) -> None: ...
+    def begin_shutdown(self) -> None: ...
+    def finish_shutdown(self, deadline: float) -> None: ...
+
+
+def hand_over(
+    failure: DeliveryFailure,
+    dead_letters: DeadLetters | None,
+    on_error: ErrorCallback | None,
+    logger: logging.Logger,
+) -> None:
+    """What every failed delivery gets: a dead letter, then an ``on_error`` call. Never
+    raises. Shared with process delivery (fanout/_relay.py), whose losses of its own (a
+    delivery process that died, a hand-off that never happened) take this same path."""
+    if dead_letters is not None:
+        try:
+            dead_letters.write(failure)
+        except Exception:  # noqa: BLE001 - it does not raise; if it ever did, go on
+            logger.exception("writing dead letters for %s raised", failure.provider)
+    if on_error is not None:
+        try:
+            on_error(failure)
+        except Exception:  # noqa: BLE001 - a broken callback must not stop delivery
+            logger.exception("on_error callback raised")
 
 
 class Channel:
@@ -522,16 +561,7 @@ class Channel:
             error,
         )
         failure = DeliveryFailure(self.name, reason, error, tuple(events), status)
-        if self._dead_letters is not None:
-            try:
-                self._dead_letters.write(failure)
-            except Exception:  # noqa: BLE001 - it does not raise; if it ever did, go on
-                self.logger.exception("writing dead letters for %s raised", self.name)
-        if self._on_error is not None:
-            try:
-                self._on_error(failure)
-            except Exception:  # noqa: BLE001 - a broken callback must not stop delivery
-                self.logger.exception("on_error callback raised")
+        hand_over(failure, self._dead_letters, self._on_error, self.logger)
 
     # -- flush and shutdown --------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _config, _context, _lifecycle
-from ._channel import Channel, ErrorCallback
+from ._channel import Channel, ChannelLike, ErrorCallback
 from ._config import ClientOptions
 from ._events import Event, build
 from ._exceptions import InvalidEvent
@@ -32,7 +32,7 @@ from ._throttle import Throttle
 from .processors import IPMode, Processor
 from .provider import Provider
 
-__all__ = ["Client", "ClientState"]
+__all__ = ["Client", "ClientState", "channels_of"]
 
 logger = logging.getLogger("fanout")
 
@@ -131,10 +131,12 @@ class Client:
         )
         self._options = options
         self.registry: Registry = wiring.registry
-        self._channels: list[Channel] = wiring.channels
+        self._channels: list[ChannelLike] = wiring.channels
         self._channel_names = tuple(c.name for c in self._channels)
-        self._queued = wiring.fan_out or [c for c in self._channels if not c.options.sync]
-        self._sync = [c for c in self._channels if c.options.sync]
+        self._queued: Sequence[ChannelLike] = wiring.fan_out or [
+            c for c in self._channels if not c.options.sync
+        ]
+        self._sync = [c for c in self._channels if isinstance(c, Channel) and c.options.sync]
         #: The queued channels' ``emit``, bound once: the fan-out loop runs per call.
         self._emits = tuple(c.emit for c in self._queued)
         self._processors = wiring.processors
@@ -548,4 +550,11 @@ class Client:
 
 
 Client.__module__ = "fanout"
+
+
+def channels_of(client: Client) -> dict[str, Channel]:
+    """``client``'s channels by provider name. For fanout's delivery process
+    (fanout/_relay_child.py), which puts an event routed to one provider on that provider's
+    channel alone: the other channels' ``routed`` counts were made in the app."""
+    return {c.name: c for c in client._channels if isinstance(c, Channel)}
 

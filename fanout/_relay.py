@@ -38,16 +38,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from . import _lifecycle
-from ._channel import Channel
+from ._channel import Channel, ChannelLike, hand_over
 from ._config import Delivery
+from ._deadletter import DeadLetters
 from ._events import Event
 from ._exceptions import ConfigError, FanoutError, PermanentError, RetryableError
-from ._relay_link import ChildLink, encode_events
+from ._relay_link import ChildLink, Routed, encode_events, plain_event
 from ._report import (
     DROPPED_REASONS,
     FAILED_REASONS,
@@ -55,6 +56,7 @@ from ._report import (
     ChannelReport,
     DeliveryFailure,
 )
+from ._routing import EventFilter, compile_filter
 from ._throttle import Throttle
 from .provider import BatchLimits
 
@@ -73,19 +75,6 @@ RELAY_INTERVAL: Final = 0.05
 MAX_RESTARTS: Final = 3
 #: Seconds the relay worker waits for a new child to say it is ready.
 START_TIMEOUT: Final = 60.0
-
-
-class Routed(Event):
-    """An event meant for one provider only (``track(providers=/exclude=)``): same fields,
-    plus ``to``. Built without re-validation: it is a copy of a validated event."""
-
-    to: str
-
-    @classmethod
-    def of(cls, event: Event, to: str) -> Routed:
-        routed = tuple.__new__(cls, event)
-        routed.to = to
-        return routed
 
 
 @dataclasses.dataclass
@@ -121,10 +110,15 @@ class Relay:
         on_error: Callable[[DeliveryFailure], None] | None,
         fallback: Callable[[], list[Channel]],
         shutdown_timeout: float,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.names = tuple(names)
         self._hello = orjson.dumps({"op": "hello", **child_config}) + b"\n"
         self._on_error = on_error
+        self._dead_letters = dead_letters
+        self._filters: dict[str, EventFilter | None] = {
+            name: compile_filter(o.events, o.exclude_events, name) for name, o in options.items()
+        }
         self._build_fallback = fallback
         self._throttle = Throttle(logger)
         queue_size = max(o.queue_size for o in options.values())
@@ -144,6 +138,9 @@ class Relay:
             limits=BatchLimits(
                 max_events=RELAY_BATCH, max_bytes=16 * 1024 * 1024, max_event_bytes=2**62
             ),
+            # What the relay channel itself fails (a hand-off that never happened) becomes
+            # each provider's dead letters and on_error calls, as in-process.
+            on_error=self._handoff_failed,
         )
         self.endpoints = [
             RelayEndpoint(self, name, options[name], leader=i == 0)
@@ -174,17 +171,16 @@ class Relay:
             self.send(batch)
             return
         routes: dict[int, str] = {}
-        routed: dict[str, int] = {}
-        for i, event in enumerate(batch):
-            if type(event) is Routed:
-                routes[i] = event.to
-                routed[event.to] = routed.get(event.to, 0) + 1
+        if Routed in set(map(type, batch)):  # one C-level pass; routed events are rare
+            for i, event in enumerate(batch):
+                if type(event) is Routed:
+                    routes[i] = event.to
         frame = b'{"op":"events","events":' + encode_events(batch)
         if routes:
             frame += b',"to":' + orjson.dumps({str(i): n for i, n in routes.items()})
         frame += b"}\n"
         try:
-            link.send(frame, len(batch) - len(routes), routed)
+            link.send(frame, batch, bool(routes))
         except OSError as exc:
             link.dead.wait(2.0)  # the reader notices the death and counts what was lost
             raise RetryableError(f"the relay child {link.pid} is gone ({exc})") from None
@@ -197,7 +193,7 @@ class Relay:
             if self._fallback is not None:
                 return None
             try:
-                link = ChildLink(self._hello, self.names, self._message)
+                link = ChildLink(self._hello, self.names, self._message, self._filters)
             except OSError as exc:
                 self._fall_back(f"the relay child could not start ({exc})")
                 return None
@@ -237,8 +233,12 @@ class Relay:
             if not closing:
                 self._deaths += 1
             deaths = self._deaths
-        link.close_input()
+        link.close_input(1.0)
         link.wait_exit(1.0)
+        why = f"the relay child {link.pid} exited (status {link.proc.returncode}) first"
+        for name in self.names:
+            if lost[name]:
+                self._fail(name, "relay_lost", link.lost(name, lost[name]), why)
         if closing and link.proc.returncode == 0:
             return
         self._throttle.warning(
@@ -276,6 +276,7 @@ class Relay:
                     channel.emit(event)
 
     def _forward_failure(self, msg: dict[str, Any]) -> None:
+        """A failure in the child (already dead-lettered there) for the app's on_error."""
         if self._on_error is None:
             return
         try:
@@ -287,9 +288,33 @@ class Relay:
                 events,
                 msg.get("status"),
             )
-            self._on_error(failure)
-        except Exception:  # noqa: BLE001 - a broken callback must not stop the reader
-            logger.exception("on_error callback raised (relayed failure)")
+        except (FanoutError, KeyError, TypeError, ValueError):  # never stop the reader
+            logger.exception("fanout: a failure relayed by the child could not be read")
+            return
+        hand_over(failure, None, self._on_error, logger)
+
+    def _fail(self, name: str, reason: str, events: Sequence[Event], error: str) -> None:
+        """Failed events of the relay itself, for provider ``name``: its dead letters and
+        on_error call, by the path an in-process channel's failure takes. (Counted by the
+        caller: the relay's counts are kept per provider, not per channel.)"""
+        if events:
+            failure = DeliveryFailure(name, reason, error, tuple(events), None)
+            hand_over(failure, self._dead_letters, self._on_error, logger)
+
+    def _handoff_failed(self, failure: DeliveryFailure) -> None:
+        """The relay channel failed ``failure.events`` (they never reached a child): each
+        provider they were meant for gets them as its own failure, counted for it alone
+        (an event routed to one provider was counted ``routed`` for the others)."""
+        for name in self.names:
+            mine = [
+                plain_event(e)
+                for e in failure.events
+                if type(e) is not Routed or e.to == name
+            ]
+            if mine:
+                with self._lock:
+                    self._tally[name].lose({failure.reason: len(mine)})
+            self._fail(name, failure.reason, mine, failure.error)
 
     # -- counts ----------------------------------------------------------------------
 
@@ -318,7 +343,9 @@ class Relay:
                 batches += own.batches
                 pending += own.pending
                 _merge(losses, own.losses)
-        _merge(losses, relay.losses)
+        # The relay channel's failures were counted per provider (``_handoff_failed``); its
+        # drops before any attempt (queue full, closed) count for every provider.
+        _merge(losses, {r: n for r, n in relay.losses.items() if r in _DROPPED_BY_RELAY})
         _merge(losses, local)
         return ChannelReport(
             provider=name,
@@ -332,11 +359,10 @@ class Relay:
             losses=losses,
         )
 
-    def channels(self) -> list[Channel]:
-        """The endpoints, for the client's list of channels. They are not ``Channel`` s,
-        but have every member the client uses of one (name, options, emit, skip_routed,
-        report and the flush / shutdown steps): the cast says so to the type checker."""
-        return cast("list[Channel]", list(self.endpoints))
+    def channels(self) -> list[ChannelLike]:
+        """The endpoints, for the client's list of channels: not ``Channel`` s, but every
+        member the client uses of one (:class:`~fanout._channel.ChannelLike`)."""
+        return list(self.endpoints)
 
     def child_received(self) -> int:
         """Events the running child says it has read (tests wait on it)."""
@@ -380,12 +406,13 @@ class Relay:
         self.channel.finish_shutdown(deadline)
         link = self._link
         if link is not None:
-            link.close_input()
             # The child was told to shut down within the deadline; a little grace to exit.
-            if not link.wait_exit(max(0.0, deadline - time.monotonic()) + 1.0):
+            # A hand-off still blocked on a full pipe (a stopped child) keeps the pipe.
+            grace = max(0.0, deadline - time.monotonic()) + 1.0
+            if not link.close_input(grace) or not link.wait_exit(grace):
                 logger.warning("fanout: the relay child %d did not exit; killing it", link.pid)
                 link.kill()
-            link.gone.wait(1.0)
+            link.gone.wait(2.0)  # its reader counts (and dead-letters) what it lost
         for channel in self._fallback or ():
             channel.finish_shutdown(deadline)
 
@@ -397,8 +424,15 @@ class Relay:
         if link is not None:
             link.forget_after_fork()
         self._init_runtime()
+        if self._dead_letters is not None:
+            self._dead_letters.reset_after_fork()
         for endpoint in self.endpoints:
             endpoint.reset_after_fork()
+
+
+#: What the relay channel drops before any attempt (``Channel._lose``, no event list to
+#: tell the providers apart): counted for every provider.
+_DROPPED_BY_RELAY: Final = frozenset({"queue_full", "closed"})
 
 
 def _merge(into: dict[str, int], losses: Mapping[str, int]) -> None:
@@ -547,4 +581,7 @@ def wire_process(
         on_error=on_error,
         fallback=fallback,
         shutdown_timeout=options.shutdown_timeout,
+        dead_letters=(
+            None if options.dead_letter_dir is None else DeadLetters(options.dead_letter_dir)
+        ),
     )

@@ -28,7 +28,7 @@ from typing import IO, Any
 import orjson
 
 from ._channel import Channel
-from ._client import Client
+from ._client import Client, channels_of
 from ._exceptions import FanoutError, InvalidEvent
 from ._relay_link import NICE, PUSH_INTERVAL, decode_event
 from ._report import DeliveryFailure, FlushReport
@@ -47,6 +47,14 @@ def reports(report: FlushReport) -> dict[str, dict[str, Any]]:
             "losses": dict(r.losses),
         }
         for name, r in report.items()
+    }
+
+
+def accepts(channels: Mapping[str, Channel]) -> dict[str, dict[str, Any]]:
+    """What each channel takes on arrival (the app holds nothing else for it)."""
+    return {
+        name: {"kinds": sorted(c.kinds), "max_event_bytes": c.limits.max_event_bytes}
+        for name, c in channels.items()
     }
 
 
@@ -124,8 +132,8 @@ def serve(stdin: IO[bytes], out: _Output) -> int:
     except (FanoutError, KeyError, TypeError, ValueError) as exc:
         out.write({"op": "error", "error": f"{type(exc).__name__}: {exc}"})
         return 2
-    channels: dict[str, Channel] = {c.name: c for c in client._channels}
-    out.write({"op": "ready", "pid": os.getpid()}, client)
+    channels = channels_of(client)
+    out.write({"op": "ready", "pid": os.getpid(), "accepts": accepts(channels)}, client)
     stop = threading.Event()
     threading.Thread(target=_pusher, args=(client, out, stop), daemon=True).start()
     try:

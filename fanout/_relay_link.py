@@ -7,7 +7,10 @@ delivery process (:mod:`fanout._relay_child`) reads them back with :func:`decode
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
+import operator
 import subprocess
 import sys
 import threading
@@ -19,8 +22,20 @@ import orjson
 
 from ._events import Event, rebuild
 from ._lane import released
+from ._routing import EventFilter
+from .provider import ALL_KINDS
 
-__all__ = ["ChildLink", "NICE", "PUSH_INTERVAL", "decode_event", "encode_events", "resolved"]
+__all__ = [
+    "Accepts",
+    "ChildLink",
+    "NICE",
+    "PUSH_INTERVAL",
+    "Routed",
+    "decode_event",
+    "encode_events",
+    "plain_event",
+    "resolved",
+]
 
 logger = logging.getLogger("fanout.relay")
 
@@ -31,6 +46,52 @@ PUSH_INTERVAL: Final = 0.2
 #: cycles instead of delaying requests. A child starved for long keeps events in its
 #: bounded queues (counted ``queue_full`` past them), as a busy thread would.
 NICE: Final = 10
+
+
+_SIZE = operator.attrgetter("size")
+
+
+class Routed(Event):
+    """An event meant for one provider only (``track(providers=/exclude=)``): same fields,
+    plus ``to``. Built without re-validation: it is a copy of a validated event."""
+
+    to: str
+
+    @classmethod
+    def of(cls, event: Event, to: str) -> Routed:
+        routed = tuple.__new__(cls, event)
+        routed.to = to
+        return routed
+
+
+def plain_event(event: Event) -> Event:
+    """``event`` without its route: what ``on_error`` and the dead letters get."""
+    return tuple.__new__(Event, event) if type(event) is not Event else event
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepts:
+    """What one provider's channel in the delivery process takes: its event kinds, its
+    per-event size limit and its event filter. An event it would skip on arrival is never
+    its to lose, so the app's side does not hold it for that provider."""
+
+    kinds: frozenset[str]
+    max_event_bytes: int
+    keep: EventFilter | None
+
+    def count(self, batch: Sequence[Event], biggest: int) -> int:
+        """How many of ``batch`` (none :class:`Routed`; ``biggest``: the largest size among
+        them) this provider's channel will queue."""
+        if self.keep is None and self.kinds >= ALL_KINDS and biggest <= self.max_event_bytes:
+            return len(batch)  # the common case
+        return sum(1 for e in batch if self.takes(e))
+
+    def takes(self, event: Event) -> bool:
+        return (
+            event.kind in self.kinds
+            and event.size <= self.max_event_bytes
+            and (self.keep is None or self.keep(event))
+        )
 
 
 def encode_events(batch: Sequence[Event]) -> bytes:
@@ -63,8 +124,10 @@ class ChildLink:
         hello: bytes,
         names: Sequence[str],
         on_message: Callable[[ChildLink, dict[str, Any]], None],
+        filters: Mapping[str, EventFilter | None],
     ) -> None:
         self.names = tuple(names)
+        self._filters = dict(filters)
         self._on_message = on_message
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fanout._relay_child"],
@@ -90,6 +153,17 @@ class ChildLink:
         #: Events written to this child: for every provider, and per provider (routed).
         self.handed_all = 0
         self.handed_to: dict[str, int] = {}
+        #: The batches handed to this child, each with how many of its events each
+        #: provider takes, back to the oldest one some provider has not settled (the
+        #: oldest let go as the child's counts come back): what a death loses is in there.
+        self._held: collections.deque[tuple[Sequence[Event], dict[str, int]]] = (
+            collections.deque()
+        )
+        self._held_n = dict.fromkeys(self.names, 0)
+        #: The child reported counts since the held batches were last trimmed.
+        self._news = False
+        #: Per provider, what its channel in the child takes (from the child's ``ready``).
+        self.accepts: dict[str, Accepts] = {}
         #: The child's last reported counts per provider, and how many events it read.
         self.latest: dict[str, dict[str, Any]] = {}
         self.received = 0
@@ -106,16 +180,74 @@ class ChildLink:
         while view:
             view = view[self._in.write(view) :]
 
-    def send(self, frame: bytes, n_all: int, routed: Mapping[str, int]) -> None:
-        """Write one batch frame; counted as handed off only once written."""
+    def send(self, frame: bytes, batch: Sequence[Event], routed: bool) -> None:
+        """Write one batch frame (``routed``: some of ``batch`` are :class:`Routed`);
+        counted as handed off, and held until the child settles it, only once written."""
         with self.write_lock:
             if self.dead.is_set():
                 raise BrokenPipeError("the relay child is gone")
             with released():  # a full pipe is a wait, like a network wait
                 self._write(frame)
-            self.handed_all += n_all
-            for name, n in routed.items():
-                self.handed_to[name] = self.handed_to.get(name, 0) + n
+            self._hold(batch, routed)
+
+    def _hold(self, batch: Sequence[Event], routed: bool) -> None:
+        """(under ``write_lock``) Count ``batch`` handed off and hold it, with how many of
+        its events each provider takes; let go of batches the child has settled."""
+        accepts = self.accepts
+        if routed:
+            counts = dict.fromkeys(self.names, 0)
+            for event in batch:
+                if type(event) is Routed:
+                    to = event.to
+                    self.handed_to[to] = self.handed_to.get(to, 0) + 1
+                    if to in counts and accepts[to].takes(event):
+                        counts[to] += 1
+                else:
+                    self.handed_all += 1
+                    for name, a in accepts.items():
+                        counts[name] += a.takes(event)
+        else:
+            self.handed_all += len(batch)
+            biggest = max(map(_SIZE, batch), default=0)  # one C-level pass
+            counts = {name: a.count(batch, biggest) for name, a in accepts.items()}
+        held, held_n = self._held, self._held_n
+        held.append((batch, counts))
+        for name, n in counts.items():
+            held_n[name] += n
+        if not self._news:  # no new counts from the child: nothing more is settled
+            return
+        self._news = False
+        # The settled events of a provider are the oldest it took (a channel settles its
+        # queue in order): a batch goes once it is older than every provider's unsettled.
+        unresolved = self.unresolved(locked=True)
+        while held:
+            oldest = held[0][1]
+            if any(held_n[name] - n < unresolved[name] for name, n in oldest.items()):
+                break
+            held.popleft()
+            for name, n in oldest.items():
+                held_n[name] -= n
+
+    def lost(self, name: str, n: int) -> list[Event]:
+        """The ``n`` events a dead child had not settled for ``name``: the newest ``n`` it
+        was handed for it, since a channel settles its queue in order (see
+        docs/performance.md, "Process delivery", for the two exceptions)."""
+        if n <= 0:
+            return []
+        with self.write_lock:
+            accepts = self.accepts[name]
+            found: list[Event] = []
+            for batch, counts in reversed(self._held):
+                if counts.get(name):
+                    mine = [
+                        e
+                        for e in batch
+                        if (e.to == name if type(e) is Routed else True) and accepts.takes(e)
+                    ]
+                    found[:0] = mine
+                    if len(found) >= n:
+                        break
+            return [plain_event(e) for e in found[max(0, len(found) - n) :]]
 
     def request(self, op: str, deadline: float, **fields: Any) -> dict[str, Any] | None:
         """Ask the child (``flush``, ``shutdown``) and wait for its answer until ``deadline``."""
@@ -125,10 +257,15 @@ class ChildLink:
             rid = self._next_id
             self._waiting[rid] = slot
         try:
-            with self.write_lock:
+            # Bounded: a hand-off blocked on a full pipe (a stopped child) holds the lock.
+            if not self.write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                return None
+            try:
                 if self.dead.is_set():
                     return None
                 self._write(orjson.dumps({"op": op, "id": rid, **fields}) + b"\n")
+            finally:
+                self.write_lock.release()
         except OSError:
             return None
         try:
@@ -141,13 +278,18 @@ class ChildLink:
             with self._lock:
                 self._waiting.pop(rid, None)
 
-    def close_input(self) -> None:
-        """EOF for the child: it delivers what it holds and exits."""
-        with self.write_lock:
-            try:
-                self._in.close()
-            except OSError:
-                pass
+    def close_input(self, timeout: float = 5.0) -> bool:
+        """EOF for the child: it delivers what it holds and exits. ``False`` when a
+        hand-off blocked on a full pipe (a stopped child) kept the pipe for ``timeout``."""
+        if not self.write_lock.acquire(timeout=max(0.0, timeout)):
+            return False
+        try:
+            self._in.close()
+        except OSError:
+            pass
+        finally:
+            self.write_lock.release()
+        return True
 
     def wait_exit(self, timeout: float) -> bool:
         try:
@@ -209,8 +351,15 @@ class ChildLink:
             with self.latest_lock:
                 self.latest = reports
                 self.received = int(msg.get("received", self.received))
+                self._news = True
         op = msg.get("op")
         if op == "ready":
+            self.accepts = {
+                name: Accepts(
+                    frozenset(a["kinds"]), int(a["max_event_bytes"]), self._filters.get(name)
+                )
+                for name, a in msg["accepts"].items()
+            }
             self.ready.set()
         elif op == "error":
             self.error = str(msg.get("error", "unknown error"))
@@ -224,11 +373,15 @@ class ChildLink:
         elif op == "failure":
             self._on_message(self, msg)
 
-    def unresolved(self) -> dict[str, int]:
+    def unresolved(self, *, locked: bool = False) -> dict[str, int]:
         """Per provider: events handed to this child that it has not reported settled.
 
-        Under ``write_lock``, so that a batch is either written and counted or neither."""
-        with self.write_lock, self.latest_lock:
+        Under ``write_lock`` (held by the caller when ``locked``), so that a batch is
+        either written and counted or neither."""
+        if not locked:
+            with self.write_lock:
+                return self.unresolved(locked=True)
+        with self.latest_lock:
             return {
                 name: max(
                     0,

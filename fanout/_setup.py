@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _config
-from ._channel import Channel, ErrorCallback
+from ._channel import Channel, ChannelLike, ErrorCallback
 from ._config import ClientOptions, Delivery, resolve_settings
 from ._deadletter import DeadLetters
 from ._exceptions import ConfigError, FanoutError, PluginError
@@ -45,7 +45,7 @@ class Wiring:
 
     options: ClientOptions
     registry: Registry
-    channels: list[Channel]
+    channels: list[ChannelLike]
     processors: list[Processor]
     redact: Redactor
     #: What each event is handed to when that is not every channel: the one relay channel
@@ -228,7 +228,7 @@ def wire(
     channels = build_channels()
     if observer is not None:
         observer.attach(channels)
-    return Wiring(options, registry, channels, chain, redact)
+    return Wiring(options, registry, list[ChannelLike](channels), chain, redact)
 
 
 def metrics_observer(mode: str) -> DeliveryObserver | None:

@@ -38,6 +38,7 @@ class Sink:
         self.stored: dict[str, list[str]] = collections.defaultdict(list)
         self.hang: set[str] = set()
         self.refuse: set[str] = set()
+        self.hanging = 0  # requests held by ``hang`` so far
         self.released = threading.Event()
         self.lock = threading.Lock()
         sink = self
@@ -51,6 +52,8 @@ class Sink:
                     body = gzip.decompress(body)
                 name = self.path.strip("/").split("/")[0]
                 if name in sink.hang:
+                    with sink.lock:
+                        sink.hanging += 1
                     sink.released.wait(60)
                     self.send_response(503)
                     self.end_headers()
@@ -431,3 +434,199 @@ def test_the_pipe_gives_back_every_field_of_every_kind_of_event():
     assert [type(e.timestamp.tzinfo) for e in back] == [type(e.timestamp.tzinfo) for e in events]
     with pytest.raises(TypeError):
         back[0].properties["a"] = 2  # read-only again
+
+
+def _dead_letters(directory: Path, name: str) -> list[dict]:
+    path = directory / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _failed(failures: list, name: str, reason: str) -> list[str]:
+    return [e.event_id for f in list(failures) if f.provider == name and f.reason == reason
+            for e in f.events]
+
+
+def test_a_delivery_process_killed_mid_batch_dead_letters_what_it_held(
+    sink: Sink, tmp_path: Path
+) -> None:
+    """kill -9 of the delivery process while one backend holds a batch: what it had not
+    settled reaches on_error and the dead letters (relay_lost), exactly once each, as an
+    in-process channel's failures do; a refusing backend's failures likewise."""
+    names = ("collector", "collector:b", "collector:c")
+    failures: list = []
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names, FANOUT_BATCH_SIZE="10"),
+        dead_letter_dir=str(tmp_path),
+        on_error=failures.append,
+        register_atexit=False,
+    )
+    try:
+        relay = _relay(client)
+        warm = client.track("warm", person_id="u")
+        assert client.flush(timeout=30).ok
+        sink.hang.add("collector-b")
+        sink.refuse.add("collector-c")
+        sent = [client.track("x", person_id="u", properties={"i": i}) for i in range(40)]
+
+        def settled() -> bool:
+            stats = client.stats()
+            return (
+                stats["collector"].delivered == 41
+                and stats["collector:c"].losses == {"permanent_error": 40}
+                and len(_failed(failures, "collector:c", "permanent_error")) == 40
+                and sink.hanging == 1
+            )
+
+        _wait_for(settled, "a and c to settle while b's backend holds a batch")
+        first = relay.child_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        _wait_for(lambda: len(_failed(failures, "collector:b", "relay_lost")) == 40, "on_error")
+
+        stats = client.stats()
+        assert stats["collector"].losses == {} and stats["collector"].delivered == 41
+        assert stats["collector:b"].delivered == 1
+        assert stats["collector:b"].losses == {"relay_lost": 40}
+        assert stats["collector:c"].delivered == 1
+        assert stats["collector:c"].losses == {"permanent_error": 40}
+        # on_error: each lost or refused event once, under its provider and reason.
+        assert sorted(_failed(failures, "collector:b", "relay_lost")) == sorted(sent)
+        assert sorted(_failed(failures, "collector:c", "permanent_error")) == sorted(sent)
+        assert sum(len(f.events) for f in failures) == 80
+        assert all(type(e) is fanout.Event for f in failures for e in f.events)
+        # Dead letters: the app wrote b's (its child is dead), the child wrote c's.
+        b_letters = _dead_letters(tmp_path, "collector:b")
+        assert sorted(r["event"]["event_id"] for r in b_letters) == sorted(sent)
+        assert {r["reason"] for r in b_letters} == {"relay_lost"}
+        c_letters = _dead_letters(tmp_path, "collector:c")
+        assert sorted(r["event"]["event_id"] for r in c_letters) == sorted(sent)
+        assert _dead_letters(tmp_path, "collector") == []
+
+        # A new delivery process takes the next events; the counts add up per provider.
+        sink.hang.clear()
+        sink.refuse.clear()
+        after = [client.track("after", person_id="u") for _ in range(10)]
+        report = client.flush(timeout=30)
+        assert relay.child_pid() not in (None, first)
+        tracked = 1 + 40 + 10
+        for name in names:
+            r = report[name]
+            stored = sink.ids(name)
+            assert len(stored) == len(set(stored)) == r.delivered  # none twice
+            lost = r.losses.get("relay_lost", 0)
+            refused = r.losses.get("permanent_error", 0)
+            letters = _dead_letters(tmp_path, name)
+            assert len(letters) == lost + refused
+            assert r.delivered + lost + refused == tracked and r.pending == 0
+            expected = [warm, *sent, *after] if name == "collector" else [warm, *after]
+            assert sorted(stored) == sorted(expected)
+    finally:
+        sink.released.set()
+        client.shutdown(timeout=5)
+
+
+@pytest.mark.slow  # about 4 s: hand-offs blocked on a stopped delivery process
+def test_hand_offs_that_cannot_be_made_are_dead_lettered_at_shutdown(
+    sink: Sink, tmp_path: Path
+) -> None:
+    """A delivery process that stops reading (SIGSTOP): the pipe fills, hand-offs block.
+    Shutdown's deadline fails what never left the app (shutdown_timeout) and kills the
+    child, losing what it held (relay_lost): every event of both reaches on_error and the
+    dead letters of each provider, and the counts add up to what was tracked."""
+    names = ("collector", "collector:b")
+    failures: list = []
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names),
+        dead_letter_dir=str(tmp_path),
+        on_error=failures.append,
+        register_atexit=False,
+    )
+    child = None
+    try:
+        warm = client.track("warm", person_id="u")
+        assert client.flush(timeout=30).ok
+        child = _relay(client).child_pid()
+        assert child is not None
+        os.kill(child, signal.SIGSTOP)
+        pad = "x" * 200  # about 30 kB per hand-off of 100: the pipe holds two of them
+        sent = []
+        for _ in range(6):
+            sent += [client.track("x", person_id="u", properties={"pad": pad, "i": i})
+                     for i in range(100)]
+            time.sleep(0.25)  # one hand-off per chunk
+        # Behind the blocked hand-off: an event for b alone, never handed off either.
+        only_b = client.track("to.b", person_id="u", providers=["collector:b"])
+        final = client.shutdown(timeout=1.0)
+        assert final.timed_out
+        assert _gone(child)
+        for name in names:
+            r = final[name]
+            lost = r.losses.get("relay_lost", 0)
+            never = r.losses.get("shutdown_timeout", 0)
+            assert lost > 0 and never > 0, r.losses  # both kinds of loss happened
+            mine = [*sent, only_b] if name == "collector:b" else sent
+            skipped = {} if name == "collector:b" else {"routed": 1}
+            assert r.losses == {"relay_lost": lost, "shutdown_timeout": never, **skipped}
+            assert r.delivered == 1 and r.pending == 0
+            assert r.delivered + lost + never + r.skipped == 1 + len(sent) + 1
+            assert sink.ids(name) == [warm]
+            letters = _dead_letters(tmp_path, name)
+            assert sorted(x["event"]["event_id"] for x in letters) == sorted(mine)
+            assert sum(x["reason"] == "relay_lost" for x in letters) == lost
+            assert sorted(_failed(failures, name, "relay_lost")
+                          + _failed(failures, name, "shutdown_timeout")) == sorted(mine)
+    finally:
+        if child is not None and not _gone(child):
+            os.kill(child, signal.SIGKILL)
+        client.shutdown(timeout=2)
+
+
+def test_what_a_dead_child_lost_is_named_among_filtered_and_routed_events(
+    sink: Sink, tmp_path: Path
+) -> None:
+    """The events named lost are exactly the ones the dead child held for the provider:
+    not those its filter skips, not those routed to another provider, and routed ones
+    to it in their place in the order."""
+    names = ("collector", "collector:b")
+    failures: list = []
+    client = fanout.Client(
+        providers=list(names),
+        environ=sink.environ(names, FANOUT_BATCH_SIZE="5"),
+        delivery={"collector:b": {"exclude_events": ["skipped.*"]}},
+        dead_letter_dir=str(tmp_path),
+        on_error=failures.append,
+        register_atexit=False,
+    )
+    try:
+        relay = _relay(client)
+        client.track("warm", person_id="u")
+        assert client.flush(timeout=30).ok
+        sink.hang.add("collector-b")
+        for_b, for_a_only = [], []
+        for i in range(12):
+            for_b.append(client.track("kept", person_id="u", properties={"i": i}))
+            for_a_only.append(client.track("skipped.by_b", person_id="u"))
+            if i % 3 == 0:
+                for_b.append(client.track("to.b", person_id="u", providers=["collector:b"]))
+                for_a_only.append(client.track("to.a", person_id="u", providers=["collector"]))
+        _wait_for(lambda: client.stats()["collector"].delivered == 1 + len(for_a_only) + 12
+                  and sink.hanging == 1, "a to settle while b's backend holds a batch")
+        os.kill(relay.child_pid(), signal.SIGKILL)
+        _wait_for(lambda: len(_failed(failures, "collector:b", "relay_lost")) == len(for_b),
+                  "on_error")
+        lost = _failed(failures, "collector:b", "relay_lost")
+        assert lost == for_b  # exactly these, in the order they were tracked
+        b = client.stats()["collector:b"]
+        assert b.delivered == 1
+        assert b.losses == {"relay_lost": len(for_b), "routed": len(for_a_only)}
+        letters = _dead_letters(tmp_path, "collector:b")
+        assert [x["event"]["event_id"] for x in letters] == for_b
+        assert _dead_letters(tmp_path, "collector") == []
+        assert _failed(failures, "collector", "relay_lost") == []
+    finally:
+        sink.released.set()
+        client.shutdown(timeout=5)
