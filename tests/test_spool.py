@@ -392,3 +392,39 @@ def test_taken_over_lines_are_decoded_when_taken_and_bad_ones_resolved_in_order(
     assert heir.take(10, 10**6) == [] and len(heir) == 0
     heir.close()
     assert list(spool_dirs(tmp_path, "sink")) == []  # all resolved: the spool is deleted
+
+
+@pytest.mark.parametrize("kind", ["spool", "memory"])
+def test_take_cuts_batches_by_count_and_by_encoded_bytes_as_the_memory_queue(
+    tmp_path: Path, kind: str
+) -> None:
+    # take() takes a whole batch in one step when it fits (the common case) and falls back
+    # to the event-by-event cut when it does not: both queues cut the same batches.
+    from fanout._queue import MemoryQueue
+
+    small = [fanout.Event("track", name="s", person_id="p", event_id=f"s{i}") for i in range(7)]
+    big = fanout.Event("track", name="b", person_id="p", event_id="big",
+                       properties={"blob": "x" * 5000})
+    events = [*small[:3], big, *small[3:]]
+    queue: SpoolQueue | MemoryQueue = (
+        SpoolQueue(tmp_path, "sink", max_events=100, max_bytes=10**6, recover=False)
+        if kind == "spool" else MemoryQueue(100, 10**6)
+    )
+    for event in events:
+        assert queue.put(event)
+    one = small[0].size
+    got = [
+        queue.take(2, 10**6),  # by count: s0 s1
+        queue.take(5, 3 * one),  # by bytes: s2, and big would not fit after it
+        queue.take(5, 3 * one),  # big alone, though above max_bytes: at least one
+        queue.take(3, 2 * one),  # by bytes again: s3 s4
+        queue.take(100, 10**6),  # the rest, whole: s5 s6
+        queue.take(100, 10**6),  # nothing left
+    ]
+    assert [[e.event_id for e in batch] for batch in got] == [
+        ["s0", "s1"], ["s2"], ["big"], ["s3", "s4"], ["s5", "s6"], []]
+    assert len(queue) == 0 and queue.nbytes == 0
+    for batch in got:
+        queue.ack(batch)
+    queue.close()
+    assert list(spool_dirs(tmp_path, "sink")) == []  # every event resolved: no spool left
