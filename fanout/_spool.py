@@ -113,14 +113,15 @@ class SpoolOptions:
 
 
 class _Spooled:
-    """A line taken over from a dead process's spool, decoded when it is taken; ``size``
-    (its length) stands in for the event's encoded size until then."""
+    """An event taken over from a dead process's spool, decoded when it is taken: its line,
+    or its parsed array from a ``B`` line. ``size`` (the line's length, or a ``B`` line's
+    share per event) stands in for the event's encoded size until then."""
 
     __slots__ = ("line", "size")
 
-    def __init__(self, line: bytes) -> None:
+    def __init__(self, line: bytes | list[Any], size: int) -> None:
         self.line = line
-        self.size = len(line)
+        self.size = size
 
 
 class SpoolQueue:
@@ -439,7 +440,7 @@ class SpoolQueue:
         data = bytearray()
         if batch:
             data += b"T %.3f\n" % time.time()
-            sf.encode_lines(batch, data)
+            sf.encode_batch(batch, data)
         if acked != self._acked_written:
             data += b"A %d\n" % acked
         try:
@@ -547,16 +548,16 @@ class SpoolQueue:
         """Copy ``spool``'s waiting events into this one, then delete it. False (and the
         spool left alone) when they would not fit within this queue's bounds."""
         records = sf.read_spool(spool)
-        events: list[tuple[float, bytes]] = []
+        events: list[tuple[float, bytes | list[Any]]] = []
         corrupt = records.corrupt
         expired = 0
-        size = 0
         for spooled, line in records.events:
             if spooled and now - spooled > self.max_age:
                 expired += 1
                 continue
             events.append((spooled, line))
-            size += len(line)
+        data, kept = _copy(events)
+        size = sum(x.size for x in kept)
         if events and (
             len(self._items) + len(events) > self.max_events or self._bytes + size > self.max_bytes
         ):
@@ -568,19 +569,12 @@ class SpoolQueue:
             )
             return False
         if events and not self._degraded:
-            parts: list[bytes] = []
-            last = None
-            for spooled, line in events:
-                if spooled != last:
-                    parts.append(b"T %.3f\n" % spooled)
-                    last = spooled
-                parts.append(line + b"\n")
             self._ensure_open()
-            self._append(b"".join(parts))
+            self._append(data)
         with self._lock:
-            # Kept as lines, decoded (and validated) by take() a batch at a time: the
+            # Kept as read, decoded (and validated) by take() a batch at a time: the
             # take-over, which runs while the client is being built, only reads and copies.
-            self._items.extend(_Spooled(line) for _, line in events)
+            self._items.extend(kept)
             self._raw += len(events)
             self._bytes += size
             self._total += len(events)
@@ -600,3 +594,33 @@ class SpoolQueue:
                 corrupt,
             )
         return True
+
+
+def _copy(events: Sequence[tuple[float, bytes | list[Any]]]) -> tuple[bytes, list[_Spooled]]:
+    """What a take-over appends to its own spool for ``events`` (a ``T`` line per spool
+    time, single lines as they were, each run of parsed ``B`` events as one ``B`` line),
+    and the events as queue items with their sizes."""
+    parts: list[bytes] = []
+    kept: list[_Spooled] = []
+    last = None
+    i, n = 0, len(events)
+    while i < n:
+        spooled, line = events[i]
+        if spooled != last:
+            parts.append(b"T %.3f\n" % spooled)
+            last = spooled
+        if isinstance(line, bytes):
+            parts.append(line + b"\n")
+            kept.append(_Spooled(line, len(line)))
+            i += 1
+            continue
+        j = i + 1
+        while j < n and events[j][0] == spooled and not isinstance(events[j][1], bytes):
+            j += 1
+        run = [item for _, item in events[i:j]]
+        encoded = sf.batch_line(run)
+        parts.append(encoded)
+        each = max(1, len(encoded) // len(run))
+        kept.extend(_Spooled(item, each) for item in run)
+        i = j
+    return b"".join(parts), kept
