@@ -114,12 +114,12 @@ class SpoolOptions:
 
 class _Spooled:
     """An event taken over from a dead process's spool, decoded when it is taken: its line,
-    or its parsed array from a ``B`` line. ``size`` (the line's length, or a ``B`` line's
-    share per event) stands in for the event's encoded size until then."""
+    or its place in a ``B`` line. ``size`` (the line's length, or its share of the ``B``
+    line) stands in for the event's encoded size until then."""
 
     __slots__ = ("line", "size")
 
-    def __init__(self, line: bytes | list[Any], size: int) -> None:
+    def __init__(self, line: sf.Payload, size: int) -> None:
         self.line = line
         self.size = size
 
@@ -297,7 +297,7 @@ class SpoolQueue:
             if isinstance(item, _Spooled):
                 decoded += 1
                 try:
-                    item = sf.decode_event(item.line)
+                    item = sf.decode_payload(item.line)
                 except (InvalidEvent, ValueError, TypeError):
                     skipped += 1
                     continue
@@ -548,7 +548,7 @@ class SpoolQueue:
         """Copy ``spool``'s waiting events into this one, then delete it. False (and the
         spool left alone) when they would not fit within this queue's bounds."""
         records = sf.read_spool(spool)
-        events: list[tuple[float, bytes | list[Any]]] = []
+        events: list[tuple[float, sf.Payload]] = []
         corrupt = records.corrupt
         expired = 0
         for spooled, line in records.events:
@@ -596,31 +596,27 @@ class SpoolQueue:
         return True
 
 
-def _copy(events: Sequence[tuple[float, bytes | list[Any]]]) -> tuple[bytes, list[_Spooled]]:
+def _copy(events: Sequence[tuple[float, sf.Payload]]) -> tuple[bytes, list[_Spooled]]:
     """What a take-over appends to its own spool for ``events`` (a ``T`` line per spool
-    time, single lines as they were, each run of parsed ``B`` events as one ``B`` line),
-    and the events as queue items with their sizes."""
+    time, then each line as it was: a ``B`` line once, unparsed unless an ack fell inside
+    it), and the events as queue items with their sizes."""
     parts: list[bytes] = []
     kept: list[_Spooled] = []
     last = None
-    i, n = 0, len(events)
-    while i < n:
-        spooled, line = events[i]
+    last_batch = None
+    for spooled, line in events:
         if spooled != last:
             parts.append(b"T %.3f\n" % spooled)
             last = spooled
         if isinstance(line, bytes):
             parts.append(line + b"\n")
             kept.append(_Spooled(line, len(line)))
-            i += 1
             continue
-        j = i + 1
-        while j < n and events[j][0] == spooled and not isinstance(events[j][1], bytes):
-            j += 1
-        run = [item for _, item in events[i:j]]
-        encoded = sf.batch_line(run)
-        parts.append(encoded)
-        each = max(1, len(encoded) // len(run))
-        kept.extend(_Spooled(item, each) for item in run)
-        i = j
+        batch = line[0]
+        if batch is not last_batch:
+            encoded = batch.line()
+            parts.append(encoded)
+            last_batch = batch
+            each = max(1, len(encoded) // batch.count)  # its share, until decoded
+        kept.append(_Spooled(line, each))
     return b"".join(parts), kept

@@ -67,10 +67,12 @@ except ImportError:  # pragma: no cover - PyPy: canonical lines through the stan
 __all__ = [
     "LOCK_NAME",
     "SEGMENT_SUFFIX",
-    "batch_line",
+    "Payload",
+    "SpooledBatch",
     "SpoolInfo",
     "SpoolRecords",
     "decode_event",
+    "decode_payload",
     "encode_batch",
     "encode_event",
     "encode_lines",
@@ -144,18 +146,22 @@ def encode_batch(events: Sequence[Event], into: bytearray) -> bytearray:
     return encode_lines(events, into)
 
 
-def batch_line(items: Sequence[Any]) -> bytes:
-    """A ``B`` line (newline-terminated) of events already parsed from another spool's
-    ``B`` line (a take-over copies them into its own spool): JSON values as orjson or the
-    standard library read them, which either writes back."""
-    values = list(items)
+def _encode_values(values: list[Any]) -> bytes:
+    """JSON values as orjson or the standard library read them, which either writes back."""
     try:
         if _dumps is None:
             raise TypeError("no orjson")
-        body = _dumps(values)
-    except TypeError:  # the standard library writes whatever it (or orjson) read
-        body = json.dumps(values, separators=(",", ":"), default=str).encode()
-    return b"B %d %s\n" % (len(values), body)
+        return _dumps(values)
+    except TypeError:
+        return json.dumps(values, separators=(",", ":"), default=str).encode()
+
+
+def decode_payload(payload: Payload) -> Event:
+    """The event of a :class:`SpoolRecords` entry (:func:`decode_event`, same errors)."""
+    if isinstance(payload, bytes):
+        return decode_event(payload)
+    batch, index = payload
+    return decode_event(batch.item(index))
 
 
 def decode_event(line: bytes | list[Any]) -> Event:
@@ -229,13 +235,53 @@ def _segments(spool: Path) -> list[Path]:
         return []
 
 
+class SpooledBatch:
+    """The events of one ``B`` line, parsed only when the first of them is decoded: a
+    take-over copies the line as it is (no parse, no re-encoding), and ``spool status``
+    counts it by its ``n``."""
+
+    __slots__ = ("count", "_payload", "_items")
+
+    def __init__(self, count: int, payload: bytes | None, items: list[Any] | None = None):
+        self.count = count
+        self._payload = payload
+        self._items = items
+
+    @classmethod
+    def of(cls, items: list[Any]) -> SpooledBatch:
+        """Events already parsed (what is left of a B line an ack fell inside)."""
+        return cls(len(items), None, items)
+
+    def line(self) -> bytes:
+        """The ``B`` line holding these events, newline-terminated."""
+        if self._payload is None:
+            self._payload = _encode_values(self._items or [])
+        return b"B %d %s\n" % (self.count, self._payload)
+
+    def item(self, index: int) -> Any:
+        """The parsed array of event ``index``; ``ValueError`` if the line is unreadable or
+        holds another number of events than it says (each of them is then corrupt)."""
+        if self._items is None:
+            try:
+                items = _loads(self._payload or b"")
+            except ValueError:
+                items = None
+            self._items = items if isinstance(items, list) and len(items) == self.count else []
+        if not self._items:
+            raise ValueError(f"a B line of {self.count} events that cannot be read")
+        return self._items[index]
+
+
+#: One waiting event as read from a spool: its line, or its place in a ``B`` line.
+Payload = bytes | tuple[SpooledBatch, int]
+
+
 @dataclasses.dataclass
 class SpoolRecords:
     """What a spool holds that is not resolved yet, in order."""
 
-    #: (spool time, event) per unresolved event: a line's bytes, or the parsed array of one
-    #: event of a ``B`` line (both for :func:`decode_event`).
-    events: list[tuple[float, bytes | list[Any]]]
+    #: (spool time, event) per unresolved event (see :func:`decode_payload`).
+    events: list[tuple[float, Payload]]
     #: Records that could not be read (not counting a torn last line).
     corrupt: int
     nbytes: int
@@ -291,7 +337,7 @@ def read_spool(spool: Path) -> SpoolRecords:
                     acked = max(acked, int(value))
             else:
                 corrupt += 1
-    events: list[tuple[float, bytes | list[Any]]] = []
+    events: list[tuple[float, Payload]] = []
     for first, t, payload, count in entries:
         if not count:
             if first >= acked:
@@ -299,15 +345,19 @@ def read_spool(spool: Path) -> SpoolRecords:
             continue
         if first + count <= acked:
             continue
-        skip = max(0, acked - first)
-        try:
-            items = _loads(payload)
-        except ValueError:
-            items = None
-        if not isinstance(items, list) or len(items) != count:
-            corrupt += count - skip
-            continue
-        events.extend((t, item) for item in items[skip:])
+        skip = acked - first
+        if skip <= 0:
+            batch = SpooledBatch(count, payload)
+        else:  # an ack inside the line: parsed now, and the rest kept
+            try:
+                items = _loads(payload)
+            except ValueError:
+                items = None
+            if not isinstance(items, list) or len(items) != count:
+                corrupt += count - skip
+                continue
+            batch = SpooledBatch.of(items[skip:])
+        events.extend((t, (batch, i)) for i in range(batch.count))
     return SpoolRecords(events, corrupt, nbytes)
 
 

@@ -23,7 +23,7 @@ import pytest
 
 import fanout
 from fanout._spool import SpoolQueue
-from fanout._spoolfile import decode_event, lock_if_dead, read_spool, spool_dirs, spool_info
+from fanout._spoolfile import decode_payload, lock_if_dead, read_spool, spool_dirs, spool_info
 from fanout.testing import InMemoryProvider
 
 # A process that tracks N events into a spool for provider "sink", which hangs, so nothing
@@ -151,7 +151,7 @@ def test_sync_mode_puts_each_event_on_disk_before_track_returns(tmp_path: Path) 
             client.track("x", person_id="u", event_id=f"s{i}")
             [spool] = list(spool_dirs(tmp_path, "sink"))
             on_disk = [line for _, line in read_spool(spool).events]
-            assert len(on_disk) == i + 1 and decode_event(on_disk[-1]).event_id == f"s{i}"
+            assert len(on_disk) == i + 1 and decode_payload(on_disk[-1]).event_id == f"s{i}"
     finally:
         blocked.release.set()
         report = client.shutdown(timeout=5)
@@ -449,22 +449,12 @@ def test_group_commits_are_b_lines_resolved_in_part_by_acks_inside_them(tmp_path
     assert line.startswith(b"B 4 [[") and line.count(b"\n") == 1
     body = line + b"A 3\n" + bytes(encode_batch(events[4:], bytearray()))
     _dead_spool(tmp_path, body)
-    assert [e for _, e in read_spool(tmp_path / "sink" / "999999-00000000").events] == [
-        list(e[:12]) for e in _roundtrip(events[3:])]
+    waiting = read_spool(tmp_path / "sink" / "999999-00000000").events
+    assert [decode_payload(p) for _, p in waiting] == events[3:]
     sink = InMemoryProvider("sink")
     report = make(tmp_path, sink).shutdown(timeout=5)
     assert ids(sink.events) == collections.Counter(["e3", "e4", "e5"])
     assert report["sink"].delivered == 3 and report["sink"].dropped == 0 and report.ok
-
-
-def _roundtrip(events: list[fanout.Event]) -> list[list[object]]:
-    """The events' arrays as JSON gives them back (timestamps as strings)."""
-    import json
-
-    from fanout._spoolfile import encode_batch
-
-    line = bytes(encode_batch(events, bytearray()))
-    return list(json.loads(line.split(b" ", 2)[2]))
 
 
 def test_an_unreadable_b_line_keeps_the_numbering_and_counts_each_event_once(
@@ -486,7 +476,9 @@ def test_an_unreadable_b_line_keeps_the_numbering_and_counts_each_event_once(
     )
     _dead_spool(tmp_path, body)
     records = read_spool(tmp_path / "sink" / "999999-00000000")
-    assert records.corrupt == 2 + 2 and len(records.events) == 4
+    # The first line is parsed at once (an ack falls inside it); the short one only when
+    # its events are taken, so it is listed for now and proves corrupt when decoded.
+    assert records.corrupt == 2 and len(records.events) == 2 + 4
     sink = InMemoryProvider("sink")
     report = make(tmp_path, sink).shutdown(timeout=5)
     assert ids(sink.events) == collections.Counter(f"g{i}" for i in range(4))
