@@ -88,6 +88,10 @@ class CollectorSink(Sink):
                 time.sleep(0.05)
 
 FANOUT = [sys.executable, "-c", "from fanout.cli import run; run()"]
+#: The working directory of every ``python -c`` this script starts: ``-c`` puts the working
+#: directory first on ``sys.path``, so run from another checkout (an A/B against main from a
+#: worktree) the child would import that checkout's fanout instead of this interpreter's.
+HERE = Path(__file__).resolve().parent
 PROPS = {"plan": "pro", "amount": 129.5, "currency": "EUR", "items": 3}
 
 
@@ -149,7 +153,7 @@ DEAD = textwrap.dedent(
 
 
 def recovery_round(url: str, n: int, spool: str) -> tuple[float, float]:
-    subprocess.run([sys.executable, "-c", DEAD, spool, str(n)], check=False)
+    subprocess.run([sys.executable, "-c", DEAD, spool, str(n)], check=False, cwd=HERE)
     start = time.perf_counter()
     c = client(url, spool)
     built = time.perf_counter() - start
@@ -205,7 +209,7 @@ def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of a subprocess, interpreter start included."""
     before = os.times()
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=HERE)
     elapsed = time.perf_counter() - start
     after = os.times()
     cpu = (after.children_user - before.children_user
