@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, Final, cast
 
-from ._events import Event, build_event
+from ._events import Event, build, build_event
 from ._exceptions import InvalidEvent
 
 _fast_loads: Callable[[bytes], Any] | None
@@ -212,9 +212,25 @@ def _derived_id(fmt: str, record: Any) -> str:
 
 
 def _from_fanout(r: Mapping[str, Any], mapping: Mapping[str, str]) -> list[Event]:
-    if not r.get("event_id"):
-        r = {**r, "event_id": _derived_id("fanout", r)}
-    return [Event.from_dict(r)]
+    """What :meth:`Event.from_dict` does (no size limit, ``kind`` defaulting to track, the
+    same checks), without its keyword hops: ``build`` takes the values positionally, which
+    saves a dict per hop and about a tenth of import's CPU per event."""
+    get = r.get
+    event_id = get("event_id") or _derived_id("fanout", r)
+    group = get("group")
+    if not group:
+        group_type = group_id = None
+    elif type(group) is dict or isinstance(group, Mapping):
+        group_type, group_id = group.get("type"), group.get("id")
+    else:
+        raise InvalidEvent("group must be an object with 'type' and 'id'", path="group")
+    return [
+        build(
+            get("kind", "track"), get("name"), get("person_id"), get("anonymous_id"),
+            get("properties"), get("traits"), get("context"), event_id, get("timestamp"),
+            group_type, group_id, get("previous_id"), None,
+        )
+    ]  # fmt: skip
 
 
 _SEGMENT_KINDS: Final = {

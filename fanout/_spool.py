@@ -31,7 +31,9 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import logging
+import operator
 import os
 import secrets
 import socket
@@ -61,6 +63,7 @@ logger = logging.getLogger("fanout.spool")
 COMMIT_INTERVAL: Final = 0.02
 #: A new segment is started past this size, so resolved events can be deleted.
 SEGMENT_BYTES: Final = 8 * 1024 * 1024
+_SIZE: Final = operator.attrgetter("size")
 #: How long ``put`` waits for its commit in sync mode before giving up (and not raising).
 SYNC_WAIT: Final = 5.0
 
@@ -110,14 +113,15 @@ class SpoolOptions:
 
 
 class _Spooled:
-    """A line taken over from a dead process's spool, decoded when it is taken; ``size``
-    (its length) stands in for the event's encoded size until then."""
+    """An event taken over from a dead process's spool, decoded when it is taken: its line,
+    or its place in a ``B`` line. ``size`` (the line's length, or its share of the ``B``
+    line) stands in for the event's encoded size until then."""
 
     __slots__ = ("line", "size")
 
-    def __init__(self, line: bytes) -> None:
+    def __init__(self, line: sf.Payload, size: int) -> None:
         self.line = line
-        self.size = len(line)
+        self.size = size
 
 
 class SpoolQueue:
@@ -238,13 +242,25 @@ class SpoolQueue:
             taken: list[Event | _Spooled] = []
             with self._lock:
                 items = self._items
-                size = 0
-                while items and len(taken) < max_events:
-                    nxt = items[0].size
-                    if taken and size + nxt > max_bytes:
-                        break
-                    taken.append(items.popleft())
-                    size += nxt
+                # The common case in C: the next max_events fit in max_bytes, so they are
+                # taken whole (a third of the per-event loop's cost, and of the lock's hold).
+                n = min(max_events, len(items))
+                size = sum(map(_SIZE, itertools.islice(items, n)))
+                if size <= max_bytes or n <= 1:
+                    if n == len(items):
+                        taken = list(items)
+                        items.clear()
+                    else:
+                        popleft = items.popleft
+                        taken = [popleft() for _ in range(n)]
+                else:
+                    size = 0
+                    while items and len(taken) < max_events:
+                        nxt = items[0].size
+                        if taken and size + nxt > max_bytes:
+                            break
+                        taken.append(items.popleft())
+                        size += nxt
                 self._bytes -= size
                 if taken and self._waiting:
                     self._room.notify_all()
@@ -281,7 +297,7 @@ class SpoolQueue:
             if isinstance(item, _Spooled):
                 decoded += 1
                 try:
-                    item = sf.decode_event(item.line)
+                    item = sf.decode_payload(item.line)
                 except (InvalidEvent, ValueError, TypeError):
                     skipped += 1
                     continue
@@ -424,7 +440,7 @@ class SpoolQueue:
         data = bytearray()
         if batch:
             data += b"T %.3f\n" % time.time()
-            sf.encode_lines(batch, data)
+            sf.encode_batch(batch, data)
         if acked != self._acked_written:
             data += b"A %d\n" % acked
         try:
@@ -532,16 +548,16 @@ class SpoolQueue:
         """Copy ``spool``'s waiting events into this one, then delete it. False (and the
         spool left alone) when they would not fit within this queue's bounds."""
         records = sf.read_spool(spool)
-        events: list[tuple[float, bytes]] = []
+        events: list[tuple[float, sf.Payload]] = []
         corrupt = records.corrupt
         expired = 0
-        size = 0
         for spooled, line in records.events:
             if spooled and now - spooled > self.max_age:
                 expired += 1
                 continue
             events.append((spooled, line))
-            size += len(line)
+        data, kept = _copy(events)
+        size = sum(x.size for x in kept)
         if events and (
             len(self._items) + len(events) > self.max_events or self._bytes + size > self.max_bytes
         ):
@@ -553,19 +569,12 @@ class SpoolQueue:
             )
             return False
         if events and not self._degraded:
-            parts: list[bytes] = []
-            last = None
-            for spooled, line in events:
-                if spooled != last:
-                    parts.append(b"T %.3f\n" % spooled)
-                    last = spooled
-                parts.append(line + b"\n")
             self._ensure_open()
-            self._append(b"".join(parts))
+            self._append(data)
         with self._lock:
-            # Kept as lines, decoded (and validated) by take() a batch at a time: the
+            # Kept as read, decoded (and validated) by take() a batch at a time: the
             # take-over, which runs while the client is being built, only reads and copies.
-            self._items.extend(_Spooled(line) for _, line in events)
+            self._items.extend(kept)
             self._raw += len(events)
             self._bytes += size
             self._total += len(events)
@@ -585,3 +594,29 @@ class SpoolQueue:
                 corrupt,
             )
         return True
+
+
+def _copy(events: Sequence[tuple[float, sf.Payload]]) -> tuple[bytes, list[_Spooled]]:
+    """What a take-over appends to its own spool for ``events`` (a ``T`` line per spool
+    time, then each line as it was: a ``B`` line once, unparsed unless an ack fell inside
+    it), and the events as queue items with their sizes."""
+    parts: list[bytes] = []
+    kept: list[_Spooled] = []
+    last = None
+    last_batch = None
+    for spooled, line in events:
+        if spooled != last:
+            parts.append(b"T %.3f\n" % spooled)
+            last = spooled
+        if isinstance(line, bytes):
+            parts.append(line + b"\n")
+            kept.append(_Spooled(line, len(line)))
+            continue
+        batch = line[0]
+        if batch is not last_batch:
+            encoded = batch.line()
+            parts.append(encoded)
+            last_batch = batch
+            each = max(1, len(encoded) // batch.count)  # its share, until decoded
+        kept.append(_Spooled(line, each))
+    return b"".join(parts), kept

@@ -19,6 +19,12 @@ is a series of lines:
     orjson writes an event's own tuple in one call, about a quarter of the cost of building
     the canonical dict first (:meth:`Event.to_json`), and the writer thread's CPU is taken
     from the application's threads (they share the GIL).
+``B <n> [[...],...]``
+    ``n`` events, the ``[...]`` arrays above in one JSON array: what the writer appends per
+    group commit, in one orjson call (about 0.35 µs less per event than a call per event:
+    the per-call overhead, and one buffer instead of one per event). They take the next
+    ``n`` sequence numbers, so the numbering holds even if the array proves unreadable
+    (its unresolved events are then counted as corrupt).
 ``{...}``
     one event, its canonical JSON (:meth:`Event.to_json`), as spools written by fanout
     before the positional lines hold; still read, so a deploy that replaces a killed
@@ -61,9 +67,13 @@ except ImportError:  # pragma: no cover - PyPy: canonical lines through the stan
 __all__ = [
     "LOCK_NAME",
     "SEGMENT_SUFFIX",
+    "Payload",
+    "SpooledBatch",
     "SpoolInfo",
     "SpoolRecords",
     "decode_event",
+    "decode_payload",
+    "encode_batch",
     "encode_event",
     "encode_lines",
     "lock_if_dead",
@@ -119,10 +129,46 @@ def encode_lines(events: Sequence[Event], into: bytearray | None = None) -> byte
     return out
 
 
-def decode_event(line: bytes) -> Event:
+def encode_batch(events: Sequence[Event], into: bytearray) -> bytearray:
+    """A group commit's events as one ``B`` line appended to ``into`` (returned): one orjson
+    call for the lot. Where orjson is missing, or refuses an event, the one-line-per-event
+    form of :func:`encode_lines` instead (which sorts the culprit out as an ``X`` line)."""
+    if (dumps := _dumps) is not None and events:
+        try:
+            body = dumps([event[:12] for event in events], default=dict)
+        except Exception:  # noqa: BLE001 - encode_lines handles each event alone
+            pass
+        else:
+            into += b"B %d " % len(events)
+            into += body
+            into += b"\n"
+            return into
+    return encode_lines(events, into)
+
+
+def _encode_values(values: list[Any]) -> bytes:
+    """JSON values as orjson or the standard library read them, which either writes back."""
+    try:
+        if _dumps is None:
+            raise TypeError("no orjson")
+        return _dumps(values)
+    except TypeError:
+        return json.dumps(values, separators=(",", ":"), default=str).encode()
+
+
+def decode_payload(payload: Payload) -> Event:
+    """The event of a :class:`SpoolRecords` entry (:func:`decode_event`, same errors)."""
+    if isinstance(payload, bytes):
+        return decode_event(payload)
+    batch, index = payload
+    return decode_event(batch.item(index))
+
+
+def decode_event(line: bytes | list[Any]) -> Event:
     """The event of one line, validated again as ``track()`` validates (a spool is a file
-    anyone could have edited); ``ValueError``, ``TypeError`` or ``InvalidEvent`` if unfit."""
-    data = _loads(line)
+    anyone could have edited); ``ValueError``, ``TypeError`` or ``InvalidEvent`` if unfit.
+    ``line`` is a line's bytes, or one already-parsed element of a ``B`` line's array."""
+    data = _loads(line) if isinstance(line, bytes) else line
     if isinstance(data, list):
         if len(data) != len(FIELDS):
             raise ValueError(f"a spooled event has {len(FIELDS)} fields, not {len(data)}")
@@ -189,12 +235,53 @@ def _segments(spool: Path) -> list[Path]:
         return []
 
 
+class SpooledBatch:
+    """The events of one ``B`` line, parsed only when the first of them is decoded: a
+    take-over copies the line as it is (no parse, no re-encoding), and ``spool status``
+    counts it by its ``n``."""
+
+    __slots__ = ("count", "_payload", "_items")
+
+    def __init__(self, count: int, payload: bytes | None, items: list[Any] | None = None):
+        self.count = count
+        self._payload = payload
+        self._items = items
+
+    @classmethod
+    def of(cls, items: list[Any]) -> SpooledBatch:
+        """Events already parsed (what is left of a B line an ack fell inside)."""
+        return cls(len(items), None, items)
+
+    def line(self) -> bytes:
+        """The ``B`` line holding these events, newline-terminated."""
+        if self._payload is None:
+            self._payload = _encode_values(self._items or [])
+        return b"B %d %s\n" % (self.count, self._payload)
+
+    def item(self, index: int) -> Any:
+        """The parsed array of event ``index``; ``ValueError`` if the line is unreadable or
+        holds another number of events than it says (each of them is then corrupt)."""
+        if self._items is None:
+            try:
+                items = _loads(self._payload or b"")
+            except ValueError:
+                items = None
+            self._items = items if isinstance(items, list) and len(items) == self.count else []
+        if not self._items:
+            raise ValueError(f"a B line of {self.count} events that cannot be read")
+        return self._items[index]
+
+
+#: One waiting event as read from a spool: its line, or its place in a ``B`` line.
+Payload = bytes | tuple[SpooledBatch, int]
+
+
 @dataclasses.dataclass
 class SpoolRecords:
     """What a spool holds that is not resolved yet, in order."""
 
-    #: (spool time, canonical JSON line) per unresolved event.
-    events: list[tuple[float, bytes]]
+    #: (spool time, event) per unresolved event (see :func:`decode_payload`).
+    events: list[tuple[float, Payload]]
     #: Records that could not be read (not counting a torn last line).
     corrupt: int
     nbytes: int
@@ -202,7 +289,7 @@ class SpoolRecords:
 
 def read_spool(spool: Path) -> SpoolRecords:
     """Read every segment of ``spool`` and return the events not yet acknowledged."""
-    entries: list[tuple[int, float, bytes | None]] = []
+    entries: list[tuple[int, float, bytes, int]] = []  # (first seq, time, payload, 0 | n)
     acked = 0
     seq = 0
     corrupt = 0
@@ -221,8 +308,19 @@ def read_spool(spool: Path) -> SpoolRecords:
                 continue
             head = line[:1]
             if head == b"[" or head == b"{":
-                entries.append((seq, spooled, line))
+                entries.append((seq, spooled, line, 0))
                 seq += 1
+            elif head == b"B":
+                space = line.find(b" ", 2)
+                try:
+                    count = int(line[2:space]) if space > 2 else -1
+                except ValueError:
+                    count = -1
+                if count < 1:
+                    corrupt += 1  # the numbering cannot hold past it: the acks will say
+                    continue
+                entries.append((seq, spooled, line[space + 1 :], count))
+                seq += count
             elif head == b"X":
                 seq += 1
             elif head in (b"H", b"T", b"A"):
@@ -239,7 +337,27 @@ def read_spool(spool: Path) -> SpoolRecords:
                     acked = max(acked, int(value))
             else:
                 corrupt += 1
-    events = [(t, line) for s, t, line in entries if s >= acked and line is not None]
+    events: list[tuple[float, Payload]] = []
+    for first, t, payload, count in entries:
+        if not count:
+            if first >= acked:
+                events.append((t, payload))
+            continue
+        if first + count <= acked:
+            continue
+        skip = acked - first
+        if skip <= 0:
+            batch = SpooledBatch(count, payload)
+        else:  # an ack inside the line: parsed now, and the rest kept
+            try:
+                items = _loads(payload)
+            except ValueError:
+                items = None
+            if not isinstance(items, list) or len(items) != count:
+                corrupt += count - skip
+                continue
+            batch = SpooledBatch.of(items[skip:])
+        events.extend((t, (batch, i)) for i in range(batch.count))
     return SpoolRecords(events, corrupt, nbytes)
 
 

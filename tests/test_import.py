@@ -287,3 +287,50 @@ def test_broken_lines_raise_the_standard_library_error(raw: bytes) -> None:
     with pytest.raises(ValueError) as got:
         loads_line(raw)
     assert type(got.value) is type(want.value) and str(got.value) == str(want.value)
+
+
+_TS = "2023-05-06T07:08:09.123456Z"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"kind": "track", "name": "a", "event_id": "e1", "person_id": "u", "timestamp": _TS,
+         "properties": {"x": [1, {"y": None}]}},
+        {"name": "no kind: track", "event_id": "e2", "anonymous_id": "anon", "timestamp": _TS},
+        {"kind": "group", "event_id": "e3", "person_id": "u", "timestamp": _TS,
+         "group": {"type": "company", "id": "c1"}, "traits": {"n": 1}},
+        {"kind": "identify", "event_id": "e4", "person_id": "u", "timestamp": 1683356889.5,
+         "traits": {"plan": "pro"}, "context": {"ip": "1.2.3.4"}, "group": {}},
+        {"kind": "alias", "event_id": "e5", "person_id": "u", "previous_id": "old",
+         "timestamp": _TS, "group": 0},
+        {"kind": "track", "name": "no id", "person_id": "u", "timestamp": _TS},
+        {"kind": "track", "name": "bad group", "event_id": "e6", "person_id": "u",
+         "group": "company"},
+        {"kind": "track", "name": "bad group", "event_id": "e7", "person_id": "u", "group": [1]},
+        {"kind": "nope", "name": "x", "event_id": "e8", "person_id": "u"},
+        {"kind": "track", "name": "x", "event_id": "e9"},
+        {"kind": "track", "name": "x", "event_id": "e10", "person_id": "u",
+         "timestamp": "yesterday"},
+        {"kind": "track", "name": "big", "event_id": "e11", "person_id": "u",
+         "timestamp": _TS, "properties": {"blob": "x" * 300_000}},
+    ],
+)
+def test_the_fanout_format_converts_exactly_as_event_from_dict(record: dict[str, Any]) -> None:
+    """``_from_fanout`` calls ``build`` positionally instead of going through
+    ``Event.from_dict``: same event (id derived the same way, no size limit), same error."""
+    from fanout import Event, InvalidEvent
+    from fanout._importers import ImportError_, _derived_id, convert
+
+    want_record = record if record.get("event_id") else {
+        **record, "event_id": _derived_id("fanout", record)}
+    try:
+        want: Any = Event.from_dict(want_record)
+    except InvalidEvent as exc:
+        with pytest.raises(ImportError_) as got:
+            convert("fanout", record)
+        assert str(got.value) == str(exc)
+        return
+    (event,) = convert("fanout", record)
+    assert event == want
+    assert (event.size, event.footprint) == (want.size, want.footprint)

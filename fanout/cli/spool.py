@@ -7,6 +7,7 @@ shutdown delivers them within ``--timeout``. It fits a deploy hook or a cron job
 
 from __future__ import annotations
 
+import collections
 import sys
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def status_command(directory: Path | None) -> None:
     click.echo(f"{waiting} event(s) in spools of processes that are gone")
 
 
+def _waiting(root: Path) -> collections.Counter[str]:
+    """Events in the spools of processes that are gone, per provider."""
+    waiting: collections.Counter[str] = collections.Counter()
+    for info in (spool_info(p) for p in spool_dirs(root)):
+        if not info.alive:
+            waiting[info.provider] += info.events
+    return waiting
+
+
 def _age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -79,8 +89,12 @@ def drain_command(
 ) -> None:
     """Deliver what processes that are gone left in the spool; exit 1 unless all went."""
     root = _spool_dir(directory)
+    before = _waiting(root)
     client = build_client(providers, register_atexit=False, spool_dir=root, sync=False)
-    taken = {name: r.pending for name, r in client.stats().items()}
+    # What the take-over removed from the dead spools, counted on disk: the channels start
+    # delivering as they are built, so their pending count is already lower by then.
+    after = _waiting(root)
+    taken = {name: before[name] - after[name] for name in client.stats()}
     report = client.shutdown(timeout=timeout)
     left = [
         i for i in (spool_info(p) for p in spool_dirs(root))
