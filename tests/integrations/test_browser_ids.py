@@ -327,3 +327,41 @@ def test_the_flat_reading_decodes_no_cookie_after_a_posthog_cookie_with_both_ids
     monkeypatch.setattr(browser, "read_ids", refuse)
     assert read_request_ids({}, cookie, NOW) == (
         "ph-1", "s-1", NOW_MS / 1000 + SESSION_IDLE_SECONDS)
+
+
+_NEAR_ESCAPES = st.lists(
+    st.sampled_from(["a", "%", "%4", "%g1", "%%41", "=", "%0A", "\n", "\r", "\\", "%5C", "é",
+                     "%C3%A9", "%C3", "%E2%82", "%ff", "%FF", "%20", "+", "%3D", "%7B", "%22",
+                     "=41", "%zz", "%\n", "%\r\n"]),
+    max_size=12,
+).map("".join)
+_ESCAPED_JSON = st.one_of(
+    # Real cookies: any JSON object, escaped as encodeURIComponent does.
+    st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=12), st.integers()),
+                    max_size=4).map(lambda v: quote(json.dumps(v), safe="")),
+    # An escaped object whose string holds text near escapes: bad ones, '=', line breaks,
+    # backslashes, non-ASCII, bytes that are not UTF-8.
+    _NEAR_ESCAPES.map(lambda text: "%7B%22k%22%3A%22" + text + "%22%7D"),
+    _NEAR_ESCAPES,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_ESCAPED_JSON)
+def test_the_cookie_decoder_is_unquote_then_json(raw):
+    """The PostHog/Mixpanel cookie decoder unescapes in C where it can prove it gives what
+    ``urllib.parse.unquote`` gives: the same object, or the same refusal, for any text."""
+    from urllib.parse import unquote
+
+    import orjson
+
+    from fanout.integrations.browser import _decoded_uri_json
+
+    try:
+        expected = orjson.loads(unquote(raw))
+        assert type(expected) is dict
+    except (ValueError, AssertionError):
+        with pytest.raises(ValueError):
+            _decoded_uri_json(raw)
+    else:
+        assert _decoded_uri_json(raw) == expected
