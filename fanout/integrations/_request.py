@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
+from .._context import RequestContext
 from .._events import checked_context, checked_with
 from .browser import NEVER, read_request_ids, sanitize
 
@@ -253,6 +254,20 @@ class RequestReader:
         if session_id is None:
             return anonymous_id, page, until
         return anonymous_id, checked_with("session_id", session_id, page), until
+
+    def context(self, key: tuple[Any, ...]) -> RequestContext:
+        """The context (without a person) of the request of ``key`` (:meth:`read_key`):
+        recalled if a request with this key was read twice and its session still lives,
+        else read, and kept if this is its second time: what both middleware do per
+        request, in one call. Raises ``TypeError`` for a key that cannot be hashed."""
+        found = self._raw.get(key)
+        if found is not None and (found[1] == NEVER or time.time() <= found[1]):
+            ctx: RequestContext = found[0]
+            return ctx
+        anonymous_id, values, until = self.read_key(key)
+        ctx = RequestContext(None, anonymous_id, False, values)
+        self._raw.put(key, (ctx, until))
+        return ctx
 
     def recall(self, key: Any) -> Any:
         """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""

@@ -162,20 +162,10 @@ class FanoutMiddleware:
             (scope.get("query_string") or b"").decode("latin-1"),
             trust,
         )
-        reader = self._reader
         try:
-            recalled = reader.recall(key)
+            return self._reader.context(key)
         except TypeError:  # a server that puts unhashable values in the scope
-            key, recalled = None, None
-        if recalled is not None:
-            ctx: RequestContext = recalled
-            return ctx
-        if key is None:
             return self._unkept_context(found, scope, host, trust)
-        anonymous_id, values, until = reader.read_key(key)
-        ctx = RequestContext(None, anonymous_id, False, values)
-        reader.remember(key, ctx, until)
-        return ctx
 
     def _unkept_context(
         self, found: list[str | None], scope: Scope, host: str | None, trust: bool

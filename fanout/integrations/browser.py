@@ -251,7 +251,8 @@ def read_request_ids(
             start = match.start()
             begins = cookie.rfind(";", 0, start) + 1
             if begins == start or cookie[begins:start].isspace():
-                value = match.group(1).strip()
+                ends = cookie.find(";", match.end())  # the value: a C search, not the regex's
+                value = cookie[match.end() : None if ends < 0 else ends].strip()
                 if len(value) >= 2 and value[0] == value[-1] == '"':
                     value = value[1:-1]
                 if len(value) <= MAX_COOKIE_LENGTH:
@@ -262,8 +263,8 @@ def read_request_ids(
 
 
 #: A PostHog cookie pair from its name: ``ph_<token>_posthog`` (``ph_posthog`` included,
-#: as the scan's ``startswith``/``endswith`` take it), spaces, ``=`` and the raw value.
-_POSTHOG_PAIR: Final = re.compile(r"ph_(?:[^;=]*_)?posthog\s*=([^;]*)")
+#: as the scan's ``startswith``/``endswith`` take it), spaces and ``=``.
+_POSTHOG_PAIR: Final = re.compile(r"ph_(?:[^;=]*_)?posthog\s*=")
 
 
 def _posthog_live(raw: str, now: float | None) -> tuple[str, str, float] | None:

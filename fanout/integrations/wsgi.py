@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from .._context import RequestContext, activate, lazy
+from .._events import checked_context
 from ._request import READ_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
@@ -85,6 +86,8 @@ class FanoutMiddleware:
         ctx = contextvars.copy_context()
         ctx.run(activate, lazy(self._read, environ.copy()))
         result = ctx.run(self.app, environ, start_response)
+        if type(result) is list or type(result) is tuple:
+            return result  # iterating it runs no code of the app's: no context to enter
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
@@ -112,25 +115,17 @@ class FanoutMiddleware:
             get("QUERY_STRING", ""),
             trust,
         )
-        reader = self._reader
+        if not _TEXT_OR_NONE.issuperset(map(type, key[:10])):
+            key = _text_headers(key)  # as read_key takes them: text or None
         try:
-            ctx: RequestContext | None = reader.recall(key)
+            return self._reader.context(key)
         except TypeError:  # a server that puts unhashable values in the environ
-            ctx = None
-            key = _text_headers(key)
-        if ctx is not None:
-            return ctx
-        for value in key[:10]:
-            if value is not None and type(value) is not str:
-                key = _text_headers(key)  # as read_key takes them: text or None
-                break
-        anonymous_id, values, until = reader.read_key(key)
-        ctx = RequestContext(None, anonymous_id, False, values)
-        try:
-            reader.remember(key, ctx, until)
-        except TypeError:  # unhashable, as above
-            pass
-        return ctx
+            anonymous_id, values = _environ_values(request_values, environ, trust)
+            return RequestContext(None, anonymous_id, False, checked_context(values))
+
+
+#: The types of header values read as they are (anything else: only a str subclass).
+_TEXT_OR_NONE: Final = frozenset({str, type(None)})
 
 
 def _text_headers(key: tuple[Any, ...]) -> tuple[Any, ...]:
