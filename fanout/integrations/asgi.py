@@ -133,39 +133,54 @@ class FanoutMiddleware:
         """The request's context without a person: from its second time, the same object
         for the same request (so the events of repeated requests share it, and what is
         derived from it)."""
-        found: list[str | None] = [None] * _KEY_HEADERS
+        found: list[bytes | None] = [None] * _KEY_HEADERS
         for raw_name, raw_value in scope.get("headers") or ():
             slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
             if slot == _ELSEWHERE:
                 slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
-            if slot >= 0:  # only the headers read are decoded
-                value = raw_value.decode("latin-1")
+            if slot >= 0:  # only the headers read are kept
                 before = found[slot]
                 if before is not None:  # a repeated header: joined as one
-                    value = before + ("; " if slot == _COOKIE else ", ") + value
-                found[slot] = value
+                    raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
+                found[slot] = raw_value
         trust = self.trust_forwarded
         if not trust:
             found[_FORWARDED] = None
         client = scope.get("client")
         server = scope.get("server")
-        host = found[_HOST] or (f"{server[0]}:{server[1]}" if server else None)
-        # The request's key (RequestReader.read_key). The same request again reads the
-        # same (until a session's idle timeout): from its second time, its context is
-        # recalled without decoding anything.
-        key: Any = (
-            *found,
+        path = scope.get("root_path", "") + scope.get("path", "/")
+        raw_query = scope.get("query_string") or b""
+        # The request as the server gave it (header bytes not yet decoded): the same
+        # request again reads the same (until a session's idle timeout), so from its
+        # second time its context is recalled without decoding anything.
+        raw_key: Any = (*found, client, server, scope.get("scheme", "http"), path, raw_query, trust)
+        reader = self._reader
+        try:
+            recalled = reader.recall(raw_key)
+        except TypeError:  # a server that puts unhashable values in the scope
+            raw_key, recalled = None, None
+        if recalled is not None:
+            ctx: RequestContext = recalled
+            return ctx
+        text = [None if value is None else value.decode("latin-1") for value in found]
+        host = text[_HOST] or (f"{server[0]}:{server[1]}" if server else None)
+        key = (
+            *text,
             client[0] if client else None,
             scope.get("scheme", "http"),
             host,
-            scope.get("root_path", "") + scope.get("path", "/"),
-            (scope.get("query_string") or b"").decode("latin-1"),
+            path,
+            raw_query.decode("latin-1"),
             trust,
         )
         try:
-            return self._reader.context(key)
-        except TypeError:  # a server that puts unhashable values in the scope
-            return self._unkept_context(found, scope, host, trust)
+            anonymous_id, values, until = reader.read_key(key)
+        except TypeError:  # unhashable values, as above
+            return self._unkept_context(text, scope, host, trust)
+        ctx = RequestContext(None, anonymous_id, False, values)
+        if raw_key is not None:
+            reader.remember(raw_key, ctx, until)
+        return ctx
 
     def _unkept_context(
         self, found: list[str | None], scope: Scope, host: str | None, trust: bool
