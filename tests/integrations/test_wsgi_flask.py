@@ -172,3 +172,30 @@ def test_wsgi_same_request_again_recalls_one_context_and_a_new_visitor_reads_ane
     # no id at all: a generated one, new for each request
     assert seen[4].anonymous_id_generated and seen[5].anonymous_id_generated
     assert seen[4].anonymous_id != seen[5].anonymous_id
+
+
+def test_wsgi_header_values_that_are_not_text_are_left_out_as_before():
+    """A server's oddity (a bytes or list header value in the environ) is ignored, as the
+    headers dict the middleware built before ignored it; an unhashable one cannot be kept,
+    so that request is read each time, never failed."""
+    from fanout import _context
+    from fanout.integrations.wsgi import FanoutMiddleware
+
+    seen: list[fanout.RequestContext | None] = []
+
+    def app(environ, start_response):
+        seen.append(_context.current())
+        start_response("204 No Content", [])
+        return [b""]
+
+    base = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/p",
+            "SCRIPT_NAME": "", "QUERY_STRING": "", "REMOTE_ADDR": "203.0.113.9",
+            "HTTP_HOST": "shop.example", "HTTP_X_FANOUT_ANONYMOUS_ID": "v1"}
+    middleware = FanoutMiddleware(app)
+    for odd in ({"HTTP_USER_AGENT": b"bytes-ua"}, {"HTTP_REFERER": ["a", "list"]}) * 3:
+        list(middleware({**base, **odd}, lambda status, headers, exc_info=None: None))
+    assert len(seen) == 6
+    for ctx in seen:
+        assert ctx is not None and ctx.anonymous_id == "v1"
+        assert dict(ctx.values) == {"ip": "203.0.113.9", "url": "https://shop.example/p",
+                                    "path": "/p"}
