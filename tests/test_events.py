@@ -305,6 +305,35 @@ def test_a_context_checked_once_builds_the_same_event_as_a_plain_one():
     assert checked_context({}) == {}
 
 
+@pytest.mark.parametrize(
+    "text", ["0190f5a2-7d1e-7c3b-9a4f-aaaaaaaaaaaa", "sé", "日本", "\U0001f600", "", " x "]
+)
+@pytest.mark.parametrize(
+    "page",
+    [{}, {"ip": "203.0.113.9"}, {"url": "https://shop.example/é", "campaign": {"source": "n"}}],
+)
+def test_a_checked_context_plus_one_string_equals_the_full_check(page, text):
+    """The middleware add a visitor's session id to a page's checked values without walking
+    them again: the result must be what the full check of the whole gives, in order, with
+    the same measures, and build the same event."""
+    from fanout._events import CheckedDict, checked_context, checked_with
+
+    fast = checked_with("session_id", text, checked_context(page))
+    full = checked_context({"session_id": text, **page})
+    assert type(fast) is CheckedDict and list(fast.items()) == list(full.items())
+    assert (fast.held, fast.spent) == (full.held, full.spent)  # type: ignore[attr-defined]
+    kw = {"name": "x", "person_id": "u", "event_id": "e", "timestamp": 0}
+    built = build_event("track", context=fast, **kw)
+    plain = build_event("track", context={"session_id": text, **page}, **kw)
+    assert built == plain and (built.size, built.footprint) == (plain.size, plain.footprint)
+    # Anything else takes the full check: an unchecked mapping, a key already there, a
+    # value that is not a plain string (refused as the full check refuses it).
+    assert checked_with("ip", text, checked_context(page)) == {"ip": text, **page}
+    assert type(checked_with("session_id", text, dict(page) or {"k": 1})) is CheckedDict
+    with pytest.raises(InvalidEvent, match="context.session_id"):
+        checked_with("session_id", object(), checked_context(page))  # type: ignore[arg-type]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_event_ids_of_a_forked_child_differ_from_its_parents():
     # The millisecond prefix and the counter are copied into the child; the random bits

@@ -11,16 +11,19 @@ set by whoever sends the request, so by default it would let any visitor pick th
 
 from __future__ import annotations
 
+import array
 import threading
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
 from urllib.parse import unquote_plus
 
-from .._events import checked_context
+from .._context import RequestContext
+from .._events import checked_context, checked_with
 from .browser import NEVER, read_request_ids, sanitize
 
-__all__ = ["READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
+__all__ = ["KEY_HEADERS", "READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -39,8 +42,29 @@ READ_HEADERS: Final = frozenset({
     "x-posthog-session-id",
 })
 
+#: The headers of a request's key (:meth:`RequestReader.read_key`), in its order: the
+#: cookie and id headers (the ids' key), then those of the page.
+KEY_HEADERS: Final = (
+    "cookie",
+    "x-fanout-anonymous-id",
+    "x-fanout-session-id",
+    "x-posthog-distinct-id",
+    "x-posthog-session-id",
+    "x-forwarded-for",
+    "user-agent",
+    "accept-language",
+    "referer",
+    "host",
+)
+assert frozenset(KEY_HEADERS) == READ_HEADERS  # noqa: S101 - one list of what is read
+_NO_ID_HEADERS: Final = (None,) * 4
+_NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+
 #: Distinct cookie headers, and distinct requests, whose reading one middleware keeps.
 REQUESTS_KEPT: Final = 256
+#: Slots of each store's table of keys put once (a power of two, four per entry kept).
+_SEEN_SLOTS: Final = 4 * REQUESTS_KEPT
+_SEEN_MASK: Final = _SEEN_SLOTS - 1
 #: Longest URL, referrer or user agent kept.
 MAX_TEXT_LENGTH: Final = 2048
 _CAMPAIGN: Final = {
@@ -115,21 +139,37 @@ def _page_values(
 
 
 class _Kept(Generic[_K, _V]):
-    """At most ``size`` recent results by key; the oldest stored goes first.
+    """At most ``size`` recent results by key, each kept from the second time it is put;
+    the oldest kept goes first.
+
+    A new visitor's request is seen once: keeping its reading would cost it a store (and
+    later an eviction, of an entry long out of the CPU's caches) for a reading no request
+    asks for again. So the first :meth:`put` of a key only notes its hash in a fixed table
+    (one slot written, nothing allocated or evicted), and the second keeps the value: a
+    request that comes back is read twice, then recalled. Two keys sharing a slot only
+    push each other back to their first time.
 
     Reads take no lock (one dict lookup is atomic); stores do, so concurrent requests
     cannot break the eviction.
     """
 
-    __slots__ = ("_data", "_size", "_lock", "get")
+    __slots__ = ("_data", "_size", "_lock", "_seen", "get")
 
     def __init__(self, size: int) -> None:
         self._data: dict[_K, _V] = {}
         self._size = size
         self._lock = threading.Lock()
+        #: The hash of the key last put once, per slot (``hash & _SEEN_MASK``).
+        self._seen = array.array("q", bytes(8 * _SEEN_SLOTS))
         self.get = self._data.get
 
     def put(self, key: _K, value: _V) -> None:
+        h = hash(key)
+        seen = self._seen
+        slot = h & _SEEN_MASK
+        if seen[slot] != h:  # its first time (or its slot was taken since): noted only
+            seen[slot] = h
+            return
         data = self._data
         with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
             if len(data) >= self._size:
@@ -144,15 +184,17 @@ class RequestReader:
     A browser sends the same ``Cookie`` header with each request of a page, and the same
     user agent, referrer and locale: decoding the SDKs' cookies and sanitising is most of
     the cost of reading a request. The browser ids are kept per raw ``Cookie`` header and
-    id headers, until the first idle timeout of a session they found live; the context
-    values per everything they are read from; and the values of the page (all but the
-    session) per what they are read from, for the new visitors of one page, who share
-    its URL, referrer and often user agent. Values are kept already checked
-    (:func:`fanout._events.checked_context`), so the events of the request do not walk them
-    again. All are bounded (:data:`REQUESTS_KEPT` entries each).
+    id headers, until the first idle timeout of a session they found live; and the values
+    of the page (all but the session) per what they are read from, for the new visitors of
+    one page, who share its URL, referrer and often user agent. The page's values are kept
+    already checked (:func:`fanout._events.checked_context`) and a visitor's session id is
+    added to them without walking them again (:func:`fanout._events.checked_with`), so the
+    events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
+    each) and keep a reading from its second time (:class:`_Kept`): a new visitor, seen
+    once, costs them nothing.
     """
 
-    __slots__ = ("_ids", "_values", "_pages", "_raw")
+    __slots__ = ("_ids", "_pages", "_raw")
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
@@ -161,8 +203,7 @@ class RequestReader:
         self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
             kept
         )
-        self._values: _Kept[tuple[Any, ...], Mapping[str, Any]] = _Kept(kept)
-        self._pages: _Kept[tuple[str | None, ...], dict[str, Any]] = _Kept(kept)
+        self._pages: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
 
     def read(
         self,
@@ -178,37 +219,55 @@ class RequestReader:
         """(the browser's anonymous id, the checked canonical context values, the time
         until which the same request reads the same; see :func:`read_browser_ids_until`)."""
         get = headers.get
-        cookie = get("cookie")
-        ids_key = (
-            cookie,
-            get("x-fanout-anonymous-id"),
-            get("x-fanout-session-id"),
-            get("x-posthog-distinct-id"),
-            get("x-posthog-session-id"),
-        )
+        return self.read_key((
+            *map(get, KEY_HEADERS[:5]), get("x-forwarded-for") if trust_forwarded else None,
+            *map(get, KEY_HEADERS[6:]), client_ip, scheme, host, path, query, trust_forwarded,
+        ))  # fmt: skip
+
+    def read_key(self, key: tuple[Any, ...]) -> tuple[str | None, Mapping[str, Any], float]:
+        """:meth:`read` of a request given as its key: the values of :data:`KEY_HEADERS`
+        (text or ``None``; ``x-forwarded-for`` ``None`` unless trusted), then ``client_ip``,
+        ``scheme``, ``host``, ``path``, ``query`` and ``trust_forwarded``.
+
+        One flat tuple, which the middleware build straight from the server's request and
+        also use to recall their own readings: a new visitor's request is read without a
+        headers dict, and its ids and page are looked up by slices of it.
+        """
+        ids_key = key[:5]
         found = self._ids.get(ids_key)
         if found is None or (found[2] != NEVER and time.time() > found[2]):
-            found = read_request_ids(headers, cookie or None)
+            cookie = key[0]
+            found = read_request_ids(
+                _NO_HEADERS if key[1:5] == _NO_ID_HEADERS else _headers(key),
+                cookie or None,
+            )
             self._ids.put(ids_key, found)
         anonymous_id, session_id, until = found
-        trust = trust_forwarded
-        page_key = (
-            client_ip, get("x-forwarded-for") if trust else None,
-            get("user-agent"), get("accept-language"), get("referer"), get("host"),
-            scheme, host, path, query,
-        )
-        values_key = (session_id, page_key)
-        values = self._values.get(values_key)
-        if values is None:
-            page = self._pages.get(page_key)
-            if page is None:
-                page = _page_values(headers, client_ip, scheme, host, path, query, trust)
-                self._pages.put(page_key, page)
-            values = checked_context(
-                {"session_id": session_id, **page} if session_id is not None else page
+        page_key = key[5:]
+        page = self._pages.get(page_key)
+        if page is None:
+            client_ip, scheme, host, path, query, trust = key[10:]
+            page = checked_context(
+                _page_values(_headers(key), client_ip, scheme, host, path, query, trust)
             )
-            self._values.put(values_key, values)
-        return anonymous_id, values, until
+            self._pages.put(page_key, page)
+        if session_id is None:
+            return anonymous_id, page, until
+        return anonymous_id, checked_with("session_id", session_id, page), until
+
+    def context(self, key: tuple[Any, ...]) -> RequestContext:
+        """The context (without a person) of the request of ``key`` (:meth:`read_key`):
+        recalled if a request with this key was read twice and its session still lives,
+        else read, and kept if this is its second time: what both middleware do per
+        request, in one call. Raises ``TypeError`` for a key that cannot be hashed."""
+        found = self._raw.get(key)
+        if found is not None and (found[1] == NEVER or time.time() <= found[1]):
+            ctx: RequestContext = found[0]
+            return ctx
+        anonymous_id, values, until = self.read_key(key)
+        ctx = RequestContext(None, anonymous_id, False, values)
+        self._raw.put(key, (ctx, until))
+        return ctx
 
     def recall(self, key: Any) -> Any:
         """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
@@ -219,8 +278,15 @@ class RequestReader:
 
     def remember(self, key: Any, value: Any, until: float) -> None:
         """Keep ``value`` (not ``None``; made from :meth:`read`'s result, which holds
-        until ``until``) under a middleware's own (hashable) key."""
+        until ``until``) under a middleware's own (hashable) key, from the second time
+        it is given for that key (:class:`_Kept`)."""
         self._raw.put(key, (value, until))
+
+
+def _headers(key: tuple[Any, ...]) -> dict[str, str]:
+    """The headers of a request's key that it has, by name."""
+    pairs = zip(KEY_HEADERS, key[:10], strict=True)
+    return {name: value for name, value in pairs if value is not None}
 
 
 def _campaign(query: str) -> dict[str, str]:

@@ -26,15 +26,19 @@ from typing import Any, Final
 from .. import _default
 from .._client import Client
 from .._context import RequestContext, enter, lazy, leave
+from .._events import checked_context
 from .._report import FlushReport
-from ._request import READ_HEADERS, RequestReader
+from ._request import KEY_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware"]
 
-#: Raw ASGI header name -> the name ``request_values`` reads (ASGI names are lower-case),
-#: or ``None`` for the headers browsers send that nothing reads: one lookup settles most
-#: headers of a request, and only a name in neither set is lower-cased and looked up again.
-_HEADER_NAMES: Final[dict[bytes, str | None]] = {
+#: Raw ASGI header name -> its slot in a request's key (``KEY_HEADERS``; ASGI names are
+#: lower-case), or ``_UNREAD`` for the headers browsers send that nothing reads: one lookup
+#: settles most headers of a request, and only a name in neither set is lower-cased and
+#: looked up again.
+_UNREAD: Final = -1
+_ELSEWHERE: Final = -2
+_HEADER_SLOTS: Final[dict[bytes, int]] = {
     **dict.fromkeys(
         (
             b"accept", b"accept-encoding", b"cache-control", b"connection", b"content-length",
@@ -44,11 +48,14 @@ _HEADER_NAMES: Final[dict[bytes, str | None]] = {
             b"sec-gpc", b"te", b"traceparent", b"upgrade-insecure-requests", b"authorization",
             b"x-forwarded-proto", b"x-real-ip", b"x-request-id", b"x-requested-with",
         ),
-        None,
+        _UNREAD,
     ),
-    **{name.encode("latin-1"): name for name in READ_HEADERS},
+    **{name.encode("latin-1"): slot for slot, name in enumerate(KEY_HEADERS)},
 }
-_ELSEWHERE: Final = ""
+_KEY_HEADERS: Final = len(KEY_HEADERS)
+_COOKIE: Final = KEY_HEADERS.index("cookie")
+_FORWARDED: Final = KEY_HEADERS.index("x-forwarded-for")
+_HOST: Final = KEY_HEADERS.index("host")
 
 logger = logging.getLogger("fanout")
 
@@ -123,51 +130,75 @@ class FanoutMiddleware:
         return RequestContext(person, ctx.anonymous_id, False, ctx.values)
 
     def _request_context(self, scope: Scope) -> RequestContext:
-        """The request's context without a person: the same object for the same request
-        (so the events of repeated requests share it, and what is derived from it)."""
-        read: list[tuple[str, bytes]] = []
+        """The request's context without a person: from its second time, the same object
+        for the same request (so the events of repeated requests share it, and what is
+        derived from it)."""
+        found: list[bytes | None] = [None] * _KEY_HEADERS
         for raw_name, raw_value in scope.get("headers") or ():
-            name = _HEADER_NAMES.get(raw_name, _ELSEWHERE)
-            if name == _ELSEWHERE:
-                name = _HEADER_NAMES.get(raw_name.lower())
-            if name is not None:  # only the headers read below are kept
-                read.append((name, raw_value))
+            slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
+            if slot == _ELSEWHERE:
+                slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
+            if slot >= 0:  # only the headers read are kept
+                before = found[slot]
+                if before is not None:  # a repeated header: joined as one
+                    raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
+                found[slot] = raw_value
+        trust = self.trust_forwarded
+        if not trust:
+            found[_FORWARDED] = None
         client = scope.get("client")
-        client_ip = client[0] if client else None
         server = scope.get("server")
-        scheme = scope.get("scheme", "http")
         path = scope.get("root_path", "") + scope.get("path", "/")
         raw_query = scope.get("query_string") or b""
-        # The same request as the server gave it reads the same (until a session's idle
-        # timeout): its context is recalled without decoding anything.
-        key: Any = (tuple(read), client_ip, server, scheme, path, raw_query, self.trust_forwarded)
+        # The request as the server gave it (header bytes not yet decoded): the same
+        # request again reads the same (until a session's idle timeout), so from its
+        # second time its context is recalled without decoding anything.
+        raw_key: Any = (*found, client, server, scope.get("scheme", "http"), path, raw_query, trust)
+        reader = self._reader
         try:
-            recalled = self._reader.recall(key)
+            recalled = reader.recall(raw_key)
         except TypeError:  # a server that puts unhashable values in the scope
-            key, recalled = None, None
+            raw_key, recalled = None, None
         if recalled is not None:
             ctx: RequestContext = recalled
             return ctx
-        headers: dict[str, str] = {}
-        for name, raw_value in read:
-            value = raw_value.decode("latin-1")
-            if name in headers:
-                value = headers[name] + ("; " if name == "cookie" else ", ") + value
-            headers[name] = value
-        host = headers.get("host") or (f"{server[0]}:{server[1]}" if server else None)
-        found = self._reader.read(
-            headers,
-            client_ip=client_ip,
-            scheme=scheme,
-            host=host,
-            path=path,
-            query=raw_query.decode("latin-1"),
-            trust_forwarded=self.trust_forwarded,
+        text = [None if value is None else value.decode("latin-1") for value in found]
+        host = text[_HOST] or (f"{server[0]}:{server[1]}" if server else None)
+        key = (
+            *text,
+            client[0] if client else None,
+            scope.get("scheme", "http"),
+            host,
+            path,
+            raw_query.decode("latin-1"),
+            trust,
         )
-        ctx = RequestContext(None, found[0], False, found[1])
-        if key is not None:
-            self._reader.remember(key, ctx, found[2])
+        try:
+            anonymous_id, values, until = reader.read_key(key)
+        except TypeError:  # unhashable values, as above
+            return self._unkept_context(text, scope, host, trust)
+        ctx = RequestContext(None, anonymous_id, False, values)
+        if raw_key is not None:
+            reader.remember(raw_key, ctx, until)
         return ctx
+
+    def _unkept_context(
+        self, found: list[str | None], scope: Scope, host: str | None, trust: bool
+    ) -> RequestContext:
+        """A request whose scope holds unhashable values: read, never kept."""
+        client = scope.get("client")
+        pairs = zip(KEY_HEADERS, found, strict=True)
+        headers = {name: value for name, value in pairs if value is not None}
+        anonymous_id, values = request_values(
+            headers,
+            client_ip=client[0] if client else None,
+            scheme=scope.get("scheme", "http"),
+            host=host,
+            path=scope.get("root_path", "") + scope.get("path", "/"),
+            query=(scope.get("query_string") or b"").decode("latin-1"),
+            trust_forwarded=trust,
+        )
+        return RequestContext(None, anonymous_id, False, checked_context(values))
 
     async def _shutdown(self) -> None:
         try:

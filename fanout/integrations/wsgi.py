@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from .._context import RequestContext, activate, lazy
+from .._events import checked_context
 from ._request import READ_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
@@ -85,42 +86,54 @@ class FanoutMiddleware:
         ctx = contextvars.copy_context()
         ctx.run(activate, lazy(self._read, environ.copy()))
         result = ctx.run(self.app, environ, start_response)
+        if type(result) is list or type(result) is tuple:
+            return result  # iterating it runs no code of the app's: no context to enter
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
-        headers = {}
-        for key, name in _ENVIRON_KEYS:
-            value = environ.get(key)
-            if isinstance(value, str):
-                headers[name] = value
         get = environ.get
-        client_ip = get("REMOTE_ADDR") or None
-        scheme = get("wsgi.url_scheme", "http")
-        path = get("SCRIPT_NAME", "") + get("PATH_INFO", "/")
-        query = get("QUERY_STRING", "")
-        host = headers.get("host") or _server_host(environ)
-        # The same request again reads the same (until a session's idle timeout): its
-        # context is recalled, one object for all, without reading anything.
-        raw: Any = (tuple(headers.items()), client_ip, scheme, host, path, query)
-        try:
-            ctx: RequestContext | None = self._reader.recall(raw)
-        except TypeError:  # a server that puts unhashable values in the environ
-            raw, ctx = None, None
-        if ctx is not None:
-            return ctx
-        anonymous_id, values, until = self._reader.read(
-            headers,
-            client_ip=client_ip,
-            scheme=scheme,
-            host=host,
-            path=path,
-            query=query,
-            trust_forwarded=self.trust_forwarded,
+        host = get("HTTP_HOST")
+        trust = self.trust_forwarded
+        # The request's key (RequestReader.read_key), straight from the environ: no headers
+        # dict. The same request again reads the same (until a session's idle timeout):
+        # from its second time, its context is recalled, one object for all.
+        key: Any = (
+            get("HTTP_COOKIE"),
+            get("HTTP_X_FANOUT_ANONYMOUS_ID"),
+            get("HTTP_X_FANOUT_SESSION_ID"),
+            get("HTTP_X_POSTHOG_DISTINCT_ID"),
+            get("HTTP_X_POSTHOG_SESSION_ID"),
+            get("HTTP_X_FORWARDED_FOR") if trust else None,
+            get("HTTP_USER_AGENT"),
+            get("HTTP_ACCEPT_LANGUAGE"),
+            get("HTTP_REFERER"),
+            host,
+            get("REMOTE_ADDR") or None,
+            get("wsgi.url_scheme", "http"),
+            (host if isinstance(host, str) else None) or _server_host(environ),
+            get("SCRIPT_NAME", "") + get("PATH_INFO", "/"),
+            get("QUERY_STRING", ""),
+            trust,
         )
-        ctx = RequestContext(None, anonymous_id, False, values)
-        if raw is not None:
-            self._reader.remember(raw, ctx, until)
-        return ctx
+        if not _TEXT_OR_NONE.issuperset(map(type, key[:10])):
+            key = _text_headers(key)  # as read_key takes them: text or None
+        try:
+            return self._reader.context(key)
+        except TypeError:  # a server that puts unhashable values in the environ
+            anonymous_id, values = _environ_values(request_values, environ, trust)
+            return RequestContext(None, anonymous_id, False, checked_context(values))
+
+
+#: The types of header values read as they are (anything else: only a str subclass).
+_TEXT_OR_NONE: Final = frozenset({str, type(None)})
+
+
+def _text_headers(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``key`` with the header values that are not text (a server's oddity) left out."""
+    return (
+        *(v if isinstance(v, str) else None for v in key[:10]),
+        *key[10:],
+    )
 
 
 class _Body:

@@ -188,10 +188,13 @@ def test_read_until_names_the_first_live_session_timeout_and_never_for_the_rest(
         BrowserIds(opted_out=True), NEVER)
 
 
-def test_request_reader_keeps_reads_bounded_and_only_while_their_sessions_live():
+def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_sessions_live():
+    """A reading is kept from the second time a request is read (a new visitor, seen once,
+    costs the stores nothing), bounded, and only while the session it found lives."""
     import time
 
     from fanout._events import CheckedDict
+    from fanout.integrations import _request
     from fanout.integrations._request import RequestReader, request_values
 
     reader = RequestReader(kept=2)
@@ -200,16 +203,33 @@ def test_request_reader_keeps_reads_bounded_and_only_while_their_sessions_live()
     headers = {"cookie": cookie, "user-agent": "UA", "host": "shop.example"}
     args = {"client_ip": "203.0.113.9", "scheme": "https", "host": None, "path": "/a",
             "query": "utm_source=x"}
-    anon, values, until = reader.read(headers, **args)
-    assert (anon, values) == request_values(headers, **args)  # the same reading, kept
-    assert type(values) is CheckedDict and values["session_id"] == "s-kept"
-    assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
-    assert reader.read(headers, **args)[1] is values  # the second read is recalled
+    expected = request_values(headers, **args)
+    reads: list[object] = []
+    real = _request.read_request_ids
+
+    def counted(*a: object) -> object:
+        reads.append(a)
+        return real(*a)  # type: ignore[arg-type]
+
+    _request.read_request_ids = counted  # type: ignore[assignment]
+    try:
+        anon, values, until = reader.read(headers, **args)
+        assert (anon, values) == expected  # the same reading
+        assert type(values) is CheckedDict and values["session_id"] == "s-kept"
+        assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
+        assert reader.read(headers, **args)[:2] == (anon, values) and len(reads) == 2
+        assert reader.read(headers, **args)[:2] == (anon, values) and len(reads) == 2  # kept
+    finally:
+        _request.read_request_ids = real  # type: ignore[assignment]
+    reader.remember("k1", (anon, values), until)
+    assert reader.recall("k1") is None  # given once: only noted
     reader.remember("k1", (anon, values), until)
     assert reader.recall("k1") == (anon, values)
-    reader.remember("k-over", (anon, values), time.time() - 1)  # its session timed out
+    for _ in range(2):
+        reader.remember("k-over", (anon, values), time.time() - 1)  # its session timed out
     assert reader.recall("k-over") is None
-    reader.remember("k3", (anon, values), NEVER)
+    for _ in range(2):
+        reader.remember("k3", (anon, values), NEVER)
     assert reader.recall("k1") is None and reader.recall("k3") == (anon, values)  # bounded
 
 
@@ -307,3 +327,41 @@ def test_the_flat_reading_decodes_no_cookie_after_a_posthog_cookie_with_both_ids
     monkeypatch.setattr(browser, "read_ids", refuse)
     assert read_request_ids({}, cookie, NOW) == (
         "ph-1", "s-1", NOW_MS / 1000 + SESSION_IDLE_SECONDS)
+
+
+_NEAR_ESCAPES = st.lists(
+    st.sampled_from(["a", "%", "%4", "%g1", "%%41", "=", "%0A", "\n", "\r", "\\", "%5C", "é",
+                     "%C3%A9", "%C3", "%E2%82", "%ff", "%FF", "%20", "+", "%3D", "%7B", "%22",
+                     "=41", "%zz", "%\n", "%\r\n"]),
+    max_size=12,
+).map("".join)
+_ESCAPED_JSON = st.one_of(
+    # Real cookies: any JSON object, escaped as encodeURIComponent does.
+    st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=12), st.integers()),
+                    max_size=4).map(lambda v: quote(json.dumps(v), safe="")),
+    # An escaped object whose string holds text near escapes: bad ones, '=', line breaks,
+    # backslashes, non-ASCII, bytes that are not UTF-8.
+    _NEAR_ESCAPES.map(lambda text: "%7B%22k%22%3A%22" + text + "%22%7D"),
+    _NEAR_ESCAPES,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_ESCAPED_JSON)
+def test_the_cookie_decoder_is_unquote_then_json(raw):
+    """The PostHog/Mixpanel cookie decoder unescapes in C where it can prove it gives what
+    ``urllib.parse.unquote`` gives: the same object, or the same refusal, for any text."""
+    from urllib.parse import unquote
+
+    import orjson
+
+    from fanout.integrations.browser import _decoded_uri_json
+
+    try:
+        expected = orjson.loads(unquote(raw))
+        assert type(expected) is dict
+    except (ValueError, AssertionError):
+        with pytest.raises(ValueError):
+            _decoded_uri_json(raw)
+    else:
+        assert _decoded_uri_json(raw) == expected

@@ -337,13 +337,14 @@ def test_threads_racing_to_read_one_request_read_it_once_and_share_one_generated
 
 
 def test_asgi_same_request_again_recalls_one_context_and_the_person_is_never_kept():
-    """Repeated requests share one context object (so what events derive from it is kept
-    too); the person hook's answer is per request, never recalled with it."""
+    """Repeated requests share one context object from their second time (so what events
+    derive from it is kept too; a request seen once, a new visitor, is not kept at all);
+    the person hook's answer is per request, never recalled with it."""
     from fanout import _context
     from fanout.integrations.asgi import FanoutMiddleware
 
     seen: list[fanout.RequestContext | None] = []
-    people = iter(["ada", None])
+    people = iter(["ada", None, "bo"])
 
     async def app(scope, receive, send):
         seen.append(_context.current())
@@ -351,12 +352,14 @@ def test_asgi_same_request_again_recalls_one_context_and_the_person_is_never_kep
         await send({"type": "http.response.body", "body": b""})
 
     request = ("GET", "/p?utm_source=mail", {"X-Fanout-Anonymous-Id": "v9"})
-    assert _requests(FanoutMiddleware(app), request, request) == [204, 204]
-    assert seen[0] is seen[1] and seen[0].anonymous_id == "v9" and seen[0].person_id is None
+    assert _requests(FanoutMiddleware(app), request, request, request) == [204, 204, 204]
+    assert seen[0] is not seen[1] and seen[0] == seen[1]  # the first time: read, not kept
+    assert seen[1] is seen[2] and seen[1].anonymous_id == "v9" and seen[1].person_id is None
     hooked = FanoutMiddleware(app, person_id=lambda scope: next(people))
-    assert _requests(hooked, request, request) == [204, 204]
-    assert [(c.person_id, c.anonymous_id) for c in seen[2:]] == [("ada", "v9"), (None, "v9")]
-    assert seen[2].values is seen[3].values and seen[3].values["campaign"] == {"source": "mail"}
+    assert _requests(hooked, request, request, request) == [204, 204, 204]
+    assert [(c.person_id, c.anonymous_id) for c in seen[3:]] == [
+        ("ada", "v9"), (None, "v9"), ("bo", "v9")]
+    assert seen[4].values is seen[5].values and seen[5].values["campaign"] == {"source": "mail"}
 
 
 def test_request_context_is_read_only_compares_by_value_and_round_trips():

@@ -143,7 +143,8 @@ def test_gunicorn_preload_three_sync_workers_sigterm_loses_nothing(collector, tm
 
 def test_wsgi_same_request_again_recalls_one_context_and_a_new_visitor_reads_anew():
     """Called as a server calls it (a fresh environ per request): a repeated request shares
-    one context object; another visitor, or a visitor without ids, never gets it."""
+    one context object from its second time (the first, maybe a new visitor's only one, is
+    read and not kept); another visitor, or a visitor without ids, never gets it."""
     from fanout import _context
     from fanout.integrations.wsgi import FanoutMiddleware
 
@@ -160,12 +161,41 @@ def test_wsgi_same_request_again_recalls_one_context_and_a_new_visitor_reads_ane
                 "SERVER_NAME": "shop.example", "SERVER_PORT": "443", **headers}
 
     middleware = FanoutMiddleware(app)
-    for env in (environ(HTTP_X_FANOUT_ANONYMOUS_ID="v1"), environ(HTTP_X_FANOUT_ANONYMOUS_ID="v1"),
+    v1 = {"HTTP_X_FANOUT_ANONYMOUS_ID": "v1"}
+    for env in (environ(**v1), environ(**v1), environ(**v1),
                 environ(HTTP_X_FANOUT_ANONYMOUS_ID="v2"), environ(), environ()):
         list(middleware(env, lambda status, headers, exc_info=None: None))
-    assert seen[0] is seen[1] and seen[0].anonymous_id == "v1"
-    assert seen[0].values["campaign"] == {"source": "mail"}
-    assert seen[2].anonymous_id == "v2" and seen[2].values is seen[0].values
+    assert seen[0] == seen[1] and seen[0] is not seen[1]
+    assert seen[1] is seen[2] and seen[1].anonymous_id == "v1"
+    assert seen[1].values["campaign"] == {"source": "mail"}
+    assert seen[3].anonymous_id == "v2" and seen[3].values is seen[1].values  # the page, kept
     # no id at all: a generated one, new for each request
-    assert seen[3].anonymous_id_generated and seen[4].anonymous_id_generated
-    assert seen[3].anonymous_id != seen[4].anonymous_id
+    assert seen[4].anonymous_id_generated and seen[5].anonymous_id_generated
+    assert seen[4].anonymous_id != seen[5].anonymous_id
+
+
+def test_wsgi_header_values_that_are_not_text_are_left_out_as_before():
+    """A server's oddity (a bytes or list header value in the environ) is ignored, as the
+    headers dict the middleware built before ignored it; an unhashable one cannot be kept,
+    so that request is read each time, never failed."""
+    from fanout import _context
+    from fanout.integrations.wsgi import FanoutMiddleware
+
+    seen: list[fanout.RequestContext | None] = []
+
+    def app(environ, start_response):
+        seen.append(_context.current())
+        start_response("204 No Content", [])
+        return [b""]
+
+    base = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/p",
+            "SCRIPT_NAME": "", "QUERY_STRING": "", "REMOTE_ADDR": "203.0.113.9",
+            "HTTP_HOST": "shop.example", "HTTP_X_FANOUT_ANONYMOUS_ID": "v1"}
+    middleware = FanoutMiddleware(app)
+    for odd in ({"HTTP_USER_AGENT": b"bytes-ua"}, {"HTTP_REFERER": ["a", "list"]}) * 3:
+        list(middleware({**base, **odd}, lambda status, headers, exc_info=None: None))
+    assert len(seen) == 6
+    for ctx in seen:
+        assert ctx is not None and ctx.anonymous_id == "v1"
+        assert dict(ctx.values) == {"ip": "203.0.113.9", "url": "https://shop.example/p",
+                                    "path": "/p"}
