@@ -114,7 +114,7 @@ def create_app(
     max_wire = limits.max_batch_bytes
     too_large = f"body above {max_wire} bytes; send smaller batches"
     budget = ByteBudget(options.body_budget)
-    decoding = threading.Semaphore(1)
+    decoding = threading.Lock()  # one batch decoded at a time (a Lock: C code, no Condition)
     threads = WorkerThreads(WORKER_THREADS, "fanout-collector")
     # One hand-off to a worker thread: a queue put and one wake-up of the loop (see
     # handoff.py; Starlette's ``run_in_threadpool`` and anyio's ``to_thread`` spent several
@@ -300,7 +300,7 @@ def _read(
 
 
 def _ingest(
-    store: Store, decoding: threading.Semaphore, limiter: Limiter, limits: Limits,
+    store: Store, decoding: threading.Lock, limiter: Limiter, limits: Limits,
     key: KeyInfo, body: bytearray, encoding: str | None,
 ) -> tuple[Ingested, InsertResult]:
     """One batch, in one worker thread (one hand-off per request): decoded and validated

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import heapq
+import itertools
 import os
 import sqlite3
 import threading
@@ -150,6 +151,7 @@ def _insert_sql(rows: int) -> str:
     )
 
 
+_flatten: Final = itertools.chain.from_iterable
 _INSERTS: Final = {n: _insert_sql(n) for n in (64, 32, 16, 8, 4, 2, 1)}
 _LINK: Final = (
     "INSERT OR IGNORE INTO identity_links (anonymous_id, person_id, linked_at, project_id)"
@@ -199,7 +201,7 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[Row], project_id: int, k
         while size > total - start:
             size //= 2
         chunk = rows[start:start + size]
-        params: list[object] = [field for row in chunk for field in row]
+        params: list[object] = list(_flatten(chunk))  # C code: no bytecode per field
         params += (project_id, key_id, now)
         db.execute(_INSERTS[size], params)
         start += size
