@@ -596,6 +596,10 @@ def timeline_bench(kind: str, n: int, heavy: int, pages: int,
         started = time.perf_counter()
         if kind == "sqlite":
             _bulk_sqlite(Path(db), project.id, n, heavy)
+            # Rows written behind the store's back: opening it again indexes them for the
+            # timeline (as opening any database with unindexed events does).
+            store.close()
+            store = open_store(db)
         else:
             _bulk_postgres(db, project.id, n, heavy)
         loaded = time.perf_counter() - started
