@@ -60,7 +60,12 @@ PROPERTIES = {
     "items": [{"sku": "A-1", "qty": 2}],
     "coupon": None,
 }
-FANOUT = [sys.executable, "-c", "from fanout.cli import main; main()"]
+#: The CLI of the fanout installed beside this interpreter. Not ``python -c``, whose
+#: sys.path starts with the working directory: run from another checkout, its servers
+#: would import that checkout's fanout instead (an A/B of two trees measured one).
+_CLI = Path(sys.executable).with_name("fanout")
+FANOUT = ([str(_CLI)] if _CLI.exists() else
+          [sys.executable, "-P", "-c", "from fanout.cli import main; main()"])
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK = os.sysconf("SC_CLK_TCK")
 
