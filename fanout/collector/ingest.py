@@ -23,7 +23,7 @@ import datetime as _dt
 import json
 import logging
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from .._events import (
@@ -49,14 +49,8 @@ try:
     import orjson
 except ImportError:  # pragma: no cover - PyPy and platforms without an orjson wheel
     _orjson_loads = None
-    _dumps_marked: Callable[[list[Any]], bytes] | None = None
-    _MARK: object = None
 else:
     _orjson_loads = orjson.loads
-    _dumps_marked = orjson.dumps
-    #: What separates the events in :func:`_bodies`' one encoding (orjson >= 3.10).
-    _MARK = orjson.Fragment(b"\x00") if hasattr(orjson, "Fragment") else None
-_SEPARATOR: Final = b",\x00,"
 logger = logging.getLogger("fanout.collector")
 
 
@@ -174,19 +168,14 @@ def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
     ``except`` is the last line of defence for a case the checks missed: that event is
     rejected (and the miss logged for us to fix) instead of turning the batch into a 500
     that a client would retry forever.
-
-    The valid events' canonical JSON is encoded for the whole batch at once
-    (:func:`_bodies`), then each body is checked against the event size limit.
     """
     max_event = limits.max_event_bytes
+    rows: list[Row] = []
     rejected: list[tuple[int, str]] = []
-    kept: list[int] = []
-    docs: list[dict[str, Any]] = []
-    heads: list[tuple[Any, ...]] = []
-    pending: list[Link | None] = []
+    links: list[Link] = []
     for index, raw in enumerate(batch):
         try:
-            doc, head, link = _row(raw)
+            row, link = _row(raw, max_event)
         except _Reject as exc:
             rejected.append((index, str(exc)))
             continue
@@ -194,63 +183,10 @@ def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
             logger.exception("unexpected error validating event %d; rejected", index)
             rejected.append((index, "the event could not be validated"))
             continue
-        kept.append(index)
-        docs.append(doc)
-        heads.append(head)
-        pending.append(link)
-    rows: list[Row] = []
-    links: list[Link] = []
-    late = False
-    for index, head, link, body in zip(kept, heads, pending, _bodies(docs), strict=True):
-        if type(body) is str:
-            rejected.append((index, body))
-            late = True
-        elif len(body) > max_event:
-            rejected.append((index, f"the event is {len(body)} bytes, above the "
-                                    f"{max_event}-byte limit"))
-            late = True
-        else:
-            # tuple.__new__ in C, not the NamedTuple's generated __new__ (a Python call).
-            rows.append(_new_row(Row, (*head, body)))
-            if link is not None:
-                links.append(link)
-    if late:
-        rejected.sort()
+        rows.append(row)
+        if link is not None:
+            links.append(link)
     return Ingested(rows, rejected, links)
-
-
-def _bodies(docs: list[dict[str, Any]]) -> list[bytes | str]:
-    """Each document's compact JSON, or why it cannot be stored.
-
-    One orjson call for the whole batch, the documents separated by a marker (a NUL byte,
-    which JSON text never holds raw: strings escape it), then split at the markers: a
-    call per event spent five times as much, most of it on orjson's fixed cost per call.
-    The bytes are those ``dumps(doc)`` writes. A batch orjson refuses (a lone surrogate,
-    an integer beyond 64 bits) is encoded event by event, so that only the events at
-    fault are rejected.
-    """
-    if _dumps_marked is not None and _MARK is not None and docs:
-        items: list[Any] = [_MARK] * (2 * len(docs) - 1)
-        items[::2] = docs
-        try:
-            out = _dumps_marked(items)
-        except Exception:  # noqa: BLE001 - some event is at fault: find which, one by one
-            pass
-        else:
-            return out[1:-1].split(_SEPARATOR)  # type: ignore[return-value]
-    return [_body(doc) for doc in docs]
-
-
-def _body(doc: dict[str, Any]) -> bytes | str:
-    try:
-        return dumps(doc)
-    except UnicodeEncodeError:
-        return "the event contains invalid UTF-8 (or a lone surrogate)"
-    except (TypeError, ValueError):
-        return "the event holds a number JSON cannot carry (out of range)"
-    except Exception:
-        logger.exception("unexpected error encoding an event; rejected")
-        return "the event could not be validated"
 
 
 class _Reject(Exception):
@@ -294,21 +230,13 @@ def _object(raw: dict[str, Any], field: str) -> dict[str, Any] | None:
     return value
 
 
-_CONTAINERS: Final = frozenset({dict, list})
-
-
 def _shallow(container: Any, depth: int) -> bool:
     values: Any = container.values() if type(container) is dict else container
-    # Most values are not containers: one C-level pass over their types says so (map and
-    # isdisjoint run no Python bytecode per value), and only the containers are walked.
-    if _CONTAINERS.isdisjoint(map(type, values)):
-        return True
-    if depth >= MAX_DEPTH:
-        return False
     for value in values:
         t = type(value)
-        if (t is dict or t is list) and not _shallow(value, depth + 1):
-            return False
+        if t is dict or t is list:
+            if depth >= MAX_DEPTH or not _shallow(value, depth + 1):
+                return False
     return True
 
 
@@ -336,9 +264,7 @@ def _valid_id(value: Any) -> bool:
             and "\x00" not in value)
 
 
-def _row(raw: Any) -> tuple[dict[str, Any], tuple[Any, ...], Link | None]:
-    """The canonical document of a valid event, its indexed fields (a :class:`Row`
-    without the body) and the identity link it makes, if any."""
+def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
     # The common case (a fanout client's event) is checked inline, one expression per
     # field; whatever fails it goes through the helper that names the mistake. Per-event
     # validation bounds the server's throughput, so its cost per event matters.
@@ -418,11 +344,20 @@ def _row(raw: Any) -> tuple[dict[str, Any], tuple[Any, ...], Link | None]:
         "group": group,
         "previous_id": previous_id,
     }
-    head = (event_id, kind, timestamp, person_id, anonymous_id, name)
+    try:
+        body = dumps(doc)
+    except UnicodeEncodeError:
+        raise _Reject("the event contains invalid UTF-8 (or a lone surrogate)") from None
+    except (TypeError, ValueError):
+        raise _Reject("the event holds a number JSON cannot carry (out of range)") from None
+    if len(body) > max_event:
+        raise _Reject(f"the event is {len(body)} bytes, above the {max_event}-byte limit")
+    # tuple.__new__ in C, not the NamedTuple's generated __new__ (a Python call).
+    row = _new_row(Row, (event_id, kind, timestamp, person_id, anonymous_id, name, body))
     link = None
     if person_id is not None:
         if kind == "identify" and anonymous_id is not None:
             link = Link(anonymous_id, person_id, timestamp)
         elif kind == "alias" and previous_id is not None:
             link = Link(previous_id, person_id, timestamp)
-    return doc, head, link
+    return row, link

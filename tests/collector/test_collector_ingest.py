@@ -1,6 +1,6 @@
-"""validate_batch encodes a batch's valid events in one go: the bodies it stores are each
-event's own canonical JSON, and an event that cannot be encoded (or is too large once
-encoded) is rejected alone, in index order among the other rejections."""
+"""validate_batch's stored bodies are each event's own canonical JSON, whatever its strings
+hold, and an event that cannot be encoded (or is too large once encoded) is rejected alone,
+in index order among the other rejections."""
 
 from __future__ import annotations
 
