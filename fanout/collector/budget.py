@@ -4,13 +4,17 @@ Each request reserves what its body may take before reading it and gives it back
 is answered, so the bodies held at once never exceed the budget, however many clients
 upload at the same time. A request that does not fit waits without reading its socket;
 the kernel's buffers fill and the client's writes block: back-pressure instead of memory.
+
+Every batch passes through here, so the common case, nobody waiting and room to spare,
+is two integer updates on the event loop's thread (which owns the count: no lock); only
+a request that has to wait takes the condition, and only a release with someone waiting
+wakes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from types import TracebackType
 
 __all__ = ["ByteBudget"]
 
@@ -19,20 +23,45 @@ class ByteBudget:
     def __init__(self, total: int) -> None:
         self.total = total
         self._available = total
+        self._waiting = 0
         self._changed: asyncio.Condition | None = None  # made on the loop that uses it
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
-        size = max(0, min(size, self.total))
+    def hold(self, size: int) -> _Hold:
+        """``async with budget.hold(size):`` reserves ``size`` bytes (at most the total)."""
+        return _Hold(self, max(0, min(size, self.total)))
+
+    async def _take(self, size: int) -> None:
+        if not self._waiting and self._available >= size:
+            self._available -= size
+            return
         if self._changed is None:
             self._changed = asyncio.Condition()
         changed = self._changed
-        async with changed:
-            await changed.wait_for(lambda: self._available >= size)
-            self._available -= size
+        self._waiting += 1
         try:
-            yield
-        finally:
             async with changed:
-                self._available += size
-                changed.notify_all()
+                await changed.wait_for(lambda: self._available >= size)
+                self._available -= size
+        finally:
+            self._waiting -= 1
+
+    async def _give(self, size: int) -> None:
+        self._available += size
+        if self._waiting and self._changed is not None:
+            async with self._changed:
+                self._changed.notify_all()
+
+
+class _Hold:
+    __slots__ = ("_budget", "_size")
+
+    def __init__(self, budget: ByteBudget, size: int) -> None:
+        self._budget = budget
+        self._size = size
+
+    async def __aenter__(self) -> None:
+        await self._budget._take(self._size)
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._budget._give(self._size)
