@@ -23,7 +23,7 @@ from fanout.collector.protocol import MAX_BATCH_BYTES
 from .conftest import FANOUT_CMD
 
 #: The documented bound (docs/collector.md): peak RSS of one collector process.
-MEMORY_BOUND_MB = 300
+MEMORY_BOUND_MB = 400
 
 
 def _serve(db: Path, *extra: str, nofile: int | None = None):
