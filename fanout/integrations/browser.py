@@ -185,13 +185,7 @@ def read_ids(
     """:func:`read_browser_ids_until` as a plain tuple: ``(anonymous id, session id,
     source, opted out, until)``, for the middleware, which read it for every request that
     tracks and need not build a :class:`BrowserIds` each time."""
-    # The names of _ID_HEADERS, spelled out: a generator over them cost more than the test.
-    id_headers = bool(headers) and (
-        "x-fanout-anonymous-id" in headers
-        or "x-fanout-session-id" in headers
-        or "x-posthog-distinct-id" in headers
-        or "x-posthog-session-id" in headers
-    )
+    id_headers = _has_id_header(headers)
     if not cookies:
         if not id_headers:
             return _NOTHING  # most requests of a server without a browser SDK
@@ -231,19 +225,7 @@ def read_request_ids(
     :func:`read_ids`, so the result is always the one ``read_ids`` gives (property tests
     hold the three together).
     """
-    if (
-        cookie
-        and "__ph_opt_in_out_" not in cookie
-        and not (
-            headers
-            and (
-                "x-fanout-anonymous-id" in headers
-                or "x-fanout-session-id" in headers
-                or "x-posthog-distinct-id" in headers
-                or "x-posthog-session-id" in headers
-            )
-        )
-    ):
+    if cookie and "__ph_opt_in_out_" not in cookie and not _has_id_header(headers):
         # The first ph_<token>_posthog pair (the scan's pick): the leftmost match, if its
         # name starts its pair; a match inside another pair's value takes the scan.
         match = _POSTHOG_PAIR.search(cookie)
@@ -300,45 +282,26 @@ def _posthog_live(raw: str, now: float | None) -> tuple[str, str, float] | None:
 def _read_scanned(
     headers: Mapping[str, str], cookie: str | None, now: float | None
 ) -> tuple[str | None, str | None, float]:
-    """:func:`read_request_ids` by one scan of every SDK cookie of the header."""
-    # One scan of the header, as sdk_cookies (a property test holds the two together),
-    # which also settles the consent cookie and finds PostHog's.
-    cookies: dict[str, str] = {}
-    posthog = None
-    opted_out = False
-    if cookie:
-        for part in cookie.split(";"):
-            part = part.lstrip()
-            if not part.startswith(SDK_COOKIE_PREFIXES):
-                continue
-            name, sep, value = part.partition("=")
-            name = name.rstrip()
-            if not sep or name in cookies:
-                continue
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            cookies[name] = value
-            if name[0] == "_":
-                if name.startswith("__ph_opt_in_out_") and value.strip() == "0":
-                    opted_out = True
-            elif (
-                posthog is None
-                and name.startswith("ph_")
-                and name.endswith("_posthog")
-                and len(value) <= MAX_COOKIE_LENGTH
-            ):
-                posthog = value
-    if headers and (
-        "x-fanout-anonymous-id" in headers
-        or "x-fanout-session-id" in headers
-        or "x-posthog-distinct-id" in headers
-        or "x-posthog-session-id" in headers
-    ):
+    """:func:`read_request_ids` by one scan of every SDK cookie of the header
+    (:func:`sdk_cookies`), which also settles the consent cookie and finds PostHog's."""
+    cookies = sdk_cookies(cookie) if cookie else {}
+    if _has_id_header(headers):
         anon, session, _, _, until = read_ids(headers, cookies, now)
         return anon, session, until
-    if opted_out or not cookies:
-        return None, None, NEVER  # opted out (no browser id at all), or nothing to read
+    posthog = None
+    for name, value in cookies.items():  # the header's order: the first PostHog cookie
+        if name[0] == "_":
+            if name.startswith("__ph_opt_in_out_") and value.strip() == "0":
+                return None, None, NEVER  # opted out: no browser id at all
+        elif (
+            posthog is None
+            and name.startswith("ph_")
+            and name.endswith("_posthog")
+            and len(value) <= MAX_COOKIE_LENGTH
+        ):
+            posthog = value
+    if not cookies:
+        return None, None, NEVER  # nothing to read
     if posthog is not None:
         found = _posthog_live(posthog, now)
         if found is not None:
@@ -358,6 +321,17 @@ _ID_HEADERS: Final = (
     "x-posthog-distinct-id",
     "x-posthog-session-id",
 )
+
+
+def _has_id_header(headers: Mapping[str, str]) -> bool:
+    """Whether a request carries one of :data:`_ID_HEADERS` (spelled out: a generator over
+    them cost more than the test, which runs for every request that tracks)."""
+    return bool(headers) and (
+        "x-fanout-anonymous-id" in headers
+        or "x-fanout-session-id" in headers
+        or "x-posthog-distinct-id" in headers
+        or "x-posthog-session-id" in headers
+    )
 
 
 def _opted_out(cookies: Mapping[str, str]) -> bool:
