@@ -28,25 +28,17 @@ import sys
 import time
 from collections.abc import Callable
 
+from hot_path import fanout_client  # the same clients as the hot-path benchmark
+
 import fanout
 from fanout import _context, _validate
 from fanout._events import ReadOnlyDict, build_event, checked_context, new_event_id
 from fanout._json import dumps_strict
-from fanout.testing import InMemoryProvider
 
 PROPS = {"plan": "pro", "amount": 4999, "currency": "usd", "coupon": None, "seats": 3}
 UTC = dt.timezone.utc
 
 
-def client(n_providers: int) -> fanout.Client:
-    providers: list[str | fanout.Provider] = ["null", "memory", "console", InMemoryProvider("m2")]
-    return fanout.Client(
-        providers=providers[:n_providers],
-        settings={"console": {"file": os.devnull}} if n_providers >= 3 else None,
-        load_entry_points=False,
-        environ={},
-        register_atexit=False,
-    )
 
 
 def stages(
@@ -98,7 +90,7 @@ def stages(
 
 def measure(rounds: int, calls: int) -> dict[str, float]:
     """Minimum over ``rounds`` of the thread CPU µs per call of each stage."""
-    one, four = client(1), client(4)
+    one, four = fanout_client(1), fanout_client(4)
     try:
         timed, close = stages(one, four)
         best = dict.fromkeys(timed, float("inf"))
