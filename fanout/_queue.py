@@ -14,14 +14,56 @@ import operator
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ._events import Event
 
 _SIZE = operator.attrgetter("size")
 _FOOTPRINT = operator.attrgetter("footprint")
 
-__all__ = ["EventQueue", "MemoryQueue"]
+__all__ = ["EventQueue", "MemoryQueue", "take_head"]
+
+
+class _Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+_S = TypeVar("_S", bound=_Sized)
+
+
+def take_head(
+    items: collections.deque[_S], max_events: int, max_bytes: int
+) -> tuple[list[_S], int]:
+    """Remove from the head of ``items`` up to ``max_events`` whose ``size`` fit in
+    ``max_bytes`` together (at least one when not empty); return them and their size.
+
+    The usual take (the next ``max_events`` fit) runs in C-level passes instead of a
+    Python step per event; only a batch cut short by ``max_bytes`` is walked one by one.
+    Both queues (memory and spool) take this way; the caller holds its lock.
+    """
+    n = min(len(items), max_events)
+    if not n:
+        return [], 0
+    batch = list(items) if n == len(items) else list(itertools.islice(items, n))
+    size = sum(map(_SIZE, batch))
+    if n == 1 or size <= max_bytes:
+        if n == len(items):
+            items.clear()
+        else:
+            popleft = items.popleft
+            for _ in itertools.repeat(None, n):
+                popleft()
+        return batch, size
+    batch = []
+    size = 0
+    while items and len(batch) < max_events:
+        nxt = items[0].size
+        if batch and size + nxt > max_bytes:
+            break
+        batch.append(items.popleft())
+        size += nxt
+    return batch, size
 
 
 class EventQueue(Protocol):
@@ -144,36 +186,8 @@ class MemoryQueue:
 
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
         with self._lock:
-            items = self._items
-            n = len(items)
-            if n:
-                # The usual take: up to ``max_events`` that fit in ``max_bytes`` together
-                # (or one event), in C-level passes instead of a Python step per event.
-                k = min(n, max_events)
-                batch = list(items) if k == n else list(itertools.islice(items, k))
-                if k == 1 or sum(map(_SIZE, batch)) <= max_bytes:
-                    if k == n:
-                        items.clear()
-                    else:
-                        popleft = items.popleft
-                        for _ in itertools.repeat(None, k):
-                            popleft()
-                    self._bytes -= sum(map(_FOOTPRINT, batch))
-                    self._removed += k
-                    if self._waiting:
-                        self._room.notify_all()
-                    return batch
-            batch = []
-            size = held = 0
-            while items and len(batch) < max_events:
-                nxt = items[0].size
-                if batch and size + nxt > max_bytes:
-                    break
-                event = items.popleft()
-                batch.append(event)
-                size += nxt
-                held += event.footprint
-            self._bytes -= held
+            batch, _ = take_head(self._items, max_events, max_bytes)
+            self._bytes -= sum(map(_FOOTPRINT, batch))
             self._removed += len(batch)
             if batch and self._waiting:
                 self._room.notify_all()

@@ -31,9 +31,7 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
-import itertools
 import logging
-import operator
 import os
 import secrets
 import socket
@@ -54,6 +52,7 @@ from ._config import (
 )
 from ._events import Event
 from ._exceptions import ConfigError, InvalidEvent
+from ._queue import take_head
 
 __all__ = ["COMMIT_INTERVAL", "SpoolOptions", "SpoolQueue"]
 
@@ -63,7 +62,6 @@ logger = logging.getLogger("fanout.spool")
 COMMIT_INTERVAL: Final = 0.02
 #: A new segment is started past this size, so resolved events can be deleted.
 SEGMENT_BYTES: Final = 8 * 1024 * 1024
-_SIZE: Final = operator.attrgetter("size")
 #: How long ``put`` waits for its commit in sync mode before giving up (and not raising).
 SYNC_WAIT: Final = 5.0
 
@@ -239,28 +237,8 @@ class SpoolQueue:
 
     def take(self, max_events: int, max_bytes: int) -> list[Event]:
         while True:
-            taken: list[Event | _Spooled] = []
             with self._lock:
-                items = self._items
-                # The common case in C: the next max_events fit in max_bytes, so they are
-                # taken whole (a third of the per-event loop's cost, and of the lock's hold).
-                n = min(max_events, len(items))
-                size = sum(map(_SIZE, itertools.islice(items, n)))
-                if size <= max_bytes or n <= 1:
-                    if n == len(items):
-                        taken = list(items)
-                        items.clear()
-                    else:
-                        popleft = items.popleft
-                        taken = [popleft() for _ in range(n)]
-                else:
-                    size = 0
-                    while items and len(taken) < max_events:
-                        nxt = items[0].size
-                        if taken and size + nxt > max_bytes:
-                            break
-                        taken.append(items.popleft())
-                        size += nxt
+                taken, size = take_head(self._items, max_events, max_bytes)
                 self._bytes -= size
                 if taken and self._waiting:
                     self._room.notify_all()
