@@ -55,19 +55,18 @@ def _elements(items: Sequence[bytes | None], oid: int) -> bytes:
         parts[0::2] = map(_LENGTH, map(len, items))  # type: ignore[arg-type]
         parts[1::2] = items  # type: ignore[assignment]
         return _HEAD(1, 0, oid, count, 1) + b"".join(parts)
-    out = [_HEAD(1, 1, oid, count, 1)]
-    for item in items:
-        if item is None:
-            out.append(_NULL)
-        else:
-            out.append(_LENGTH(len(item)))
-            out.append(item)
-    return b"".join(out)
+    head = _HEAD(1, 1, oid, count, 1)
+    if items.count(None) == count:  # a column no event of the group has (anonymous_id)
+        return head + _NULL * count
+    return head + b"".join([_NULL if item is None else _LENGTH(len(item)) + item
+                            for item in items])
 
 
 def text_array(values: Sequence[str | None]) -> TextArray:
     """``values`` (UTF-8 encodable, no U+0000: validation guarantees both) as ``text[]``."""
     if None in values:
+        if values.count(None) == len(values):
+            return TextArray(_elements(values, _TEXT))  # type: ignore[arg-type]  # all None
         encoded = [None if v is None else v.encode() for v in values]
     else:
         encoded = list(map(str.encode, values))  # type: ignore[arg-type]

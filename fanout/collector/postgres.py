@@ -143,15 +143,23 @@ CREATE TABLE IF NOT EXISTS health (
 # One statement per group of batches (see the module docstring). Each column arrives as one
 # binary array built by :mod:`.pgarrays` (psycopg's own list dumper loops in Python per
 # element), one element per event, deduplicated in Python beforehand (the first of
-# repeated ids wins, as INSERT OR IGNORE does in SQLite).
-_BATCH: Final = """
-WITH batch AS (
-    SELECT * FROM unnest(%(projects)b::int8[], %(keys)b::int8[], %(ids)b::text[],
-                         %(kinds)b::text[], %(timestamps)b::text[], %(persons)b::text[],
-                         %(anonymous)b::text[], %(names)b::text[], %(bodies)b::bytea[])
-         WITH ORDINALITY AS b (project_id, key_id, event_id, kind, timestamp, person_id,
-                               anonymous_id, name, body, position)
-), links AS (
+# repeated ids wins, as INSERT OR IGNORE does in SQLite). The events go straight into their
+# month's partition ({partition}: the store knows it from the arrival time), which spares
+# the per-row routing through the parent table, and straight from ``unnest``, in array
+# (arrival) order, so ``seq`` follows arrival: no CTE to materialise, no sort. The claim
+# reads its own two arrays, sorted by Python beforehand (the lock order between
+# processes), so the database sorts nothing either.
+_EVENTS: Final = """
+INSERT INTO {partition} (project_id, event_id, kind, timestamp, person_id, anonymous_id, name,
+                         key_id, received_at, body)
+SELECT project_id, event_id, kind, timestamp, person_id, anonymous_id, name, key_id,
+       %(received)s, body
+FROM unnest(%(projects)b::int8[], %(ids)b::text[], %(kinds)b::text[],
+            %(timestamps)b::text[], %(persons)b::text[], %(anonymous)b::text[],
+            %(names)b::text[], %(keys)b::int8[], %(bodies)b::bytea[]){ordinality}
+     AS b (project_id, event_id, kind, timestamp, person_id, anonymous_id, name, key_id,
+           body{position})"""
+_LINKS: Final = """, links AS (
     INSERT INTO identity_links (project_id, anonymous_id, person_id, linked_at)
     SELECT p, a, ps, t
     FROM unnest(%(link_projects)b::int8[], %(link_anonymous)b::text[],
@@ -159,35 +167,43 @@ WITH batch AS (
     ORDER BY p, a, ps
     ON CONFLICT DO NOTHING
 )"""
-_EVENTS: Final = """
-INSERT INTO events (project_id, event_id, kind, timestamp, person_id, anonymous_id, name,
-                    key_id, received_at, body)
-SELECT b.project_id, b.event_id, b.kind, b.timestamp, b.person_id, b.anonymous_id, b.name,
-       b.key_id, %(received)s, b.body
-FROM batch b"""
+_CLAIM: Final = """
+INSERT INTO event_ids (project_id, event_id)
+SELECT * FROM unnest(%(claim_projects)b::int8[], %(claim_ids)b::text[])"""
 # The common case: every id is new. The ids are claimed by a plain INSERT, one descent of
 # the unique index per id, where ON CONFLICT first probes the index and then inserts
 # speculatively (a lock and one more WAL record per row). The claim is the main statement,
 # so it runs before the CTEs nobody reads (the events, the links): an id that exists
 # already fails the statement at once, before any event is written, and the group is
-# written again by _INSERT_DEDUPE. Ids are claimed in sorted order, the lock order
-# between processes.
-_INSERT_NEW: Final = f"""{_BATCH}, stored AS ({_EVENTS}
-    ORDER BY b.position
-)
-INSERT INTO event_ids (project_id, event_id)
-SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
-"""
-# Some id exists: claim row by row, store the events whose id was claimed, return them.
-_INSERT_DEDUPE: Final = f"""{_BATCH}, claimed AS (
-    INSERT INTO event_ids (project_id, event_id)
-    SELECT project_id, event_id FROM batch ORDER BY project_id, event_id
+# written again by the dedupe statement.
+_INSERT_NEW: Final = "WITH stored AS ({events}){links}" + _CLAIM
+# Some id exists: claim row by row, store the events whose id was claimed (in arrival
+# order: ``seq`` follows the arrays' positions), return them.
+_INSERT_DEDUPE: Final = """WITH claimed AS (""" + _CLAIM + """
     ON CONFLICT DO NOTHING
     RETURNING project_id, event_id
-){_EVENTS} JOIN claimed c ON c.project_id = b.project_id AND c.event_id = b.event_id
-ORDER BY b.position
-RETURNING project_id, event_id
+){links}, stored AS ({events}
+    WHERE (project_id, event_id) IN (SELECT project_id, event_id FROM claimed)
+    ORDER BY position
+    RETURNING project_id, event_id
+)
+SELECT project_id, event_id FROM stored
 """
+
+
+def _statement(template: str, partition: str, links: bool) -> bytes:
+    """``template`` for the events of ``partition`` (a name :func:`partition_name` made:
+    letters, digits and ``_``, so quoting it needs no escaping), with the links' CTE when
+    there are links (a statement without it plans and runs less), as the bytes psycopg
+    sends: composed once per month, not per statement."""
+    assert re.fullmatch(r"events_\d{4}_\d{2}", partition), partition
+    ordered = template is _INSERT_DEDUPE
+    events = _EVENTS.format(partition=f'"{partition}"',
+                            ordinality=" WITH ORDINALITY" if ordered else "",
+                            position=", position" if ordered else "")
+    return template.replace("{events}", events).replace(
+        "{links}", _LINKS if links else "").encode()
+
 
 # The person's own events and the linked anonymous ids' events, each read in index order
 # from the cursor on, merged by the database (UNION ALL + ORDER BY + LIMIT is a merge of two
@@ -286,14 +302,25 @@ class _Batch:
             keys = [keys[i] for i in kept]
             self.owner = owner
         self.rows, self.projects, self.keys, self.pairs = rows, projects, keys, pairs
+        self.links = [(job.project_id, *link) for job in jobs for link in job.links]
+        self.has_links = bool(self.links)
 
     def params(self, received: _dt.datetime) -> dict[str, Any]:
         ids, kinds, timestamps, persons, anonymous, names, bodies = (
             zip(*self.rows, strict=True) if self.rows else ((),) * len(Row._fields))
-        links = [(job.project_id, *link) for job in self.jobs for link in job.links]
+        links = self.links
         link_projects, link_anonymous, link_persons, link_times = (
             zip(*links, strict=True) if links else ((),) * 4)
+        if len(set(self.projects)) == 1:  # one project (the common case): sort the ids alone
+            claim_ids: Sequence[str] = sorted(ids)
+            claim_projects: Sequence[int] = self.projects
+        else:
+            claim_projects, claim_ids = (
+                zip(*sorted(zip(self.projects, ids, strict=True)), strict=True)
+                if ids else ((), ()))
         return {
+            "claim_projects": int8_array(claim_projects),
+            "claim_ids": text_array(claim_ids),
             "received": received,
             "projects": int8_array(self.projects),
             "keys": int8_array(self.keys),
@@ -407,6 +434,8 @@ class PostgresStore:
         self._clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._pool = _Pool(url, pool_size)
         self._partitions: set[_dt.datetime] = set()
+        # The batch statement per (month's partition, with links): composed once.
+        self._statements: dict[tuple[str, bool], bytes] = {}
         self._partition_lock = threading.Lock()
         # One writing statement at a time per process; the batches that arrive meanwhile
         # go in the next one together (one round trip, one commit for all of them).
@@ -491,12 +520,18 @@ class PostgresStore:
         self._ensure_partition(received)
         batch = _Batch(jobs)
         params = batch.params(received)
+        partition = partition_name(_month(received))
+        new = self._statements.get((partition, batch.has_links))
+        if new is None:
+            new = _statement(_INSERT_NEW, partition, batch.has_links)
+            self._statements[partition, batch.has_links] = new
 
         def work(conn: psycopg.Connection[Any]) -> list[InsertResult]:
             try:
-                conn.execute(_INSERT_NEW, params)
+                conn.execute(new, params)
             except pg_errors.UniqueViolation:  # an id stored before: dedupe row by row
-                stored = conn.execute(_INSERT_DEDUPE, params).fetchall()
+                dedupe = _statement(_INSERT_DEDUPE, partition, batch.has_links)
+                stored = conn.execute(dedupe, params).fetchall()
                 return batch.results(stored)
             return batch.results(None)
 
