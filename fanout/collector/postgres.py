@@ -68,7 +68,7 @@ from .keys import (
     parse_scopes,
     scopes_text,
 )
-from .pgarrays import bytea_array, int8_array, text_array
+from .pgarrays import bytea_array, encoded_text_array, int8_array, text_array
 from .pgarrays import register as register_arrays
 from .ratelimit import Limiter
 from .store import InsertResult, StoreError
@@ -311,20 +311,26 @@ class _Batch:
         links = self.links
         link_projects, link_anonymous, link_persons, link_times = (
             zip(*links, strict=True) if links else ((),) * 4)
-        if len(set(self.projects)) == 1:  # one project (the common case): sort the ids alone
-            claim_ids: Sequence[str] = sorted(ids)
-            claim_projects: Sequence[int] = self.projects
+        # The claim's arrays: the ids sorted (the lock order between processes) as UTF-8
+        # bytes, whose order is the "C" collation's; usually the group's one project.
+        encoded = list(map(str.encode, ids))
+        id_array = encoded_text_array(encoded)
+        project_array = int8_array(self.projects)
+        if len(set(self.projects)) <= 1:
+            claim = sorted(encoded)
+            claim_ids = id_array if claim == encoded else encoded_text_array(claim)
+            claim_projects = project_array
         else:
-            claim_projects, claim_ids = (
-                zip(*sorted(zip(self.projects, ids, strict=True)), strict=True)
-                if ids else ((), ()))
+            pairs = sorted(zip(self.projects, encoded, strict=True))
+            claim_ids = encoded_text_array([i for _, i in pairs])
+            claim_projects = int8_array([p for p, _ in pairs])
         return {
-            "claim_projects": int8_array(claim_projects),
-            "claim_ids": text_array(claim_ids),
+            "claim_projects": claim_projects,
+            "claim_ids": claim_ids,
             "received": received,
-            "projects": int8_array(self.projects),
+            "projects": project_array,
             "keys": int8_array(self.keys),
-            "ids": text_array(ids),
+            "ids": id_array,
             "kinds": text_array(kinds),
             "timestamps": text_array(timestamps),
             "persons": text_array(persons),

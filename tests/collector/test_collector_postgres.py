@@ -149,29 +149,62 @@ def test_one_statement_for_a_group_of_batches_counts_each_batch_as_if_alone(
     assert last_seq == 7
 
 
+def test_events_keep_arrival_order_whatever_the_claim_order(make_store, store_kind):
+    """The claim takes ids in sorted order (the lock order between processes) but the
+    events are numbered in arrival order, in the plain path and in the dedupe path, and
+    with two projects in one group."""
+    from fanout.collector.postgres import PostgresStore
+
+    store = PostgresStore(make_store.new_db())
+    try:
+        p1, p2 = store.create_project("p1").id, store.create_project("p2").id
+        assert store._commit([_job(p1, "z", "y", "m"), _job(p2, "y", "b")]) == [(3, 0), (2, 0)]
+        # "y" exists in p1: the dedupe path, ids again out of sorted order.
+        assert store._commit([_job(p1, "q", "y", "c"), _job(p2, "x", "a")]) == [(2, 1), (2, 0)]
+        assert store.event_ids(p1) == ["z", "y", "m", "q", "c"]
+        assert store.event_ids(p2) == ["y", "b", "x", "a"]
+        assert store.event_ids() == ["z", "y", "m", "y", "b", "q", "c", "x", "a"]
+    finally:
+        store.close()
+
+
 def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_kind):
     """The store's own binary arrays (not psycopg's dumper): empty, all-NULL, mixed and
-    non-ASCII text, bytes with NUL, 64-bit integers, read back by the server."""
-    from fanout.collector.pgarrays import bytea_array, int8_array, register, text_array
+    non-ASCII text, one value repeated, elements on both sides of the looked-up length
+    words (4 KiB), bytes with NUL, 64-bit integers, read back by the server."""
+    from fanout.collector.pgarrays import (
+        bytea_array,
+        encoded_text_array,
+        int8_array,
+        register,
+        text_array,
+    )
 
     cases = [
         (["a", "ü€😀", ""], [b"x\x00y", b""], [1, -2, 2**62]),
         ([None, "x", None], [], [-(2**63)]),
         ([], [b"z"], []),
         ((None, None), (b"a" * 70_000,), (0, 7)),
+        (["track"] * 3, [b"b" * 4095, b"c" * 4096, b""], [5, 5]),
+        (["é" * 5000, "x"], [b"d"] * 2, []),
+        (["same", None, "same"], [], []),
     ]
     with psycopg.connect(make_store.new_db(), autocommit=True) as conn:
         register(conn.adapters)
         for texts, blobs, ints in cases:
+            encoded = [t.encode() for t in texts if t is not None]
             got = conn.execute(
-                "SELECT %b::text[], %b::bytea[], %b::int8[], cardinality(%b::text[])",
-                (text_array(texts), bytea_array(blobs), int8_array(ints), text_array(texts)),
+                "SELECT %b::text[], %b::bytea[], %b::int8[], cardinality(%b::text[]),"
+                " %b::text[]",
+                (text_array(texts), bytea_array(blobs), int8_array(ints), text_array(texts),
+                 encoded_text_array(encoded)),
             ).fetchone()
             assert got is not None
             assert list(got[0]) == list(texts)
             assert [bytes(b) for b in got[1]] == list(blobs)
             assert list(got[2]) == list(ints)
             assert got[3] == len(texts)
+            assert list(got[4]) == [t for t in texts if t is not None]
 
 
 def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, store_kind):
