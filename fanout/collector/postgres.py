@@ -7,14 +7,15 @@ pages), built for more than one writer:
   previous write runs are written together by its next one (group commit,
   :mod:`.groupcommit`): one ``INSERT`` of arrays (``unnest``), so one round trip and one
   WAL flush for the group, atomic without ``BEGIN``/``COMMIT``; each request still returns
-  only after that statement committed, with its own batch's counts. Its data-modifying
-  CTEs claim the event ids in ``event_ids``, insert the events and the identity links.
+  only after that statement committed, with its own batch's counts. It claims the event
+  ids in ``event_ids``; its data-modifying CTEs insert the events, straight into their
+  month's partition in arrival order, and the identity links.
   The claim is a plain ``INSERT`` (one descent of the unique index per id); when an id
   exists already the statement fails whole and the group is written again with
   ``ON CONFLICT DO NOTHING ... RETURNING``, which says which events were stored. Ids are
-  claimed in sorted order, so two processes inserting batches that overlap wait for each
-  other instead of deadlocking; a deadlock PostgreSQL detects anyway (links against ids)
-  is retried.
+  claimed in sorted order (the collector sorts them), so two processes inserting
+  batches that overlap wait for each other instead of deadlocking; a deadlock PostgreSQL
+  detects anyway (links against ids) is retried.
 - **Dedupe across partitions.** ``events`` is partitioned by arrival time (one range
   partition per month of ``received_at``, created on demand and one month ahead), and a
   unique index on a partitioned table must contain the partition key, which would make
