@@ -448,6 +448,12 @@ class PostgresStore:
         # go in the next one together (one round trip, one commit for all of them).
         self._writes: GroupCommit[_Insert, InsertResult] = GroupCommit(
             threading.Lock(), self._commit)
+        # Each request's key lookup, grouped the same way: requests tend to arrive
+        # together (the answers of one group commit go out at once), and one query with
+        # all their keys is one round trip instead of one each (about 80 µs of the
+        # database's CPU and 150 of the collector's per round trip on this machine).
+        self._key_reads: GroupCommit[str, KeyInfo | None] = GroupCommit(
+            threading.Lock(), self._read_keys)
         try:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
@@ -695,12 +701,21 @@ class PostgresStore:
         return self._run(work)
 
     def key_for(self, key: str) -> KeyInfo | None:
-        def work(conn: psycopg.Connection[Any]) -> KeyInfo | None:
-            row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = %s AND k.revoked_at IS NULL",
-                (hash_key(key),),
-            ).fetchone()
-            return _key(row) if row else None
+        return self._key_reads.submit(hash_key(key))
+
+    def _read_keys(self, hashes: Sequence[str]) -> list[KeyInfo | None]:
+        """The active keys of ``hashes`` (each request's lookup, grouped as writes are: the
+        lookups that arrive while one runs share the next), read by one query. Each
+        lookup still starts after its request arrived, so a revocation committed before
+        that is seen, as with one query per request."""
+        def work(conn: psycopg.Connection[Any]) -> list[KeyInfo | None]:
+            rows = conn.execute(
+                f"SELECT k.key_hash, {_KEY_COLUMNS}"
+                " WHERE k.key_hash = ANY(%s) AND k.revoked_at IS NULL",
+                (list(set(hashes)),),
+            ).fetchall()
+            found = {row[0]: _key(row[1:]) for row in rows}
+            return [found.get(h) for h in hashes]
 
         return self._run(work)
 

@@ -168,6 +168,51 @@ def test_events_keep_arrival_order_whatever_the_claim_order(make_store, store_ki
         store.close()
 
 
+def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, store_kind):
+    """Concurrent lookups share a query (as writes share a statement) yet each gets its
+    own key, ``None`` for an unknown or revoked one, and a revocation committed by another
+    process is seen by the next lookup."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    first, second = PostgresStore(url), PostgresStore(url)
+    try:
+        first.create_project("p1")
+        second.create_project("p2")
+        keys = [first.create_key(p, ("ingest",), f"k{i}") for i, p in
+                enumerate(["p1", "p2", "p1", "p2"])]
+        revoked = first.create_key("p1", ("read",), "gone")
+        assert second.revoke_key(revoked[0].id)
+        asked = [key for _, key in keys] + [revoked[1], "sk_unknown"]
+        expected = [(info.id, info.project) for info, _ in keys] + [None, None]
+        answers: list[list[tuple[int, str] | None]] = []
+        lock = threading.Lock()
+
+        def look() -> None:
+            got = []
+            for _ in range(20):
+                for key in asked:
+                    info = first.key_for(key)
+                    got.append(None if info is None else (info.id, info.project))
+            with lock:
+                answers.append(got)
+
+        threads = [threading.Thread(target=look) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert answers == [expected * 20] * 8
+        assert second.revoke_key(keys[0][0].id)
+        assert first.key_for(keys[0][1]) is None
+        assert first.key_for(keys[1][1]) is not None
+    finally:
+        first.close()
+        second.close()
+
+
 def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_kind):
     """The store's own binary arrays (not psycopg's dumper): empty, all-NULL, mixed and
     non-ASCII text, one value repeated, elements on both sides of the looked-up length
