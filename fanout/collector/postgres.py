@@ -30,7 +30,8 @@ pages), built for more than one writer:
   ``rate_buckets`` table, updated by one upsert per request on the database's clock, so
   every collector process on the database spends the same buckets.
 - **Connections.** A small pool (:class:`_Pool`) of autocommit connections: one for the
-  process's writes, the others for key lookups, timeline pages and health checks running
+  process's writes, the others for key lookups (grouped as writes are, one query for the
+  lookups that queued behind the previous one), timeline pages and health checks running
   at the same moment; a connection that fails is discarded, not reused.
 
 Timestamps are stored as the canonical ``YYYY-MM-DDTHH:MM:SS.mmmZ`` text with the ``"C"``
