@@ -149,29 +149,107 @@ def test_one_statement_for_a_group_of_batches_counts_each_batch_as_if_alone(
     assert last_seq == 7
 
 
+def test_events_keep_arrival_order_whatever_the_claim_order(make_store, store_kind):
+    """The claim takes ids in sorted order (the lock order between processes) but the
+    events are numbered in arrival order, in the plain path and in the dedupe path, and
+    with two projects in one group."""
+    from fanout.collector.postgres import PostgresStore
+
+    store = PostgresStore(make_store.new_db())
+    try:
+        p1, p2 = store.create_project("p1").id, store.create_project("p2").id
+        assert store._commit([_job(p1, "z", "y", "m"), _job(p2, "y", "b")]) == [(3, 0), (2, 0)]
+        # "y" exists in p1: the dedupe path, ids again out of sorted order.
+        assert store._commit([_job(p1, "q", "y", "c"), _job(p2, "x", "a")]) == [(2, 1), (2, 0)]
+        assert store.event_ids(p1) == ["z", "y", "m", "q", "c"]
+        assert store.event_ids(p2) == ["y", "b", "x", "a"]
+        assert store.event_ids() == ["z", "y", "m", "y", "b", "q", "c", "x", "a"]
+    finally:
+        store.close()
+
+
+def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, store_kind):
+    """Concurrent lookups share a query (as writes share a statement) yet each gets its
+    own key, ``None`` for an unknown or revoked one, and a revocation committed by another
+    process is seen by the next lookup."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    first, second = PostgresStore(url), PostgresStore(url)
+    try:
+        first.create_project("p1")
+        second.create_project("p2")
+        keys = [first.create_key(p, ("ingest",), f"k{i}") for i, p in
+                enumerate(["p1", "p2", "p1", "p2"])]
+        revoked = first.create_key("p1", ("read",), "gone")
+        assert second.revoke_key(revoked[0].id)
+        asked = [key for _, key in keys] + [revoked[1], "sk_unknown"]
+        expected = [(info.id, info.project) for info, _ in keys] + [None, None]
+        answers: list[list[tuple[int, str] | None]] = []
+        lock = threading.Lock()
+
+        def look() -> None:
+            got = []
+            for _ in range(20):
+                for key in asked:
+                    info = first.key_for(key)
+                    got.append(None if info is None else (info.id, info.project))
+            with lock:
+                answers.append(got)
+
+        threads = [threading.Thread(target=look) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert answers == [expected * 20] * 8
+        assert second.revoke_key(keys[0][0].id)
+        assert first.key_for(keys[0][1]) is None
+        assert first.key_for(keys[1][1]) is not None
+    finally:
+        first.close()
+        second.close()
+
+
 def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_kind):
     """The store's own binary arrays (not psycopg's dumper): empty, all-NULL, mixed and
-    non-ASCII text, bytes with NUL, 64-bit integers, read back by the server."""
-    from fanout.collector.pgarrays import bytea_array, int8_array, register, text_array
+    non-ASCII text, one value repeated, elements on both sides of the looked-up length
+    words (4 KiB), bytes with NUL, 64-bit integers, read back by the server."""
+    from fanout.collector.pgarrays import (
+        bytea_array,
+        encoded_text_array,
+        int8_array,
+        register,
+        text_array,
+    )
 
     cases = [
         (["a", "ü€😀", ""], [b"x\x00y", b""], [1, -2, 2**62]),
         ([None, "x", None], [], [-(2**63)]),
         ([], [b"z"], []),
         ((None, None), (b"a" * 70_000,), (0, 7)),
+        (["track"] * 3, [b"b" * 4095, b"c" * 4096, b""], [5, 5]),
+        (["é" * 5000, "x"], [b"d"] * 2, []),
+        (["same", None, "same"], [], []),
     ]
     with psycopg.connect(make_store.new_db(), autocommit=True) as conn:
         register(conn.adapters)
         for texts, blobs, ints in cases:
+            encoded = [t.encode() for t in texts if t is not None]
             got = conn.execute(
-                "SELECT %b::text[], %b::bytea[], %b::int8[], cardinality(%b::text[])",
-                (text_array(texts), bytea_array(blobs), int8_array(ints), text_array(texts)),
+                "SELECT %b::text[], %b::bytea[], %b::int8[], cardinality(%b::text[]),"
+                " %b::text[]",
+                (text_array(texts), bytea_array(blobs), int8_array(ints), text_array(texts),
+                 encoded_text_array(encoded)),
             ).fetchone()
             assert got is not None
             assert list(got[0]) == list(texts)
             assert [bytes(b) for b in got[1]] == list(blobs)
             assert list(got[2]) == list(ints)
             assert got[3] == len(texts)
+            assert list(got[4]) == [t for t in texts if t is not None]
 
 
 def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, store_kind):
