@@ -34,7 +34,7 @@ from .._events import (
     SCHEMA_VERSION,
     format_timestamp,
 )
-from .._json import dumps
+from .._json import dumps, dumps_strict
 from .protocol import Limits
 
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
@@ -174,6 +174,11 @@ def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
     rejected: list[tuple[int, str]] = []
     links: list[Link] = []
     for index, raw in enumerate(batch):
+        if type(raw) is dict:
+            row = _plain_row(raw, max_event)
+            if row is not None:
+                rows.append(row)
+                continue
         try:
             row, link = _row(raw, max_event)
         except _Reject as exc:
@@ -262,6 +267,86 @@ def _valid_id(value: Any) -> bool:
     """The common case of :func:`_ident`, as one expression (no exception set up)."""
     return (type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not value.isspace()
             and "\x00" not in value)
+
+
+_fromisoformat: Final = _dt.datetime.fromisoformat
+#: An event's encoding with at most this many ``{`` and ``[`` bytes has every field within
+#: ``MAX_DEPTH``: the event object is one of them, a field nested N levels deep needs N
+#: more. Brackets inside strings count too, which only sends more events the long way.
+_SHALLOW_BRACKETS: Final = MAX_DEPTH + 1
+#: U+0000 as JSON writes it; also found in ``\\u0000`` (an escaped backslash before
+#: "u0000"), which only sends that event the long way.
+_NUL_ESCAPE: Final = b"\\u0000"
+
+
+def _plain_row(raw: dict[str, Any], max_event: int) -> Row | None:
+    """The row of a ``track`` or ``page`` event as fanout clients send them, or ``None``:
+    then :func:`_row` decides, and names the mistake if there is one.
+
+    Only what ``_row`` would accept, with the same row, gets a row here, for a quarter of
+    its CPU (tests hold the two to that on generated events): one expression of C-level
+    checks per field, and three checks made on the encoded event instead of by walking
+    it: its size, its bracket count (a bound on every field's nesting depth) and no
+    escaped U+0000 (NUL may appear in properties, not in the ids and name, so any sends
+    the event the long way). The encoder itself refuses lone surrogates and numbers JSON
+    cannot carry (``_row`` then rejects them, or stores a 64-bit-plus integer exactly).
+    Events with a group or a previous id, identifies, aliases and groups (they link
+    identities or need more checks) always take the long way.
+    """
+    get = raw.get
+    kind = get("kind", "track")
+    event_id = get("event_id")
+    person_id = get("person_id")
+    anonymous_id = get("anonymous_id")
+    name = get("name")
+    timestamp = get("timestamp")
+    version = get("v")
+    properties = get("properties")
+    traits = get("traits")
+    context = get("context")
+    if not (
+        (kind == "track" or kind == "page") and type(kind) is str
+        and (version is None or (type(version) is int and version == SCHEMA_VERSION))
+        and type(event_id) is str and 0 < len(event_id) <= MAX_ID_LENGTH
+        and not event_id.isspace()
+        and (person_id is not None or anonymous_id is not None)
+        and (person_id is None or (type(person_id) is str and 0 < len(person_id) <= MAX_ID_LENGTH
+                                   and not person_id.isspace()))
+        and (anonymous_id is None or (type(anonymous_id) is str
+                                      and 0 < len(anonymous_id) <= MAX_ID_LENGTH
+                                      and not anonymous_id.isspace()))
+        and ((name is None and kind == "page")
+             or (type(name) is str and 0 < len(name) <= MAX_NAME_LENGTH and not name.isspace()))
+        and get("group") is None and get("previous_id") is None
+        and (properties is None or type(properties) is dict)
+        and (traits is None or type(traits) is dict)
+        and (context is None or type(context) is dict)
+        and type(timestamp) is str and len(timestamp) == 24 and timestamp[23] == "Z"
+        and timestamp[19] == "." and timestamp[10] == "T"
+    ):
+        return None
+    try:
+        _fromisoformat(timestamp[:23])
+        body = dumps_strict({
+            "v": SCHEMA_VERSION,
+            "kind": kind,
+            "event_id": event_id,
+            "timestamp": timestamp,
+            "person_id": person_id,
+            "anonymous_id": anonymous_id,
+            "name": name,
+            "properties": {} if properties is None else properties,
+            "traits": {} if traits is None else traits,
+            "context": {} if context is None else context,
+            "group": None,
+            "previous_id": None,
+        })
+    except (ValueError, TypeError):  # orjson's errors are TypeErrors, and ValueErrors
+        return None
+    if (len(body) > max_event or body.count(b"{") + body.count(b"[") > _SHALLOW_BRACKETS
+            or _NUL_ESCAPE in body):
+        return None
+    return _new_row(Row, (event_id, kind, timestamp, person_id, anonymous_id, name, body))
 
 
 def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
