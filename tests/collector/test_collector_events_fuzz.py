@@ -122,12 +122,14 @@ def test_the_fast_path_takes_the_common_events_and_leaves_the_rest():
     inner = deep
     for _ in range(40):  # too deep only past 32 levels: the full walk decides
         inner["x"] = inner = {}
+    nul = {**base, "properties": {"nul": "a\x00b"}}  # NUL: allowed here, not in the ids
+    assert _plain_row(nul, MAX_EVENT_BYTES) == _row(nul, MAX_EVENT_BYTES)[0]
     nested = {**base, "properties": {"ok": [[["a"]]], "deep": deep}}
     left = [
         {**base, "kind": "identify"},  # links identities
         {**base, "previous_id": "x"},
         {**base, "group": {"type": "t", "id": "i"}},
-        {**base, "properties": {"nul": "a\x00b"}},  # NUL: allowed here, not in the ids
+        {**base, "context": []},  # not an object: the full checks name the mistake
         {**base, "name": "a\x00b"},
         {**base, "properties": {"s": "\ud800"}},  # the encoder refuses a lone surrogate
         {**base, "properties": {"big": 2**70}},  # beyond 64 bits: stored exactly, by _row
@@ -138,6 +140,6 @@ def test_the_fast_path_takes_the_common_events_and_leaves_the_rest():
     for event in left:
         assert _plain_row(event, MAX_EVENT_BYTES) is None, event
     verdicts = validate_batch(left)
-    assert [i for i, _ in verdicts.rejected] == [4, 5, 7, 8, 9]
-    assert [r.event_id for r in verdicts.rows] == ["e1"] * 5
-    assert json.loads(verdicts.rows[4].body)["properties"]["big"] == 2**70
+    assert [i for i, _ in verdicts.rejected] == [3, 4, 5, 7, 8, 9]
+    assert [r.event_id for r in verdicts.rows] == ["e1"] * 4
+    assert json.loads(verdicts.rows[3].body)["properties"]["big"] == 2**70
