@@ -40,9 +40,11 @@ from .protocol import Limits
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
 
 _IDENTITY: Final = frozenset({"", "identity"})
-# Digits to "0", everything else to " ": a run of 19 zeros marks a number orjson may not
-# read exactly (int64 holds every 18-digit integer, not every 19-digit one).
-_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+# Digits to "0", "[" and "{" to "[", everything else to " ": one pass over a body gives
+# both its count of arrays and objects and whether it holds a run of 19 digits, which
+# marks a number orjson may not read exactly (int64 holds every 18-digit integer, not
+# every 19-digit one).
+_SCAN: Final = bytes(48 if 48 <= b <= 57 else 91 if b in b"[{" else 32 for b in range(256))
 _LONG_DIGITS: Final = b"0" * 19
 
 try:
@@ -107,10 +109,13 @@ def decode_body(
         raise ProtocolError(400, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip")
     if len(body) > max_bytes:
         raise ProtocolError(413, f"body above {max_bytes} bytes; send smaller batches")
-    if body.count(b"[") + body.count(b"{") > limits.max_batch_containers:
+    scan = body.translate(_SCAN)
+    if scan.count(b"[") > limits.max_batch_containers:
         raise ProtocolError(413, f"more than {limits.max_batch_containers} JSON arrays and "
                                  "objects in one body; send smaller batches")
-    data = _loads(body)
+    exact = scan.find(_LONG_DIGITS) < 0
+    del scan
+    data = _loads(body, exact)
     if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
         raise ProtocolError(400, 'body must be a JSON object {"batch": [event, ...]}')
     batch: list[Any] = data["batch"]
@@ -119,16 +124,17 @@ def decode_body(
     return batch
 
 
-def _loads(body: bytes | bytearray) -> Any:
+def _loads(body: bytes | bytearray, exact: bool) -> Any:
     """The body's JSON: orjson where it gives exactly what the standard library would (a
     third of the CPU), the standard library for everything else.
 
     orjson refuses invalid UTF-8, lone surrogates, NaN and Infinity and too deep nesting
     (the standard library then decides, as it always did), but reads an integer beyond 64
     bits as a float without a word; a body with a run of 19 or more digits anywhere (such
-    an integer, or merely a long id or a long fraction) therefore skips orjson.
+    an integer, or merely a long id or a long fraction: ``exact`` is false) therefore
+    skips orjson.
     """
-    if _orjson_loads is not None and body.translate(_DIGITS).find(_LONG_DIGITS) < 0:
+    if _orjson_loads is not None and exact:
         try:
             return _orjson_loads(body)
         except ValueError:  # orjson.JSONDecodeError
