@@ -32,7 +32,7 @@ the figures of one run against each other, not against another run's.
 
     python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 100]
         [--timeline-events 1000000] [--skip-timeline] [--skip-sdks] [--skip-postgres]
-        [--no-ab]
+        [--no-ab] [--lean] [--baseline OTHER_CHECKOUT/.venv/bin/python]
 """
 
 from __future__ import annotations
@@ -151,20 +151,29 @@ def _bare_serve(db: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def _fanout_of(python: str) -> list[str]:
+    """The ``fanout`` CLI installed beside another interpreter (``--baseline``)."""
+    cli = Path(python).with_name("fanout")
+    return [str(cli)] if cli.exists() else [python, "-P", "-c",
+                                            "from fanout.cli import main; main()"]
+
+
 @contextmanager
-def collector(db: Path | str, workers: int = 1,
-              guard: bool = True) -> Iterator[tuple[str, str, int]]:
+def collector(db: Path | str, workers: int = 1, guard: bool = True,
+              fanout: list[str] | None = None) -> Iterator[tuple[str, str, int]]:
     """``fanout collector serve`` in a subprocess on a fresh database: (url, key, pid).
     ``guard=False``: the same app under uvicorn's stock httptools protocol, without the
-    connection guard (this script's ``--bare-serve``), for the hardening's A/B."""
+    connection guard (this script's ``--bare-serve``), for the hardening's A/B.
+    ``fanout``: another installation's CLI (``--baseline``), else this one's."""
+    fanout = fanout or FANOUT
     created = subprocess.run(
-        [*FANOUT, "collector", "keys", "create", "--label", "bench", "--db", str(db)],
+        [*fanout, "collector", "keys", "create", "--label", "bench", "--db", str(db)],
         capture_output=True,
         text=True,
         check=True,
     )
     key = created.stdout.strip()
-    serve = ([*FANOUT, "collector", "serve", "--port", "0", "--db", str(db),
+    serve = ([*fanout, "collector", "serve", "--port", "0", "--db", str(db),
               "--workers", str(workers)] if guard else
              [sys.executable, os.path.abspath(__file__), "--bare-serve", str(db)])
     proc = subprocess.Popen(
@@ -389,7 +398,8 @@ def _pg_cluster() -> Any:
 
 
 def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch: int,
-                db_pid: int | None, guard: bool = True) -> dict[str, float]:
+                db_pid: int | None, guard: bool = True,
+                fanout: list[str] | None = None) -> dict[str, float]:
     """One round: ``clients`` fanout client processes (``sender="fanout"``), or one lean
     loader process with ``clients`` connections (``sender="loader"``), send ``n`` events
     in all to ``servers`` collector processes on ``db``; events/s and CPU µs per event.
@@ -401,7 +411,7 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
     else:
         commands = [[sys.executable, os.path.abspath(__file__), "--loader", "{url}", "{key}",
                      str(per * clients), str(batch), "l_", str(clients)]]
-    with collector(db, servers, guard=guard) as (url, key, server_pid):
+    with collector(db, servers, guard=guard, fanout=fanout) as (url, key, server_pid):
         procs = [subprocess.Popen([a.format(url=url, key=key) for a in command],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                  for command in commands]
@@ -435,7 +445,9 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
 Config = tuple[str, int, str, int, bool]
 
 
-def _configs(postgres: bool, ab: bool) -> list[Config]:
+def _configs(postgres: bool, ab: bool, lean: bool = False) -> list[Config]:
+    if lean:  # the SQLite target's row: one lean loader connection, one server
+        return [("sqlite", 1, "loader", 1, True)]
     configs: list[Config] = []
     for store in ["sqlite"] + (["postgresql"] if postgres else []):
         # 8 connections: a commit that waits for the disk (PostgreSQL's fsync) bounds
@@ -448,25 +460,32 @@ def _configs(postgres: bool, ab: bool) -> list[Config]:
     return configs
 
 
-def store_matrix(n: int, rounds: int, batch: int, postgres: bool,
-                 ab: bool = True) -> dict[str, dict[str, float]]:
-    configs = _configs(postgres, ab)
+def store_matrix(n: int, rounds: int, batch: int, postgres: bool, ab: bool = True,
+                 lean: bool = False,
+                 baseline: str | None = None) -> dict[str, dict[str, float]]:
+    """``baseline``: another installation's Python; each row is run with its servers
+    too, alternating with this one's (an A/B of two trees in one run)."""
+    configs = _configs(postgres, ab, lean)
+    trees: list[tuple[str, list[str] | None]] = [("", None)]
+    if baseline:
+        trees.insert(0, (" [baseline]", _fanout_of(baseline)))
     results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         cluster = stack.enter_context(_pg_cluster()) if postgres else None
-        for r in range(rounds):
-            for i, (store, servers, sender, clients, guard) in enumerate(configs):
-                unit = "conn" if sender == "loader" else "client"
-                name = (f"{store:<10} {servers} server(s) {sender} {clients} {unit}(s)"
-                        + ("" if guard else " [no guard]"))
-                if store == "sqlite":
-                    db, db_pid = str(Path(tmp) / f"m{r}_{i}.db"), None
-                else:
-                    db, db_pid = cluster.create_database(), cluster.pid
-                got = store_round(db, servers, sender, clients, n, batch, db_pid, guard)
-                results.setdefault(name, []).append(got)
-                print(f"round {r + 1} {name}: " + "  ".join(
-                    f"{k} {v:,.1f}" for k, v in got.items()), file=sys.stderr)
+        for r, (i, (store, servers, sender, clients, guard)), (j, (tree, fanout)) in (
+                (r, c, t) for r in range(rounds) for c in enumerate(configs)
+                for t in enumerate(trees)):
+            unit = "conn" if sender == "loader" else "client"
+            name = (f"{store:<10} {servers} server(s) {sender} {clients} {unit}(s)"
+                    + ("" if guard else " [no guard]") + tree)
+            if store == "sqlite":
+                db, db_pid = str(Path(tmp) / f"m{r}_{i}_{j}.db"), None
+            else:
+                db, db_pid = cluster.create_database(), cluster.pid
+            got = store_round(db, servers, sender, clients, n, batch, db_pid, guard, fanout)
+            results.setdefault(name, []).append(got)
+            print(f"round {r + 1} {name}: " + "  ".join(
+                f"{k} {v:,.1f}" for k, v in got.items()), file=sys.stderr)
     table = {name: {k: statistics.median(x[k] for x in runs) for k in runs[0]}
              for name, runs in results.items()}
     print(f"\ncollector: {n} events per round (batches of {batch}), {rounds} rounds, medians; "
@@ -700,6 +719,12 @@ def main() -> None:
     parser.add_argument("--client", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--loader", nargs=6, help=argparse.SUPPRESS)
     parser.add_argument("--bare-serve", help=argparse.SUPPRESS)
+    parser.add_argument("--lean", action="store_true",
+                        help="only SQLite with one lean loader connection (the target's row) "
+                             "and the stage timings; no timeline, no SDKs, no PostgreSQL")
+    parser.add_argument("--baseline", metavar="PYTHON",
+                        help="also serve each row with the fanout installed beside PYTHON "
+                             "(e.g. main's .venv/bin/python), alternating with this one")
     parser.add_argument("--no-ab", action="store_true",
                         help="skip the hardening's A/B row (the app under uvicorn's stock "
                              "protocol)")
@@ -720,9 +745,13 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.ERROR)
     summary: dict[str, Any] = {}
-    summary["stores"] = store_matrix(args.events, args.rounds, args.batch,
-                                     not args.skip_postgres, not args.no_ab)
+    postgres = not (args.skip_postgres or args.lean)
+    summary["stores"] = store_matrix(args.events, args.rounds, args.batch, postgres,
+                                     not args.no_ab, args.lean, args.baseline)
     summary["sqlite_stages_us"] = stage_profile(args.batch)
+    if args.lean:
+        print(json.dumps(summary))
+        return
     if not args.skip_timeline:
         n = args.timeline_events
         kinds = ["sqlite"] + ([] if args.skip_postgres else ["postgresql"])

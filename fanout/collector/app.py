@@ -9,6 +9,10 @@ GIL anyway, and one at a time bounds the memory a hostile body can inflate to), 
 event loop keeps answering health checks and other keys. The insert runs outside that
 slot, so the next batch is decoded while this one commits. Error bodies never echo the
 request's key; refusals are logged at a bounded rate (:mod:`.refusals`).
+
+An ingest key found valid moments ago (:mod:`.keycache`) skips the first hand-off: its
+body is read at once, and the key and its rate limit are checked again in the worker
+thread before the body is decoded, so a revoked or limited key still stores nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from . import require_extra
 
@@ -34,6 +38,7 @@ from .._json import dumps  # noqa: E402
 from .budget import ByteBudget  # noqa: E402
 from .handoff import WorkerThreads  # noqa: E402
 from .ingest import Ingested, ProtocolError, decode_body, validate_batch  # noqa: E402
+from .keycache import KeyCache  # noqa: E402
 from .keys import INGEST, READ, KeyInfo, bearer_key  # noqa: E402
 from .protocol import PROTOCOL_VERSION, Limits  # noqa: E402
 from .ratelimit import Limiter, RateLimiter, retry_after_header  # noqa: E402
@@ -98,6 +103,21 @@ def _client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+_BATCH_HEADERS = (b"authorization", b"content-length", b"content-encoding")
+
+
+def _batch_headers(scope: dict[str, Any]) -> list[str | None]:
+    """The batch endpoint's three headers, straight from the ASGI scope (the first of
+    each, as Starlette's ``Headers.get`` reads them), without building a Request."""
+    found: list[str | None] = [None, None, None]
+    for name, value in scope["headers"]:
+        if name in _BATCH_HEADERS:
+            i = _BATCH_HEADERS.index(name)
+            if found[i] is None:
+                found[i] = value.decode("latin-1")
+    return found
+
+
 def create_app(
     store: Store,
     *,
@@ -121,10 +141,14 @@ def create_app(
     # times as much CPU per call on cancel scopes and context lookups, ``run_in_executor``
     # twice as much on chained futures).
     in_thread = threads.run
+    keys_seen = KeyCache()
 
     def refuse(request: Request, exc: _Refused, key: KeyInfo | None) -> Response:
+        return refused(_client(request), exc, key)
+
+    def refused(client: str | None, exc: _Refused, key: KeyInfo | None) -> Response:
         key_id = exc.key_id if exc.key_id is not None else (key.id if key else None)
-        refusals.record(exc.status, exc.message, client=_client(request), key_id=key_id)
+        refusals.record(exc.status, exc.message, client=client, key_id=key_id)
         return _error(exc.status, exc.message, exc.headers)
 
     def limited(wait: float, key_id: int) -> _Refused:
@@ -140,7 +164,9 @@ def create_app(
         return info, limiter.check(info.id)
 
     async def authorize(request: Request, scope: str) -> KeyInfo:
-        key = bearer_key(request.headers.get("authorization"))
+        return await verify(bearer_key(request.headers.get("authorization")), scope)
+
+    async def verify(key: str | None, scope: str) -> KeyInfo:
         info, wait = (None, None) if key is None else await in_thread(lookup, key, scope)
         if info is None:
             raise _Refused(401, "missing, unknown or revoked server key")
@@ -152,8 +178,7 @@ def create_app(
             raise limited(wait, info.id)
         return info
 
-    async def receive_body(request: Request, body: bytearray,
-                           receive: Callable[[], Any]) -> None:
+    async def receive_body(body: bytearray, receive: Callable[[], Any]) -> None:
         more = True
         while more:
             message = await receive()
@@ -164,7 +189,7 @@ def create_app(
                 raise _Refused(413, too_large)
             more = message.get("more_body", False)
 
-    async def read_body(request: Request) -> bytearray:
+    async def read_body(receive_message: Callable[[], Any]) -> bytearray:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.body_timeout
         body = bytearray()
@@ -172,46 +197,58 @@ def create_app(
         if _timeout_at is not None:
             try:
                 async with _timeout_at(deadline):
-                    await receive_body(request, body, request.receive)
+                    await receive_body(body, receive_message)
             except TimeoutError:
                 raise late from None
             return body
 
         async def receive() -> Any:  # Python 3.10: a deadline per message
             try:
-                return await asyncio.wait_for(request.receive(), max(deadline - loop.time(), 0))
+                return await asyncio.wait_for(receive_message(),
+                                              max(deadline - loop.time(), 0))
             except asyncio.TimeoutError:
                 raise late from None
 
-        await receive_body(request, body, receive)
+        await receive_body(body, receive)
         return body
 
-    async def batch(request: Request) -> Response:
+    async def batch(scope: dict[str, Any], receive: Callable[[], Any]) -> Response | bytes:
+        """The JSON body of the 200, or the refusal as a Response."""
         key: KeyInfo | None = None
+        authorization, declared, encoding = _batch_headers(scope)
+        token = bearer_key(authorization)
         try:
-            key = await authorize(request, INGEST)
-            declared = request.headers.get("content-length")
+            # A key seen valid moments ago is checked again in the worker thread that
+            # decodes the batch, before decoding: one hand-off instead of two (keycache.py).
+            key = keys_seen.get(token) if token is not None else None
+            recheck = token if key is not None else None
+            if key is None:
+                key = await verify(token, INGEST)
+                assert token is not None  # verified
+                keys_seen.put(token, key)
             size = max_wire
             if declared is not None and declared.isdigit():
                 size = int(declared)
                 if size > max_wire:
                     raise _Refused(413, too_large)
             async with budget.hold(size):
-                body = await read_body(request)
-                encoding = request.headers.get("content-encoding")
+                body = await read_body(receive)
                 ingested, result = await in_thread(
-                    _ingest, store, decoding, limiter, limits, key, body, encoding)
+                    _ingest, store, decoding, limiter, limits, key, body, encoding, recheck)
                 del body
         except _Refused as exc:
-            return refuse(request, exc, key)
+            if token is not None:
+                keys_seen.drop(token)  # refused: its next request is checked before its body
+            client = scope.get("client")
+            return refused(client[0] if client else None, exc, key)
         if ingested.rejected:
             logger.info("key %d: rejected %d event(s)", key.id, len(ingested.rejected))
         # orjson, not JSONResponse's standard-library encoder: a fifth of the CPU.
-        return Response(dumps({
+        return dumps({
             "accepted": result.accepted,
             "duplicates": result.duplicates,
             "rejected": [{"index": i, "error": e} for i, e in ingested.rejected],
-        }), media_type="application/json")
+        })
 
     async def person_events(request: Request) -> Response:
         key: KeyInfo | None = None
@@ -265,25 +302,39 @@ def create_app(
     return CollectorApp(routed, batch)
 
 
+#: What a batch's 200 starts with; its content-length is added per response.
+_JSON_TYPE: Final = (b"content-type", b"application/json")
+
+
 class CollectorApp:
     """``POST /v1/batch`` straight to its handler; everything else through Starlette.
 
     The batch endpoint is most of the traffic, and Starlette's layers around a handler
     (error and exception middleware, router, request-response wrapper) cost more CPU per
-    request than the handler's own work outside the worker thread. The handler catches its
-    own refusals; anything else it raises reaches uvicorn, which answers 500 just as
-    Starlette's error middleware would.
+    request than the handler's own work outside the worker thread. So the handler reads
+    its three headers from the ASGI scope and its 200 goes out as the two ASGI messages
+    Starlette's ``Response`` would send, without a Request or a Response object (refusals,
+    rare, are Responses). The handler catches its own refusals; anything else it raises
+    reaches uvicorn, which answers 500 just as Starlette's error middleware would.
     """
 
-    def __init__(self, app: Starlette, batch: Callable[[Request], Awaitable[Response]]) -> None:
+    def __init__(
+        self, app: Starlette,
+        batch: Callable[[dict[str, Any], Callable[[], Any]], Awaitable[Response | bytes]],
+    ) -> None:
         self.app = app
         self._batch = batch
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if (scope["type"] == "http" and scope["path"] == "/v1/batch"
                 and scope["method"] == "POST"):
-            response = await self._batch(Request(scope, receive))
-            await response(scope, receive, send)
+            answer = await self._batch(scope, receive)
+            if isinstance(answer, bytes):
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-length", str(len(answer)).encode()), _JSON_TYPE]})
+                await send({"type": "http.response.body", "body": answer})
+            else:
+                await answer(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -301,10 +352,20 @@ def _read(
 
 def _ingest(
     store: Store, decoding: threading.Lock, limiter: Limiter, limits: Limits,
-    key: KeyInfo, body: bytearray, encoding: str | None,
+    key: KeyInfo, body: bytearray, encoding: str | None, recheck: str | None,
 ) -> tuple[Ingested, InsertResult]:
-    """One batch, in one worker thread (one hand-off per request): decoded and validated
-    while holding the decoding slot, inserted after releasing it."""
+    """One batch, in one worker thread (one hand-off per request): ``recheck``, a key
+    taken from the key cache, looked up again with its rate limit, then the body decoded
+    and validated while holding the decoding slot, inserted after releasing it."""
+    if recheck is not None:
+        found = store.key_for(recheck)
+        if found is None or not found.allows(INGEST):
+            raise _Refused(401, "missing, unknown or revoked server key")
+        key = found
+        wait = limiter.check(key.id)
+        if wait is not None:
+            raise _Refused(429, "rate limit exceeded; retry later",
+                           {"Retry-After": retry_after_header(wait)}, key.id)
     with decoding:
         ingested = _decode(limiter, limits, key, body, encoding)
     return ingested, store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)

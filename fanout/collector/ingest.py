@@ -34,15 +34,17 @@ from .._events import (
     SCHEMA_VERSION,
     format_timestamp,
 )
-from .._json import dumps
+from .._json import dumps, dumps_strict
 from .protocol import Limits
 
 __all__ = ["Ingested", "Link", "ProtocolError", "Row", "decode_body", "validate_batch"]
 
 _IDENTITY: Final = frozenset({"", "identity"})
-# Digits to "0", everything else to " ": a run of 19 zeros marks a number orjson may not
-# read exactly (int64 holds every 18-digit integer, not every 19-digit one).
-_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+# Digits to "0", "[" and "{" to "[", everything else to " ": one pass over a body gives
+# both its count of arrays and objects and whether it holds a run of 19 digits, which
+# marks a number orjson may not read exactly (int64 holds every 18-digit integer, not
+# every 19-digit one).
+_SCAN: Final = bytes(48 if 48 <= b <= 57 else 91 if b in b"[{" else 32 for b in range(256))
 _LONG_DIGITS: Final = b"0" * 19
 
 try:
@@ -107,10 +109,13 @@ def decode_body(
         raise ProtocolError(400, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip")
     if len(body) > max_bytes:
         raise ProtocolError(413, f"body above {max_bytes} bytes; send smaller batches")
-    if body.count(b"[") + body.count(b"{") > limits.max_batch_containers:
+    scan = body.translate(_SCAN)
+    if scan.count(b"[") > limits.max_batch_containers:
         raise ProtocolError(413, f"more than {limits.max_batch_containers} JSON arrays and "
                                  "objects in one body; send smaller batches")
-    data = _loads(body)
+    exact = scan.find(_LONG_DIGITS) < 0
+    del scan
+    data = _loads(body, exact)
     if not isinstance(data, dict) or not isinstance(data.get("batch"), list):
         raise ProtocolError(400, 'body must be a JSON object {"batch": [event, ...]}')
     batch: list[Any] = data["batch"]
@@ -119,16 +124,17 @@ def decode_body(
     return batch
 
 
-def _loads(body: bytes | bytearray) -> Any:
+def _loads(body: bytes | bytearray, exact: bool) -> Any:
     """The body's JSON: orjson where it gives exactly what the standard library would (a
     third of the CPU), the standard library for everything else.
 
     orjson refuses invalid UTF-8, lone surrogates, NaN and Infinity and too deep nesting
     (the standard library then decides, as it always did), but reads an integer beyond 64
     bits as a float without a word; a body with a run of 19 or more digits anywhere (such
-    an integer, or merely a long id or a long fraction) therefore skips orjson.
+    an integer, or merely a long id or a long fraction: ``exact`` is false) therefore
+    skips orjson.
     """
-    if _orjson_loads is not None and body.translate(_DIGITS).find(_LONG_DIGITS) < 0:
+    if _orjson_loads is not None and exact:
         try:
             return _orjson_loads(body)
         except ValueError:  # orjson.JSONDecodeError
@@ -174,6 +180,11 @@ def validate_batch(batch: Sequence[Any], limits: Limits = _DEFAULT) -> Ingested:
     rejected: list[tuple[int, str]] = []
     links: list[Link] = []
     for index, raw in enumerate(batch):
+        if type(raw) is dict:
+            row = _plain_row(raw, max_event)
+            if row is not None:
+                rows.append(row)
+                continue
         try:
             row, link = _row(raw, max_event)
         except _Reject as exc:
@@ -262,6 +273,84 @@ def _valid_id(value: Any) -> bool:
     """The common case of :func:`_ident`, as one expression (no exception set up)."""
     return (type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not value.isspace()
             and "\x00" not in value)
+
+
+_fromisoformat: Final = _dt.datetime.fromisoformat
+#: An event's encoding with at most this many ``{`` and ``[`` bytes has every field within
+#: ``MAX_DEPTH``: the event object is one of them, a field nested N levels deep needs N
+#: more. Brackets inside strings count too, which only sends more events the long way.
+_SHALLOW_BRACKETS: Final = MAX_DEPTH + 1
+
+
+def _plain_row(raw: dict[str, Any], max_event: int) -> Row | None:
+    """The row of a ``track`` or ``page`` event as fanout clients send them, or ``None``:
+    then :func:`_row` decides, and names the mistake if there is one.
+
+    Only what ``_row`` would accept, with the same row, gets a row here (tests hold the two
+    to that on generated events), for about a fifth less CPU per event (validate_batch of
+    client-encoded batches, alternating with the full checks): one expression of C-level
+    checks per field, and two checks made on the encoded event instead of by walking it:
+    its size, and its bracket count (a bound on every field's nesting depth). The encoder
+    itself refuses lone surrogates and numbers JSON cannot carry (``_row`` then rejects
+    them, or stores a 64-bit-plus integer exactly).
+    Events with a group or a previous id, identifies, aliases and groups (they link
+    identities or need more checks) always take the long way.
+    """
+    get = raw.get
+    kind = get("kind", "track")
+    event_id = get("event_id")
+    person_id = get("person_id")
+    anonymous_id = get("anonymous_id")
+    name = get("name")
+    timestamp = get("timestamp")
+    version = get("v")
+    properties = get("properties")
+    traits = get("traits")
+    context = get("context")
+    if not (
+        (kind == "track" or kind == "page")  # of JSON's types, only a str equals a str
+        and (version is None or (version == SCHEMA_VERSION and type(version) is int))
+        and type(event_id) is str and 0 < len(event_id) <= MAX_ID_LENGTH
+        and not event_id.isspace() and "\x00" not in event_id
+        and (person_id is not None or anonymous_id is not None)
+        and (person_id is None or (type(person_id) is str and 0 < len(person_id) <= MAX_ID_LENGTH
+                                   and not person_id.isspace() and "\x00" not in person_id))
+        and (anonymous_id is None or (type(anonymous_id) is str
+                                      and 0 < len(anonymous_id) <= MAX_ID_LENGTH
+                                      and not anonymous_id.isspace()
+                                      and "\x00" not in anonymous_id))
+        and ((name is None and kind == "page")
+             or (type(name) is str and 0 < len(name) <= MAX_NAME_LENGTH and not name.isspace()
+                 and "\x00" not in name))
+        and get("group") is None and get("previous_id") is None
+        and (properties is None or type(properties) is dict)
+        and (traits is None or type(traits) is dict)
+        and (context is None or type(context) is dict)
+        and type(timestamp) is str and len(timestamp) == 24 and timestamp[23] == "Z"
+        and timestamp[19] == "." and timestamp[10] == "T"
+    ):
+        return None
+    try:
+        _fromisoformat(timestamp[:23])
+        body = dumps_strict({
+            "v": SCHEMA_VERSION,
+            "kind": kind,
+            "event_id": event_id,
+            "timestamp": timestamp,
+            "person_id": person_id,
+            "anonymous_id": anonymous_id,
+            "name": name,
+            "properties": {} if properties is None else properties,
+            "traits": {} if traits is None else traits,
+            "context": {} if context is None else context,
+            "group": None,
+            "previous_id": None,
+        })
+    except (ValueError, TypeError):  # orjson's errors are TypeErrors, and ValueErrors
+        return None
+    if len(body) > max_event or body.count(b"{") + body.count(b"[") > _SHALLOW_BRACKETS:
+        return None
+    return _new_row(Row, (event_id, kind, timestamp, person_id, anonymous_id, name, body))
 
 
 def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:

@@ -58,8 +58,11 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 #: ``PRAGMA user_version`` of a database this module made or migrated.
 SCHEMA_VERSION: Final = 3
 #: Events stored between two bulk updates of the person index (see the module docstring):
-#: the most rows a timeline read scans beyond the index, per process writing.
-INDEX_EVERY: Final = 4096
+#: the most rows a timeline read scans beyond the index, per process writing. A pass
+#: rewrites about every page of the index whatever its number of events, so doubling this
+#: from 4,096 took the insert from 10.4 to 7.7 µs per event (medians of 4, 40,000 events
+#: over 1,000 people) and the scan of the unindexed rows from 0.4 to 1.9 ms (p50).
+INDEX_EVERY: Final = 8192
 
 _TABLES: Final = """
 CREATE TABLE IF NOT EXISTS projects (

@@ -13,7 +13,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout.collector.ingest import validate_batch
+from fanout.collector.ingest import _plain_row, _Reject, _row, validate_batch
+from fanout.collector.protocol import MAX_EVENT_BYTES
 
 FIELDS = ["v", "kind", "event_id", "timestamp", "person_id", "anonymous_id", "name",
           "properties", "traits", "context", "group", "previous_id"]
@@ -95,3 +96,50 @@ def test_the_server_answers_200_and_stores_exactly_the_valid_events(collector, b
     new = set(collector.store.event_ids()) - ids_before
     valid_ids = {e["event_id"] for i, e in enumerate(batch) if i not in rejected}
     assert new <= valid_ids and len(new) == result["accepted"]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events() | json_values)
+def test_the_fast_path_accepts_only_what_the_full_checks_accept_and_stores_the_same(event):
+    """``_plain_row`` (fanout clients' track and page events, most of the traffic) must
+    give either no answer or exactly the row of the full checks, never its own verdict."""
+    fast = _plain_row(event, MAX_EVENT_BYTES) if type(event) is dict else None
+    try:
+        full = _row(event, MAX_EVENT_BYTES)
+    except _Reject:
+        full = None
+    if fast is not None:
+        assert full is not None and full == (fast, None)
+
+
+def test_the_fast_path_takes_the_common_events_and_leaves_the_rest():
+    base = {"kind": "track", "event_id": "e1", "name": "x", "person_id": "p",
+            "timestamp": "2024-05-01T10:00:00.000Z", "properties": {"a": [1, {"b": None}]}}
+    assert _plain_row(base, MAX_EVENT_BYTES) == _row(base, MAX_EVENT_BYTES)[0]
+    page = {**base, "kind": "page", "name": None, "anonymous_id": "a", "person_id": None}
+    assert _plain_row(page, MAX_EVENT_BYTES) == _row(page, MAX_EVENT_BYTES)[0]
+    deep: dict = {}
+    inner = deep
+    for _ in range(40):  # too deep only past 32 levels: the full walk decides
+        inner["x"] = inner = {}
+    nul = {**base, "properties": {"nul": "a\x00b"}}  # NUL: allowed here, not in the ids
+    assert _plain_row(nul, MAX_EVENT_BYTES) == _row(nul, MAX_EVENT_BYTES)[0]
+    nested = {**base, "properties": {"ok": [[["a"]]], "deep": deep}}
+    left = [
+        {**base, "kind": "identify"},  # links identities
+        {**base, "previous_id": "x"},
+        {**base, "group": {"type": "t", "id": "i"}},
+        {**base, "context": []},  # not an object: the full checks name the mistake
+        {**base, "name": "a\x00b"},
+        {**base, "properties": {"s": "\ud800"}},  # the encoder refuses a lone surrogate
+        {**base, "properties": {"big": 2**70}},  # beyond 64 bits: stored exactly, by _row
+        {**base, "timestamp": "2024-02-30T10:00:00.000Z"},
+        {**base, "v": True},
+        nested,
+    ]
+    for event in left:
+        assert _plain_row(event, MAX_EVENT_BYTES) is None, event
+    verdicts = validate_batch(left)
+    assert [i for i, _ in verdicts.rejected] == [3, 4, 5, 7, 8, 9]
+    assert [r.event_id for r in verdicts.rows] == ["e1"] * 4
+    assert json.loads(verdicts.rows[3].body)["properties"]["big"] == 2**70
