@@ -183,8 +183,10 @@ def new_event_id() -> str:
     if now[0] != ms:
         h = f"{ms:012x}"
         now = _millisecond = (ms, f"{h[:8]}-{h[8:]}-7", _getrandbits(12))
-    b = "%016x" % (_VARIANT | _getrandbits(62))  # noqa: UP031 - faster than an f-string
-    return f"{now[1]}{_RAND_A[(now[2] + next(_counter)) & 0xFFF]}{b[:4]}-{b[4:]}"
+    # The variant's top bit makes it always 16 hex digits after "0x": hex() needs no
+    # padding, and costs less than a printf-style "%016x".
+    b = hex(_VARIANT | _getrandbits(62))
+    return f"{now[1]}{_RAND_A[(now[2] + next(_counter)) & 0xFFF]}{b[2:6]}-{b[6:]}"
 
 
 class _EventFields(NamedTuple):
