@@ -640,10 +640,10 @@ def build(
         # A plain dict, the common case, goes straight to the walker; an empty one is the
         # shared empty mapping.
         props: Mapping[str, Any]
-        if properties is None or (type(properties) is dict and not properties):
-            props, n1 = _NONE
-        elif type(properties) is dict:
+        if type(properties) is dict and properties:
             props, n1 = check_dict(properties, "properties", budget, ReadOnlyDict)
+        elif properties is None or type(properties) is dict:
+            props, n1 = _NONE
         else:
             props, n1 = _mapping(properties, "properties", budget)
         trts, n2 = _mapping(traits, "traits", budget) if traits is not None else _NONE
