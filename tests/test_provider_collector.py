@@ -35,6 +35,7 @@ def test_each_event_on_the_wire_is_its_canonical_form_without_nulls():
         {k: v for k, v in e.to_dict().items() if v is not None and v != {}} for e in batch
     ]
     assert body["batch"] == expected
+    assert [list(w) for w in body["batch"]] == [list(x) for x in expected]  # key order too
     assert [w["timestamp"] for w in body["batch"]] == [
         "2024-12-31T23:59:59.999Z", "2025-01-01T00:00:00.000Z", "2023-12-31T23:59:59.999Z",
         "2024-06-01T10:00:00.000Z", "2024-12-31T23:59:59.999Z", "2025-01-01T00:01:00.999Z",
