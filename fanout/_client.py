@@ -34,6 +34,10 @@ from .provider import Provider
 
 __all__ = ["Client", "ClientState", "channels_of"]
 
+#: The open ``fanout.context`` before it is resolved: ``None`` (the usual call, outside any
+#: request) answers without the two calls of ``_context.current()``.
+_open_context = _context._current.get
+
 logger = logging.getLogger("fanout")
 
 
@@ -192,7 +196,7 @@ class Client:
                     "track", name, person_id, anonymous_id, properties, None, context,
                     event_id, timestamp, None, None, None, self._max_event_bytes,
                 )
-                if _context.current() is None
+                if _open_context() is None or _context.current() is None
                 else self._build_in_context(
                     "track", name, person_id, anonymous_id, properties, None, context,
                     event_id, timestamp, None, None, None,
@@ -352,7 +356,7 @@ class Client:
                 kind, name, person_id, anonymous_id, properties, traits, context, event_id,
                 timestamp, group_type, group_id, previous_id, self._max_event_bytes,
             )
-            if _context.current() is None
+            if _open_context() is None or _context.current() is None
             else self._build_in_context(
                 kind, name, person_id, anonymous_id, properties, traits, context, event_id,
                 timestamp, group_type, group_id, previous_id,

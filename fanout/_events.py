@@ -183,8 +183,10 @@ def new_event_id() -> str:
     if now[0] != ms:
         h = f"{ms:012x}"
         now = _millisecond = (ms, f"{h[:8]}-{h[8:]}-7", _getrandbits(12))
-    b = "%016x" % (_VARIANT | _getrandbits(62))  # noqa: UP031 - faster than an f-string
-    return f"{now[1]}{_RAND_A[(now[2] + next(_counter)) & 0xFFF]}{b[:4]}-{b[4:]}"
+    # The variant's top bit makes it always 16 hex digits after "0x": hex() needs no
+    # padding, and costs less than a printf-style "%016x".
+    b = hex(_VARIANT | _getrandbits(62))
+    return f"{now[1]}{_RAND_A[(now[2] + next(_counter)) & 0xFFF]}{b[2:6]}-{b[6:]}"
 
 
 class _EventFields(NamedTuple):
@@ -364,6 +366,37 @@ def format_timestamp(ts: _dt.datetime) -> str:
         ts.second,
         ts.microsecond // 1000,
     )
+
+
+#: The ".mmmZ" end of a timestamp for each millisecond: a lookup, not a format.
+_MILLIS: Final = tuple(f".{i:03d}Z" for i in range(1000))
+
+
+def format_timestamps(stamps: Iterable[_dt.datetime]) -> list[str]:
+    """:func:`format_timestamp` of each of ``stamps``, the same text, for a whole batch.
+
+    A batch's events were mostly tracked within the same second, so the
+    "YYYY-MM-DDTHH:MM:SS" part is formatted once per second met and the milliseconds are
+    looked up: the printf-style format of seven numbers was most of the per-event cost of
+    the collector's wire mapping (about 1.9 of its 2.3 µs). Exact whatever the order: the
+    prefix is remembered by all six of its fields, not assumed from the last event.
+    """
+    out: list[str] = []
+    append = out.append
+    millis = _MILLIS
+    last: tuple[int, ...] = ()
+    prefix = ""
+    for ts in stamps:
+        if ts.tzinfo is not _UTC:
+            ts = ts.astimezone(_UTC)
+        key = (ts.second, ts.minute, ts.hour, ts.day, ts.month, ts.year)
+        if key != last:
+            last = key
+            prefix = "%04d-%02d-%02dT%02d:%02d:%02d" % (  # noqa: UP031 - as format_timestamp
+                ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second
+            )  # fmt: skip
+        append(prefix + millis[ts.microsecond // 1000])
+    return out
 
 
 # -- validation -------------------------------------------------------------------------
@@ -607,10 +640,10 @@ def build(
         # A plain dict, the common case, goes straight to the walker; an empty one is the
         # shared empty mapping.
         props: Mapping[str, Any]
-        if properties is None or (type(properties) is dict and not properties):
-            props, n1 = _NONE
-        elif type(properties) is dict:
+        if type(properties) is dict and properties:
             props, n1 = check_dict(properties, "properties", budget, ReadOnlyDict)
+        elif properties is None or type(properties) is dict:
+            props, n1 = _NONE
         else:
             props, n1 = _mapping(properties, "properties", budget)
         trts, n2 = _mapping(traits, "traits", budget) if traits is not None else _NONE

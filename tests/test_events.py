@@ -8,10 +8,12 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fanout
 from fanout import Event, InvalidEvent
-from fanout._events import build_event, format_timestamp, new_event_id
+from fanout._events import build_event, format_timestamp, format_timestamps, new_event_id
 
 
 class Plan(enum.Enum):
@@ -56,6 +58,35 @@ def test_event_ids_are_uuid7_carrying_the_creation_millisecond():
 def test_timestamps_are_utc_with_milliseconds(when, text):
     assert format_timestamp(when) == text
     assert build_event("track", name="x", person_id="u", timestamp=when).to_dict()["timestamp"] == text
+    assert format_timestamps([when, when]) == [text, text]
+
+
+#: Aware date-times in UTC and other offsets.
+WHEN = st.datetimes(
+    min_value=dt.datetime(1000, 1, 1), max_value=dt.datetime(9000, 1, 1),
+    timezones=st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=2)),
+                               dt.timezone(dt.timedelta(hours=-9, minutes=-30))]),
+)  # fmt: skip
+#: Gaps between a batch's events, in µs: within a second, to the next, and a whole minute,
+#: hour, day, month or year apart (the same second of another minute...), either way.
+STEP = st.one_of(
+    st.integers(-2_500_000, 2_500_000),
+    st.sampled_from([n * sign * 1_000_000 for n in (60, 3600, 86400, 31 * 86400, 365 * 86400)
+                     for sign in (1, -1)]),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WHEN, max_size=20), st.lists(STEP, max_size=40))
+def test_batch_timestamps_are_each_events_own_text(stamps, steps):
+    """The batch formatter remembers a second's text between events: whatever the order,
+    the offsets and the gaps (same second, the next, a millisecond's edge, the same second
+    of another minute or day), each text is exactly ``format_timestamp``'s."""
+    when = stamps[0] if stamps else dt.datetime(2024, 12, 31, 23, 59, 59, 998000, tzinfo=dt.timezone.utc)
+    for step in steps:  # runs of close events, as a batch holds
+        when = when + dt.timedelta(microseconds=step)
+        stamps.append(when)
+    assert format_timestamps(stamps) == [format_timestamp(s) for s in stamps]
 
 
 def test_conversions_to_json_values():

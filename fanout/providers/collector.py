@@ -13,12 +13,13 @@ message, log line or repr ever includes.
 from __future__ import annotations
 
 import datetime as _dt
+import operator
 from collections.abc import Sequence
 from typing import Any, Final
 
 import httpx
 
-from .._events import SCHEMA_VERSION, Event, format_timestamp
+from .._events import SCHEMA_VERSION, Event, format_timestamp, format_timestamps
 from .._exceptions import BatchTooLarge, PermanentError, RetryableError
 from .._json import dumps
 from ..collector.protocol import BATCH_PATH, MAX_BATCH_BYTES, parse_url
@@ -32,6 +33,7 @@ __all__ = ["CollectorProvider", "parse_url", "GZIP_MIN_BYTES"]
 GZIP_MIN_BYTES: Final = 64 * 1024
 
 _UTC = _dt.timezone.utc
+_TIMESTAMP = operator.itemgetter(Event._fields.index("timestamp"))
 
 
 class CollectorProvider(HttpProvider):
@@ -70,8 +72,9 @@ class CollectorProvider(HttpProvider):
         protocol defaults them), which cuts a third of the bytes of a typical track call
         and the CPU to encode and parse them on both sides.
         """
+        stamps = format_timestamps(map(_TIMESTAMP, batch))
         payload = {
-            "batch": [_wire(e) for e in batch],
+            "batch": [_wire(e, ts) for e, ts in zip(batch, stamps, strict=True)],
             "sent_at": format_timestamp(_dt.datetime.now(_UTC)),
         }
         return dumps(payload)
@@ -98,30 +101,53 @@ class CollectorProvider(HttpProvider):
         raise_for_status(response, what="collector")
 
 
-def _wire(e: Event) -> dict[str, Any]:
+def _wire(e: Event, timestamp: str) -> dict[str, Any]:
+    """``e`` as the protocol's event object; ``timestamp`` is its ``format_timestamp``,
+    formatted for the whole batch at once (``format_timestamps``).
+
+    The fields are unpacked in one step: reading eleven of them by name costs a descriptor
+    call each, about a third of this function's time per event.
+    """
+    (kind, event_id, _, person_id, anonymous_id, name, properties, traits, context,
+     group_type, group_id, previous_id, _, _) = e  # fmt: skip
+    if (
+        person_id is not None and name is not None and properties and anonymous_id is None
+        and group_id is None and previous_id is None and not traits and not context
+    ):  # fmt: skip
+        # The usual track call, as one literal: sized for its seven keys at once, where
+        # adding them one by one past the fifth grew the dict's table on every event.
+        return {
+            "v": SCHEMA_VERSION,
+            "kind": kind,
+            "event_id": event_id,
+            "timestamp": timestamp,
+            "person_id": person_id,
+            "name": name,
+            "properties": properties,
+        }
     out: dict[str, Any] = {
         "v": SCHEMA_VERSION,
-        "kind": e.kind,
-        "event_id": e.event_id,
-        "timestamp": format_timestamp(e.timestamp),
+        "kind": kind,
+        "event_id": event_id,
+        "timestamp": timestamp,
     }
-    if e.person_id is not None:
-        out["person_id"] = e.person_id
-    if e.anonymous_id is not None:
-        out["anonymous_id"] = e.anonymous_id
-    if e.name is not None:
-        out["name"] = e.name
+    if person_id is not None:
+        out["person_id"] = person_id
+    if anonymous_id is not None:
+        out["anonymous_id"] = anonymous_id
+    if name is not None:
+        out["name"] = name
     # The read-only mappings go in as they are; the encoder turns them into objects.
-    if e.properties:
-        out["properties"] = e.properties
-    if e.traits:
-        out["traits"] = e.traits
-    if e.context:
-        out["context"] = e.context
-    if e.group_id is not None:
-        out["group"] = {"type": e.group_type, "id": e.group_id}
-    if e.previous_id is not None:
-        out["previous_id"] = e.previous_id
+    if properties:
+        out["properties"] = properties
+    if traits:
+        out["traits"] = traits
+    if context:
+        out["context"] = context
+    if group_id is not None:
+        out["group"] = {"type": group_type, "id": group_id}
+    if previous_id is not None:
+        out["previous_id"] = previous_id
     return out
 
 
