@@ -18,12 +18,13 @@ Ctrl-C in a terminal reaches the whole process group, and the app decides when t
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 
@@ -124,6 +125,25 @@ def _pusher(client: Client, out: _Output, stop: threading.Event) -> None:
             out.write({"op": "stats"}, client)
 
 
+#: The delivery process's first garbage-collection threshold (CPython's default is 700).
+#: Each hand-off makes a few thousand short-lived containers (the decoded events, their
+#: mappings, each provider's messages) that are gone once their batch is sent; with the
+#: default, collections keep scanning and promoting them while they wait in the queues.
+#: With this one they are mostly gone before a collection looks (3-4 µs less CPU per
+#: event delivered to four providers, measured A/B with benchmarks/cpu_per_event.py).
+GC_THRESHOLD: Final = 10_000
+
+
+def _collect_less() -> None:
+    """Garbage collection for a process that only delivers: what start-up built (modules,
+    the client, the providers) lives as long as the process, so :func:`gc.freeze` keeps
+    every later collection from walking it again; and the first generation is collected
+    less often (:data:`GC_THRESHOLD`). Reference counting frees the events, as before."""
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, second, third)
+
+
 def serve(stdin: IO[bytes], out: _Output) -> int:
     line = stdin.readline()
     if not line:
@@ -134,6 +154,7 @@ def serve(stdin: IO[bytes], out: _Output) -> int:
         out.write({"op": "error", "error": f"{type(exc).__name__}: {exc}"})
         return 2
     channels = channels_of(client)
+    _collect_less()
     out.write({"op": "ready", "pid": os.getpid(), "accepts": accepts(channels)}, client)
     stop = threading.Event()
     threading.Thread(target=_pusher, args=(client, out, stop), daemon=True).start()
