@@ -25,6 +25,7 @@ import pytest
 
 import fanout
 from fanout._relay import MAX_RESTARTS, Relay
+from fanout._relay_link import PIPE_BYTES
 
 FOUR = ("collector", "collector:b", "collector:c", "collector:d")
 
@@ -552,7 +553,8 @@ def test_hand_offs_that_cannot_be_made_are_dead_lettered_at_shutdown(
         child = _relay(client).child_pid()
         assert child is not None
         os.kill(child, signal.SIGSTOP)
-        pad = "x" * 200  # about 30 kB per hand-off of 100: the pipe holds two of them
+        # About 130 kB per hand-off of 100: the pipe (PIPE_BYTES) holds two of them.
+        pad = "x" * (PIPE_BYTES // 200)
         sent = []
         for _ in range(6):
             sent += [client.track("x", person_id="u", properties={"pad": pad, "i": i})
