@@ -205,6 +205,14 @@ class Channel:
             self._ensure_worker()
             self._wake.set()
 
+    def set_default_batch_size(self, events: int) -> None:
+        """Send up to ``events`` per batch where neither the delivery options
+        (``FANOUT_BATCH_SIZE``) nor the provider (``BatchLimits.preferred_events``) chose a
+        size, instead of ``DEFAULT_BATCH_SIZE``; capped by the provider's limit. For the
+        delivery process of process mode (fanout/_relay_child.py), before its first event."""
+        if self.options.batch_size is None and self.limits.preferred_events is None:
+            self._batch_events = max(1, min(events, self.limits.max_events))
+
     def _init_runtime(self) -> None:
         """Thread state; rebuilt in a forked child, where the parent's threads do not exist."""
         self._thread: threading.Thread | None = None

@@ -25,6 +25,7 @@ import pytest
 
 import fanout
 from fanout._relay import MAX_RESTARTS, Relay
+from fanout._relay_child import BATCH_SIZE
 from fanout._relay_link import PIPE_BYTES
 
 FOUR = ("collector", "collector:b", "collector:c", "collector:d")
@@ -37,6 +38,7 @@ class Sink:
 
     def __init__(self) -> None:
         self.stored: dict[str, list[str]] = collections.defaultdict(list)
+        self.sizes: dict[str, list[int]] = collections.defaultdict(list)  # events a request
         self.hang: set[str] = set()
         self.refuse: set[str] = set()
         self.hanging = 0  # requests held by ``hang`` so far
@@ -68,6 +70,7 @@ class Sink:
                     return
                 with sink.lock:
                     sink.stored[name].extend(e["event_id"] for e in batch)
+                    sink.sizes[name].append(len(batch))
                 reply = json.dumps({"accepted": len(batch), "rejected": []}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -585,6 +588,35 @@ def test_hand_offs_that_cannot_be_made_are_dead_lettered_at_shutdown(
         if child is not None and not _gone(child):
             os.kill(child, signal.SIGKILL)
         client.shutdown(timeout=2)
+
+
+def test_the_delivery_process_batches_bigger_only_where_nobody_chose_a_size(
+    sink: Sink,
+) -> None:
+    """No request thread waits on the delivery process's GIL, so a provider without a
+    batch size of its own sends up to BATCH_SIZE events a request there; a size set in
+    the environment (here for collector:b) is kept, as in-process."""
+    names = ("collector", "collector:b")
+    env = sink.environ(
+        names,
+        FANOUT_FLUSH_INTERVAL="30",  # only full batches and the flush send
+        FANOUT_COLLECTOR_B_BATCH_SIZE="100",
+    )
+    client = fanout.Client(providers=list(names), environ=env, register_atexit=False)
+    try:
+        sent = [client.track("x", person_id="u", properties={"i": i}) for i in range(1200)]
+        report = client.flush(timeout=30)
+        assert report.ok
+        for name in names:
+            r = report[name]
+            assert (r.delivered, r.dropped, r.failed, r.pending) == (1200, 0, 0, 0)
+            assert sorted(sink.ids(name)) == sorted(sent)  # each once, none lost
+        big, small = sink.sizes["collector"], sink.sizes["collector-b"]
+        assert sum(big) == sum(small) == 1200
+        assert max(big) > 100 and max(big) <= BATCH_SIZE
+        assert max(small) == 100 and len(small) >= 12
+    finally:
+        client.shutdown(timeout=5)
 
 
 def test_what_a_dead_child_lost_is_named_among_filtered_and_routed_events(

@@ -10,6 +10,7 @@ import time
 import pytest
 from _helpers import ScriptedProvider
 
+from fanout import BatchLimits
 from fanout._channel import Channel
 from fanout._config import Delivery
 from fanout._events import build_event
@@ -134,3 +135,23 @@ def test_emit_many_after_shutdown_counts_every_event_closed():
     ch.emit_many(events(4))
     r = ch.report()
     assert (r.delivered, r.losses["closed"], len(p.seen)) == (0, 4, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "limits", "expected"),
+    [
+        ({}, BatchLimits(), 500),  # nobody chose: the delivery process's size
+        ({}, BatchLimits(max_events=200), 200),  # capped by the provider's limit
+        ({"batch_size": 50}, BatchLimits(), 50),  # FANOUT_BATCH_SIZE wins
+        ({}, BatchLimits(preferred_events=2000, max_events=2000), 2000),  # the provider's
+    ],
+)
+def test_set_default_batch_size_only_where_nobody_chose(options, limits, expected):
+    p = ScriptedProvider("p")
+    ch = Channel("p", p, options=Delivery(**{**FAST, "flush_interval": 30, **options}), limits=limits)
+    ch.set_default_batch_size(500)
+    ch.emit_many(events(expected + 1))
+    assert ch.wait(ch.request_flush(), time.monotonic() + 10)
+    ch.end_flush()
+    assert [len(b) for b in p.seen] == [expected, 1]
+    assert ch.report().delivered == expected + 1
