@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any, Final
 
 import orjson
@@ -122,6 +123,27 @@ def decode_event(fields: Sequence[Any]) -> Event:
     return rebuild(fields)
 
 
+#: The package root this fanout was imported from (the directory holding ``fanout/``).
+_ROOT: Final = str(Path(__file__).resolve().parent.parent)
+
+
+def child_command() -> list[str]:
+    """The delivery process's command: this interpreter running ``fanout._relay_child`` of
+    the same fanout as the app.
+
+    Not ``python -m fanout._relay_child``: ``-m`` puts the current directory first on the
+    child's ``sys.path``, so an app started from a directory holding another ``fanout``
+    (a checkout of another version) or any module named like one the child imports would
+    run that in its delivery process. The package root of the app's own fanout takes that
+    first place instead; everything else is found as the app finds it.
+    """
+    boot = (
+        "import runpy, sys; sys.path[0] = sys.argv.pop(1); "
+        "runpy.run_module('fanout._relay_child', run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", boot, _ROOT]
+
+
 def _grow_pipe(fd: int) -> None:
     """Make the pipe on ``fd`` hold :data:`PIPE_BYTES` where the system allows it (a
     smaller limit, or no such call, leaves the pipe as it was: only slower)."""
@@ -154,7 +176,7 @@ class ChildLink:
         self._filters = dict(filters)
         self._on_message = on_message
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fanout._relay_child"],
+            child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,  # unbuffered: a forked app process has no buffered bytes to flush

@@ -305,6 +305,49 @@ def test_forked_app_process_gets_its_own_delivery_process(sink: Sink) -> None:
         assert set(stored) == set(result["parent_ids"]) | set(forked["ids"])
 
 
+CWD_APP = textwrap.dedent(
+    """
+    import json, sys
+    import fanout
+
+    client = fanout.Client(providers=["collector"], environ=json.loads(sys.argv[1]))
+    relay = client._channels[0]._relay
+    ids = [client.track("x", person_id="u") for _ in range(20)]
+    report = client.flush(timeout=30)
+    print(json.dumps({
+        "ids": ids,
+        "delivered": report["collector"].delivered,
+        "child": relay.child_pid(),
+        "in_process": relay._fallback is not None,
+    }))
+    client.shutdown(timeout=10)
+    """
+)
+
+
+def test_the_delivery_process_runs_the_apps_fanout_whatever_the_directory(
+    sink: Sink, tmp_path: Path
+) -> None:
+    """An app started in a directory holding another ``fanout`` package (a checkout of
+    another version, here one that cannot even be imported): its delivery process still
+    runs the app's own fanout, not the one in the working directory."""
+    shadow = tmp_path / "cwd" / "fanout"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("not the app\'s fanout")\n')
+    script = tmp_path / "app" / "app.py"
+    script.parent.mkdir()
+    script.write_text(CWD_APP)
+    out = subprocess.run(
+        [sys.executable, str(script), json.dumps(sink.environ(("collector",)))],
+        cwd=shadow.parent, capture_output=True, text=True, timeout=90, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "not the app's fanout" not in out.stderr
+    assert result["child"] is not None and not result["in_process"]
+    assert result["delivered"] == 20
+    assert sorted(sink.ids("collector")) == sorted(result["ids"])
+
+
 def test_a_dead_delivery_process_is_counted_and_replaced(sink: Sink) -> None:
     names = ("collector", "collector:b")
     client = fanout.Client(
