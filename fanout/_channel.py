@@ -193,6 +193,8 @@ class Channel:
         self._block = self.options.overflow == "block"
         #: Every event goes to the queue: no kind, pattern or sync mode to decide on first.
         self._plain = kinds >= ALL_KINDS and self._accepts is None and not self._sync
+        #: ... and into a memory queue, which can take a whole batch at once (emit_many).
+        self._bulk = self._plain and type(self._queue) is MemoryQueue
         self.logger = logging.getLogger(f"fanout.channel.{name}")
         self._throttle = Throttle(self.logger)
         self._init_runtime()
@@ -202,6 +204,14 @@ class Channel:
         if len(self._queue):  # spool: events recovered from dead processes go out now
             self._ensure_worker()
             self._wake.set()
+
+    def set_default_batch_size(self, events: int) -> None:
+        """Send up to ``events`` per batch where neither the delivery options
+        (``FANOUT_BATCH_SIZE``) nor the provider (``BatchLimits.preferred_events``) chose a
+        size, instead of ``DEFAULT_BATCH_SIZE``; capped by the provider's limit. For the
+        delivery process of process mode (fanout/_relay_child.py), before its first event."""
+        if self.options.batch_size is None and self.limits.preferred_events is None:
+            self._batch_events = max(1, min(events, self.limits.max_events))
 
     def _init_runtime(self) -> None:
         """Thread state; rebuilt in a forked child, where the parent's threads do not exist."""
@@ -248,6 +258,27 @@ class Channel:
             self.deliver_now(event, time.monotonic() + self.options.request_timeout * 2)
             return
         self._queued(event, self._queue.put(event))
+
+    def emit_many(self, events: Sequence[Event]) -> None:
+        """``emit`` each of ``events`` in order, queued under one lock where the channel
+        takes every event as it comes (``_plain``) into a memory queue: what the delivery
+        process does with each batch the app hands it (fanout/_relay_child.py). Events
+        without room go the one-by-one way, which waits (``overflow=block``) or counts them.
+        """
+        if not (self._bulk and not self._closed):
+            for event in events:
+                self.emit(event)
+            return
+        queue = self._queue
+        assert isinstance(queue, MemoryQueue)
+        done, queued = queue.put_many(events)
+        if done:
+            if self._thread is None:
+                self._ensure_worker()
+            if queued >= self._batch_events and not self._wake.is_set():
+                self._wake.set()
+        for event in events[done:]:
+            self.emit(event)
 
     def _queued(self, event: Event, queued: int) -> None:
         """After the first ``put`` of ``event``, which returned ``queued``: wait for room

@@ -160,6 +160,36 @@ class MemoryQueue:
             lock.release()
         return self._put_waiting(event, timeout) if timeout else 0
 
+    def put_many(self, events: Sequence[Event]) -> tuple[int, int]:
+        """Append the longest head of ``events`` that fits, under one lock; return how many
+        of them were queued and how many events are queued now.
+
+        What ``put`` of each in turn would queue until the first without room (so the
+        same bounds, the first event of an empty queue always fitting). The delivery
+        process (fanout/_relay_child.py) queues each batch the app hands it this way: one
+        lock and one C-level extend per channel instead of a ``put`` per event.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            items = self._items
+            n = len(items)
+            head = events[: max(0, self.max_events - n)]
+            size = sum(map(_FOOTPRINT, head))
+            if self._bytes + size > self.max_bytes:  # rare: cut where the bytes run out
+                size = 0
+                for k, event in enumerate(head):
+                    footprint = event.footprint
+                    if self._bytes + size + footprint > self.max_bytes and (n or k):
+                        head = head[:k]
+                        break
+                    size += footprint
+            items.extend(head)
+            self._bytes += size
+            return len(head), n + len(head)
+        finally:
+            lock.release()
+
     def _put_waiting(self, event: Event, timeout: float) -> int:
         """``put`` under ``overflow=block``: wait up to ``timeout`` for room."""
         size = event.footprint

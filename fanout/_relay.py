@@ -5,8 +5,9 @@ at saturation each added provider takes GIL time from the app's requests. In pro
 the app process pays ``track()`` plus ONE hand-off per event whatever the number of
 providers: the client gets one ordinary :class:`~fanout._channel.Channel` (``relay``) whose
 provider writes batches, encoded once with orjson, to a child process
-(``python -m fanout._relay_child``) that runs an ordinary ``fanout.Client`` with the same
-providers and settings, on another core.
+(``fanout._relay_child``, run by the app's interpreter: ``_relay_link.child_command``)
+that runs an ordinary ``fanout.Client`` with the same providers and settings, on another
+core.
 
 What stays as in-process delivery:
 

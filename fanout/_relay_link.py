@@ -16,9 +16,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any, Final
 
 import orjson
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Windows
+    fcntl = None  # type: ignore[assignment]
 
 from ._events import Event, rebuild
 from ._lane import released
@@ -29,6 +35,7 @@ __all__ = [
     "Accepts",
     "ChildLink",
     "NICE",
+    "PIPE_BYTES",
     "PUSH_INTERVAL",
     "Routed",
     "decode_event",
@@ -41,6 +48,12 @@ logger = logging.getLogger("fanout.relay")
 
 #: Seconds between the child's unsolicited count reports (only when something changed).
 PUSH_INTERVAL: Final = 0.2
+#: Bytes the pipe to the child holds (Linux's ``F_SETPIPE_SZ``; the default is 64 KiB)
+#: and the child's read buffer: a hand-off of up to :data:`~fanout._relay.RELAY_BATCH`
+#: events of about 220 bytes is then one ``write`` that does not wait for the child, and
+#: one ``read`` there, instead of the writer blocking half-way and the reader taking it in
+#: 8 KiB pieces. Small enough that what a stopped child leaves in the pipe stays bounded.
+PIPE_BYTES: Final = 256 * 1024
 #: The delivery process's niceness (``os.nice``): when it and the app want the same core,
 #: the scheduler gives the app about nine tenths of it, so the providers' work fills idle
 #: cycles instead of delaying requests. A child starved for long keeps events in its
@@ -110,6 +123,39 @@ def decode_event(fields: Sequence[Any]) -> Event:
     return rebuild(fields)
 
 
+#: The package root this fanout was imported from (the directory holding ``fanout/``).
+_ROOT: Final = str(Path(__file__).resolve().parent.parent)
+
+
+def child_command() -> list[str]:
+    """The delivery process's command: this interpreter running ``fanout._relay_child`` of
+    the same fanout as the app.
+
+    Not ``python -m fanout._relay_child``: ``-m`` puts the current directory first on the
+    child's ``sys.path``, so an app started from a directory holding another ``fanout``
+    (a checkout of another version) or any module named like one the child imports would
+    run that in its delivery process. The package root of the app's own fanout takes that
+    first place instead; everything else is found as the app finds it.
+    """
+    boot = (
+        "import runpy, sys; sys.path[0] = sys.argv.pop(1); "
+        "runpy.run_module('fanout._relay_child', run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-c", boot, _ROOT]
+
+
+def _grow_pipe(fd: int) -> None:
+    """Make the pipe on ``fd`` hold :data:`PIPE_BYTES` where the system allows it (a
+    smaller limit, or no such call, leaves the pipe as it was: only slower)."""
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if setsize is None:
+        return
+    try:
+        fcntl.fcntl(fd, setsize, PIPE_BYTES)
+    except OSError:
+        pass
+
+
 def resolved(report: Mapping[str, Any]) -> int:
     """Events a child's report says are settled one way or another."""
     losses: Mapping[str, int] = report.get("losses", {})
@@ -130,7 +176,7 @@ class ChildLink:
         self._filters = dict(filters)
         self._on_message = on_message
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fanout._relay_child"],
+            child_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,  # unbuffered: a forked app process has no buffered bytes to flush
@@ -138,6 +184,7 @@ class ChildLink:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in: IO[bytes] = self.proc.stdin
+        _grow_pipe(self._in.fileno())
         self._out: IO[bytes] = self.proc.stdout
         self.pid = self.proc.pid
         self.write_lock = threading.Lock()

@@ -25,6 +25,8 @@ import pytest
 
 import fanout
 from fanout._relay import MAX_RESTARTS, Relay
+from fanout._relay_child import BATCH_SIZE
+from fanout._relay_link import PIPE_BYTES
 
 FOUR = ("collector", "collector:b", "collector:c", "collector:d")
 
@@ -36,6 +38,7 @@ class Sink:
 
     def __init__(self) -> None:
         self.stored: dict[str, list[str]] = collections.defaultdict(list)
+        self.sizes: dict[str, list[int]] = collections.defaultdict(list)  # events a request
         self.hang: set[str] = set()
         self.refuse: set[str] = set()
         self.hanging = 0  # requests held by ``hang`` so far
@@ -67,6 +70,7 @@ class Sink:
                     return
                 with sink.lock:
                     sink.stored[name].extend(e["event_id"] for e in batch)
+                    sink.sizes[name].append(len(batch))
                 reply = json.dumps({"accepted": len(batch), "rejected": []}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -299,6 +303,49 @@ def test_forked_app_process_gets_its_own_delivery_process(sink: Sink) -> None:
         stored = sink.ids(name)
         assert len(stored) == len(set(stored)) == 90
         assert set(stored) == set(result["parent_ids"]) | set(forked["ids"])
+
+
+CWD_APP = textwrap.dedent(
+    """
+    import json, sys
+    import fanout
+
+    client = fanout.Client(providers=["collector"], environ=json.loads(sys.argv[1]))
+    relay = client._channels[0]._relay
+    ids = [client.track("x", person_id="u") for _ in range(20)]
+    report = client.flush(timeout=30)
+    print(json.dumps({
+        "ids": ids,
+        "delivered": report["collector"].delivered,
+        "child": relay.child_pid(),
+        "in_process": relay._fallback is not None,
+    }))
+    client.shutdown(timeout=10)
+    """
+)
+
+
+def test_the_delivery_process_runs_the_apps_fanout_whatever_the_directory(
+    sink: Sink, tmp_path: Path
+) -> None:
+    """An app started in a directory holding another ``fanout`` package (a checkout of
+    another version, here one that cannot even be imported): its delivery process still
+    runs the app's own fanout, not the one in the working directory."""
+    shadow = tmp_path / "cwd" / "fanout"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text('raise ImportError("not the app\'s fanout")\n')
+    script = tmp_path / "app" / "app.py"
+    script.parent.mkdir()
+    script.write_text(CWD_APP)
+    out = subprocess.run(
+        [sys.executable, str(script), json.dumps(sink.environ(("collector",)))],
+        cwd=shadow.parent, capture_output=True, text=True, timeout=90, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "not the app's fanout" not in out.stderr
+    assert result["child"] is not None and not result["in_process"]
+    assert result["delivered"] == 20
+    assert sorted(sink.ids("collector")) == sorted(result["ids"])
 
 
 def test_a_dead_delivery_process_is_counted_and_replaced(sink: Sink) -> None:
@@ -552,7 +599,8 @@ def test_hand_offs_that_cannot_be_made_are_dead_lettered_at_shutdown(
         child = _relay(client).child_pid()
         assert child is not None
         os.kill(child, signal.SIGSTOP)
-        pad = "x" * 200  # about 30 kB per hand-off of 100: the pipe holds two of them
+        # About 130 kB per hand-off of 100: the pipe (PIPE_BYTES) holds two of them.
+        pad = "x" * (PIPE_BYTES // 200)
         sent = []
         for _ in range(6):
             sent += [client.track("x", person_id="u", properties={"pad": pad, "i": i})
@@ -583,6 +631,35 @@ def test_hand_offs_that_cannot_be_made_are_dead_lettered_at_shutdown(
         if child is not None and not _gone(child):
             os.kill(child, signal.SIGKILL)
         client.shutdown(timeout=2)
+
+
+def test_the_delivery_process_batches_bigger_only_where_nobody_chose_a_size(
+    sink: Sink,
+) -> None:
+    """No request thread waits on the delivery process's GIL, so a provider without a
+    batch size of its own sends up to BATCH_SIZE events a request there; a size set in
+    the environment (here for collector:b) is kept, as in-process."""
+    names = ("collector", "collector:b")
+    env = sink.environ(
+        names,
+        FANOUT_FLUSH_INTERVAL="30",  # only full batches and the flush send
+        FANOUT_COLLECTOR_B_BATCH_SIZE="100",
+    )
+    client = fanout.Client(providers=list(names), environ=env, register_atexit=False)
+    try:
+        sent = [client.track("x", person_id="u", properties={"i": i}) for i in range(1200)]
+        report = client.flush(timeout=30)
+        assert report.ok
+        for name in names:
+            r = report[name]
+            assert (r.delivered, r.dropped, r.failed, r.pending) == (1200, 0, 0, 0)
+            assert sorted(sink.ids(name)) == sorted(sent)  # each once, none lost
+        big, small = sink.sizes["collector"], sink.sizes["collector-b"]
+        assert sum(big) == sum(small) == 1200
+        assert max(big) > 100 and max(big) <= BATCH_SIZE
+        assert max(small) == 100 and len(small) >= 12
+    finally:
+        client.shutdown(timeout=5)
 
 
 def test_what_a_dead_child_lost_is_named_among_filtered_and_routed_events(

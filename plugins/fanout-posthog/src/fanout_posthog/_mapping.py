@@ -136,6 +136,8 @@ class MessageBuilder:
             "$geoip_disable": True,
             "$is_server": True,
         }
+        # ... and both together, for the common case's one merge per event.
+        self._system_tail: dict[str, Any] = {**self._system, **self._tail}
 
     def message(self, event: Event) -> dict[str, Any]:
         kind = event.kind
@@ -150,7 +152,7 @@ class MessageBuilder:
             # The common case in one dict display: what the general path below builds.
             event_id = event.event_id
             return {
-                "properties": {**event.properties, **self._system, **self._tail},
+                "properties": {**event.properties, **self._system_tail},
                 "timestamp": timestamp,
                 "distinct_id": event.person_id or event.anonymous_id or "",  # distinct_id
                 "event": event.name or "",
