@@ -16,13 +16,12 @@ import json
 import logging
 import operator
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from . import _lifecycle
+from . import _lifecycle, _random
 from ._config import DEFAULT_BATCH_SIZE, Delivery
 from ._deadletter import DeadLetters
 from ._events import Event
@@ -318,7 +317,7 @@ class Channel:
         interval = self.options.flush_interval
         while True:
             # Jitter keeps many processes started together from sending in lockstep.
-            woken = self._wake.wait(interval * random.uniform(0.9, 1.1))
+            woken = self._wake.wait(interval * _random.uniform(0.9, 1.1))
             self._wake.clear()
             stopping = self._stop.is_set()
             drain = stopping or self._flushes > 0 or not woken

@@ -26,11 +26,11 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import random
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
+from . import _random
 from ._events import CheckedDict, ReadOnlyDict, checked_context
 
 __all__ = [
@@ -355,14 +355,14 @@ def _merged_values(parent: Mapping[str, Any], child: Mapping[str, Any]) -> Mappi
 # UUID version 4: 122 random bits, version nibble 4, variant 0b10.
 _UUID4_CLEAR: Final = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 _UUID4_SET: Final = (0x4 << 76) | (0x2 << 62)
-_getrandbits = random.getrandbits
+_getrandbits = _random.getrandbits
 
 
 def _random_uuid4() -> str:
     """``str(uuid.uuid4())`` at a third of the cost (no system call, no ``UUID`` object).
 
     Like event ids (``new_event_id``), a generated visitor id needs uniqueness, not
-    secrecy; CPython reseeds ``random`` in a forked child.
+    secrecy; fanout's own generator (:mod:`fanout._random`) is reseeded in a forked child.
     """
     h = (_getrandbits(128) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-import random
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, NamedTuple, NoReturn
 
+from . import _random
 from ._exceptions import InvalidEvent
 from ._json import dumps
 from ._json import dumps_strict as _dumps_strict
@@ -145,7 +145,7 @@ def checked_with(key: str, text: str, checked: Mapping[str, Any]) -> Mapping[str
 
 
 _UTC = _dt.timezone.utc
-_getrandbits = random.getrandbits
+_getrandbits = _random.getrandbits
 _time_ns = time.time_ns
 _now = _dt.datetime.now
 _fromiso = _dt.datetime.fromisoformat
@@ -172,9 +172,10 @@ def new_event_id() -> str:
     62 random bits (rand_b). Ids made by one process within one millisecond differ by the
     counter as well as by their random bits.
 
-    The random bits come from the ``random`` module, which CPython reseeds in a forked
-    child, so a parent and its child never share them: event ids need uniqueness, not
-    secrecy. The millisecond's prefix is formatted once for all its ids, which makes an id
+    The random bits come from fanout's own generator (:mod:`fanout._random`), never the
+    application's ``random.seed``: it is reseeded in a forked child, so a parent and its
+    child never share them. Event ids need uniqueness, not secrecy. The millisecond's
+    prefix is formatted once for all its ids, which makes an id
     about a sixth cheaper than formatting all 128 bits each time.
     """
     global _millisecond

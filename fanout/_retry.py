@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
-import random
 import time
 from typing import Final
+
+from . import _random
 
 __all__ = ["Backoff", "parse_retry_after", "MAX_RETRY_AFTER"]
 
@@ -35,9 +36,9 @@ class Backoff:
         """Seconds to wait before retry number ``attempt`` (0 for the first retry)."""
         if retry_after is not None:
             wait = min(max(retry_after, self.base), MAX_RETRY_AFTER)
-            return wait * random.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
+            return wait * _random.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
         bound: float = min(self.cap, self.base * (2 ** min(attempt, 32)))
-        return max(self.base, random.uniform(0.0, bound))
+        return max(self.base, _random.uniform(0.0, bound))
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -369,7 +369,7 @@ def test_a_checked_context_plus_one_string_equals_the_full_check(page, text):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_event_ids_of_a_forked_child_differ_from_its_parents():
     # The millisecond prefix and the counter are copied into the child; the random bits
-    # are not the parent's (CPython reseeds ``random`` in a forked child).
+    # are not the parent's (fanout's own generator is reseeded in a forked child).
     new_event_id()  # the parent's millisecond state exists before the fork
     read, write = os.pipe()
     pid = os.fork()
@@ -389,3 +389,24 @@ def test_event_ids_of_a_forked_child_differ_from_its_parents():
     assert len(child) == 300 and len(parent) == 300
     assert not child & parent
     assert {(uuid.UUID(i).version, uuid.UUID(i).variant) for i in child} == {(7, uuid.RFC_4122)}
+
+
+def test_ids_neither_follow_nor_shift_the_applications_random_seed():
+    """An app that seeds ``random`` (tests, simulations) must not make ids repeat, and
+    tracking must not shift the app's own reproducible sequence."""
+    import random
+
+    from fanout._context import _random_uuid4
+    from fanout._retry import Backoff
+
+    random.seed(7)
+    expected = [random.random() for _ in range(3)]
+    random.seed(7)
+    first = [new_event_id() for _ in range(50)] + [_random_uuid4() for _ in range(50)]
+    delays = [Backoff().delay(3) for _ in range(5)]
+    assert [random.random() for _ in range(3)] == expected  # the app's sequence is its own
+    random.seed(7)
+    again = [new_event_id() for _ in range(50)] + [_random_uuid4() for _ in range(50)]
+    # Same seed, same calls: nothing repeats, not even the random parts alone.
+    assert not {i[-17:] for i in first} & {i[-17:] for i in again}
+    assert len(set(delays)) == 5
