@@ -53,6 +53,10 @@ _HEADER_SLOTS: Final[dict[bytes, int]] = {
     **{name.encode("latin-1"): slot for slot, name in enumerate(KEY_HEADERS)},
 }
 _KEY_HEADERS: Final = len(KEY_HEADERS)
+assert KEY_HEADERS == (  # noqa: S101 - the order FanoutMiddleware._request_context spells out
+    "cookie", "x-fanout-anonymous-id", "x-fanout-session-id", "x-posthog-distinct-id",
+    "x-posthog-session-id", "x-forwarded-for", "user-agent", "accept-language", "referer", "host",
+)  # fmt: skip
 _COOKIE: Final = KEY_HEADERS.index("cookie")
 _FORWARDED: Final = KEY_HEADERS.index("x-forwarded-for")
 _HOST: Final = KEY_HEADERS.index("host")
@@ -66,6 +70,25 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: ``person_id(scope)``: the authenticated user's id for this request, or ``None``.
 PersonId = Callable[[Scope], "str | None"]
+
+
+def _found_headers(headers: Any, trust: bool) -> list[bytes | None]:
+    """The values of :data:`KEY_HEADERS` among ASGI ``headers``, by one pass over any
+    iterable of pairs: names of any case, a repeated header joined as one (cookies with
+    ``; ``, others with ``, ``), ``x-forwarded-for`` only when trusted."""
+    found: list[bytes | None] = [None] * _KEY_HEADERS
+    for raw_name, raw_value in headers:
+        slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
+        if slot == _ELSEWHERE:
+            slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
+        if slot >= 0:  # only the headers read are kept
+            before = found[slot]
+            if before is not None:  # a repeated header: joined as one
+                raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
+            found[slot] = raw_value
+    if not trust:
+        found[_FORWARDED] = None
+    return found
 
 
 class FanoutMiddleware:
@@ -132,55 +155,51 @@ class FanoutMiddleware:
     def _request_context(self, scope: Scope) -> RequestContext:
         """The request's context without a person: from its second time, the same object
         for the same request (so the events of repeated requests share it, and what is
-        derived from it)."""
-        found: list[bytes | None] = [None] * _KEY_HEADERS
-        for raw_name, raw_value in scope.get("headers") or ():
-            slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
-            if slot == _ELSEWHERE:
-                slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
-            if slot >= 0:  # only the headers read are kept
-                before = found[slot]
-                if before is not None:  # a repeated header: joined as one
-                    raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
-                found[slot] = raw_value
+        derived from it).
+
+        The request's key (:meth:`RequestReader.read_key`) holds the header values as the
+        server gave them, bytes not yet decoded: the reader decodes only what it reads on
+        a miss (a new visitor's cookie; a new page's headers), and every bytes value's
+        hash, computed once for the whole key, serves its slices (the ids' and the page's
+        keys) too. Nothing is decoded for a request read before.
+        """
         trust = self.trust_forwarded
-        if not trust:
-            found[_FORWARDED] = None
+        headers = scope.get("headers") or ()
+        found: Any = None
+        if type(headers) is list:
+            # One C call reads the usual request: names all lower-case (as ASGI asks) and
+            # none repeated, which a dict of the pairs proves (its size, and its names
+            # joined). Anything else takes the loop below.
+            by_name: dict[bytes, bytes] = dict(headers)
+            if len(by_name) == len(headers) and b"".join(by_name).islower():
+                get = by_name.get
+                found = (
+                    get(b"cookie"), get(b"x-fanout-anonymous-id"), get(b"x-fanout-session-id"),
+                    get(b"x-posthog-distinct-id"), get(b"x-posthog-session-id"),
+                    get(b"x-forwarded-for") if trust else None, get(b"user-agent"),
+                    get(b"accept-language"), get(b"referer"), get(b"host"),
+                )  # fmt: skip
+        if found is None:
+            found = _found_headers(headers, trust)
         client = scope.get("client")
-        server = scope.get("server")
-        path = scope.get("root_path", "") + scope.get("path", "/")
-        raw_query = scope.get("query_string") or b""
-        # The request as the server gave it (header bytes not yet decoded): the same
-        # request again reads the same (until a session's idle timeout), so from its
-        # second time its context is recalled without decoding anything.
-        raw_key: Any = (*found, client, server, scope.get("scheme", "http"), path, raw_query, trust)
-        reader = self._reader
-        try:
-            recalled = reader.recall(raw_key)
-        except TypeError:  # a server that puts unhashable values in the scope
-            raw_key, recalled = None, None
-        if recalled is not None:
-            ctx: RequestContext = recalled
-            return ctx
-        text = [None if value is None else value.decode("latin-1") for value in found]
-        host = text[_HOST] or (f"{server[0]}:{server[1]}" if server else None)
-        key = (
-            *text,
+        host = None
+        if not found[_HOST]:  # no Host header (HTTP/1.0): the server's address
+            server = scope.get("server")
+            host = f"{server[0]}:{server[1]}" if server else None
+        key: Any = (
+            *found,
             client[0] if client else None,
             scope.get("scheme", "http"),
             host,
-            path,
-            raw_query.decode("latin-1"),
+            scope.get("root_path", "") + scope.get("path", "/"),
+            scope.get("query_string") or b"",
             trust,
         )
         try:
-            anonymous_id, values, until = reader.read_key(key)
-        except TypeError:  # unhashable values, as above
-            return self._unkept_context(text, scope, host, trust)
-        ctx = RequestContext(None, anonymous_id, False, values)
-        if raw_key is not None:
-            reader.remember(raw_key, ctx, until)
-        return ctx
+            return self._reader.context(key)
+        except (TypeError, AttributeError):  # a server that puts odd values in the scope
+            text = [None if value is None else bytes(value).decode("latin-1") for value in found]
+            return self._unkept_context(text, scope, host or text[_HOST], trust)
 
     def _unkept_context(
         self, found: list[str | None], scope: Scope, host: str | None, trust: bool
