@@ -53,14 +53,10 @@ _HEADER_SLOTS: Final[dict[bytes, int]] = {
     **{name.encode("latin-1"): slot for slot, name in enumerate(KEY_HEADERS)},
 }
 _KEY_HEADERS: Final = len(KEY_HEADERS)
-#: The raw names of :data:`KEY_HEADERS`, by whether ``X-Forwarded-For`` is trusted: when
-#: it is not, its slot looks up ``None``, which no header is named (so it reads ``None``).
-_KEY_NAMES: Final[dict[bool, tuple[Any, ...]]] = {
-    True: tuple(name.encode("latin-1") for name in KEY_HEADERS),
-    False: tuple(
-        None if name == "x-forwarded-for" else name.encode("latin-1") for name in KEY_HEADERS
-    ),
-}
+assert KEY_HEADERS == (  # noqa: S101 - the order FanoutMiddleware._request_context spells out
+    "cookie", "x-fanout-anonymous-id", "x-fanout-session-id", "x-posthog-distinct-id",
+    "x-posthog-session-id", "x-forwarded-for", "user-agent", "accept-language", "referer", "host",
+)  # fmt: skip
 _COOKIE: Final = KEY_HEADERS.index("cookie")
 _FORWARDED: Final = KEY_HEADERS.index("x-forwarded-for")
 _HOST: Final = KEY_HEADERS.index("host")
@@ -120,7 +116,7 @@ class FanoutMiddleware:
     ) -> None:
         self.app = app
         self.client = client
-        self.trust_forwarded = bool(trust_forwarded)
+        self.trust_forwarded = trust_forwarded
         self.shutdown_timeout = shutdown_timeout
         self.person_id = person_id
         self._reader = RequestReader()
@@ -176,7 +172,13 @@ class FanoutMiddleware:
             # joined). Anything else takes the loop below.
             by_name: dict[bytes, bytes] = dict(headers)
             if len(by_name) == len(headers) and b"".join(by_name).islower():
-                found = tuple(map(by_name.get, _KEY_NAMES[trust]))
+                get = by_name.get
+                found = (
+                    get(b"cookie"), get(b"x-fanout-anonymous-id"), get(b"x-fanout-session-id"),
+                    get(b"x-posthog-distinct-id"), get(b"x-posthog-session-id"),
+                    get(b"x-forwarded-for") if trust else None, get(b"user-agent"),
+                    get(b"accept-language"), get(b"referer"), get(b"host"),
+                )  # fmt: skip
         if found is None:
             found = _found_headers(headers, trust)
         client = scope.get("client")

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from .._context import RequestContext, activate, lazy
 from .._events import checked_context
-from ._request import KEY_HEADERS, READ_HEADERS, RequestReader, request_values
+from ._request import READ_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 
@@ -24,17 +24,6 @@ __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 _ENVIRON_KEYS: Final = tuple(
     ("HTTP_" + name.upper().replace("-", "_"), name) for name in sorted(READ_HEADERS)
 )
-
-#: The ``environ`` keys of :data:`KEY_HEADERS` (a request's key, in its order), by whether
-#: ``X-Forwarded-For`` is trusted: when it is not, its slot looks up ``None``, no key.
-_KEY_NAMES: Final[dict[bool, tuple[Any, ...]]] = {
-    trust: tuple(
-        None if name == "x-forwarded-for" and not trust
-        else "HTTP_" + name.upper().replace("-", "_")
-        for name in KEY_HEADERS
-    )
-    for trust in (True, False)
-}
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -88,7 +77,7 @@ class FanoutMiddleware:
 
     def __init__(self, app: WSGIApp, *, trust_forwarded: bool = False) -> None:
         self.app = app
-        self.trust_forwarded = bool(trust_forwarded)
+        self.trust_forwarded = trust_forwarded
         self._reader = RequestReader()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -109,7 +98,16 @@ class FanoutMiddleware:
         # dict. The same request again reads the same (until a session's idle timeout):
         # from its second time, its context is recalled, one object for all.
         key: Any = (
-            *map(get, _KEY_NAMES[trust]),
+            get("HTTP_COOKIE"),
+            get("HTTP_X_FANOUT_ANONYMOUS_ID"),
+            get("HTTP_X_FANOUT_SESSION_ID"),
+            get("HTTP_X_POSTHOG_DISTINCT_ID"),
+            get("HTTP_X_POSTHOG_SESSION_ID"),
+            get("HTTP_X_FORWARDED_FOR") if trust else None,
+            get("HTTP_USER_AGENT"),
+            get("HTTP_ACCEPT_LANGUAGE"),
+            get("HTTP_REFERER"),
+            host,
             get("REMOTE_ADDR") or None,
             get("wsgi.url_scheme", "http"),
             (host if isinstance(host, str) else None) or _server_host(environ),
