@@ -53,10 +53,6 @@ _HEADER_SLOTS: Final[dict[bytes, int]] = {
     **{name.encode("latin-1"): slot for slot, name in enumerate(KEY_HEADERS)},
 }
 _KEY_HEADERS: Final = len(KEY_HEADERS)
-assert KEY_HEADERS == (  # noqa: S101 - the order FanoutMiddleware._request_context spells out
-    "cookie", "x-fanout-anonymous-id", "x-fanout-session-id", "x-posthog-distinct-id",
-    "x-posthog-session-id", "x-forwarded-for", "user-agent", "accept-language", "referer", "host",
-)  # fmt: skip
 _COOKIE: Final = KEY_HEADERS.index("cookie")
 _FORWARDED: Final = KEY_HEADERS.index("x-forwarded-for")
 _HOST: Final = KEY_HEADERS.index("host")
@@ -70,25 +66,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: ``person_id(scope)``: the authenticated user's id for this request, or ``None``.
 PersonId = Callable[[Scope], "str | None"]
-
-
-def _found_headers(headers: Any, trust: bool) -> list[bytes | None]:
-    """The values of :data:`KEY_HEADERS` among ASGI ``headers``, by one pass over any
-    iterable of pairs: names of any case, a repeated header joined as one (cookies with
-    ``; ``, others with ``, ``), ``x-forwarded-for`` only when trusted."""
-    found: list[bytes | None] = [None] * _KEY_HEADERS
-    for raw_name, raw_value in headers:
-        slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
-        if slot == _ELSEWHERE:
-            slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
-        if slot >= 0:  # only the headers read are kept
-            before = found[slot]
-            if before is not None:  # a repeated header: joined as one
-                raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
-            found[slot] = raw_value
-    if not trust:
-        found[_FORWARDED] = None
-    return found
 
 
 class FanoutMiddleware:
@@ -163,24 +140,19 @@ class FanoutMiddleware:
         hash, computed once for the whole key, serves its slices (the ids' and the page's
         keys) too. Nothing is decoded for a request read before.
         """
+        found: list[bytes | None] = [None] * _KEY_HEADERS
+        for raw_name, raw_value in scope.get("headers") or ():
+            slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
+            if slot == _ELSEWHERE:
+                slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
+            if slot >= 0:  # only the headers read are kept
+                before = found[slot]
+                if before is not None:  # a repeated header: joined as one
+                    raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
+                found[slot] = raw_value
         trust = self.trust_forwarded
-        headers = scope.get("headers") or ()
-        found: Any = None
-        if type(headers) is list:
-            # One C call reads the usual request: names all lower-case (as ASGI asks) and
-            # none repeated, which a dict of the pairs proves (its size, and its names
-            # joined). Anything else takes the loop below.
-            by_name: dict[bytes, bytes] = dict(headers)
-            if len(by_name) == len(headers) and b"".join(by_name).islower():
-                get = by_name.get
-                found = (
-                    get(b"cookie"), get(b"x-fanout-anonymous-id"), get(b"x-fanout-session-id"),
-                    get(b"x-posthog-distinct-id"), get(b"x-posthog-session-id"),
-                    get(b"x-forwarded-for") if trust else None, get(b"user-agent"),
-                    get(b"accept-language"), get(b"referer"), get(b"host"),
-                )  # fmt: skip
-        if found is None:
-            found = _found_headers(headers, trust)
+        if not trust:
+            found[_FORWARDED] = None
         client = scope.get("client")
         host = None
         if not found[_HOST]:  # no Host header (HTTP/1.0): the server's address

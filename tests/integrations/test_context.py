@@ -12,8 +12,6 @@ import threading
 import uuid
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import fanout
 from fanout import InvalidEvent
@@ -373,32 +371,3 @@ def test_request_context_is_read_only_compares_by_value_and_round_trips():
     assert fanout.RequestContext.from_dict(ctx.to_dict()) == ctx
     assert "person_id='p'" in repr(ctx) and fanout.RequestContext().values == {}
 
-
-_HEADER_NAMES = st.sampled_from([
-    b"cookie", b"Cookie", b"host", b"HOST", b"user-agent", b"referer", b"accept-language",
-    b"x-fanout-anonymous-id", b"X-Fanout-Session-Id", b"x-posthog-distinct-id",
-    b"x-forwarded-for", b"accept", b"dnt", b"x-custom", b"123",
-])
-_HEADER_VALUES = st.sampled_from([
-    b"a", b"v-1", b"", b"ph_phc_t_posthog=%7B%7D", b"ajs_anonymous_id=seg-1", b"10.0.0.7",
-    b"shop.example", b"en-GB,en;q=0.9", b"\xe9t\xe9",
-])
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=8), st.booleans())
-def test_asgi_reads_a_header_list_by_its_dict_as_the_loop_reads_any_headers(headers, trust):
-    """The ASGI middleware reads a usual header list (lower-case names, none repeated) by
-    one dict of it; any other list (upper-case names, a repeated header, joined) and any
-    other iterable take the loop. Both must give the same context."""
-    from fanout.integrations.asgi import FanoutMiddleware
-
-    def scope(given: object) -> dict[str, object]:
-        return {"type": "http", "scheme": "https", "path": "/p", "root_path": "",
-                "query_string": b"utm_source=x", "headers": given,
-                "client": ("203.0.113.9", 5), "server": ("10.0.0.1", 443)}
-
-    by_dict = FanoutMiddleware(None, trust_forwarded=trust)._request_context(scope(headers))
-    by_loop = FanoutMiddleware(None, trust_forwarded=trust)._request_context(
-        scope(tuple(headers)))
-    assert by_dict == by_loop
