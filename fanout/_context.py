@@ -50,7 +50,6 @@ __all__ = [
 
 logger = logging.getLogger("fanout")
 _T = TypeVar("_T")
-_set = object.__setattr__
 #: The shared, read-only empty mapping of a context without values or properties.
 _NO_VALUES: Final[Mapping[str, Any]] = ReadOnlyDict()
 
@@ -68,15 +67,23 @@ CANONICAL_KEYS: Final = (
 )
 
 
-class RequestContext:
-    """One open ``fanout.context``: ids, canonical context and default properties.
-
-    Immutable. A plain class with ``__slots__`` rather than a frozen dataclass: one is
-    built for every request that tracks, and a frozen dataclass's ``__init__`` goes through
-    ``object.__setattr__`` field by field.
-    """
+class _Fields:
+    """The storage of :class:`RequestContext`: its slots, whose own setters its
+    ``__init__`` calls (a third cheaper than ``object.__setattr__`` past its refusing
+    ``__setattr__``; one is built for every request that tracks)."""
 
     __slots__ = ("person_id", "anonymous_id", "anonymous_id_generated", "values", "properties")
+
+
+class RequestContext(_Fields):
+    """One open ``fanout.context``: ids, canonical context and default properties.
+
+    Immutable. A plain class with ``__slots__`` (in :class:`_Fields`) rather than a frozen
+    dataclass: one is built for every request that tracks, and a frozen dataclass's
+    ``__init__`` goes through ``object.__setattr__`` field by field.
+    """
+
+    __slots__ = ()
 
     person_id: str | None
     anonymous_id: str | None
@@ -94,11 +101,11 @@ class RequestContext:
         values: Mapping[str, Any] | None = None,
         properties: Mapping[str, Any] | None = None,
     ) -> None:
-        _set(self, "person_id", person_id)
-        _set(self, "anonymous_id", anonymous_id)
-        _set(self, "anonymous_id_generated", anonymous_id_generated)
-        _set(self, "values", _NO_VALUES if values is None else values)
-        _set(self, "properties", _NO_VALUES if properties is None else properties)
+        _set_person(self, person_id)
+        _set_anonymous(self, anonymous_id)
+        _set_generated(self, anonymous_id_generated)
+        _set_values(self, _NO_VALUES if values is None else values)
+        _set_properties(self, _NO_VALUES if properties is None else properties)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a RequestContext is read-only (cannot set {name!r})")
@@ -155,6 +162,13 @@ class RequestContext:
             else {},
             properties=dict(props) if isinstance(props, Mapping) else {},
         )
+
+
+_set_person = _Fields.person_id.__set__  # type: ignore[attr-defined]
+_set_anonymous = _Fields.anonymous_id.__set__  # type: ignore[attr-defined]
+_set_generated = _Fields.anonymous_id_generated.__set__  # type: ignore[attr-defined]
+_set_values = _Fields.values.__set__  # type: ignore[attr-defined]
+_set_properties = _Fields.properties.__set__  # type: ignore[attr-defined]
 
 
 class LazyContext(Generic[_T]):

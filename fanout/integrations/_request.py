@@ -226,17 +226,21 @@ class RequestReader:
 
     def read_key(self, key: tuple[Any, ...]) -> tuple[str | None, Mapping[str, Any], float]:
         """:meth:`read` of a request given as its key: the values of :data:`KEY_HEADERS`
-        (text or ``None``; ``x-forwarded-for`` ``None`` unless trusted), then ``client_ip``,
-        ``scheme``, ``host``, ``path``, ``query`` and ``trust_forwarded``.
+        (text, or bytes as an ASGI server gives them, or ``None``; ``x-forwarded-for``
+        ``None`` unless trusted), then ``client_ip``, ``scheme``, ``host``, ``path``,
+        ``query`` (text or bytes) and ``trust_forwarded``.
 
         One flat tuple, which the middleware build straight from the server's request and
         also use to recall their own readings: a new visitor's request is read without a
-        headers dict, and its ids and page are looked up by slices of it.
+        headers dict, and its ids and page are looked up by slices of it. Bytes are
+        decoded (as Latin-1, as HTTP header bytes) only when read, on a miss.
         """
         ids_key = key[:5]
         found = self._ids.get(ids_key)
         if found is None or (found[2] != NEVER and time.time() > found[2]):
             cookie = key[0]
+            if type(cookie) is bytes:
+                cookie = cookie.decode("latin-1")
             found = read_request_ids(
                 _NO_HEADERS if key[1:5] == _NO_ID_HEADERS else _headers(key),
                 cookie or None,
@@ -247,6 +251,8 @@ class RequestReader:
         page = self._pages.get(page_key)
         if page is None:
             client_ip, scheme, host, path, query, trust = key[10:]
+            if type(query) is bytes:
+                query = query.decode("latin-1")
             page = checked_context(
                 _page_values(_headers(key), client_ip, scheme, host, path, query, trust)
             )
@@ -284,9 +290,13 @@ class RequestReader:
 
 
 def _headers(key: tuple[Any, ...]) -> dict[str, str]:
-    """The headers of a request's key that it has, by name."""
+    """The headers of a request's key that it has, by name, as text."""
     pairs = zip(KEY_HEADERS, key[:10], strict=True)
-    return {name: value for name, value in pairs if value is not None}
+    return {
+        name: value.decode("latin-1") if type(value) is bytes else value
+        for name, value in pairs
+        if value is not None
+    }
 
 
 def _campaign(query: str) -> dict[str, str]:

@@ -132,7 +132,14 @@ class FanoutMiddleware:
     def _request_context(self, scope: Scope) -> RequestContext:
         """The request's context without a person: from its second time, the same object
         for the same request (so the events of repeated requests share it, and what is
-        derived from it)."""
+        derived from it).
+
+        The request's key (:meth:`RequestReader.read_key`) holds the header values as the
+        server gave them, bytes not yet decoded: the reader decodes only what it reads on
+        a miss (a new visitor's cookie; a new page's headers), and every bytes value's
+        hash, computed once for the whole key, serves its slices (the ids' and the page's
+        keys) too. Nothing is decoded for a request read before.
+        """
         found: list[bytes | None] = [None] * _KEY_HEADERS
         for raw_name, raw_value in scope.get("headers") or ():
             slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
@@ -147,40 +154,24 @@ class FanoutMiddleware:
         if not trust:
             found[_FORWARDED] = None
         client = scope.get("client")
-        server = scope.get("server")
-        path = scope.get("root_path", "") + scope.get("path", "/")
-        raw_query = scope.get("query_string") or b""
-        # The request as the server gave it (header bytes not yet decoded): the same
-        # request again reads the same (until a session's idle timeout), so from its
-        # second time its context is recalled without decoding anything.
-        raw_key: Any = (*found, client, server, scope.get("scheme", "http"), path, raw_query, trust)
-        reader = self._reader
-        try:
-            recalled = reader.recall(raw_key)
-        except TypeError:  # a server that puts unhashable values in the scope
-            raw_key, recalled = None, None
-        if recalled is not None:
-            ctx: RequestContext = recalled
-            return ctx
-        text = [None if value is None else value.decode("latin-1") for value in found]
-        host = text[_HOST] or (f"{server[0]}:{server[1]}" if server else None)
-        key = (
-            *text,
+        host = None
+        if not found[_HOST]:  # no Host header (HTTP/1.0): the server's address
+            server = scope.get("server")
+            host = f"{server[0]}:{server[1]}" if server else None
+        key: Any = (
+            *found,
             client[0] if client else None,
             scope.get("scheme", "http"),
             host,
-            path,
-            raw_query.decode("latin-1"),
+            scope.get("root_path", "") + scope.get("path", "/"),
+            scope.get("query_string") or b"",
             trust,
         )
         try:
-            anonymous_id, values, until = reader.read_key(key)
-        except TypeError:  # unhashable values, as above
-            return self._unkept_context(text, scope, host, trust)
-        ctx = RequestContext(None, anonymous_id, False, values)
-        if raw_key is not None:
-            reader.remember(raw_key, ctx, until)
-        return ctx
+            return self._reader.context(key)
+        except (TypeError, AttributeError):  # a server that puts odd values in the scope
+            text = [None if value is None else bytes(value).decode("latin-1") for value in found]
+            return self._unkept_context(text, scope, host or text[_HOST], trust)
 
     def _unkept_context(
         self, found: list[str | None], scope: Scope, host: str | None, trust: bool

@@ -11,7 +11,7 @@ import json
 from urllib.parse import quote
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fanout.integrations.browser import (
@@ -335,10 +335,14 @@ _NEAR_ESCAPES = st.lists(
                      "=41", "%zz", "%\n", "%\r\n"]),
     max_size=12,
 ).map("".join)
+_ESCAPED_OBJECT = st.dictionaries(
+    st.text(max_size=8), st.one_of(st.text(max_size=12), st.integers()), max_size=4
+).map(lambda v: quote(json.dumps(v), safe=""))
 _ESCAPED_JSON = st.one_of(
     # Real cookies: any JSON object, escaped as encodeURIComponent does.
-    st.dictionaries(st.text(max_size=8), st.one_of(st.text(max_size=12), st.integers()),
-                    max_size=4).map(lambda v: quote(json.dumps(v), safe="")),
+    _ESCAPED_OBJECT,
+    # ... followed by text near escapes (a trailing '%', '=XX'...).
+    st.tuples(_ESCAPED_OBJECT, _NEAR_ESCAPES).map("".join),
     # An escaped object whose string holds text near escapes: bad ones, '=', line breaks,
     # backslashes, non-ASCII, bytes that are not UTF-8.
     _NEAR_ESCAPES.map(lambda text: "%7B%22k%22%3A%22" + text + "%22%7D"),
@@ -348,6 +352,8 @@ _ESCAPED_JSON = st.one_of(
 
 @settings(max_examples=600, deadline=None)
 @given(_ESCAPED_JSON)
+@example("%7B%7D%")
+@example("%7B%22k%22%3A%22=41%22%7D")
 def test_the_cookie_decoder_is_unquote_then_json(raw):
     """The PostHog/Mixpanel cookie decoder unescapes in C where it can prove it gives what
     ``urllib.parse.unquote`` gives: the same object, or the same refusal, for any text."""
@@ -365,3 +371,35 @@ def test_the_cookie_decoder_is_unquote_then_json(raw):
             _decoded_uri_json(raw)
     else:
         assert _decoded_uri_json(raw) == expected
+
+
+_POSTHOG_NEAR = st.tuples(_NEAR_ESCAPES, _NEAR_ESCAPES, _NEAR_ESCAPES).map(
+    lambda parts: (
+        "%7B%22distinct_id%22%3A%22d" + parts[0] + "%22%2C%22%24sesid%22%3A%5B" + str(NOW_MS)
+        + "%2C%22s" + parts[1] + "%22%5D%7D" + parts[2]
+    )
+)
+
+
+def _posthog_near(anon: str, session: str = "", tail: str = "") -> str:
+    return (f"%7B%22distinct_id%22%3A%22d{anon}%22%2C%22%24sesid%22%3A%5B{NOW_MS}%2C%22s"
+            f"{session}%22%5D%7D{tail}")
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(_POSTHOG_NEAR, _POSTHOG_VALUE.map(js_uri)))
+@example(_posthog_near("=41"))  # quoted-printable's escape, not a URI one
+@example(_posthog_near("", tail="%"))  # a trailing '%' (dropped by a2b_qp)
+@example(_posthog_near("%3D"))  # an escaped '=': the slow way, same ids
+@example(_posthog_near("%4", "%zz"))
+@example(_posthog_near("%0A", "\n"))
+def test_the_posthog_shortcut_decodes_as_unquote_then_json(raw):
+    """The PostHog shortcut's own decoding (the common value, inlined) must read what the
+    PostHog source reads after ``urllib.parse.unquote`` and JSON: ids near bad escapes,
+    ``=``, line breaks and a trailing ``%`` either read the same or go the slow way."""
+    from fanout.integrations.browser import _posthog_live
+
+    anon, session, _, _, until = read_ids({}, {"ph_phc_abc123_posthog": raw}, NOW)
+    # Both ids from a live session, or None: the scan decides the rest.
+    expected = (anon, session, until) if anon is not None and session is not None else None
+    assert _posthog_live(raw, NOW) == expected

@@ -370,3 +370,4 @@ def test_request_context_is_read_only_compares_by_value_and_round_trips():
     assert ctx != fanout.RequestContext(person_id="q", values={"ip": "1.2.3.4"})
     assert fanout.RequestContext.from_dict(ctx.to_dict()) == ctx
     assert "person_id='p'" in repr(ctx) and fanout.RequestContext().values == {}
+
