@@ -332,25 +332,39 @@ def _plain_row(raw: dict[str, Any], max_event: int) -> Row | None:
         return None
     try:
         _fromisoformat(timestamp[:23])
-        body = dumps_strict({
-            "v": SCHEMA_VERSION,
-            "kind": kind,
-            "event_id": event_id,
-            "timestamp": timestamp,
-            "person_id": person_id,
-            "anonymous_id": anonymous_id,
-            "name": name,
-            "properties": {} if properties is None else properties,
-            "traits": {} if traits is None else traits,
-            "context": {} if context is None else context,
-            "group": None,
-            "previous_id": None,
-        })
+        body = dumps_strict(_document(
+            kind, event_id, timestamp, person_id, anonymous_id, name,
+            {} if properties is None else properties, {} if traits is None else traits,
+            {} if context is None else context, None, None,
+        ))  # fmt: skip
     except (ValueError, TypeError):  # orjson's errors are TypeErrors, and ValueErrors
         return None
     if len(body) > max_event or body.count(b"{") + body.count(b"[") > _SHALLOW_BRACKETS:
         return None
     return _new_row(Row, (event_id, kind, timestamp, person_id, anonymous_id, name, body))
+
+
+def _document(
+    kind: str, event_id: str | None, timestamp: str, person_id: str | None,
+    anonymous_id: str | None, name: str | None, properties: dict[str, Any],
+    traits: dict[str, Any], context: dict[str, Any], group: Any, previous_id: str | None,
+) -> dict[str, Any]:
+    """The stored event's document, its keys in the protocol's order: one layout for the
+    fast path and the full checks, so the rows they store cannot drift apart."""
+    return {
+        "v": SCHEMA_VERSION,
+        "kind": kind,
+        "event_id": event_id,
+        "timestamp": timestamp,
+        "person_id": person_id,
+        "anonymous_id": anonymous_id,
+        "name": name,
+        "properties": properties,
+        "traits": traits,
+        "context": context,
+        "group": group,
+        "previous_id": previous_id,
+    }  # fmt: skip
 
 
 def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
@@ -419,20 +433,8 @@ def _row(raw: Any, max_event: int) -> tuple[Row, Link | None]:
         context = {}
     elif not (type(context) is dict and _shallow(context, 1)):
         context = _object(raw, "context") or {}
-    doc = {
-        "v": SCHEMA_VERSION,
-        "kind": kind,
-        "event_id": event_id,
-        "timestamp": timestamp,
-        "person_id": person_id,
-        "anonymous_id": anonymous_id,
-        "name": name,
-        "properties": properties,
-        "traits": traits,
-        "context": context,
-        "group": group,
-        "previous_id": previous_id,
-    }
+    doc = _document(kind, event_id, timestamp, person_id, anonymous_id, name, properties,
+                    traits, context, group, previous_id)  # fmt: skip
     try:
         body = dumps(doc)
     except UnicodeEncodeError:
