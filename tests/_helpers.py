@@ -66,3 +66,16 @@ class ScriptedProvider:
 
     def close(self) -> None:
         pass
+
+
+class GatedProvider(ScriptedProvider):
+    """A :class:`ScriptedProvider` whose sends wait at ``gate`` (up to 10 s): the worker
+    holds its batch there while a test fills the queue behind it."""
+
+    def __init__(self, name: str, script: Sequence[BaseException | None] = ()) -> None:
+        super().__init__(name, script)
+        self.gate = threading.Event()
+
+    def send(self, batch: Sequence[Event]) -> None:
+        self.gate.wait(10)
+        super().send(batch)

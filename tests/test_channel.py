@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from _helpers import ScriptedProvider
+from _helpers import GatedProvider, ScriptedProvider
 
 from fanout import BatchLimits, BatchTooLarge, PermanentError, RetryableError
 from fanout._channel import Channel
@@ -237,20 +237,13 @@ def test_on_error_callback_that_raises_does_not_stop_delivery():
 
 
 def test_queue_full_drops_new_events_counts_and_logs_once(caplog):
-    gate = threading.Event()
-
-    class Slow(ScriptedProvider):
-        def send(self, batch):
-            gate.wait(10)
-            super().send(batch)
-
-    p = Slow("p")
+    p = GatedProvider("p")
     opts = Delivery(**FAST, queue_size=5, batch_size=1)
     ch = Channel("p", p, options=opts)
     with caplog.at_level(logging.WARNING, logger="fanout.channel.p"):
         for e in events(50):
             ch.emit(e)
-    gate.set()
+    p.gate.set()
     assert ch.wait(ch.request_flush(), __import__("time").monotonic() + 10)
     r = ch.report()
     assert r.losses["queue_full"] == r.dropped
@@ -259,19 +252,13 @@ def test_queue_full_drops_new_events_counts_and_logs_once(caplog):
 
 
 def test_queue_bounded_by_bytes():
-    gate = threading.Event()
-
-    class Slow(ScriptedProvider):
-        def send(self, batch):
-            gate.wait(10)
-            super().send(batch)
-
     opts = Delivery(**FAST, queue_bytes=20_000, batch_size=1)
-    ch = Channel("p", Slow("p"), options=opts)
+    p = GatedProvider("p")
+    ch = Channel("p", p, options=opts)
     for e in events(20, size=2000):
         ch.emit(e)
     assert ch.report().dropped >= 10
-    gate.set()
+    p.gate.set()
     ch.wait(ch.request_flush(), __import__("time").monotonic() + 10)
 
 

@@ -4,11 +4,10 @@ delivery process of process mode does with each hand-off, which must come out ex
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from _helpers import ScriptedProvider
+from _helpers import GatedProvider, ScriptedProvider
 
 from fanout import BatchLimits
 from fanout._channel import Channel
@@ -82,21 +81,14 @@ def test_emit_many_delivers_every_event_in_order():
 
 
 def test_emit_many_counts_what_a_full_queue_drops():
-    gate = threading.Event()
-
-    class Slow(ScriptedProvider):
-        def send(self, batch):
-            gate.wait(10)
-            super().send(batch)
-
-    p = Slow("p")
+    p = GatedProvider("p")
     ch = Channel("p", p, options=Delivery(**FAST, queue_size=5, batch_size=5))
     ch.emit_many(events(5, prefix="a"))  # the worker takes these and waits at the gate
     deadline = time.monotonic() + 10
     while len(ch._queue) and time.monotonic() < deadline:
         time.sleep(0.01)
     ch.emit_many(events(12, prefix="b"))  # 5 fit, 7 dropped
-    gate.set()
+    p.gate.set()
     assert ch.wait(ch.request_flush(), time.monotonic() + 10)
     ch.end_flush()
     r = ch.report()
