@@ -255,22 +255,9 @@ _POSTHOG_PAIR: Final = re.compile(r"ph_(?:[^;=]*_)?posthog\s*=")
 
 def _posthog_live(raw: str, now: float | None) -> tuple[str, str, float] | None:
     """PostHog's ``(anonymous id, session id, idle timeout)`` from its raw cookie value,
-    when it has both ids and the session is live; else ``None`` (the scan decides).
-
-    The common value is decoded here, as :func:`_decoded_uri_json` decodes it (one call
-    less for every new visitor); anything else goes through that function.
-    """
-    data: Any = None
-    if "%" in raw and raw.isascii() and "=" not in raw and "\n" not in raw and "\r" not in raw:
-        unescaped = _a2b_qp(raw.replace("%", "="))
-        if b"=" not in unescaped and raw[-1] != "%":  # _clean_qp, inlined
-            try:
-                data = orjson.loads(unescaped)
-            except ValueError:
-                data = None
+    when it has both ids and the session is live; else ``None`` (the scan decides)."""
     try:
-        if type(data) is not dict:
-            data = _decoded_uri_json(raw)
+        data = _decoded_uri_json(raw)
     except (ValueError, TypeError, UnicodeError):
         return None
     sesid = data.get("$sesid")
