@@ -34,9 +34,8 @@ from .provider import Provider
 
 __all__ = ["Client", "ClientState", "channels_of"]
 
-#: The open ``fanout.context`` before it is resolved: ``None`` (the usual call, outside any
-#: request) answers without the two calls of ``_context.current()``.
-_open_context = _context._current.get
+#: ``None`` outside any ``fanout.context`` (the usual call), without ``current()``'s two calls.
+_open_context = _context.opened
 
 logger = logging.getLogger("fanout")
 

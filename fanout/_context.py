@@ -41,6 +41,7 @@ __all__ = [
     "apply",
     "context",
     "current",
+    "opened",
     "enter",
     "lazy",
     "leave",
@@ -229,6 +230,12 @@ def _resolve(ctx: RequestContext | LazyContext[Any] | None) -> RequestContext | 
 def current() -> RequestContext | None:
     """The innermost open context of this thread/task, or ``None``."""
     return _resolve(_current.get())
+
+
+#: The innermost open context as it was entered (a :class:`LazyContext` not yet read), or
+#: ``None``: outside any ``fanout.context``, the usual call, one C call answers what
+#: :func:`current` answers with two.
+opened: Final = _current.get
 
 
 def lazy(read: Callable[[_T], RequestContext], source: _T) -> LazyContext[_T]:
