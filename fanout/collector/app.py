@@ -95,6 +95,29 @@ class _Refused(Exception):
         self.key_id = key_id
 
 
+_UNKNOWN_KEY: Final = "missing, unknown or revoked server key"
+
+
+def _checked_key(store: Store, limiter: Limiter, key: str, scope: str) -> KeyInfo:
+    """``key``'s listing, or the refusal: 401 unknown or revoked, 403 another scope, 429
+    over its rate limit. In a worker thread: a store lookup, and the limiter's bucket, may
+    each be a round trip to the database. Every request's key is checked here, whether
+    before its body (:func:`create_app`'s ``verify``) or, for a key the cache remembers,
+    in the hand-off that decodes its batch (:func:`_ingest`)."""
+    info = store.key_for(key)
+    if info is None:
+        raise _Refused(401, _UNKNOWN_KEY)
+    if not info.allows(scope):
+        raise _Refused(403, f"this key cannot {'send events' if scope == INGEST else 'read'}"
+                            f" (its scope is {', '.join(info.scopes) or 'none'})",
+                       key_id=info.id)
+    wait = limiter.check(info.id)
+    if wait is not None:
+        raise _Refused(429, "rate limit exceeded; retry later",
+                       {"Retry-After": retry_after_header(wait)}, info.id)
+    return info
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
@@ -151,31 +174,15 @@ def create_app(
         refusals.record(exc.status, exc.message, client=client, key_id=key_id)
         return _error(exc.status, exc.message, exc.headers)
 
-    def limited(wait: float, key_id: int) -> _Refused:
-        return _Refused(429, "rate limit exceeded; retry later",
-                        {"Retry-After": retry_after_header(wait)}, key_id)
-
-    def lookup(key: str, scope: str) -> tuple[KeyInfo | None, float | None]:
-        # One worker-thread hand-off for the key and its bucket: both may be a round trip
-        # to the database (PostgreSQL keeps the buckets of every process).
-        info = store.key_for(key)
-        if info is None or not info.allows(scope):
-            return info, None
-        return info, limiter.check(info.id)
-
     async def authorize(request: Request, scope: str) -> KeyInfo:
         return await verify(bearer_key(request.headers.get("authorization")), scope)
 
     async def verify(key: str | None, scope: str) -> KeyInfo:
-        info, wait = (None, None) if key is None else await in_thread(lookup, key, scope)
-        if info is None:
-            raise _Refused(401, "missing, unknown or revoked server key")
-        if not info.allows(scope):
-            raise _Refused(403, f"this key cannot {'send events' if scope == INGEST else 'read'}"
-                                f" (its scope is {', '.join(info.scopes) or 'none'})",
-                           key_id=info.id)
-        if wait is not None:
-            raise limited(wait, info.id)
+        if key is None:
+            raise _Refused(401, _UNKNOWN_KEY)
+        # One worker-thread hand-off for the key and its bucket: both may be a round trip
+        # to the database (PostgreSQL keeps the buckets of every process).
+        info: KeyInfo = await in_thread(_checked_key, store, limiter, key, scope)
         return info
 
     async def receive_body(body: bytearray, receive: Callable[[], Any]) -> None:
@@ -358,14 +365,7 @@ def _ingest(
     taken from the key cache, looked up again with its rate limit, then the body decoded
     and validated while holding the decoding slot, inserted after releasing it."""
     if recheck is not None:
-        found = store.key_for(recheck)
-        if found is None or not found.allows(INGEST):
-            raise _Refused(401, "missing, unknown or revoked server key")
-        key = found
-        wait = limiter.check(key.id)
-        if wait is not None:
-            raise _Refused(429, "rate limit exceeded; retry later",
-                           {"Retry-After": retry_after_header(wait)}, key.id)
+        key = _checked_key(store, limiter, recheck, INGEST)
     with decoding:
         ingested = _decode(limiter, limits, key, body, encoding)
     return ingested, store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)
