@@ -305,7 +305,6 @@ class _Batch:
             self.owner = owner
         self.rows, self.projects, self.keys, self.pairs = rows, projects, keys, pairs
         self.links = [(job.project_id, *link) for job in jobs for link in job.links]
-        self.has_links = bool(self.links)
 
     def params(self, received: _dt.datetime) -> dict[str, Any]:
         ids, kinds, timestamps, persons, anonymous, names, bodies = (
@@ -535,16 +534,16 @@ class PostgresStore:
         batch = _Batch(jobs)
         params = batch.params(received)
         partition = partition_name(_month(received))
-        new = self._statements.get((partition, batch.has_links))
+        links = bool(batch.links)
+        new = self._statements.get((partition, links))
         if new is None:
-            new = _statement(_INSERT_NEW, partition, batch.has_links)
-            self._statements[partition, batch.has_links] = new
+            new = self._statements[partition, links] = _statement(_INSERT_NEW, partition, links)
 
         def work(conn: psycopg.Connection[Any]) -> list[InsertResult]:
             try:
                 conn.execute(new, params)
             except pg_errors.UniqueViolation:  # an id stored before: dedupe row by row
-                dedupe = _statement(_INSERT_DEDUPE, partition, batch.has_links)
+                dedupe = _statement(_INSERT_DEDUPE, partition, links)
                 stored = conn.execute(dedupe, params).fetchall()
                 return batch.results(stored)
             return batch.results(None)
