@@ -260,7 +260,7 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[Row], project_id: int, k
         while size > total - start:
             size //= 2
         event_ids, kinds, timestamps, persons, anonymous, names, bodies = zip(
-            *rows[start:start + size])
+            *rows[start:start + size], strict=True)
         db.execute(_INSERTS[size], [
             *event_ids, *kinds, *timestamps, *map(empty, persons, persons),
             *map(empty, anonymous, anonymous), *map(empty, names, names),
