@@ -13,26 +13,34 @@ machine:
   sender's N over the wall time from "go" to the last batch answered (a client's last
   ``flush()`` returning), i.e. to the last *commit* (the server answers 200 only after
   it). Server CPU is the collector processes' CPU (all workers) per event, database CPU
-  the PostgreSQL processes' CPU per event, both read from ``/proc`` before and after.
-  The stored count is checked against N every round.
+  the PostgreSQL processes' CPU per event, both read from ``/proc`` before and after;
+  ``(loop)``, for one server process, is the part of its CPU spent on the event loop's
+  thread (HTTP, hand-offs, responses), the rest being its worker threads' (decode,
+  validate, insert, key check). The stored count is checked against N every round.
   PostgreSQL is a throwaway cluster of the Debian binaries with ``fsync=on`` and
   ``synchronous_commit=on`` (each batch durable before its 200); SQLite is WAL with
   ``synchronous=NORMAL`` (durable against a process crash, not an OS crash).
 - **Where the SQLite path's time goes**: decode, validate and insert of one client-encoded
-  batch, timed in this process, per event; the rest of the server's CPU per event above is
-  HTTP (uvicorn, Starlette, the worker-thread hand-offs).
+  batch, timed in this process, per event: the worker threads' part of the server's CPU
+  (a served batch's cost more, the caches being colder there than in a tight loop).
 - **Timeline pages** at 1,000,000 stored events (bulk-loaded straight into each store's
   tables, not through HTTP): p50/p99 of ``GET /v1/persons/{id}/events`` pages over HTTP.
 - **fanout vs the SDKs**: a ``fanout.Client`` in this process → the collector (SQLite),
   and posthog-python and segment-analytics-python → a local sink that stores nothing.
   Client CPU is ``time.process_time()`` of this process per event.
 
+- **Server instructions per event** (``--instructions``, needs valgrind): a one-process
+  SQLite collector under cachegrind, fed 2,000 and then 12,000 events by the lean loader;
+  the difference of the totals per event. Deterministic, so an A/B with ``--baseline``
+  shows a change of a per cent on a machine whose CPU-time figures vary by half between
+  rounds; it does not see cache misses or the kernel, which the CPU columns do.
+
 Rounds alternate between contenders and medians are reported. The machine is shared: read
 the figures of one run against each other, not against another run's.
 
     python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 100]
         [--timeline-events 1000000] [--skip-timeline] [--skip-sdks] [--skip-postgres]
-        [--no-ab] [--lean] [--baseline OTHER_CHECKOUT/.venv/bin/python]
+        [--no-ab] [--lean] [--instructions] [--baseline OTHER_CHECKOUT/.venv/bin/python]
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,8 +100,8 @@ async def _sink_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b'{"status": 1}'})
 
 
-def _wait_up(url: str, proc: subprocess.Popen[Any]) -> None:
-    deadline = time.monotonic() + 30
+def _wait_up(url: str, proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
     while True:
         try:
             urllib.request.urlopen(url, timeout=1).read()
@@ -160,11 +169,14 @@ def _fanout_of(python: str) -> list[str]:
 
 @contextmanager
 def collector(db: Path | str, workers: int = 1, guard: bool = True,
-              fanout: list[str] | None = None) -> Iterator[tuple[str, str, int]]:
+              fanout: list[str] | None = None,
+              serve_with: list[str] | None = None) -> Iterator[tuple[str, str, int]]:
     """``fanout collector serve`` in a subprocess on a fresh database: (url, key, pid).
     ``guard=False``: the same app under uvicorn's stock httptools protocol, without the
     connection guard (this script's ``--bare-serve``), for the hardening's A/B.
-    ``fanout``: another installation's CLI (``--baseline``), else this one's."""
+    ``fanout``: another installation's CLI (``--baseline``), else this one's.
+    ``serve_with``: the server's whole command line instead of ``fanout`` (valgrind, for
+    ``--instructions``), followed by the ``collector serve`` arguments."""
     fanout = fanout or FANOUT
     created = subprocess.run(
         [*fanout, "collector", "keys", "create", "--label", "bench", "--db", str(db)],
@@ -173,7 +185,7 @@ def collector(db: Path | str, workers: int = 1, guard: bool = True,
         check=True,
     )
     key = created.stdout.strip()
-    serve = ([*fanout, "collector", "serve", "--port", "0", "--db", str(db),
+    serve = ([*(serve_with or fanout), "collector", "serve", "--port", "0", "--db", str(db),
               "--workers", str(workers)] if guard else
              [sys.executable, os.path.abspath(__file__), "--bare-serve", str(db)])
     proc = subprocess.Popen(
@@ -185,11 +197,11 @@ def collector(db: Path | str, workers: int = 1, guard: bool = True,
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip().removeprefix("listening on ")
-        _wait_up(url + "/v1/health", proc)
+        _wait_up(url + "/v1/health", proc, 300 if serve_with else 30)
         yield url, key, proc.pid
     finally:
         proc.terminate()
-        proc.communicate(timeout=30)
+        proc.communicate(timeout=300 if serve_with else 30)
 
 
 def _stored(db: Path | str) -> int:
@@ -214,6 +226,17 @@ def _tree_cpu(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return total
     return total + sum(_tree_cpu(c) for c in children)
+
+
+def _loop_cpu(pid: int) -> float:
+    """CPU seconds of ``pid``'s main thread: a one-process collector's event loop (uvicorn
+    runs it there; the worker threads decode, validate and insert)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK
 
 
 # -- contenders: each returns (wall seconds, client CPU seconds) for n events -------------
@@ -419,6 +442,7 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
             for p in procs:
                 assert p.stdout is not None and p.stdout.readline().strip() == "ready"
             server_cpu, db_cpu = _tree_cpu(server_pid), _tree_cpu(db_pid) if db_pid else 0.0
+            loop_cpu = _loop_cpu(server_pid)
             start = time.perf_counter()
             for p in procs:
                 assert p.stdin is not None
@@ -427,6 +451,7 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
             reports = [json.loads(p.stdout.readline()) for p in procs if p.stdout]
             wall = time.perf_counter() - start
             server_cpu = _tree_cpu(server_pid) - server_cpu
+            loop_cpu = _loop_cpu(server_pid) - loop_cpu
             db_cpu = (_tree_cpu(db_pid) - db_cpu) if db_pid else 0.0
         finally:
             for p in procs:
@@ -436,8 +461,11 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
     stored = _stored(db)
     if delivered != total or stored != total:
         raise RuntimeError(f"{db}: delivered {delivered}, stored {stored} of {total}")
+    # With one server process, the part of its CPU spent on the event loop's thread (HTTP,
+    # hand-offs, responses); the rest is the worker threads' (decode, validate, insert).
+    loop = loop_cpu / total * 1e6 if servers == 1 else float("nan")
     return {"events/s": total / wall, "server µs/ev": server_cpu / total * 1e6,
-            "db µs/ev": db_cpu / total * 1e6,
+            "loop µs/ev": loop, "db µs/ev": db_cpu / total * 1e6,
             "client µs/ev": sum(r["cpu"] for r in reports) / total * 1e6}
 
 
@@ -491,10 +519,58 @@ def store_matrix(n: int, rounds: int, batch: int, postgres: bool, ab: bool = Tru
     print(f"\ncollector: {n} events per round (batches of {batch}), {rounds} rounds, medians; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
     print(f"{'store / processes / sender':<48} {'events/s':>9} {'server µs/ev':>13} "
-          f"{'db µs/ev':>9} {'client µs/ev':>13}")
+          f"{'(loop)':>7} {'db µs/ev':>9} {'client µs/ev':>13}")
     for name, row in table.items():
         print(f"{name:<48} {row['events/s']:>9,.0f} {row['server µs/ev']:>13.1f} "
-              f"{row['db µs/ev']:>9.1f} {row['client µs/ev']:>13.1f}")
+              f"{row['loop µs/ev']:>7.1f} {row['db µs/ev']:>9.1f} {row['client µs/ev']:>13.1f}")
+    return table
+
+
+# -- server instructions per event (cachegrind) --------------------------------------------
+
+
+def _load(url: str, key: str, n: int, batch: int, connections: int = 1) -> None:
+    """The lean loader (a process of its own) sends ``n`` events and is checked."""
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--loader", url, key,
+                             str(n), str(batch), "i_", str(connections)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out, _ = proc.communicate("go\n", timeout=600)
+    ready, report = out.splitlines()
+    if ready != "ready" or json.loads(report)["delivered"] != n:
+        raise RuntimeError(f"the loader delivered {report} of {n}")
+
+
+def server_instructions(python: str, batch: int, small: int = 2_000,
+                        large: int = 12_000) -> float:
+    """Instructions a one-process SQLite collector (the fanout installed beside
+    ``python``) executes per event: the server under valgrind's cachegrind, fed ``small``
+    and then ``large`` events by the lean loader over one connection, each on a fresh
+    database; the difference of the two totals over ``large - small`` events leaves out
+    start and shutdown. Deterministic, unlike CPU time on a shared machine, but blind to
+    what costs time without instructions (cache misses, the kernel)."""
+    totals = []
+    for n in (small, large):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "cachegrind.out"
+            valgrind = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                        f"--cachegrind-out-file={out}", python, "-P", "-c",
+                        "from fanout.cli import main; main()"]
+            with collector(Path(tmp) / "i.db", fanout=_fanout_of(python),
+                           serve_with=valgrind) as (url, key, _):
+                _load(url, key, n, batch)
+            summary = [line for line in out.read_text().splitlines()
+                       if line.startswith("summary:")]
+            totals.append(int(summary[0].split()[1]))
+    return (totals[1] - totals[0]) / (large - small)
+
+
+def instructions_table(batch: int, baseline: str | None) -> dict[str, float]:
+    trees = ([("baseline", baseline)] if baseline else []) + [("this tree", sys.executable)]
+    table = {name: server_instructions(python, batch) for name, python in trees}
+    print(f"\nserver instructions per event (cachegrind, SQLite, 1 server, lean loader over 1 "
+          f"connection, batches of {batch}):")
+    for name, per_event in table.items():
+        print(f"  {name:<10} {per_event:>10,.0f}")
     return table
 
 
@@ -538,7 +614,7 @@ def stage_profile(batch: int, repeats: int = 200) -> dict[str, float]:
     out = {k: v / (repeats * batch) * 1e6 for k, v in times.items()}
     print(f"\nSQLite path per event (batches of {batch}, {len(body) // batch} bytes/event): "
           + ", ".join(f"{k} {v:.1f} µs" for k, v in out.items())
-          + "; the rest of the server's µs/ev above is HTTP and hand-offs")
+          + "; the event loop's thread spends the (loop) column above on HTTP and hand-offs")
     return out
 
 
@@ -725,6 +801,9 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="PYTHON",
                         help="also serve each row with the fanout installed beside PYTHON "
                              "(e.g. main's .venv/bin/python), alternating with this one")
+    parser.add_argument("--instructions", action="store_true",
+                        help="only the server's instructions per event under valgrind's "
+                             "cachegrind (deterministic; with --baseline, both trees)")
     parser.add_argument("--no-ab", action="store_true",
                         help="skip the hardening's A/B row (the app under uvicorn's stock "
                              "protocol)")
@@ -745,6 +824,12 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.ERROR)
     summary: dict[str, Any] = {}
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind (apt-get install valgrind)")
+        summary["server_instructions"] = instructions_table(args.batch, args.baseline)
+        print(json.dumps(summary))
+        return
     postgres = not (args.skip_postgres or args.lean)
     summary["stores"] = store_matrix(args.events, args.rounds, args.batch, postgres,
                                      not args.no_ab, args.lean, args.baseline)
