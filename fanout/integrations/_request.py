@@ -21,7 +21,14 @@ from urllib.parse import unquote_plus
 
 from .._context import RequestContext
 from .._events import checked_context, checked_with
-from .browser import NEVER, read_request_ids, sanitize
+from .browser import (
+    NEVER,
+    SESSION_IDLE_SECONDS,
+    activity_room,
+    activity_span,
+    read_request_ids,
+    sanitize,
+)
 
 __all__ = ["KEY_HEADERS", "READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
@@ -164,12 +171,21 @@ class _Kept(Generic[_K, _V]):
         self.get = self._data.get
 
     def put(self, key: _K, value: _V) -> None:
+        if self.again(key):
+            self.keep(key, value)
+
+    def again(self, key: _K) -> bool:
+        """Whether ``key`` was put (or asked about) before: if not, it is noted only."""
         h = hash(key)
         seen = self._seen
         slot = h & _SEEN_MASK
         if seen[slot] != h:  # its first time (or its slot was taken since): noted only
             seen[slot] = h
-            return
+            return False
+        return True
+
+    def keep(self, key: _K, value: _V) -> None:
+        """Keep ``value`` under ``key`` now (:meth:`put` does from its second time)."""
         data = self._data
         with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
             if len(data) >= self._size:
@@ -194,7 +210,7 @@ class RequestReader:
     once, costs them nothing.
     """
 
-    __slots__ = ("_ids", "_pages", "_raw")
+    __slots__ = ("_active", "_ids", "_pages", "_raw")
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
@@ -204,6 +220,10 @@ class RequestReader:
             kept
         )
         self._pages: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
+        #: A request's key with its PostHog cookie's last-activity digits cut out (the
+        #: header before and after them) -> (the context of any such request whose session
+        #: is live, how many digits may stand there): see :meth:`context`.
+        self._active: _Kept[tuple[Any, ...], tuple[RequestContext, int]] = _Kept(kept)
 
     def read(
         self,
@@ -270,9 +290,30 @@ class RequestReader:
         if found is not None and (found[1] == NEVER or time.time() <= found[1]):
             ctx: RequestContext = found[0]
             return ctx
+        # A returning visitor whose PostHog cookie only has a new last-activity time (what
+        # posthog-js writes as events are captured): recalled by the header without those
+        # digits, its session judged live by them. Kept only once proven to read so.
+        cookie = key[0]
+        span = None
+        if cookie and key[1:5] == _NO_ID_HEADERS and (type(cookie) is bytes or type(cookie) is str):
+            span = activity_span(cookie)
+            if span is not None:
+                start, end = span
+                active_key = (cookie[:start], cookie[end:], *key[1:])
+                active = self._active.get(active_key)
+                if (
+                    active is not None
+                    and end - start <= active[1]
+                    and time.time() <= int(cookie[start:end]) / 1000 + SESSION_IDLE_SECONDS
+                ):
+                    return active[0]
         anonymous_id, values, until = self.read_key(key)
         ctx = RequestContext(None, anonymous_id, False, values)
         self._raw.put(key, (ctx, until))
+        if span is not None and self._active.again(active_key):
+            room = activity_room(cookie, span, (anonymous_id, values.get("session_id"), until))
+            if room:
+                self._active.keep(active_key, (ctx, room))
         return ctx
 
     def recall(self, key: Any) -> Any:
