@@ -35,6 +35,8 @@ import orjson
 
 __all__ = [
     "ACTIVITY_DIGITS",
+    "ACTIVITY_MARK",
+    "ACTIVITY_MARK_BYTES",
     "MAX_ID_LENGTH",
     "SESSION_IDLE_SECONDS",
     "BrowserIds",
@@ -242,9 +244,9 @@ def read_request_ids(
 
 
 def _posthog_value(cookie: str) -> tuple[str, int] | None:
-    """The first ``ph_<token>_posthog`` cookie's raw value (the scan's pick, unquoted) in a
-    ``Cookie`` header and where it starts, if it is within :data:`MAX_COOKIE_LENGTH`;
-    ``None`` leaves the header to the scan."""
+    """The first ``ph_<token>_posthog`` cookie's raw value (the scan's pick, stripped and
+    unquoted) in a ``Cookie`` header, and where its pair's value starts (before the strip),
+    if it is within :data:`MAX_COOKIE_LENGTH`; ``None`` leaves the header to the scan."""
     # The leftmost match, if its name starts its pair; a match inside another pair's value
     # takes the scan.
     match = _POSTHOG_PAIR.search(cookie)
@@ -256,14 +258,12 @@ def _posthog_value(cookie: str) -> tuple[str, int] | None:
         return None
     start = match.end()
     ends = cookie.find(";", start)  # the value: a C search, not the regex's
-    raw = cookie[start : None if ends < 0 else ends]
-    value = raw.strip()
+    value = cookie[start : None if ends < 0 else ends].strip()
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
-        start += 1
     if len(value) > MAX_COOKIE_LENGTH:
         return None
-    return value, start + len(raw) - len(raw.lstrip())
+    return value, start
 
 
 #: A PostHog cookie pair from its name: ``ph_<token>_posthog`` (``ph_posthog`` included,
@@ -313,8 +313,8 @@ def _posthog_live(raw: str, now: float | None) -> tuple[str, str, float] | None:
 
 #: ``"$sesid":[`` as ``encodeURIComponent`` writes it (posthog-js's cookie): the last-activity
 #: time follows it.
-_ACTIVITY_MARK: Final = "%22%24sesid%22%3A%5B"
-_ACTIVITY_MARK_BYTES: Final = _ACTIVITY_MARK.encode()
+ACTIVITY_MARK: Final = "%22%24sesid%22%3A%5B"
+ACTIVITY_MARK_BYTES: Final = ACTIVITY_MARK.encode()
 _ACTIVITY_COMMA_BYTES: Final = b"%2C"
 #: Most digits of a last-activity time cut out: ms since 1970 have 13 until the year 2286;
 #: times 1 ms apart stay apart as floats divided by 1000 up to 15 (which the proof needs).
@@ -331,18 +331,18 @@ def activity_span(cookie: str | bytes) -> tuple[int, int] | None:
     to prove.
     """
     if type(cookie) is bytes:
-        mark = cookie.find(_ACTIVITY_MARK_BYTES)
+        mark = cookie.find(ACTIVITY_MARK_BYTES)
         if mark < 0:
             return None
-        start = mark + len(_ACTIVITY_MARK_BYTES)
+        start = mark + len(ACTIVITY_MARK_BYTES)
         end = cookie.find(_ACTIVITY_COMMA_BYTES, start, start + ACTIVITY_DIGITS + 3)
         if end <= start or (cookie[start] == 48 and end - start > 1):  # 48: b"0"
             return None
     else:
-        mark = cookie.find(_ACTIVITY_MARK)  # type: ignore[arg-type]
+        mark = cookie.find(ACTIVITY_MARK)  # type: ignore[arg-type]
         if mark < 0:
             return None
-        start = mark + len(_ACTIVITY_MARK)
+        start = mark + len(ACTIVITY_MARK)
         end = cookie.find("%2C", start, start + ACTIVITY_DIGITS + 3)  # type: ignore[arg-type]
         if end <= start or (cookie[start] == "0" and end - start > 1):
             return None
@@ -386,8 +386,9 @@ def activity_room(
     if posthog is None:
         return 0
     value, at = posthog
+    at = text.find(value, at)  # past the spaces and quote stripped: none starts the value
     start, end = span[0] - at, span[1] - at
-    if start < len(_ACTIVITY_MARK) or end + 3 > len(value):  # the digits, in the value
+    if start < len(ACTIVITY_MARK) or end + 3 > len(value):  # the digits, in the value
         return 0
     digits = value[start:end]
     number = int(digits)

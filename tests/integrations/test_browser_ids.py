@@ -505,28 +505,75 @@ def test_the_activity_time_is_proven_only_where_it_is_the_session_s_own():
     assert room('"distinct_id":"d"', f'"$sesid":[{NOW_MS - 10**8},"s"]') == 0  # over
 
 
-def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live():
-    """The reader recalls the context of a visitor whose cookie only has a new
-    last-activity time (from the header's second reading), the same as a fresh reading,
+def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(monkeypatch):
+    """The reader recalls the ids of a visitor whose cookie only has a new last-activity
+    time (from its session's second reading), on any page, the same as a fresh reading,
     and reads in full one whose new time is over."""
     import time
 
+    from fanout.integrations import _request
     from fanout.integrations._request import RequestReader
 
-    now_ms = int(time.time() * 1000)
-    page = (None, "UA", None, None, "shop.example", "203.0.113.9", "https", None, "/a", "", False)
+    reads: list[object] = []
+    real = _request.read_request_ids
 
-    def key(last_ms: int) -> tuple[object, ...]:
+    def counted(*a: object) -> object:
+        reads.append(a)
+        return real(*a)  # type: ignore[arg-type]
+
+    now_ms = int(time.time() * 1000)
+
+    def key(last_ms: int, path: str = "/a") -> tuple[object, ...]:
         value = {"distinct_id": "d-a", "$device_id": "d-a", "$sesid": [last_ms, "s-a", 5]}
-        return ("ph_phc_t_posthog=" + js_uri(value) + "; x=1", None, None, None, None, *page)
+        cookie = "ph_phc_t_posthog=" + js_uri(value) + "; x=1"
+        return (cookie, None, None, None, None, None, "UA", None, None, "shop.example",
+                "203.0.113.9", "https", None, path, "", False)
 
     reader = RequestReader()
-    first = [reader.context(key(now_ms + i)) for i in range(4)]
-    assert [c == RequestReader().context(key(now_ms + i)) for i, c in enumerate(first)] == [True] * 4
-    assert first[1] is first[2] is first[3] and first[0] is not first[1]  # kept: 2nd reading
-    assert first[3].values["session_id"] == "s-a" and first[3].anonymous_id == "d-a"
-    over = reader.context(key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000))
-    assert "session_id" not in over.values and over.anonymous_id == "d-a"
-    assert over == RequestReader().context(key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000))
+    monkeypatch.setattr(_request, "read_request_ids", counted)
+    first = [reader.context(key(now_ms + i, f"/{i % 2}")) for i in range(5)]
+    assert len(reads) == 2  # the session's first two readings; then recalled
+    monkeypatch.setattr(_request, "read_request_ids", real)
+    assert first == [RequestReader().context(key(now_ms + i, f"/{i % 2}")) for i in range(5)]
+    assert first[4].values["session_id"] == "s-a" and first[4].anonymous_id == "d-a"
+    assert first[4].values["path"] == "/0" and first[3].values["path"] == "/1"
+    over = key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000)
+    assert reader.context(over) == RequestReader().context(over)
+    assert "session_id" not in reader.context(over).values
     asgi_key = (key(now_ms)[0].encode(), *key(now_ms)[1:])  # type: ignore[union-attr]
-    assert reader.context(asgi_key) == first[0]
+    assert reader.context(asgi_key) == RequestReader().context(asgi_key)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ACTIVITY_COOKIE, st.lists(_DIGITS, min_size=1, max_size=4), st.booleans())
+def test_the_reader_recalls_new_activity_times_exactly_as_a_fresh_reading(cookie, digits_list, raw):
+    """Whatever the middleware kept for a header (by text, or by the ASGI server's
+    bytes), a header with other digits at its last-activity place reads as a fresh
+    reader reads it, at the real clock (kept readings are judged at ``time.time()``)."""
+    import time
+
+    from fanout.integrations._request import RequestReader
+    from fanout.integrations.browser import activity_span
+
+    shift = int(time.time() * 1000) - NOW_MS  # the cookies' times, moved to now
+    span = activity_span(cookie)
+    if span is not None and cookie[span[0]:span[1]].isdigit():
+        moved = str(int(cookie[span[0]:span[1]]) + shift)
+        cookie = cookie[:span[0]] + moved + cookie[span[1]:]
+        span = activity_span(cookie)
+    rest = (None, None, None, None, None, "UA", None, None, "h", "203.0.113.9", "https", None,
+            "/", "", False)
+
+    def key(text: str) -> tuple[object, ...]:
+        return (text.encode("utf-8") if raw else text, *rest)  # bytes as a server has them
+
+    reader = RequestReader()
+    for _ in range(3):
+        assert reader.context(key(cookie)) == RequestReader().context(key(cookie))
+    if span is None:
+        return
+    for digits in digits_list:
+        if digits.isdigit() and digits.isascii():
+            digits = str(int(digits) + shift) if len(digits) > 5 else digits
+        changed = key(cookie[:span[0]] + digits + cookie[span[1]:])
+        assert reader.context(changed) == RequestReader().context(changed)
