@@ -212,7 +212,9 @@ class RequestReader:
     once, costs them nothing.
     """
 
-    __slots__ = ("_active", "_active_kept", "_active_seen", "_ids", "_pages", "_raw")
+    __slots__ = (
+        "_active", "_active_kept", "_active_seen", "_ids", "_pages", "_raw", "_unprovable"
+    )
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
@@ -234,6 +236,9 @@ class RequestReader:
         #: The session ids read once (their hashes, by slot): a list, whose items are read
         #: and written without converting a machine integer to a Python one each time.
         self._active_seen: list[int] = [0] * _SEEN_SLOTS
+        #: Sessions whose header :func:`activity_room` could not prove (in order, as a set):
+        #: each is tried once, not on each of its requests.
+        self._unprovable: dict[str, None] = {}
 
     def read(
         self,
@@ -307,8 +312,15 @@ class RequestReader:
                     slot = h & _SEEN_MASK
                     if seen[slot] != h:
                         seen[slot] = h
-                    elif key[1:5] == _NO_ID_HEADERS and not self._keep_active(raw, found):
-                        seen[slot] = ~h  # not provable: tried again from its next note
+                    elif (
+                        key[1:5] == _NO_ID_HEADERS
+                        and session not in self._unprovable
+                        and not self._keep_active(raw, found)
+                    ):  # not provable: not tried again for this session (a bounded set)
+                        unprovable = self._unprovable
+                        if len(unprovable) >= REQUESTS_KEPT:
+                            unprovable.clear()
+                        unprovable[session] = None
         anonymous_id, session_id, until = found
         page_key = key[5:]
         page = self._pages.get(page_key)

@@ -544,6 +544,34 @@ def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(mon
     assert reader.context(asgi_key) == RequestReader().context(asgi_key)
 
 
+def test_a_session_whose_activity_time_is_not_provable_is_tried_once(monkeypatch):
+    """A header the proof refuses (here a later duplicate ``$sesid`` overrides the first)
+    is read in full on each request, and the proof is not tried again for its session."""
+    import time
+
+    from fanout.integrations import _request
+    from fanout.integrations._request import RequestReader
+
+    tries: list[object] = []
+    real = _request.activity_room
+
+    def counted(*a: object) -> int:
+        tries.append(a)
+        return real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_request, "activity_room", counted)
+    now_ms = int(time.time() * 1000)
+    reader = RequestReader()
+    for i in range(6):
+        text = _ph_text('"distinct_id":"d"', f'"$sesid":[{now_ms + i},"s-x"]',
+                        f'"$sesid":[{now_ms},"s-y"]')
+        key = ("ph_phc_t_posthog=" + _js_uri_text(text), None, None, None, None, None, "UA",
+               None, None, "h", "203.0.113.9", "https", None, "/", "", False)
+        ctx = reader.context(key)
+        assert ctx == RequestReader().context(key) and ctx.values["session_id"] == "s-y"
+    assert len(tries) == 1
+
+
 @settings(max_examples=300, deadline=None)
 @given(_ACTIVITY_COOKIE, st.lists(_DIGITS, min_size=1, max_size=4), st.booleans())
 def test_the_reader_recalls_new_activity_times_exactly_as_a_fresh_reading(cookie, digits_list, raw):
