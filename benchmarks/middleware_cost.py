@@ -32,7 +32,15 @@ the figure held to the target; ``+data`` = (bare app + the same event) − (bare
 is what carrying the values costs by itself.
 
 The ``cookies, new visitor each time`` row gives every request its own PostHog cookie (a new
-distinct id and a new session, as a first visit has), so no cache can help it.
+distinct id and a new session, as a first visit has), so no cache can help it. The
+``cookies, new activity time`` row is what a site running posthog-js sends most: the same
+visitor and session on every request, but posthog-js rewrites the last-activity time
+(``$sesid[0]``, in ms) in its cookie as the visitor's events are captured (its
+``SessionIdManager._setSessionId``; recent versions at most once per 5 s), so the raw
+``Cookie`` header is new on each request.
+
+Every timed run wraps the app in a fresh middleware (built before the clock starts): a
+middleware reused across runs would meet each "new" visitor again in the next run.
 
     python benchmarks/middleware_cost.py [--requests 3000] [--reps 11]
 
@@ -67,21 +75,22 @@ UA = (
 QUERY = b"utm_source=news&utm_campaign=spring"
 
 
-def posthog_cookie(distinct_id: str, session_id: str) -> str:
-    """``ph_<token>_posthog`` as posthog-js writes it (encodeURIComponent of JSON)."""
+def posthog_cookie(distinct_id: str, session_id: str, last_ms: int = NOW_MS) -> str:
+    """``ph_<token>_posthog`` as posthog-js writes it (encodeURIComponent of JSON);
+    ``$sesid`` is [last activity ms, session id, session start ms]."""
     value = {
         "distinct_id": distinct_id,
         "$device_id": distinct_id,
         "$user_state": "anonymous",
-        "$sesid": [NOW_MS, session_id, NOW_MS - 60_000],
+        "$sesid": [last_ms, session_id, NOW_MS - 60_000],
         "$initial_person_info": {"r": "https://news.example/article", "u": "https://shop.example/"},
     }
     return "ph_phc_token_posthog=" + quote(json.dumps(value, separators=(",", ":")), safe="")
 
 
-def cookie_header(distinct_id: str, session_id: str) -> bytes:
+def cookie_header(distinct_id: str, session_id: str, last_ms: int = NOW_MS) -> bytes:
     return (
-        f"{posthog_cookie(distinct_id, session_id)}; "
+        f"{posthog_cookie(distinct_id, session_id, last_ms)}; "
         "ajs_anonymous_id=4f0c7d3e-1111-4222-8333-944445555666; csrftoken=abc123"
     ).encode()
 
@@ -130,6 +139,14 @@ def requests(kind: str, count: int) -> list[dict[str, Any]]:
         return [scope([*BROWSER, (b"cookie", SAME_VISITOR)], QUERY)]
     if kind == "cookies+headers":
         return [scope([*BROWSER, *FANOUT_HEADERS, (b"cookie", SAME_VISITOR)], QUERY)]
+    if kind == NEW_ACTIVITY:
+        # One visitor, one session; the last-activity time a few ms later on each request.
+        anonymous_id, session_id = "0190f5a2-7d1e-7c3b-9a4f-2b1c0d9e8f7a", str(uuid.uuid4())
+        return [
+            scope([*BROWSER, (b"cookie", cookie_header(anonymous_id, session_id, NOW_MS + i))],
+                  QUERY)
+            for i in range(count)
+        ]
     # A new visitor each request: a new id and a new session, so no reading can be reused.
     return [
         scope([*BROWSER, (b"cookie", cookie_header(str(uuid.uuid4()), str(uuid.uuid4())))], QUERY)
@@ -181,6 +198,8 @@ def handlers(client: fanout.Client) -> dict[str, tuple[Callable[..., Any], Calla
     }
 
 
+#: The returning visitor whose PostHog cookie differs in its last-activity time only.
+NEW_ACTIVITY = "cookies, new activity time"
 #: Where each request carries, for the bare ``same`` handler, the anonymous id and context
 #: the middleware gives its event: what glue code would pass to ``track()`` by hand.
 SAME_EVENT = "bench.same_event"
@@ -255,19 +274,29 @@ def add_same_event(iface: str, wrap: Any, requests: list[dict[str, Any]]) -> Non
 
 
 def paired_us(
-    timer: Callable[[Any, Any, int], float], bare: Any, wrapped: Any, reqs: Any, n: int, reps: int
+    timer: Callable[[Any, Any, int], float],
+    bare: Any,
+    wrap: Callable[[Any], Any],
+    app: Any,
+    reqs: Any,
+    n: int,
+    reps: int,
 ) -> tuple[float, float]:
-    """(median bare µs per request, median of (wrapped − bare) µs), runs interleaved."""
+    """(median bare µs per request, median of (``wrap(app)`` − bare) µs), runs interleaved.
+
+    Each run of the wrapped app gets a new middleware, built before its clock starts, so
+    what one run kept cannot serve the next (the new-visitor row's visitors stay new).
+    """
     bares, diffs = [], []
     timer(bare, reqs, n // 10 or 1)  # warm both paths up
-    timer(wrapped, reqs, n // 10 or 1)
+    timer(wrap(app), reqs, n // 10 or 1)
     for rep in range(reps):
         if rep % 2:  # alternate the order, so drift in the machine's load cancels out
-            w = timer(wrapped, reqs, n)
+            w = timer(wrap(app), reqs, n)
             b = timer(bare, reqs, n)
         else:
             b = timer(bare, reqs, n)
-            w = timer(wrapped, reqs, n)
+            w = timer(wrap(app), reqs, n)
         bares.append(b)
         diffs.append(w - b)
     return statistics.median(bares) * 1e6, statistics.median(diffs) * 1e6
@@ -298,7 +327,7 @@ def main() -> None:
         providers=["null"], environ={}, load_entry_points=False, register_atexit=False
     )
     apps = handlers(client)
-    kinds = ["empty", "cookies", "cookies+headers", "cookies, new visitor each time"]
+    kinds = ["empty", "cookies", "cookies+headers", NEW_ACTIVITY, "cookies, new visitor each time"]
     print(
         f"fanout {fanout.__version__} from {fanout.__file__.rsplit('/', 2)[0]}\n"
         f"{args.requests} requests per run, median of {args.reps} runs, "
@@ -319,15 +348,15 @@ def main() -> None:
                     reqs = [environ(s) for s in reqs]
                 add_same_event(iface, wrap, reqs)
                 noop_bare, noop_mw = paired_us(
-                    timer, apps["noop"][index], wrap(apps["noop"][index]), reqs,
+                    timer, apps["noop"][index], wrap, apps["noop"][index], reqs,
                     args.requests, args.reps,
                 )
                 track_bare, track_mw = paired_us(
-                    timer, apps["track"][index], wrap(apps["track"][index]), reqs,
+                    timer, apps["track"][index], wrap, apps["track"][index], reqs,
                     args.requests, args.reps,
                 )
                 same_bare, fair = paired_us(
-                    timer, apps["same"][index], wrap(apps["track"][index]), reqs,
+                    timer, apps["same"][index], wrap, apps["track"][index], reqs,
                     args.requests, args.reps,
                 )
                 print(f"{iface:5} {kind:32} {'noop':8} {noop_bare:9.2f} {'':>8} {'':>7} "

@@ -21,7 +21,16 @@ from urllib.parse import unquote_plus
 
 from .._context import RequestContext
 from .._events import checked_context, checked_with
-from .browser import NEVER, read_request_ids, sanitize
+from .browser import (
+    ACTIVITY_MARK,
+    ACTIVITY_MARK_BYTES,
+    NEVER,
+    SESSION_IDLE_SECONDS,
+    activity_room,
+    activity_span,
+    read_request_ids,
+    sanitize,
+)
 
 __all__ = ["KEY_HEADERS", "READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
 
@@ -59,6 +68,7 @@ KEY_HEADERS: Final = (
 assert frozenset(KEY_HEADERS) == READ_HEADERS  # noqa: S101 - one list of what is read
 _NO_ID_HEADERS: Final = (None,) * 4
 _NO_HEADERS: Final[Mapping[str, str]] = MappingProxyType({})
+_ACTIVITY_MARK_LENGTH: Final = len(ACTIVITY_MARK)
 
 #: Distinct cookie headers, and distinct requests, whose reading one middleware keeps.
 REQUESTS_KEPT: Final = 256
@@ -176,6 +186,14 @@ class _Kept(Generic[_K, _V]):
                 del data[next(iter(data))]
             data[key] = value
 
+    def keep(self, key: _K, value: _V) -> None:
+        """Keep ``value`` under ``key`` now."""
+        data = self._data
+        with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
+            if len(data) >= self._size:
+                del data[next(iter(data))]
+            data[key] = value
+
 
 class RequestReader:
     """Reads requests like :func:`request_values`, keeping recent results (one per
@@ -194,7 +212,9 @@ class RequestReader:
     once, costs them nothing.
     """
 
-    __slots__ = ("_ids", "_pages", "_raw")
+    __slots__ = (
+        "_active", "_active_kept", "_active_seen", "_ids", "_pages", "_raw", "_unprovable"
+    )
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
@@ -204,6 +224,21 @@ class RequestReader:
             kept
         )
         self._pages: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
+        #: A ``Cookie`` header with its PostHog cookie's last-activity digits cut out ->
+        #: (the header before and after them, the anonymous and session ids of any such
+        #: header whose session is live, how many digits may stand there): see
+        #: :meth:`_keep_active`. Its table of keys seen once notes the session id of each
+        #: live session read.
+        self._active: _Kept[tuple[Any, ...], tuple[Any, Any, str | None, str | None, int]] = (
+            _Kept(kept)
+        )
+        self._active_kept = self._active._data  # read inline on a miss: no call per request
+        #: The session ids read once (their hashes, by slot): a list, whose items are read
+        #: and written without converting a machine integer to a Python one each time.
+        self._active_seen: list[int] = [0] * _SEEN_SLOTS
+        #: Sessions whose header :func:`activity_room` could not prove (in order, as a set):
+        #: each is tried once, not on each of its requests.
+        self._unprovable: dict[str, None] = {}
 
     def read(
         self,
@@ -239,13 +274,53 @@ class RequestReader:
         found = self._ids.get(ids_key)
         if found is None or (found[2] != NEVER and time.time() > found[2]):
             cookie = key[0]
-            if type(cookie) is bytes:
-                cookie = cookie.decode("latin-1")
-            found = read_request_ids(
-                _NO_HEADERS if key[1:5] == _NO_ID_HEADERS else _headers(key),
-                cookie or None,
-            )
-            self._ids.put(ids_key, found)
+            found = None
+            if self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS:
+                # A returning visitor whose PostHog cookie only has a new last-activity time
+                # (posthog-js rewrites it as the visitor's events are captured): recalled by
+                # the header without those digits, its session judged live by them. Only
+                # once something is kept does a request pay for looking. (Inline: each
+                # Python call costs a new visitor's request as much as the look.)
+                kind = type(cookie)
+                mark = (
+                    cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
+                    else cookie.find(ACTIVITY_MARK) if kind is str else -1
+                )  # fmt: skip
+                if mark >= 0:
+                    start = mark + _ACTIVITY_MARK_LENGTH
+                    end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
+                    kept = self._active_kept.get(
+                        (cookie[end : end + 64], start, len(cookie) - end)
+                    )
+                    if kept is not None:
+                        found = _recalled(cookie, start, end, kept)
+            if found is None:
+                raw = cookie
+                if type(cookie) is bytes:
+                    cookie = cookie.decode("latin-1")
+                found = read_request_ids(
+                    _NO_HEADERS if key[1:5] == _NO_ID_HEADERS else _headers(key),
+                    cookie or None,
+                )
+                self._ids.put(ids_key, found)
+                session = found[1]
+                if session is not None and found[2] != NEVER:
+                    # A live session: its id noted (one slot of a table written), and the
+                    # second time it is read, kept without its activity digits if provable.
+                    h = hash(session)
+                    seen = self._active_seen
+                    slot = h & _SEEN_MASK
+                    if seen[slot] != h:
+                        seen[slot] = h
+                    elif (
+                        key[1:5] == _NO_ID_HEADERS
+                        and session not in self._unprovable
+                        and not self._keep_active(raw, found)
+                    ):  # not provable: not tried again for this session (a bounded set)
+                        unprovable = self._unprovable
+                        if len(unprovable) >= REQUESTS_KEPT:
+                            unprovable.clear()
+                        unprovable[session] = None
         anonymous_id, session_id, until = found
         page_key = key[5:]
         page = self._pages.get(page_key)
@@ -275,6 +350,26 @@ class RequestReader:
         self._raw.put(key, (ctx, until))
         return ctx
 
+    def _keep_active(self, cookie: Any, found: tuple[str | None, str | None, float]) -> bool:
+        """Keep ``found`` (the ids of ``cookie``, a live session) for the same header but
+        for other last-activity digits in its PostHog cookie, if :func:`activity_room`
+        proves they read the same: by the header's text after the digits (a short key:
+        the header before and after them is compared in full when recalled), where they
+        start and the length after them."""
+        if type(cookie) is not bytes and type(cookie) is not str:
+            return False
+        span = activity_span(cookie)
+        if span is None:
+            return False
+        room = activity_room(cookie, span, found)
+        if room:
+            start, end = span
+            self._active.keep(
+                (cookie[end : end + 64], start, len(cookie) - end),
+                (cookie[:start], cookie[end:], found[0], found[1], room),
+            )
+        return room > 0
+
     def recall(self, key: Any) -> Any:
         """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
         found = self._raw.get(key)
@@ -287,6 +382,32 @@ class RequestReader:
         until ``until``) under a middleware's own (hashable) key, from the second time
         it is given for that key (:class:`_Kept`)."""
         self._raw.put(key, (value, until))
+
+
+def _recalled(
+    cookie: Any, start: int, end: int, kept: tuple[Any, Any, str | None, str | None, int]
+) -> tuple[str | None, str | None, float] | None:
+    """The ids kept by :meth:`RequestReader._keep_active` for a ``Cookie`` header that is
+    the one kept but for its last-activity digits at ``start:end``, and the idle timeout
+    those digits give, if it has not passed; else ``None``. Exact whatever found the
+    place: the header must be the kept text before the digits, 1 to ``room`` ASCII digits
+    without a leading zero, and the kept text after them."""
+    prefix, suffix, anonymous_id, session_id, room = kept
+    digits = cookie[start:end]
+    if (
+        len(prefix) != start
+        or not 0 < end - start <= room
+        or not (digits.isdigit() and digits.isascii())
+        or (end - start > 1 and digits[0] in (48, "0"))  # 48: b"0"[0]
+        or not cookie.startswith(prefix)
+        or not cookie.endswith(suffix)
+        or len(cookie) - end != len(suffix)
+    ):
+        return None
+    ends = int(digits) / 1000 + SESSION_IDLE_SECONDS
+    if not time.time() <= ends:
+        return None
+    return anonymous_id, session_id, ends
 
 
 def _headers(key: tuple[Any, ...]) -> dict[str, str]:

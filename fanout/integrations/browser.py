@@ -34,10 +34,15 @@ from urllib.parse import unquote
 import orjson
 
 __all__ = [
+    "ACTIVITY_DIGITS",
+    "ACTIVITY_MARK",
+    "ACTIVITY_MARK_BYTES",
     "MAX_ID_LENGTH",
     "SESSION_IDLE_SECONDS",
     "BrowserIds",
     "NEVER",
+    "activity_room",
+    "activity_span",
     "parse_cookie_header",
     "read_browser_ids",
     "sdk_cookies",
@@ -230,22 +235,35 @@ def read_request_ids(
         and "__ph_opt_in_out_" not in cookie
         and (not headers or not _has_id_header(headers))
     ):
-        # The first ph_<token>_posthog pair (the scan's pick): the leftmost match, if its
-        # name starts its pair; a match inside another pair's value takes the scan.
-        match = _POSTHOG_PAIR.search(cookie)
-        if match is not None:
-            start = match.start()
-            begins = cookie.rfind(";", 0, start) + 1
-            if begins == start or cookie[begins:start].isspace():
-                ends = cookie.find(";", match.end())  # the value: a C search, not the regex's
-                value = cookie[match.end() : None if ends < 0 else ends].strip()
-                if len(value) >= 2 and value[0] == value[-1] == '"':
-                    value = value[1:-1]
-                if len(value) <= MAX_COOKIE_LENGTH:
-                    found = _posthog_live(value, now)
-                    if found is not None:
-                        return found
+        posthog = _posthog_value(cookie)
+        if posthog is not None:
+            found = _posthog_live(posthog[0], now)
+            if found is not None:
+                return found
     return _read_scanned(headers, cookie, now)
+
+
+def _posthog_value(cookie: str) -> tuple[str, int] | None:
+    """The first ``ph_<token>_posthog`` cookie's raw value (the scan's pick, stripped and
+    unquoted) in a ``Cookie`` header, and where its pair's value starts (before the strip),
+    if it is within :data:`MAX_COOKIE_LENGTH`; ``None`` leaves the header to the scan."""
+    # The leftmost match, if its name starts its pair; a match inside another pair's value
+    # takes the scan.
+    match = _POSTHOG_PAIR.search(cookie)
+    if match is None:
+        return None
+    start = match.start()
+    begins = cookie.rfind(";", 0, start) + 1
+    if begins != start and not cookie[begins:start].isspace():
+        return None
+    start = match.end()
+    ends = cookie.find(";", start)  # the value: a C search, not the regex's
+    value = cookie[start : None if ends < 0 else ends].strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if len(value) > MAX_COOKIE_LENGTH:
+        return None
+    return value, start
 
 
 #: A PostHog cookie pair from its name: ``ph_<token>_posthog`` (``ph_posthog`` included,
@@ -281,6 +299,112 @@ def _posthog_live(raw: str, now: float | None) -> tuple[str, str, float] | None:
     if anon is None or session is None:
         return None
     return anon, session, ends
+
+
+# -- a returning visitor's new activity time ---------------------------------------------
+#
+# posthog-js rewrites ``$sesid[0]``, the session's last-activity time in ms, in its cookie as
+# the visitor's events are captured: a returning visitor's ``Cookie`` header differs from
+# one request to the next in those digits only. The middleware keep a reading per header
+# with the digits cut out (:func:`activity_span`), once :func:`activity_room` has proven
+# that the reading is the same for any digits there but for the session's idle timeout:
+# ``(anonymous id, session id, digits / 1000 + SESSION_IDLE_SECONDS)`` while that time has
+# not passed, and a full reading once it has.
+
+#: ``"$sesid":[`` as ``encodeURIComponent`` writes it (posthog-js's cookie): the last-activity
+#: time follows it.
+ACTIVITY_MARK: Final = "%22%24sesid%22%3A%5B"
+ACTIVITY_MARK_BYTES: Final = ACTIVITY_MARK.encode()
+_ACTIVITY_COMMA_BYTES: Final = b"%2C"
+#: Most digits of a last-activity time cut out: ms since 1970 have 13 until the year 2286;
+#: times 1 ms apart stay apart as floats divided by 1000 up to 15 (which the proof needs).
+ACTIVITY_DIGITS: Final = 15
+
+
+def activity_span(cookie: str | bytes) -> tuple[int, int] | None:
+    """Where the digits of the number after the header's first ``%22%24sesid%22%3A%5B``
+    (``"$sesid":[``) lie, when they are 1 to :data:`ACTIVITY_DIGITS` ASCII digits, without a
+    leading zero (JSON refuses one), followed by ``%2C`` (``,``); else ``None``.
+
+    Only a place to cut: whether these digits are the PostHog cookie's ``$sesid[0]`` (and
+    not, say, those of a nested or an earlier duplicate ``$sesid``) is :func:`activity_room`'s
+    to prove.
+    """
+    if type(cookie) is bytes:
+        mark = cookie.find(ACTIVITY_MARK_BYTES)
+        if mark < 0:
+            return None
+        start = mark + len(ACTIVITY_MARK_BYTES)
+        end = cookie.find(_ACTIVITY_COMMA_BYTES, start, start + ACTIVITY_DIGITS + 3)
+        if end <= start or (cookie[start] == 48 and end - start > 1):  # 48: b"0"
+            return None
+    else:
+        mark = cookie.find(ACTIVITY_MARK)  # type: ignore[arg-type]
+        if mark < 0:
+            return None
+        start = mark + len(ACTIVITY_MARK)
+        end = cookie.find("%2C", start, start + ACTIVITY_DIGITS + 3)  # type: ignore[arg-type]
+        if end <= start or (cookie[start] == "0" and end - start > 1):
+            return None
+    digits = cookie[start:end]
+    if not (digits.isdigit() and digits.isascii()):  # str.isdigit() takes other scripts'
+        return None
+    return start, end
+
+
+def activity_room(
+    cookie: str | bytes,
+    span: tuple[int, int],
+    found: tuple[str | None, str | None, float],
+    now: float | None = None,
+) -> int:
+    """How many digits (at most :data:`ACTIVITY_DIGITS`) may stand at ``span``
+    (:func:`activity_span`) of ``cookie`` and read the same as ``found`` but for the
+    session's time: for any such digits ``d`` (no leading zero) and no id header,
+    :func:`read_request_ids` gives ``(found[0], found[1], int(d) / 1000 +
+    SESSION_IDLE_SECONDS)`` while that time has not passed. ``0`` when that is not proven,
+    and then nothing may be kept.
+
+    ``found`` must be ``read_request_ids({}, cookie, now)``. The proof: the header reads the
+    PostHog shortcut's way (no consent cookie; the digits inside the value of the PostHog
+    cookie it picks), so the reading is :func:`_posthog_live` of that value, and the
+    digits, which follow ``"$sesid":[`` and precede a ``,`` once unescaped, can only be a
+    JSON number, the first of an array under some ``$sesid`` key; so they are either the
+    one number the reading reads, top-level ``$sesid[0]``, or a number it never reads
+    (nested, or overridden by a later duplicate key). Reading the value again with other
+    digits of the same length tells the two apart: only the first moves the time, and by
+    exactly the new digits. Everything else the reading depends on lies outside the
+    digits: the same header with other digits takes the same path, the same cookie and
+    the same decoding to the same JSON object but for that number.
+    """
+    text = cookie.decode("latin-1") if type(cookie) is bytes else cookie
+    assert type(text) is str  # noqa: S101 - narrowed for mypy
+    anon, session, until = found
+    if anon is None or session is None or "__ph_opt_in_out_" in text:
+        return 0
+    posthog = _posthog_value(text)
+    if posthog is None:
+        return 0
+    value, at = posthog
+    at = text.find(value, at)  # past the spaces and quote stripped: none starts the value
+    start, end = span[0] - at, span[1] - at
+    if start < len(ACTIVITY_MARK) or end + 3 > len(value):  # the digits, in the value
+        return 0
+    digits = value[start:end]
+    number = int(digits)
+    other = number - 1 if digits[-1] == "9" else number + 1  # same length, no leading zero
+    now = time.time() if now is None else now
+    ends = number / 1000 + SESSION_IDLE_SECONDS
+    other_ends = other / 1000 + SESSION_IDLE_SECONDS
+    if (
+        until != ends
+        or ends == other_ends
+        or _posthog_live(value, now) != found
+        or _posthog_live(value[:start] + str(other) + value[end:], now)
+        != (anon, session, other_ends)
+    ):
+        return 0
+    return min(ACTIVITY_DIGITS, MAX_COOKIE_LENGTH - (len(value) - len(digits)))
 
 
 def _read_scanned(

@@ -403,3 +403,205 @@ def test_the_posthog_shortcut_decodes_as_unquote_then_json(raw):
     # Both ids from a live session, or None: the scan decides the rest.
     expected = (anon, session, until) if anon is not None and session is not None else None
     assert _posthog_live(raw, NOW) == expected
+
+
+# -- a returning visitor's new activity time (posthog-js rewrites $sesid[0]) -------------
+
+_SESID = "%22%24sesid%22%3A%5B"  # "$sesid":[ as encodeURIComponent writes it
+
+
+def _js_uri_text(text: str) -> str:
+    """``encodeURIComponent`` of JSON text written by hand (duplicate keys, odd spacing)."""
+    return quote(text, safe="-_.!~*'()")
+
+
+def _ph_text(*members: str) -> str:
+    return "{" + ",".join(members) + "}"
+
+
+_LIVE_MS = str(NOW_MS - 60_000)
+_MEMBER = st.sampled_from([
+    '"distinct_id":"d-1"', '"$device_id":"dev-1"', '"distinct_id":""', '"distinct_id":7',
+    f'"$sesid":[{_LIVE_MS},"s-1",{NOW_MS - 90_000}]',  # posthog-js's own
+    f'"$sesid":[{_LIVE_MS},"s-2"]',  # a duplicate key: the last one counts
+    f'"$sesid":[{NOW_MS - 10**8},"s-old"]',  # over
+    f'"$sesid":[ {_LIVE_MS} ,"s-3"]',  # spaces: JSON allows them
+    f'"\\u0024sesid":[{_LIVE_MS},"s-4"]',  # the same key, escaped
+    f'"x":{{"$sesid":[{_LIVE_MS},"s-nested"]}}',  # nested
+    f'"a\\"$sesid":[{_LIVE_MS},"s-5"]',  # a key that ends in "$sesid
+    f'"$sesid":[{_LIVE_MS}.0,"s-6"]', f'"$sesid":[0{_LIVE_MS},"s-7"]',  # not an int / not JSON
+    f'"$sesid":[{"9" * 20},"s-8"]', f'"$sesid":[1{_LIVE_MS}e0,"s-9"]', '"$sesid":[0,"s-0"]',
+    f'"$sesid":[{_LIVE_MS},null]', f'"$sesid":[{_LIVE_MS},"s\\u0000"]', '"k":"%22%24sesid"',
+])
+_POSTHOG_TEXT = st.lists(_MEMBER, min_size=1, max_size=5).map(lambda m: _ph_text(*m))
+_ACTIVITY_COOKIE = st.tuples(
+    st.lists(st.sampled_from([
+        "csrftoken=abc", "ajs_anonymous_id=seg-1", "__ph_opt_in_out_phc_t=0",
+        "ph_phc_first_posthog=" + js_uri({"distinct_id": "first", "$sesid": [NOW_MS, "sf"]}),
+        "x=" + _SESID + "123%2C", "é=\xa0", "mp_t_mixpanel=" + js_uri({"distinct_id": "mp"}),
+    ]), max_size=2),
+    _POSTHOG_TEXT.map(_js_uri_text),
+    st.sampled_from(["", " ", '"', "\x1c"]),
+    st.lists(st.sampled_from(["rl_anonymous_id=" + rudder("rl-1"), "x=1", "ph_z_posthog=%7B%7D"]),
+             max_size=2),
+).map(lambda p: "; ".join([*p[0], f"ph_phc_t_posthog={p[2]}{p[1]}{p[2]}", *p[3]]))
+_DIGITS = st.one_of(
+    st.integers(0, 10**15).map(str),
+    st.integers(NOW_MS - 2 * 10**6, NOW_MS + 10**6).map(str),
+    st.sampled_from(["", "0", "00", "01", "9" * 16, "1" * 40, "١٢", "²", "1 ", "-1", "1.5"]),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_ACTIVITY_COOKIE, st.lists(_DIGITS, min_size=1, max_size=4))
+@example(f"ph_phc_t_posthog={_js_uri_text(_ph_text(chr(34) + 'distinct_id' + chr(34) + ':1'))}",
+         ["5"])
+def test_a_new_activity_time_reads_as_the_full_parse_wherever_it_is_proven(cookie, digits_list):
+    """The middleware keep a returning visitor's reading by the header without its
+    ``$sesid[0]`` digits. Where ``activity_room`` proves it, the full reading of the same
+    header with *any* digits there (within the room, while live) must be the kept ids and
+    the new time; nested or duplicate ``$sesid`` keys, escapes, spaces, leading zeros,
+    huge numbers and other cookies must either read so or not be proven."""
+    from fanout.integrations.browser import activity_room, activity_span
+
+    span = activity_span(cookie)
+    assert activity_span(cookie.encode("latin-1")) == span  # the ASGI middleware's bytes
+    if span is None:
+        return
+    start, end = span
+    found = read_request_ids({}, cookie, NOW)
+    room = activity_room(cookie, span, found, NOW)
+    assert activity_room(cookie.encode("latin-1"), span, found, NOW) == room
+    if not room:
+        return
+    anon, session, _ = found
+    for digits in digits_list:
+        changed = cookie[:start] + digits + cookie[end:]
+        respan = activity_span(changed)
+        if respan is None or len(digits) > room:
+            continue  # the middleware read it in full
+        assert respan == (start, start + len(digits))
+        ends = int(digits) / 1000 + SESSION_IDLE_SECONDS
+        if NOW <= ends:
+            assert read_request_ids({}, changed, NOW) == (anon, session, ends)
+
+
+def test_the_activity_time_is_proven_only_where_it_is_the_session_s_own():
+    from fanout.integrations.browser import activity_room, activity_span
+
+    def room(*members: str) -> int:
+        cookie = "ph_phc_t_posthog=" + _js_uri_text(_ph_text(*members))
+        span = activity_span(cookie)
+        assert span is not None
+        return activity_room(cookie, span, read_request_ids({}, cookie, NOW), NOW)
+
+    live = f'"$sesid":[{_LIVE_MS},"s-1"]'
+    assert room('"distinct_id":"d"', live) == 15
+    assert room('"distinct_id":"d"', live, f'"$sesid":[{_LIVE_MS},"s-2"]') == 0  # overridden
+    assert room('"distinct_id":"d"', f'"x":{{{live}}}', f'"$sesid":[{_LIVE_MS},"s-2"]') == 0
+    assert room('"distinct_id":"d"', f'"a\\"$sesid":[{_LIVE_MS},"s"]', live) == 0
+    assert room('"distinct_id":"d"', '"\\u0024sesid":[1,"s"]', live) == 15  # the last counts
+    assert room(live) == 0  # no anonymous id: the scan decides
+    assert room('"distinct_id":"d"', f'"$sesid":[{NOW_MS - 10**8},"s"]') == 0  # over
+
+
+def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(monkeypatch):
+    """The reader recalls the ids of a visitor whose cookie only has a new last-activity
+    time (from its session's second reading), on any page, the same as a fresh reading,
+    and reads in full one whose new time is over."""
+    import time
+
+    from fanout.integrations import _request
+    from fanout.integrations._request import RequestReader
+
+    reads: list[object] = []
+    real = _request.read_request_ids
+
+    def counted(*a: object) -> object:
+        reads.append(a)
+        return real(*a)  # type: ignore[arg-type]
+
+    now_ms = int(time.time() * 1000)
+
+    def key(last_ms: int, path: str = "/a") -> tuple[object, ...]:
+        value = {"distinct_id": "d-a", "$device_id": "d-a", "$sesid": [last_ms, "s-a", 5]}
+        cookie = "ph_phc_t_posthog=" + js_uri(value) + "; x=1"
+        return (cookie, None, None, None, None, None, "UA", None, None, "shop.example",
+                "203.0.113.9", "https", None, path, "", False)
+
+    reader = RequestReader()
+    monkeypatch.setattr(_request, "read_request_ids", counted)
+    first = [reader.context(key(now_ms + i, f"/{i % 2}")) for i in range(5)]
+    assert len(reads) == 2  # the session's first two readings; then recalled
+    monkeypatch.setattr(_request, "read_request_ids", real)
+    assert first == [RequestReader().context(key(now_ms + i, f"/{i % 2}")) for i in range(5)]
+    assert first[4].values["session_id"] == "s-a" and first[4].anonymous_id == "d-a"
+    assert first[4].values["path"] == "/0" and first[3].values["path"] == "/1"
+    over = key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000)
+    assert reader.context(over) == RequestReader().context(over)
+    assert "session_id" not in reader.context(over).values
+    asgi_key = (key(now_ms)[0].encode(), *key(now_ms)[1:])  # type: ignore[union-attr]
+    assert reader.context(asgi_key) == RequestReader().context(asgi_key)
+
+
+def test_a_session_whose_activity_time_is_not_provable_is_tried_once(monkeypatch):
+    """A header the proof refuses (here a later duplicate ``$sesid`` overrides the first)
+    is read in full on each request, and the proof is not tried again for its session."""
+    import time
+
+    from fanout.integrations import _request
+    from fanout.integrations._request import RequestReader
+
+    tries: list[object] = []
+    real = _request.activity_room
+
+    def counted(*a: object) -> int:
+        tries.append(a)
+        return real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_request, "activity_room", counted)
+    now_ms = int(time.time() * 1000)
+    reader = RequestReader()
+    for i in range(6):
+        text = _ph_text('"distinct_id":"d"', f'"$sesid":[{now_ms + i},"s-x"]',
+                        f'"$sesid":[{now_ms},"s-y"]')
+        key = ("ph_phc_t_posthog=" + _js_uri_text(text), None, None, None, None, None, "UA",
+               None, None, "h", "203.0.113.9", "https", None, "/", "", False)
+        ctx = reader.context(key)
+        assert ctx == RequestReader().context(key) and ctx.values["session_id"] == "s-y"
+    assert len(tries) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ACTIVITY_COOKIE, st.lists(_DIGITS, min_size=1, max_size=4), st.booleans())
+def test_the_reader_recalls_new_activity_times_exactly_as_a_fresh_reading(cookie, digits_list, raw):
+    """Whatever the middleware kept for a header (by text, or by the ASGI server's
+    bytes), a header with other digits at its last-activity place reads as a fresh
+    reader reads it, at the real clock (kept readings are judged at ``time.time()``)."""
+    import time
+
+    from fanout.integrations._request import RequestReader
+    from fanout.integrations.browser import activity_span
+
+    shift = int(time.time() * 1000) - NOW_MS  # the cookies' times, moved to now
+    span = activity_span(cookie)
+    if span is not None and cookie[span[0]:span[1]].isdigit():
+        moved = str(int(cookie[span[0]:span[1]]) + shift)
+        cookie = cookie[:span[0]] + moved + cookie[span[1]:]
+        span = activity_span(cookie)
+    rest = (None, None, None, None, None, "UA", None, None, "h", "203.0.113.9", "https", None,
+            "/", "", False)
+
+    def key(text: str) -> tuple[object, ...]:
+        return (text.encode("utf-8") if raw else text, *rest)  # bytes as a server has them
+
+    reader = RequestReader()
+    for _ in range(3):
+        assert reader.context(key(cookie)) == RequestReader().context(key(cookie))
+    if span is None:
+        return
+    for digits in digits_list:
+        if digits.isdigit() and digits.isascii():
+            digits = str(int(digits) + shift) if len(digits) > 5 else digits
+        changed = key(cookie[:span[0]] + digits + cookie[span[1]:])
+        assert reader.context(changed) == RequestReader().context(changed)
