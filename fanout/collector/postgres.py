@@ -3,19 +3,25 @@
 Same semantics as :mod:`.sqlite` (dedupe per project, stitching, keys, projects, timeline
 pages), built for more than one writer:
 
-- **One statement per group of batches.** The batches a process receives while its
+- **One transaction per group of batches.** The batches a process receives while its
   previous write runs are written together by its next one (group commit,
-  :mod:`.groupcommit`): one ``INSERT`` of arrays (``unnest``), so one round trip and one
-  WAL flush for the group, atomic without ``BEGIN``/``COMMIT``; each request still returns
-  only after that statement committed, with its own batch's counts. It claims the event
-  ids in ``event_ids``; its data-modifying CTEs insert the events, straight into their
-  month's partition in arrival order, and the identity links.
-  The claim is a plain ``INSERT`` (one descent of the unique index per id); when an id
-  exists already the statement fails whole and the group is written again with
-  ``ON CONFLICT DO NOTHING ... RETURNING``, which says which events were stored. Ids are
-  claimed in sorted order (the collector sorts them), so two processes inserting
-  batches that overlap wait for each other instead of deadlocking; a deadlock PostgreSQL
-  detects anyway (links against ids) is retried.
+  :mod:`.groupcommit`): one transaction, one WAL flush for the group; each request still
+  returns only after it committed, with its own batch's counts. The common case, every id
+  new, is one simple-query script, ``BEGIN; COPY event_ids ...; COPY <month's partition>
+  ...; COMMIT``, whose rows travel in ``COPY``'s binary format (:func:`.pgarrays.copy_rows`):
+  three round trips (each ``COPY`` waits for the server to ask for its data), and the
+  server inserts the rows in bulk (one WAL record per heap page rather than per row, no
+  ``unnest`` materialised, no per-row executor), which measured about a fifth of the
+  database's CPU per event less than one ``INSERT ... SELECT FROM unnest(...)`` statement.
+  The claim of the ids in ``event_ids`` goes first: when an id exists already it fails
+  the transaction at once, before any event is written (no sequence number drawn), and
+  the group is written again by one ``INSERT`` of arrays (``unnest``) with
+  ``ON CONFLICT DO NOTHING ... RETURNING``, which says which events were stored. A
+  group with identity links inserts them by one more statement of arrays before the
+  ``COMMIT`` (``ON CONFLICT DO NOTHING``, which ``COPY`` cannot do). Ids are claimed in
+  sorted order (the collector sorts them), so two processes inserting batches that
+  overlap wait for each other instead of deadlocking; a deadlock PostgreSQL detects
+  anyway (links against ids) is retried.
 - **Dedupe across partitions.** ``events`` is partitioned by arrival time (one range
   partition per month of ``received_at``, created on demand and one month ahead), and a
   unique index on a partitioned table must contain the partition key, which would make
@@ -44,6 +50,7 @@ from __future__ import annotations
 import datetime as _dt
 import queue
 import re
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,7 +60,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import sql
+    from psycopg import pq, sql
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "the PostgreSQL store needs psycopg 3: pip install 'fanout-analytics[postgres]'"
@@ -70,7 +77,16 @@ from .keys import (
     parse_scopes,
     scopes_text,
 )
-from .pgarrays import bytea_array, encoded_text_array, int8_array, text_array
+from .pgarrays import (
+    bytea_array,
+    copy_rows,
+    encoded_text_array,
+    int8_array,
+    int8_fields,
+    text_array,
+    text_fields,
+    timestamptz_field,
+)
 from .pgarrays import register as register_arrays
 from .ratelimit import Limiter
 from .store import InsertResult, StoreError
@@ -169,6 +185,15 @@ _LINKS: Final = """, links AS (
     ORDER BY p, a, ps
     ON CONFLICT DO NOTHING
 )"""
+# The links of a group written by COPY: the same insert, as a statement of its own.
+_LINKS_ALONE: Final = ("WITH " + _LINKS.removeprefix(", ") + " SELECT 1 WHERE false").encode()
+# The common case (every id new): the claim, then the events, by COPY (see the module
+# docstring); without links the script commits too, with links it leaves the transaction
+# open for them.
+_COPY_CLAIM: Final = "COPY event_ids (project_id, event_id) FROM STDIN (FORMAT binary)"
+_COPY_EVENTS: Final = ("COPY {partition} (project_id, event_id, kind, timestamp, person_id,"
+                       " anonymous_id, name, key_id, received_at, body)"
+                       " FROM STDIN (FORMAT binary)")
 _CLAIM: Final = """
 INSERT INTO event_ids (project_id, event_id)
 SELECT * FROM unnest(%(claim_projects)b::int8[], %(claim_ids)b::text[])"""
@@ -191,6 +216,14 @@ _INSERT_DEDUPE: Final = """WITH claimed AS (""" + _CLAIM + """
 )
 SELECT project_id, event_id FROM stored
 """
+
+
+def _copy_script(partition: str, links: bool) -> bytes:
+    """The simple-query script writing a group whose ids are all new into ``partition``
+    (a name :func:`partition_name` made); committing unless the group has links."""
+    assert re.fullmatch(r"events_\d{4}_\d{2}", partition), partition
+    events = _COPY_EVENTS.format(partition=f'"{partition}"')
+    return f"BEGIN; {_COPY_CLAIM}; {events}{'' if links else '; COMMIT'}".encode()
 
 
 def _statement(template: str, partition: str, links: bool) -> bytes:
@@ -306,12 +339,42 @@ class _Batch:
         self.rows, self.projects, self.keys, self.pairs = rows, projects, keys, pairs
         self.links = [(job.project_id, *link) for job in jobs for link in job.links]
 
-    def params(self, received: _dt.datetime) -> dict[str, Any]:
-        ids, kinds, timestamps, persons, anonymous, names, bodies = (
-            zip(*self.rows, strict=True) if self.rows else ((),) * len(Row._fields))
+    def copy(self, received: _dt.datetime) -> tuple[bytes, bytes]:
+        """The rows of the claim (sorted: the lock order between processes) and of the
+        events (in arrival order) for the ``COPY`` script; columns the same in every row
+        of the group (its project, its key, the arrival time, often the kind and name)
+        framed once."""
+        ids, kinds, timestamps, persons, anonymous, names, bodies = zip(*self.rows,
+                                                                      strict=True)
+        encoded = list(map(str.encode, ids))
+        count = len(encoded)
+        projects = int8_fields(self.projects)
+        if isinstance(projects, bytes):  # one project: its ids sorted
+            claim = copy_rows(count, [projects, sorted(encoded)])
+        else:
+            pairs = sorted(zip(self.projects, encoded, strict=True))
+            claim = copy_rows(count, [int8_fields([p for p, _ in pairs]),
+                                      [i for _, i in pairs]])
+        events = copy_rows(count, [
+            projects, encoded, text_fields(kinds), text_fields(timestamps),
+            text_fields(persons), text_fields(anonymous), text_fields(names),
+            int8_fields(self.keys), timestamptz_field(received), bodies])
+        return claim, events
+
+    def link_params(self) -> dict[str, Any]:
         links = self.links
         link_projects, link_anonymous, link_persons, link_times = (
             zip(*links, strict=True) if links else ((),) * 4)
+        return {
+            "link_projects": int8_array(link_projects),
+            "link_anonymous": text_array(link_anonymous),
+            "link_persons": text_array(link_persons),
+            "link_times": text_array(link_times),
+        }
+
+    def params(self, received: _dt.datetime) -> dict[str, Any]:
+        ids, kinds, timestamps, persons, anonymous, names, bodies = (
+            zip(*self.rows, strict=True) if self.rows else ((),) * len(Row._fields))
         # The claim's arrays: the ids sorted (the lock order between processes) as UTF-8
         # bytes, whose order is the "C" collation's; usually the group's one project.
         encoded = list(map(str.encode, ids))
@@ -338,10 +401,7 @@ class _Batch:
             "anonymous": text_array(anonymous),
             "names": text_array(names),
             "bodies": bytea_array(bodies),
-            "link_projects": int8_array(link_projects),
-            "link_anonymous": text_array(link_anonymous),
-            "link_persons": text_array(link_persons),
-            "link_times": text_array(link_times),
+            **self.link_params(),
         }
 
     def results(self, stored: list[tuple[int, str]] | None) -> list[InsertResult]:
@@ -367,6 +427,82 @@ class _Batch:
 def redact_url(url: str) -> str:
     """``url`` without its user and password (for messages and reprs)."""
     return _SAFE_URL.sub("//***@", url)
+
+
+@contextmanager
+def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Roll back the transaction the ``COPY`` script opened when what follows it fails,
+    so that the pooled connection goes back idle."""
+    try:
+        yield
+    except BaseException:
+        if not conn.closed and conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _wait(conn: psycopg.Connection[Any], events: int) -> int:
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, events)
+    got = poller.poll()
+    return got[0][1] if got else 0
+
+
+def _flush(conn: psycopg.Connection[Any]) -> None:
+    pgconn = conn.pgconn
+    while pgconn.flush():  # 1: more to send (the connection is non-blocking)
+        if _wait(conn, select.POLLIN | select.POLLOUT) & select.POLLIN:
+            pgconn.consume_input()
+
+
+def _copy_in(conn: psycopg.Connection[Any], script: bytes, chunks: Sequence[bytes]) -> None:
+    """Run the simple-query ``script`` whose ``COPY ... FROM STDIN`` statements take
+    ``chunks``, one each, in order; raise the first error as psycopg would (its class
+    looked up from its SQLSTATE), after rolling back the transaction the script opened.
+
+    psycopg's ``Cursor.copy()`` takes one ``COPY`` per query, each a round trip of its own
+    plus one for ``BEGIN`` and one for ``COMMIT``; this drives libpq through psycopg's
+    public ``pq`` wrapper instead (the connection is non-blocking: every wait is a
+    ``poll``, which lets the other threads run)."""
+    pgconn = conn.pgconn
+    pgconn.send_query(script)
+    _flush(conn)
+    pending = list(chunks)
+    error: pq.abc.PGresult | None = None
+    while True:
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            _wait(conn, select.POLLIN)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status == pq.ExecStatus.COPY_IN:
+            if error is None and pending:
+                data = pending.pop(0)
+                while not pgconn.put_copy_data(data):
+                    _wait(conn, select.POLLOUT)
+                while not pgconn.put_copy_end(None):
+                    _wait(conn, select.POLLOUT)
+            else:  # nothing to send (cannot happen with a script of ours): abort the copy
+                while not pgconn.put_copy_end(b"no data for this COPY"):
+                    _wait(conn, select.POLLOUT)
+            _flush(conn)
+        elif result.status == pq.ExecStatus.FATAL_ERROR and error is None:
+            error = result
+    if pgconn.status == pq.ConnStatus.BAD:
+        raise psycopg.OperationalError(
+            pgconn.get_error_message().strip() or "connection lost")
+    if error is None:
+        return
+    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+    sqlstate = (error.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+    message = error.get_error_message().strip()
+    try:
+        raise pg_errors.lookup(sqlstate)(message)
+    except KeyError:
+        raise psycopg.DatabaseError(message) from None
 
 
 class _Pool:
@@ -441,8 +577,8 @@ class PostgresStore:
         self._clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._pool = _Pool(url, pool_size)
         self._partitions: set[_dt.datetime] = set()
-        # The batch statement per (month's partition, with links): composed once.
-        self._statements: dict[tuple[str, bool], bytes] = {}
+        # The COPY script per (month's partition, with links): composed once.
+        self._scripts: dict[tuple[str, bool], bytes] = {}
         self._partition_lock = threading.Lock()
         # One writing statement at a time per process; the batches that arrive meanwhile
         # go in the next one together (one round trip, one commit for all of them).
@@ -527,24 +663,31 @@ class PostgresStore:
         return self._writes.submit(_Insert(project_id, rows, links, key_id))
 
     def _commit(self, jobs: Sequence[_Insert]) -> list[InsertResult]:
-        """One statement (one transaction, one WAL flush) for every batch in ``jobs``; each
-        batch's own counts, as if they had been inserted one after the other."""
+        """One transaction (one WAL flush) for every batch in ``jobs``; each batch's own
+        counts, as if they had been inserted one after the other."""
         received = self._clock()
         self._ensure_partition(received)
         batch = _Batch(jobs)
-        params = batch.params(received)
         partition = partition_name(_month(received))
         links = bool(batch.links)
-        new = self._statements.get((partition, links))
-        if new is None:
-            new = self._statements[partition, links] = _statement(_INSERT_NEW, partition, links)
+        script = self._scripts.get((partition, links))
+        if script is None:
+            script = self._scripts[partition, links] = _copy_script(partition, links)
+        chunks = batch.copy(received) if batch.rows else None
 
         def work(conn: psycopg.Connection[Any]) -> list[InsertResult]:
             try:
-                conn.execute(new, params)
+                if chunks is None:  # links only
+                    conn.execute(_LINKS_ALONE, batch.link_params())
+                    return batch.results(None)
+                _copy_in(conn, script, chunks)
+                if links:
+                    with _rolled_back_on_error(conn):
+                        conn.execute(_LINKS_ALONE, batch.link_params())
+                        conn.execute("COMMIT")
             except pg_errors.UniqueViolation:  # an id stored before: dedupe row by row
                 dedupe = _statement(_INSERT_DEDUPE, partition, links)
-                stored = conn.execute(dedupe, params).fetchall()
+                stored = conn.execute(dedupe, batch.params(received)).fetchall()
                 return batch.results(stored)
             return batch.results(None)
 
