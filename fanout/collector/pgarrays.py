@@ -160,24 +160,37 @@ def text_fields(values: Sequence[str | None]) -> Column:
 
 def copy_rows(count: int, columns: Sequence[Column]) -> bytes:
     """``count`` rows of ``columns`` as the data of ``COPY ... FROM STDIN (FORMAT
-    binary)``, header and trailer included."""
-    width = 1 + sum(1 if isinstance(c, bytes) else 2 for c in columns)
-    parts: list[bytes] = [b""] * (count * width)
-    parts[0::width] = [_FIELD_COUNT(len(columns))] * count
-    at = 1
+    binary)``, header and trailer included. Fields the same in every row that follow one
+    another (and the row's field count before them) are joined once into one slot per
+    row, so a caller putting its constant columns first pays for them once per group."""
+    runs: list[Column] = []
+    constant = _FIELD_COUNT(len(columns))
     for column in columns:
         if isinstance(column, bytes):
-            parts[at::width] = [column] * count
+            constant += column
+            continue
+        if constant:
+            runs.append(constant)
+            constant = b""
+        runs.append(column)
+    if constant:
+        runs.append(constant)
+    width = sum(1 if isinstance(run, bytes) else 2 for run in runs)
+    parts: list[bytes] = [b""] * (count * width)
+    at = 0
+    for run in runs:
+        if isinstance(run, bytes):
+            parts[at::width] = [run] * count
             at += 1
             continue
-        if None in column:
-            parts[at::width] = [_NULL if v is None else _LENGTH(len(v)) for v in column]
-            parts[at + 1::width] = [b"" if v is None else v for v in column]
+        if None in run:
+            parts[at::width] = [_NULL if v is None else _LENGTH(len(v)) for v in run]
+            parts[at + 1::width] = [b"" if v is None else v for v in run]
         else:
-            lengths = list(map(len, column))  # type: ignore[arg-type]  # no None
+            lengths = list(map(len, run))  # type: ignore[arg-type]  # no None
             parts[at::width] = map(
                 _PREFIX.__getitem__ if max(lengths, default=0) < _SHORT else _LENGTH, lengths)
-            parts[at + 1::width] = column  # type: ignore[assignment]  # no None
+            parts[at + 1::width] = run  # type: ignore[assignment]  # no None
         at += 2
     return _COPY_HEAD + b"".join(parts) + _COPY_TAIL
 

@@ -78,6 +78,7 @@ from .keys import (
     scopes_text,
 )
 from .pgarrays import (
+    Column,
     bytea_array,
     copy_rows,
     encoded_text_array,
@@ -191,9 +192,7 @@ _LINKS_ALONE: Final = ("WITH " + _LINKS.removeprefix(", ") + " SELECT 1 WHERE fa
 # docstring); without links the script commits too, with links it leaves the transaction
 # open for them.
 _COPY_CLAIM: Final = "COPY event_ids (project_id, event_id) FROM STDIN (FORMAT binary)"
-_COPY_EVENTS: Final = ("COPY {partition} (project_id, event_id, kind, timestamp, person_id,"
-                       " anonymous_id, name, key_id, received_at, body)"
-                       " FROM STDIN (FORMAT binary)")
+_COPY_EVENTS: Final = "COPY {partition} ({columns}) FROM STDIN (FORMAT binary)"
 _CLAIM: Final = """
 INSERT INTO event_ids (project_id, event_id)
 SELECT * FROM unnest(%(claim_projects)b::int8[], %(claim_ids)b::text[])"""
@@ -218,11 +217,13 @@ SELECT project_id, event_id FROM stored
 """
 
 
-def _copy_script(partition: str, links: bool) -> bytes:
+def _copy_script(partition: str, links: bool, columns: Sequence[str]) -> bytes:
     """The simple-query script writing a group whose ids are all new into ``partition``
-    (a name :func:`partition_name` made); committing unless the group has links."""
+    (a name :func:`partition_name` made), its rows' ``columns`` in that order (names of
+    ``events``' columns); committing unless the group has links."""
     assert re.fullmatch(r"events_\d{4}_\d{2}", partition), partition
-    events = _COPY_EVENTS.format(partition=f'"{partition}"')
+    assert all(re.fullmatch(r"[a-z_]+", c) for c in columns), columns
+    events = _COPY_EVENTS.format(partition=f'"{partition}"', columns=", ".join(columns))
     return f"BEGIN; {_COPY_CLAIM}; {events}{'' if links else '; COMMIT'}".encode()
 
 
@@ -339,11 +340,11 @@ class _Batch:
         self.rows, self.projects, self.keys, self.pairs = rows, projects, keys, pairs
         self.links = [(job.project_id, *link) for job in jobs for link in job.links]
 
-    def copy(self, received: _dt.datetime) -> tuple[bytes, bytes]:
+    def copy(self, received: _dt.datetime) -> tuple[bytes, bytes, tuple[str, ...]]:
         """The rows of the claim (sorted: the lock order between processes) and of the
-        events (in arrival order) for the ``COPY`` script; columns the same in every row
-        of the group (its project, its key, the arrival time, often the kind and name)
-        framed once."""
+        events (in arrival order) for the ``COPY`` script, and the events' column order:
+        the columns the same in every row of the group (its project, its key, the
+        arrival time, often the kind and name) first, framed once for all rows."""
         ids, kinds, timestamps, persons, anonymous, names, bodies = zip(*self.rows,
                                                                       strict=True)
         encoded = list(map(str.encode, ids))
@@ -355,11 +356,15 @@ class _Batch:
             pairs = sorted(zip(self.projects, encoded, strict=True))
             claim = copy_rows(count, [int8_fields([p for p, _ in pairs]),
                                       [i for _, i in pairs]])
-        events = copy_rows(count, [
-            projects, encoded, text_fields(kinds), text_fields(timestamps),
-            text_fields(persons), text_fields(anonymous), text_fields(names),
-            int8_fields(self.keys), timestamptz_field(received), bodies])
-        return claim, events
+        columns: dict[str, Column] = {
+            "project_id": projects, "event_id": encoded, "kind": text_fields(kinds),
+            "timestamp": text_fields(timestamps), "person_id": text_fields(persons),
+            "anonymous_id": text_fields(anonymous), "name": text_fields(names),
+            "key_id": int8_fields(self.keys), "received_at": timestamptz_field(received),
+            "body": bodies,
+        }
+        order = sorted(columns, key=lambda c: not isinstance(columns[c], bytes))
+        return claim, copy_rows(count, [columns[c] for c in order]), tuple(order)
 
     def link_params(self) -> dict[str, Any]:
         links = self.links
@@ -577,8 +582,9 @@ class PostgresStore:
         self._clock = clock or (lambda: _dt.datetime.now(_dt.timezone.utc))
         self._pool = _Pool(url, pool_size)
         self._partitions: set[_dt.datetime] = set()
-        # The COPY script per (month's partition, with links): composed once.
-        self._scripts: dict[tuple[str, bool], bytes] = {}
+        # The COPY script per (month's partition, with links, column order): composed
+        # once (the column orders are the few ways of a group's columns to be constant).
+        self._scripts: dict[tuple[str, bool, tuple[str, ...]], bytes] = {}
         self._partition_lock = threading.Lock()
         # One writing statement at a time per process; the batches that arrive meanwhile
         # go in the next one together (one round trip, one commit for all of them).
@@ -670,10 +676,15 @@ class PostgresStore:
         batch = _Batch(jobs)
         partition = partition_name(_month(received))
         links = bool(batch.links)
-        script = self._scripts.get((partition, links))
-        if script is None:
-            script = self._scripts[partition, links] = _copy_script(partition, links)
-        chunks = batch.copy(received) if batch.rows else None
+        chunks: tuple[bytes, bytes] | None = None
+        script = b""
+        if batch.rows:
+            claim, events, columns = batch.copy(received)
+            chunks = claim, events
+            script = self._scripts.get((partition, links, columns), b"")
+            if not script:
+                script = self._scripts[partition, links, columns] = _copy_script(
+                    partition, links, columns)
 
         def work(conn: psycopg.Connection[Any]) -> list[InsertResult]:
             try:
