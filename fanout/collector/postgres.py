@@ -50,9 +50,9 @@ from __future__ import annotations
 import datetime as _dt
 import queue
 import re
-import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, NamedTuple, TypeVar
@@ -60,7 +60,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import pq, sql
+    from psycopg import sql
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "the PostgreSQL store needs psycopg 3: pip install 'fanout-analytics[postgres]'"
@@ -78,6 +78,7 @@ from .keys import (
     scopes_text,
 )
 from .pgarrays import (
+    TEXT_ARRAY_OID,
     Column,
     bytea_array,
     copy_rows,
@@ -89,6 +90,7 @@ from .pgarrays import (
     timestamptz_field,
 )
 from .pgarrays import register as register_arrays
+from .pgwire import copy_in, query_prepared, rolled_back_on_error
 from .ratelimit import Limiter
 from .store import InsertResult, StoreError
 from .timeline import Cursor, Page, cut
@@ -263,6 +265,10 @@ _KEY_COLUMNS: Final = (
     "k.id, k.label, k.created_at, k.revoked_at, k.project_id, p.name, k.scopes"
     " FROM server_keys k JOIN projects p ON p.id = k.project_id"
 )
+# One query for a group of key lookups (an array of hashes), prepared on each connection
+# and run through :mod:`.pgwire`.
+_KEY_LOOKUP: Final = (f"SELECT k.key_hash, {_KEY_COLUMNS}"
+                      " WHERE k.key_hash = ANY($1) AND k.revoked_at IS NULL").encode()
 _START: Final = Cursor("", -1)
 _RETRIES: Final = 5
 _SAFE_URL: Final = re.compile(r"//[^@/]*@")
@@ -289,6 +295,15 @@ def partition_name(month: _dt.datetime) -> str:
 def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     key_id, label, created, revoked, project_id, project, scopes = row
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
+
+
+def _key_from_text(row: Sequence[bytes | None]) -> KeyInfo:
+    """A row of :data:`_KEY_LOOKUP` in text format (all but ``revoked_at`` NOT NULL)."""
+    key_id, label, created, revoked, project_id, project, scopes = (
+        None if v is None else v.decode() for v in row)
+    assert key_id and label is not None and created and project_id and project and scopes
+    return KeyInfo(int(key_id), label, created, revoked, int(project_id), project,
+                   parse_scopes(scopes))
 
 
 class _Insert(NamedTuple):
@@ -434,82 +449,6 @@ def redact_url(url: str) -> str:
     return _SAFE_URL.sub("//***@", url)
 
 
-@contextmanager
-def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Roll back the transaction the ``COPY`` script opened when what follows it fails,
-    so that the pooled connection goes back idle."""
-    try:
-        yield
-    except BaseException:
-        if not conn.closed and conn.pgconn.transaction_status != pq.TransactionStatus.IDLE:
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _wait(conn: psycopg.Connection[Any], events: int) -> int:
-    poller = select.poll()
-    poller.register(conn.pgconn.socket, events)
-    got = poller.poll()
-    return got[0][1] if got else 0
-
-
-def _flush(conn: psycopg.Connection[Any]) -> None:
-    pgconn = conn.pgconn
-    while pgconn.flush():  # 1: more to send (the connection is non-blocking)
-        if _wait(conn, select.POLLIN | select.POLLOUT) & select.POLLIN:
-            pgconn.consume_input()
-
-
-def _copy_in(conn: psycopg.Connection[Any], script: bytes, chunks: Sequence[bytes]) -> None:
-    """Run the simple-query ``script`` whose ``COPY ... FROM STDIN`` statements take
-    ``chunks``, one each, in order; raise the first error as psycopg would (its class
-    looked up from its SQLSTATE), after rolling back the transaction the script opened.
-
-    psycopg's ``Cursor.copy()`` takes one ``COPY`` per query, each a round trip of its own
-    plus one for ``BEGIN`` and one for ``COMMIT``; this drives libpq through psycopg's
-    public ``pq`` wrapper instead (the connection is non-blocking: every wait is a
-    ``poll``, which lets the other threads run)."""
-    pgconn = conn.pgconn
-    pgconn.send_query(script)
-    _flush(conn)
-    pending = list(chunks)
-    error: pq.abc.PGresult | None = None
-    while True:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            _wait(conn, select.POLLIN)
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
-        if result.status == pq.ExecStatus.COPY_IN:
-            if error is None and pending:
-                data = pending.pop(0)
-                while not pgconn.put_copy_data(data):
-                    _wait(conn, select.POLLOUT)
-                while not pgconn.put_copy_end(None):
-                    _wait(conn, select.POLLOUT)
-            else:  # nothing to send (cannot happen with a script of ours): abort the copy
-                while not pgconn.put_copy_end(b"no data for this COPY"):
-                    _wait(conn, select.POLLOUT)
-            _flush(conn)
-        elif result.status == pq.ExecStatus.FATAL_ERROR and error is None:
-            error = result
-    if pgconn.status == pq.ConnStatus.BAD:
-        raise psycopg.OperationalError(
-            pgconn.get_error_message().strip() or "connection lost")
-    if error is None:
-        return
-    if pgconn.transaction_status != pq.TransactionStatus.IDLE:
-        conn.execute("ROLLBACK")
-    sqlstate = (error.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
-    message = error.get_error_message().strip()
-    try:
-        raise pg_errors.lookup(sqlstate)(message)
-    except KeyError:
-        raise psycopg.DatabaseError(message) from None
-
-
 class _Pool:
     """At most ``size`` autocommit connections, created on demand and reused; one that
     raised a connection-level error is closed instead of returned."""
@@ -596,6 +535,8 @@ class PostgresStore:
         # database's CPU and 150 of the collector's per round trip on this machine).
         self._key_reads: GroupCommit[str, KeyInfo | None] = GroupCommit(
             threading.Lock(), self._read_keys)
+        # The pooled connections that have prepared the key lookup.
+        self._keys_prepared: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
         try:
             with self._pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
@@ -691,9 +632,9 @@ class PostgresStore:
                 if chunks is None:  # links only
                     conn.execute(_LINKS_ALONE, batch.link_params())
                     return batch.results(None)
-                _copy_in(conn, script, chunks)
+                copy_in(conn, script, chunks)
                 if links:
-                    with _rolled_back_on_error(conn):
+                    with rolled_back_on_error(conn):
                         conn.execute(_LINKS_ALONE, batch.link_params())
                         conn.execute("COMMIT")
             except pg_errors.UniqueViolation:  # an id stored before: dedupe row by row
@@ -862,13 +803,15 @@ class PostgresStore:
         lookups that arrive while one runs share the next), read by one query. Each
         lookup still starts after its request arrived, so a revocation committed before
         that is seen, as with one query per request."""
+        params = [text_array(sorted(set(hashes)))]
+
         def work(conn: psycopg.Connection[Any]) -> list[KeyInfo | None]:
-            rows = conn.execute(
-                f"SELECT k.key_hash, {_KEY_COLUMNS}"
-                " WHERE k.key_hash = ANY(%s) AND k.revoked_at IS NULL",
-                (list(set(hashes)),),
-            ).fetchall()
-            found = {row[0]: _key(row[1:]) for row in rows}
+            rows = query_prepared(conn, self._keys_prepared, b"fanout_keys", _KEY_LOOKUP,
+                                  params, [TEXT_ARRAY_OID])
+            found: dict[str, KeyInfo] = {}
+            for key_hash, *row in rows:
+                assert key_hash is not None
+                found[key_hash.decode()] = _key_from_text(row)
             return [found.get(h) for h in hashes]
 
         return self._run(work)

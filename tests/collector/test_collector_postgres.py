@@ -208,6 +208,12 @@ def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, 
         assert second.revoke_key(keys[0][0].id)
         assert first.key_for(keys[0][1]) is None
         assert first.key_for(keys[1][1]) is not None
+        # The lookup is a statement prepared on each connection: one that lost it (any
+        # DEALLOCATE ALL) prepares it again.
+        with first._pool.connection() as conn:
+            conn.execute("DEALLOCATE ALL")
+        assert first.key_for(keys[1][1]) == keys[1][0]
+        assert first.key_for(revoked[1]) is None
     finally:
         first.close()
         second.close()
@@ -293,7 +299,7 @@ def test_a_copy_script_that_fails_raises_its_error_class_and_leaves_the_connecti
     (nothing of it stays, the pooled connection is idle) and the connection writes the
     next script."""
     from fanout.collector.pgarrays import copy_rows, int8_fields
-    from fanout.collector.postgres import _copy_in
+    from fanout.collector.pgwire import copy_in as _copy_in
 
     script = (b"BEGIN; COPY t (i) FROM STDIN (FORMAT binary);"
               b" COPY u (i) FROM STDIN (FORMAT binary); COMMIT")
