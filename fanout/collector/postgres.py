@@ -161,15 +161,14 @@ CREATE TABLE IF NOT EXISTS health (
 );
 """
 
-# One statement per group of batches (see the module docstring). Each column arrives as one
-# binary array built by :mod:`.pgarrays` (psycopg's own list dumper loops in Python per
-# element), one element per event, deduplicated in Python beforehand (the first of
-# repeated ids wins, as INSERT OR IGNORE does in SQLite). The events go straight into their
-# month's partition ({partition}: the store knows it from the arrival time), which spares
-# the per-row routing through the parent table, and straight from ``unnest``, in array
-# (arrival) order, so ``seq`` follows arrival: no CTE to materialise, no sort. The claim
+# The dedupe statement (a group holding an id stored before; see the module docstring).
+# Each column arrives as one binary array built by :mod:`.pgarrays` (psycopg's own list
+# dumper loops in Python per element), one element per event, deduplicated in Python
+# beforehand (the first of repeated ids wins, as INSERT OR IGNORE does in SQLite). The
+# events go straight into their month's partition ({partition}: the store knows it from
+# the arrival time), in array (arrival) order, so ``seq`` follows arrival. The claim
 # reads its own two arrays, sorted by Python beforehand (the lock order between
-# processes), so the database sorts nothing either.
+# processes).
 _EVENTS: Final = """
 INSERT INTO {partition} (project_id, event_id, kind, timestamp, person_id, anonymous_id, name,
                          key_id, received_at, body)
@@ -177,19 +176,19 @@ SELECT project_id, event_id, kind, timestamp, person_id, anonymous_id, name, key
        %(received)s, body
 FROM unnest(%(projects)b::int8[], %(ids)b::text[], %(kinds)b::text[],
             %(timestamps)b::text[], %(persons)b::text[], %(anonymous)b::text[],
-            %(names)b::text[], %(keys)b::int8[], %(bodies)b::bytea[]){ordinality}
+            %(names)b::text[], %(keys)b::int8[], %(bodies)b::bytea[]) WITH ORDINALITY
      AS b (project_id, event_id, kind, timestamp, person_id, anonymous_id, name, key_id,
-           body{position})"""
-_LINKS: Final = """, links AS (
+           body, position)"""
+_INSERT_LINKS: Final = """
     INSERT INTO identity_links (project_id, anonymous_id, person_id, linked_at)
     SELECT p, a, ps, t
     FROM unnest(%(link_projects)b::int8[], %(link_anonymous)b::text[],
                 %(link_persons)b::text[], %(link_times)b::text[]) AS l (p, a, ps, t)
     ORDER BY p, a, ps
-    ON CONFLICT DO NOTHING
-)"""
-# The links of a group written by COPY: the same insert, as a statement of its own.
-_LINKS_ALONE: Final = ("WITH " + _LINKS.removeprefix(", ") + " SELECT 1 WHERE false").encode()
+    ON CONFLICT DO NOTHING"""
+# The links in the dedupe statement; a group written by COPY runs the insert alone.
+_LINKS: Final = ", links AS (" + _INSERT_LINKS + "\n)"
+_LINKS_ALONE: Final = _INSERT_LINKS.encode()
 # The common case (every id new): the claim, then the events, by COPY (see the module
 # docstring); without links the script commits too, with links it leaves the transaction
 # open for them.
@@ -198,13 +197,6 @@ _COPY_EVENTS: Final = "COPY {partition} ({columns}) FROM STDIN (FORMAT binary)"
 _CLAIM: Final = """
 INSERT INTO event_ids (project_id, event_id)
 SELECT * FROM unnest(%(claim_projects)b::int8[], %(claim_ids)b::text[])"""
-# The common case: every id is new. The ids are claimed by a plain INSERT, one descent of
-# the unique index per id, where ON CONFLICT first probes the index and then inserts
-# speculatively (a lock and one more WAL record per row). The claim is the main statement,
-# so it runs before the CTEs nobody reads (the events, the links): an id that exists
-# already fails the statement at once, before any event is written, and the group is
-# written again by the dedupe statement.
-_INSERT_NEW: Final = "WITH stored AS ({events}){links}" + _CLAIM
 # Some id exists: claim row by row, store the events whose id was claimed (in arrival
 # order: ``seq`` follows the arrays' positions), return them.
 _INSERT_DEDUPE: Final = """WITH claimed AS (""" + _CLAIM + """
@@ -229,17 +221,13 @@ def _copy_script(partition: str, links: bool, columns: Sequence[str]) -> bytes:
     return f"BEGIN; {_COPY_CLAIM}; {events}{'' if links else '; COMMIT'}".encode()
 
 
-def _statement(template: str, partition: str, links: bool) -> bytes:
-    """``template`` for the events of ``partition`` (a name :func:`partition_name` made:
-    letters, digits and ``_``, so quoting it needs no escaping), with the links' CTE when
-    there are links (a statement without it plans and runs less), as the bytes psycopg
-    sends: composed once per month, not per statement."""
+def _dedupe_statement(partition: str, links: bool) -> bytes:
+    """The dedupe statement for the events of ``partition`` (a name :func:`partition_name`
+    made: letters, digits and ``_``, so quoting it needs no escaping), with the links' CTE
+    when there are links, as the bytes psycopg sends."""
     assert re.fullmatch(r"events_\d{4}_\d{2}", partition), partition
-    ordered = template is _INSERT_DEDUPE
-    events = _EVENTS.format(partition=f'"{partition}"',
-                            ordinality=" WITH ORDINALITY" if ordered else "",
-                            position=", position" if ordered else "")
-    return template.replace("{events}", events).replace(
+    events = _EVENTS.format(partition=f'"{partition}"')
+    return _INSERT_DEDUPE.replace("{events}", events).replace(
         "{links}", _LINKS if links else "").encode()
 
 
@@ -316,9 +304,9 @@ class _Insert(NamedTuple):
 
 
 class _Batch:
-    """The events of a group of batches as one statement's parameters: repeated ids
-    (within a batch or between batches of the group) dropped, the first kept, and each
-    batch's counts worked out from what the statement stored.
+    """The events of a group of batches as ``COPY`` rows (every id new) or as the dedupe
+    statement's parameters: repeated ids (within a batch or between batches of the group)
+    dropped, the first kept, and each batch's counts worked out from what was stored.
 
     The columns are cut from the rows by one ``zip(*rows)`` (rows are tuples), and the
     common case, no repeated id, is found by one set of (project, id) pairs: no Python
@@ -638,7 +626,7 @@ class PostgresStore:
                         conn.execute(_LINKS_ALONE, batch.link_params())
                         conn.execute("COMMIT")
             except pg_errors.UniqueViolation:  # an id stored before: dedupe row by row
-                dedupe = _statement(_INSERT_DEDUPE, partition, links)
+                dedupe = _dedupe_statement(partition, links)
                 stored = conn.execute(dedupe, batch.params(received)).fetchall()
                 return batch.results(stored)
             return batch.results(None)
