@@ -60,7 +60,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import sql
+    from psycopg import pq, sql
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
         "the PostgreSQL store needs psycopg 3: pip install 'fanout-analytics[postgres]'"
@@ -439,7 +439,8 @@ def redact_url(url: str) -> str:
 
 class _Pool:
     """At most ``size`` autocommit connections, created on demand and reused; one that
-    raised a connection-level error is closed instead of returned."""
+    raised a connection-level error, or was left inside a transaction by an exception,
+    is closed instead of returned."""
 
     def __init__(self, url: str, size: int) -> None:
         self._url = url
@@ -469,7 +470,10 @@ class _Pool:
             try:
                 yield conn
             except BaseException:
-                if conn.closed or conn.broken:
+                # Not idle: interrupted inside a transaction or an exchange of its own
+                # (pgwire's scripts), which the next user cannot continue.
+                if (conn.closed or conn.broken
+                        or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE):
                     self._discard(conn)
                 else:
                     self._idle.put(conn)
