@@ -25,13 +25,15 @@ from typing import Final
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
-__all__ = ["TEXT_ARRAY_OID", "ByteaArray", "Int8Array", "TextArray", "bytea_array", "copy_rows",
-           "encoded_text_array", "int8_array", "int8_field", "int8_fields", "register",
-           "text_array", "text_fields", "timestamptz_field"]
+__all__ = ["TEXT_ARRAY_OID", "TEXT_OID", "ByteaArray", "Column", "Int8Array", "TextArray",
+           "bytea_array", "copy_rows", "encoded_text_array", "int8_array", "int8_field",
+           "int8_fields", "register", "text_array", "text_fields", "timestamptz_field"]
 
 # Element type oids and the oids of their one-dimensional arrays (pg_type).
 _TEXT, _TEXT_ARRAY = 25, 1009
-#: The oid of ``text[]``, for statements whose parameters are typed by the caller.
+#: The oids of ``text`` and ``text[]``, for statements whose parameters are typed by the
+#: caller (a ``text`` parameter in binary is its UTF-8 bytes).
+TEXT_OID: Final = _TEXT
 TEXT_ARRAY_OID: Final = _TEXT_ARRAY
 _BYTEA, _BYTEA_ARRAY = 17, 1001
 _INT8, _INT8_ARRAY = 20, 1016

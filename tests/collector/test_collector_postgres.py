@@ -174,6 +174,7 @@ def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, 
     process is seen by the next lookup."""
     import threading
 
+    from fanout.collector.keys import hash_key
     from fanout.collector.postgres import PostgresStore
 
     url = make_store.new_db()
@@ -214,6 +215,11 @@ def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, 
             conn.execute("DEALLOCATE ALL")
         assert first.key_for(keys[1][1]) == keys[1][0]
         assert first.key_for(revoked[1]) is None
+        # A group of several lookups is one query by an array of hashes (one hash, the
+        # common case, has a statement of its own): repeated, unknown and revoked keys.
+        hashes = [hash_key(k) for k in (keys[1][1], revoked[1], keys[2][1], keys[1][1], "sk_x")]
+        assert first._read_keys(hashes) == [keys[1][0], None, keys[2][0], keys[1][0], None]
+        assert first._read_keys([hash_key(keys[3][1])]) == [keys[3][0]]
     finally:
         first.close()
         second.close()
