@@ -1,5 +1,5 @@
-"""PostgreSQL binary arrays built in a few C-level calls, for the PostgreSQL store's batch
-statement.
+"""PostgreSQL binary arrays and binary ``COPY`` data built in a few C-level calls, for the
+PostgreSQL store's batch writes.
 
 psycopg dumps a Python list as an array by looping over its elements in Python (a dumper
 lookup, a ``struct.pack`` and two appends per element); for a batch of events, ten
@@ -8,10 +8,16 @@ array format is simple (a header, then each element as its length and its bytes,
 -1 for NULL), and building it with ``map`` over ``str.encode`` and a packed length runs the
 per-element loop in C. The results are ``bytes`` subclasses that :func:`register` teaches a
 connection to send as they are, as binary parameters of their array type.
+
+:func:`copy_rows` builds the rows of a ``COPY ... FROM STDIN (FORMAT binary)`` the same
+way: the binary ``COPY`` format frames each field as the arrays frame their elements
+(its length, then its bytes), row after row, so the rows are one ``b"".join`` of a list
+whose slots are filled column by column by slice assignment.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import struct
 from collections.abc import Sequence
 from typing import Final
@@ -19,11 +25,16 @@ from typing import Final
 from psycopg.adapt import AdaptersMap, Dumper
 from psycopg.pq import Format
 
-__all__ = ["ByteaArray", "Int8Array", "TextArray", "bytea_array", "encoded_text_array",
-           "int8_array", "register", "text_array"]
+__all__ = ["TEXT_ARRAY_OID", "TEXT_OID", "ByteaArray", "Column", "Int8Array", "TextArray",
+           "bytea_array", "copy_rows", "encoded_text_array", "int8_array", "int8_field",
+           "int8_fields", "register", "text_array", "text_fields", "timestamptz_field"]
 
 # Element type oids and the oids of their one-dimensional arrays (pg_type).
 _TEXT, _TEXT_ARRAY = 25, 1009
+#: The oids of ``text`` and ``text[]``, for statements whose parameters are typed by the
+#: caller (a ``text`` parameter in binary is its UTF-8 bytes).
+TEXT_OID: Final = _TEXT
+TEXT_ARRAY_OID: Final = _TEXT_ARRAY
 _BYTEA, _BYTEA_ARRAY = 17, 1001
 _INT8, _INT8_ARRAY = 20, 1016
 
@@ -99,6 +110,93 @@ def int8_array(values: Sequence[int]) -> Int8Array:
     flat = [8] * (2 * count)
     flat[1::2] = values
     return Int8Array(struct.pack(f">iiIii{count * 'iq'}", 1, 0, _INT8, count, 1, *flat))
+
+
+# -- binary COPY ----------------------------------------------------------------------------
+
+#: One column of :func:`copy_rows`: a field the same in every row (framed already, by
+#: :func:`int8_field`, :func:`timestamptz_field` or :func:`text_fields`), or each row's
+#: value (``None`` for NULL) as the bytes of its binary form.
+Column = bytes | Sequence[bytes | None]
+
+# The signature, flags and header-extension length; the trailer is a field count of -1.
+_COPY_HEAD: Final = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TAIL: Final = struct.pack(">h", -1)
+_FIELD_COUNT: Final = struct.Struct(">h").pack
+_INT8_FIELD: Final = struct.Struct(">iq").pack
+_INT8_VALUE: Final = struct.Struct(">q").pack
+# timestamptz travels as microseconds since 2000-01-01 UTC.
+_PG_EPOCH: Final = _dt.datetime(2000, 1, 1, tzinfo=_dt.timezone.utc)
+_MICROSECOND: Final = _dt.timedelta(microseconds=1)
+
+
+def int8_field(value: int) -> bytes:
+    """``value`` as one whole ``int8`` field (length word included)."""
+    return _INT8_FIELD(8, value)
+
+
+def int8_fields(values: Sequence[int]) -> Column:
+    """Each row's ``int8``: one field when every row has the same value."""
+    if values and values.count(values[0]) == len(values):
+        return int8_field(values[0])
+    return list(map(_INT8_VALUE, values))
+
+
+def timestamptz_field(when: _dt.datetime) -> bytes:
+    """``when`` (timezone-aware) as one whole ``timestamptz`` field."""
+    return _INT8_FIELD(8, (when - _PG_EPOCH) // _MICROSECOND)
+
+
+def text_fields(values: Sequence[str | None]) -> Column:
+    """Each row's ``text`` (``None`` for NULL; no U+0000, as for :func:`text_array`): one
+    field when every row has the same value (a group's kinds, its names)."""
+    count = len(values)
+    if count and values.count(values[0]) == count:
+        first = values[0]
+        if first is None:
+            return _NULL
+        item = first.encode()
+        return _LENGTH(len(item)) + item
+    if None in values:
+        return [None if v is None else v.encode() for v in values]
+    return list(map(str.encode, values))  # type: ignore[arg-type]  # no None
+
+
+def copy_rows(count: int, columns: Sequence[Column]) -> bytes:
+    """``count`` rows of ``columns`` as the data of ``COPY ... FROM STDIN (FORMAT
+    binary)``, header and trailer included. Fields the same in every row that follow one
+    another (and the row's field count before them) are joined once into one slot per
+    row, so a caller putting its constant columns first pays for them once per group."""
+    runs: list[Column] = []
+    constant = _FIELD_COUNT(len(columns))
+    for column in columns:
+        if isinstance(column, bytes):
+            constant += column
+            continue
+        if constant:
+            runs.append(constant)
+            constant = b""
+        runs.append(column)
+    if constant:
+        runs.append(constant)
+    width = sum(1 if isinstance(run, bytes) else 2 for run in runs)
+    parts: list[bytes] = [b""] * (count * width)
+    at = 0
+    for run in runs:
+        if isinstance(run, bytes):
+            parts[at::width] = [run] * count
+            at += 1
+            continue
+        if None in run:
+            parts[at::width] = [_NULL if v is None else _LENGTH(len(v)) for v in run]
+            parts[at + 1::width] = [b"" if v is None else v for v in run]
+        else:
+            lengths = list(map(len, run))  # type: ignore[arg-type]  # no None
+            parts[at::width] = map(
+                _PREFIX.__getitem__ if max(lengths, default=0) < _SHORT else _LENGTH, lengths)
+            parts[at + 1::width] = run  # type: ignore[assignment]  # no None
+        at += 2
+    return _COPY_HEAD + b"".join(parts) + _COPY_TAIL
 
 
 class _Prebuilt(Dumper):

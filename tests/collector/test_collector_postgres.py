@@ -174,6 +174,7 @@ def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, 
     process is seen by the next lookup."""
     import threading
 
+    from fanout.collector.keys import hash_key
     from fanout.collector.postgres import PostgresStore
 
     url = make_store.new_db()
@@ -208,6 +209,17 @@ def test_key_lookups_grouped_in_one_query_each_get_their_own_answer(make_store, 
         assert second.revoke_key(keys[0][0].id)
         assert first.key_for(keys[0][1]) is None
         assert first.key_for(keys[1][1]) is not None
+        # The lookup is a statement prepared on each connection: one that lost it (any
+        # DEALLOCATE ALL) prepares it again.
+        with first._pool.connection() as conn:
+            conn.execute("DEALLOCATE ALL")
+        assert first.key_for(keys[1][1]) == keys[1][0]
+        assert first.key_for(revoked[1]) is None
+        # A group of several lookups is one query by an array of hashes (one hash, the
+        # common case, has a statement of its own): repeated, unknown and revoked keys.
+        hashes = [hash_key(k) for k in (keys[1][1], revoked[1], keys[2][1], keys[1][1], "sk_x")]
+        assert first._read_keys(hashes) == [keys[1][0], None, keys[2][0], keys[1][0], None]
+        assert first._read_keys([hash_key(keys[3][1])]) == [keys[3][0]]
     finally:
         first.close()
         second.close()
@@ -250,6 +262,69 @@ def test_arrays_built_for_the_batch_statement_arrive_as_sent(make_store, store_k
             assert list(got[2]) == list(ints)
             assert got[3] == len(texts)
             assert list(got[4]) == [t for t in texts if t is not None]
+
+
+def test_copy_rows_built_for_the_batch_write_arrive_as_sent(make_store, store_kind):
+    """The store's binary COPY rows: constant columns (framed once, before and between
+    per-row ones), NULLs in a per-row column and a column NULL throughout, non-ASCII and
+    empty text, values on both sides of the looked-up length words (4 KiB), bytes with
+    NUL, 64-bit integers, and timestamptz, read back by the server."""
+    from fanout.collector.pgarrays import (
+        copy_rows,
+        int8_field,
+        int8_fields,
+        text_fields,
+        timestamptz_field,
+    )
+
+    when = dt.datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=dt.timezone.utc)
+    texts = ["a", "ü€😀", "", None, "é" * 5000]
+    blobs = [b"x\x00y", b"", b"b" * 4095, b"c" * 4096, b"d" * 70_000]
+    ints = [1, -2, 2**62, -(2**63), 0]
+    rows = copy_rows(5, [int8_field(7), text_fields(["same"] * 5), text_fields(texts),
+                         timestamptz_field(when), list(blobs), int8_fields(ints),
+                         text_fields([None] * 5), int8_fields([3] * 5)])
+    with psycopg.connect(make_store.new_db(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (n serial, p int8, k text, t text, w timestamptz,"
+                     " b bytea, i int8, z text, c int8)")
+        with conn.cursor() as cur, cur.copy(
+                "COPY t (p, k, t, w, b, i, z, c) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(rows)
+        got = conn.execute("SELECT p, k, t, w, b, i, z, c FROM t ORDER BY n").fetchall()
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (5,)
+    assert [tuple(row) for row in got] == [
+        (7, "same", text, when, blob, i, None, 3)
+        for text, blob, i in zip(texts, blobs, ints, strict=True)]
+    assert int8_fields([4, 4]) == int8_field(4)  # one value: framed once
+
+
+def test_a_copy_script_that_fails_raises_its_error_class_and_leaves_the_connection_idle(
+        make_store, store_kind):
+    """The COPY script's error is psycopg's class for its SQLSTATE (the store tells a
+    duplicate id from anything else by it), the transaction it opened is rolled back
+    (nothing of it stays, the pooled connection is idle) and the connection writes the
+    next script."""
+    from fanout.collector.pgarrays import copy_rows, int8_fields
+    from fanout.collector.pgwire import copy_in as _copy_in
+
+    script = (b"BEGIN; COPY t (i) FROM STDIN (FORMAT binary);"
+              b" COPY u (i) FROM STDIN (FORMAT binary); COMMIT")
+    with psycopg.connect(make_store.new_db(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (i int8 PRIMARY KEY); CREATE TABLE u (i int8 CHECK (i > 0))")
+        conn.execute("INSERT INTO t VALUES (2)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            _copy_in(conn, script, [copy_rows(2, [int8_fields([1, 2])]),
+                                    copy_rows(1, [int8_fields([1])])])
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with pytest.raises(psycopg.errors.CheckViolation):  # the second COPY fails
+            _copy_in(conn, script, [copy_rows(1, [int8_fields([3])]),
+                                    copy_rows(2, [int8_fields([5, -1])])])
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM u").fetchone() == (0,)
+        _copy_in(conn, script, [copy_rows(2, [int8_fields([1, 4])]),
+                                copy_rows(3, [int8_fields([1, 2, 3])])])
+        assert [i for (i,) in conn.execute("SELECT i FROM t ORDER BY i")] == [1, 2, 4]
+        assert [i for (i,) in conn.execute("SELECT i FROM u ORDER BY i")] == [1, 2, 3]
 
 
 def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, store_kind):
