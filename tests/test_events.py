@@ -403,10 +403,13 @@ def test_ids_neither_follow_nor_shift_the_applications_random_seed():
     expected = [random.random() for _ in range(3)]
     random.seed(7)
     first = [new_event_id() for _ in range(50)] + [_random_uuid4() for _ in range(50)]
-    delays = [Backoff().delay(3) for _ in range(5)]
+    # Jitter of a Retry-After wait: a continuous draw (the exponential backoff's is floored
+    # at its base, so two of its draws can be equal by design).
+    delays = [Backoff().delay(0, retry_after=10) for _ in range(5)]
     assert [random.random() for _ in range(3)] == expected  # the app's sequence is its own
     random.seed(7)
     again = [new_event_id() for _ in range(50)] + [_random_uuid4() for _ in range(50)]
+    delays_again = [Backoff().delay(0, retry_after=10) for _ in range(5)]
     # Same seed, same calls: nothing repeats, not even the random parts alone.
     assert not {i[-17:] for i in first} & {i[-17:] for i in again}
-    assert len(set(delays)) == 5
+    assert len(set(delays) | set(delays_again)) == 10
