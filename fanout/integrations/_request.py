@@ -180,14 +180,10 @@ class _Kept(Generic[_K, _V]):
         if seen[slot] != h:  # its first time (or its slot was taken since): noted only
             seen[slot] = h
             return
-        data = self._data
-        with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
-            if len(data) >= self._size:
-                del data[next(iter(data))]
-            data[key] = value
+        self.keep(key, value)
 
     def keep(self, key: _K, value: _V) -> None:
-        """Keep ``value`` under ``key`` now."""
+        """Keep ``value`` under ``key`` now (:meth:`put` from a key's second time)."""
         data = self._data
         with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
             if len(data) >= self._size:
@@ -275,7 +271,8 @@ class RequestReader:
         if found is None or (found[2] != NEVER and time.time() > found[2]):
             cookie = key[0]
             found = None
-            if self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS:
+            no_id_headers = key[1:5] == _NO_ID_HEADERS
+            if self._active_kept and cookie and no_id_headers:
                 # A returning visitor whose PostHog cookie only has a new last-activity time
                 # (posthog-js rewrites it as the visitor's events are captured): recalled by
                 # the header without those digits, its session judged live by them. Only
@@ -299,7 +296,7 @@ class RequestReader:
                 if type(cookie) is bytes:
                     cookie = cookie.decode("latin-1")
                 found = read_request_ids(
-                    _NO_HEADERS if key[1:5] == _NO_ID_HEADERS else _headers(key),
+                    _NO_HEADERS if no_id_headers else _headers(key),
                     cookie or None,
                 )
                 self._ids.put(ids_key, found)
@@ -313,7 +310,7 @@ class RequestReader:
                     if seen[slot] != h:
                         seen[slot] = h
                     elif (
-                        key[1:5] == _NO_ID_HEADERS
+                        no_id_headers
                         and session not in self._unprovable
                         and not self._keep_active(raw, found)
                     ):  # not provable: not tried again for this session (a bounded set)
