@@ -1,0 +1,165 @@
+"""The typed decoding (msgspec, fanout.collector.typed) gives exactly the verdicts and the
+stored bytes of the general decoding (orjson or the standard library, then each event
+judged alone), on any body: it only makes the common body cheaper.
+
+The general decoding is reached directly (``ingest._loads``), the way ``decode_body``
+falls back to it, so each body is judged both ways in the same test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from collector.test_collector_events_fuzz import events, json_values
+from fanout.collector import ingest
+from fanout.collector.ingest import decode_body, validate_batch
+from fanout.collector.typed import NESTED_LEVELS, TypedEvent
+from fanout.providers.collector import CollectorProvider
+
+BASE = {"kind": "track", "event_id": "e0", "name": "x", "person_id": "p",
+        "timestamp": "2024-05-01T10:00:00.000Z"}
+
+
+def general(body: bytes) -> list[object]:
+    """The batch as the general decoding reads it (what ``decode_body`` falls back to)."""
+    exact = body.translate(ingest._SCAN).find(ingest._LONG_DIGITS) < 0
+    batch: list[object] = ingest._loads(body, exact)["batch"]
+    return batch
+
+
+def both(body: bytes) -> tuple[ingest.Ingested, ingest.Ingested, bool]:
+    """(verdicts via decode_body, verdicts via the general decoding, whether decode_body
+    took the typed way)."""
+    decoded = decode_body(body)
+    typed = bool(decoded) and type(decoded[0]) is TypedEvent
+    return validate_batch(decoded), validate_batch(general(body)), typed
+
+
+def encodings(batch: list[object]) -> list[bytes]:
+    """The same batch as different clients write it: orjson (fanout), the standard
+    library escaping non-ASCII, and with spaces."""
+    out = [json.dumps({"batch": batch}).encode(), json.dumps({"batch": batch}, indent=1).encode()]
+    try:
+        out.append(orjson.dumps({"batch": batch}))
+    except TypeError:  # an integer beyond 64 bits, a lone surrogate: orjson refuses
+        pass
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events() | json_values, max_size=12))
+def test_any_body_gets_the_verdicts_and_bytes_of_the_general_decoding(batch):
+    for body in encodings(batch):
+        fast, reference, _ = both(body)
+        assert fast == reference
+
+
+# Events whose every field has the JSON type the typed decoding expects (or is missing or
+# null), with any values: blank, NUL, too long, odd timestamps, every kind, nesting up to
+# the typed levels. Text without lone surrogates, so every such body decodes typed.
+text = st.text(st.characters(codec="utf-8"), max_size=8) | st.sampled_from(
+    ["", " ", "a\x00b", "x" * 513, "2024-05-01T10:00:00.000Z", "2024-02-30T10:00:00.000Z",
+     "2024-05-01T10:00:00.000+00:00", "track", "page", "identify", "alias", "group"])
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(
+    allow_nan=False, allow_infinity=False) | text
+objects = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                       | st.dictionaries(text, inner, max_size=3), max_leaves=8).filter(
+    lambda v: _depth(v) <= NESTED_LEVELS).flatmap(
+    lambda v: st.dictionaries(text, st.just(v), max_size=2))
+TYPED = {"v": st.none() | st.integers(0, 2), "kind": st.sampled_from(
+    ["track", "page", "identify", "alias", "group", "other"]), "event_id": st.none() | text,
+    "timestamp": st.none() | text, "person_id": st.none() | text, "anonymous_id": st.none() | text,
+    "name": st.none() | text, "properties": st.none() | objects, "traits": st.none() | objects,
+    "context": st.none() | objects, "group": st.none() | st.fixed_dictionaries(
+        {"type": text, "id": text}), "previous_id": st.none() | text}
+
+
+def _depth(value: object) -> int:
+    if type(value) is dict:
+        return 1 + max(map(_depth, value.values()), default=0)
+    if type(value) is list:
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+@st.composite
+def typed_events(draw):
+    event = dict(BASE)
+    for field in draw(st.lists(st.sampled_from(sorted(TYPED)), unique=True)):
+        if draw(st.booleans()):
+            event.pop(field, None)
+        else:
+            event[field] = draw(TYPED[field])
+    return event
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(typed_events(), min_size=1, max_size=12))
+def test_typed_events_are_decoded_typed_and_judged_as_the_general_way_judges_them(batch):
+    body = orjson.dumps({"batch": batch})
+    fast, reference, typed = both(body)
+    assert typed  # every field of the expected type: this body took the typed way
+    assert fast == reference
+    assert len(fast.rows) + len(fast.rejected) == len(batch)
+
+
+def test_a_fanout_clients_body_is_decoded_the_typed_way_and_stored_the_same():
+    provider = CollectorProvider("http://127.0.0.1:9", "sk_x", gzip_min_bytes=None)
+    from fanout import Event
+
+    events_ = [Event(kind="track", name="checkout.finished", person_id=f"u{i}",
+                     properties={"plan": "pro", "amount": 29.5, "items": [{"sku": "A"}]},
+                     event_id=f"id{i}") for i in range(50)]
+    body = provider.encode(events_)
+    fast, reference, typed = both(body)
+    assert typed
+    assert len(fast.rows) == 50 and not fast.rejected
+    assert fast == reference
+
+
+def test_nesting_beyond_the_typed_levels_takes_the_general_way_and_is_stored():
+    deep: object = "leaf"
+    for _ in range(NESTED_LEVELS + 1):
+        deep = [deep]
+    batch = [{**BASE, "event_id": "deep", "properties": {"a": deep}},
+             {**BASE, "event_id": "plain"}]
+    body = orjson.dumps({"batch": batch})
+    decoded = decode_body(body)
+    assert type(decoded[0]) is dict  # not typed: its value nests too deep for the type
+    result = validate_batch(decoded)
+    assert [r.event_id for r in result.rows] == ["deep", "plain"] and not result.rejected
+    assert json.loads(result.rows[0].body)["properties"]["a"] == deep
+    too_deep: object = "leaf"
+    for _ in range(40):
+        too_deep = [too_deep]
+    result = validate_batch(decode_body(orjson.dumps(
+        {"batch": [{**BASE, "properties": {"a": too_deep}}]})))
+    assert [i for i, _ in result.rejected] == [0] and not result.rows
+
+
+@pytest.mark.parametrize("filler", ["", "1234567890123456789"])  # exact, and not
+def test_a_number_beyond_a_float_rejects_its_event_only(filler):
+    # orjson refuses the body, the standard library reads 1e400 as infinity: the event is
+    # rejected, never stored as null (msgspec's encoder writes infinity so).
+    body = (b'{"batch":[{"event_id":"inf","name":"x","person_id":"p","timestamp":'
+            b'"2024-05-01T10:00:00.000Z","properties":{"x":1e400,"f":"' + filler.encode()
+            + b'"}},{"event_id":"ok","name":"x","person_id":"p",'
+            b'"timestamp":"2024-05-01T10:00:00.000Z"}]}')
+    result = validate_batch(decode_body(body))
+    assert [r.event_id for r in result.rows] == ["ok"]
+    assert result.rejected == [(0, "the event holds a number JSON cannot carry (out of range)")]
+
+
+def test_large_floats_are_written_alike_whichever_way_the_event_came():
+    plain = {**BASE, "event_id": "t", "properties": {"f": 1e16, "g": 2.5e-7}}
+    identify = {**BASE, "kind": "identify", "event_id": "i", "anonymous_id": "a",
+                "traits": {"f": 1e16, "g": 2.5e-7}}
+    result = validate_batch(decode_body(orjson.dumps({"batch": [plain, identify]})))
+    assert len(result.rows) == 2 and len(result.links) == 1
+    assert b'"f":1e16,"g":2.5e-7' in result.rows[0].body
+    assert b'"f":1e16,"g":2.5e-7' in result.rows[1].body
