@@ -328,6 +328,54 @@ def test_two_stores_on_one_file_index_each_event_once(tmp_path: Path):
     first.close()
 
 
+def test_close_stops_a_rebuild_under_way_and_the_next_open_finishes_it(tmp_path: Path):
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path, index_every=10**9)  # no pass while filling
+    project = store.create_project("p")
+    rnd = random.Random(13)
+    expected: dict[str, list[tuple[str, int, str]]] = {}
+    order = [0]
+    _fill(store, project.id, rnd, "a", 2000, ["ada", "bob", "cy"], expected, order)
+    store.close()
+    _remove_index(path)
+    store = SQLiteStore(path)  # starts the rebuild of 20,000 events in its thread
+    store.close()  # interrupts it, or finds it done: either way no error, no thread left
+    assert not [t for t in threading.enumerate() if t.name.startswith("fanout-person-index")]
+    store = SQLiteStore(path)
+    assert _pages(store, project.id, "cy", 5000) == _timeline(expected, "cy")
+    assert store.catch_up_index() == 20_000
+    assert _mark(path) == (20_000, 20_000, 20_000)
+    assert _pages(store, project.id, "ada", 5000) == _timeline(expected, "ada")
+    store.close()
+
+
+_UNCLOSED = """
+import sys
+from fanout.collector.ingest import validate_batch
+from fanout.collector.sqlite import SQLiteStore
+store = SQLiteStore(sys.argv[1], index_every=10)
+project = store.create_project("p")
+rows = validate_batch([{"event_id": f"e{i}", "name": "x", "person_id": "ada",
+                        "timestamp": "2024-01-01T00:00:00.000Z"} for i in range(50)]).rows
+print(store.insert(project.id, rows, []).accepted)  # wakes the index's thread; never closed
+"""
+
+
+def test_a_store_never_closed_does_not_keep_its_process_alive(tmp_path: Path):
+    """The index's thread is not a daemon (a pass is never cut by the interpreter's exit),
+    so it ends on its own once idle."""
+    path = tmp_path / "c.db"
+    proc = subprocess.run([sys.executable, "-c", _UNCLOSED, str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["50"]
+    store = SQLiteStore(path)
+    assert store.count_events() == 50
+    assert store.catch_up_index() == 50
+    assert _mark(path) == (50, 50, 50)
+    store.close()
+
+
 _FEEDER = """
 import random, sys
 from fanout.collector.ingest import validate_batch
