@@ -5,8 +5,9 @@ the batches that arrived while the previous one committed, :mod:`.groupcommit`),
 ``INSERT OR IGNORE`` statements (the unique index on ``(project_id, event_id)`` is the dedupe,
 so a redelivered webhook costs one index probe), WAL with ``synchronous=NORMAL`` (a commit
 is durable against a process crash, which is what a 200 promises; an OS crash may lose the
-last commits, the usual trade of WAL/NORMAL). Every connection is used under one lock, so
-the store is safe from any thread and there is never more than one writer.
+last commits, the usual trade of WAL/NORMAL). Each of the store's connections (the events'
+writer, the timelines' reader, the person index's) is used under a lock of its own, so the
+store is safe from any thread and the events file has never more than one writer.
 
 A person's timeline is read through ``person_events``, an index of ``(project, person,
 timestamp, seq)`` filled in bulk, not per batch: the events of a batch belong to different
@@ -21,11 +22,10 @@ transaction, on a connection of its own that never waits for a write.
 A database made before projects existed (schema 1: no ``projects`` table, ``user_version``
 0) is migrated in one transaction when it is opened: a ``default`` project is created and
 owns every event, link and key, and each key becomes an ``ingest`` + ``read`` key. A
-database of schema 2 (the person index on ``events``) gets the ``person_events`` table and
-loses that index; its events are indexed when it is opened, as any unindexed ones are.
-A database of schema 3 (``person_events`` in the events file) loses that table; the index
-file is built from ``events`` in the background, timelines reading the unindexed rows
-meanwhile.
+database of schema 2 (the person index on ``events``) loses that index, and one of schema 3
+loses the ``person_events`` and ``indexed_upto`` tables it kept in the events file; either
+way the index file is built from ``events`` in the background when it is opened, as any
+unindexed events are, timelines reading the unindexed rows meanwhile.
 """
 
 from __future__ import annotations
