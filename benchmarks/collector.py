@@ -697,9 +697,13 @@ def timeline_bench(kind: str, n: int, heavy: int, pages: int,
         if kind == "sqlite":
             _bulk_sqlite(Path(db), project.id, n, heavy)
             # Rows written behind the store's back: opening it again indexes them for the
-            # timeline (as opening any database with unindexed events does).
+            # timeline (as opening any database with unindexed events does, in the
+            # background; waited for here, so the pages read are the indexed case).
             store.close()
             store = open_store(db)
+            catch_up = getattr(store, "catch_up_index", None)
+            if catch_up is not None:
+                catch_up()
         else:
             _bulk_postgres(db, project.id, n, heavy)
         loaded = time.perf_counter() - started

@@ -5,24 +5,27 @@ the batches that arrived while the previous one committed, :mod:`.groupcommit`),
 ``INSERT OR IGNORE`` statements (the unique index on ``(project_id, event_id)`` is the dedupe,
 so a redelivered webhook costs one index probe), WAL with ``synchronous=NORMAL`` (a commit
 is durable against a process crash, which is what a 200 promises; an OS crash may lose the
-last commits, the usual trade of WAL/NORMAL). Every connection is used under one lock, so
-the store is safe from any thread and there is never more than one writer.
+last commits, the usual trade of WAL/NORMAL). Each of the store's connections (the events'
+writer, the timelines' reader, the person index's) is used under a lock of its own, so the
+store is safe from any thread and the events file has never more than one writer.
 
 A person's timeline is read through ``person_events``, an index of ``(project, person,
-timestamp, seq)`` kept as its own table and filled in bulk, not per batch: the events of a
-batch belong to different people, so an index updated per batch rewrote about one index
-page into the WAL per event stored, half of the insert's cost. Instead, once
-:data:`INDEX_EVERY` events have been stored since the last time (and when the store is
-opened), the transaction that stores a batch also indexes every event after the mark
-``indexed_upto`` in one sorted ``INSERT ... SELECT``, which writes each person's page once
-for thousands of events. A timeline read takes the indexed events from the index and the
-few thousand after the mark from a scan of the newest rows, both in one read transaction.
+timestamp, seq)`` filled in bulk, not per batch: the events of a batch belong to different
+people, so an index updated per batch rewrote about one index page into the WAL per event
+stored, half of the insert's cost. It lives in a file of its own beside the events file,
+filled by a thread of its own (:mod:`.personindex`), woken once :data:`INDEX_EVERY` events
+have been stored since the last time and when the store is opened, so the pass never holds
+the events file's write lock. A timeline read takes the indexed events from the index and
+the few thousand after its mark from a scan of the newest rows, both in one read
+transaction, on a connection of its own that never waits for a write.
 
 A database made before projects existed (schema 1: no ``projects`` table, ``user_version``
 0) is migrated in one transaction when it is opened: a ``default`` project is created and
 owns every event, link and key, and each key becomes an ``ingest`` + ``read`` key. A
-database of schema 2 (the person index on ``events``) gets the ``person_events`` table and
-loses that index; its events are indexed when it is opened, as any unindexed ones are.
+database of schema 2 (the person index on ``events``) loses that index, and one of schema 3
+loses the ``person_events`` and ``indexed_upto`` tables it kept in the events file; either
+way the index file is built from ``events`` in the background when it is opened, as any
+unindexed events are, timelines reading the unindexed rows meanwhile.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import heapq
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -48,6 +51,7 @@ from .keys import (
     parse_scopes,
     scopes_text,
 )
+from .personindex import PersonIndex
 from .ratelimit import Limiter, RateLimiter
 from .store import InsertResult, StoreError
 from .timeline import Cursor, Page, cut
@@ -55,9 +59,9 @@ from .timeline import Cursor, Page, cut
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 #: ``PRAGMA user_version`` of a database this module made or migrated.
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 #: Events stored between two bulk updates of the person index (see the module docstring):
-#: the most rows a timeline read scans beyond the index, per process writing. A pass
+#: about the most rows a timeline read scans beyond the index, per process writing. A pass
 #: rewrites about every page of the index whatever its number of events, so doubling this
 #: from 4,096 took the insert from 10.4 to 7.7 µs per event (medians of 4, 40,000 events
 #: over 1,000 people) and the scan of the unindexed rows from 0.4 to 1.9 ms (p50).
@@ -83,18 +87,6 @@ CREATE TABLE IF NOT EXISTS events (
     body         BLOB NOT NULL,
     UNIQUE (project_id, event_id)
 );
-CREATE TABLE IF NOT EXISTS person_events (
-    project_id   INTEGER NOT NULL,
-    person_id    TEXT NOT NULL,
-    timestamp    TEXT NOT NULL,
-    seq          INTEGER NOT NULL,
-    PRIMARY KEY (project_id, person_id, timestamp, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS indexed_upto (
-    id           INTEGER PRIMARY KEY CHECK (id = 1),
-    seq          INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO indexed_upto (id, seq) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS identity_links (
     project_id   INTEGER NOT NULL,
     anonymous_id TEXT NOT NULL,
@@ -209,7 +201,7 @@ _KEY_COLUMNS: Final = (
 # the linked anonymous ids' events need a sort, so only their keys are sorted and their
 # bodies fetched one by one for the events that make the page.
 _PERSON_EVENTS: Final = (
-    "SELECT p.timestamp, p.seq, e.body FROM person_events p JOIN events e ON e.seq = p.seq"
+    "SELECT p.timestamp, p.seq, e.body FROM ix.person_events p JOIN events e ON e.seq = p.seq"
     " WHERE p.project_id = ? AND p.person_id = ? AND (p.timestamp, p.seq) > (?, ?)"
     " ORDER BY p.timestamp, p.seq LIMIT ?"
 )
@@ -217,14 +209,9 @@ _PERSON_EVENTS: Final = (
 # (the unary + keeps the planner off the (project_id, event_id) index).
 _PERSON_TAIL: Final = (
     "SELECT timestamp, seq, body FROM events"
-    " WHERE seq > (SELECT seq FROM indexed_upto WHERE id = 1)"
+    " WHERE seq > (SELECT seq FROM ix.indexed_upto WHERE id = 1)"
     " AND +project_id = ? AND +person_id = ? AND (timestamp, seq) > (?, ?)"
     " ORDER BY timestamp, seq LIMIT ?"
-)
-_INDEX_TAIL: Final = (
-    "INSERT OR IGNORE INTO person_events (project_id, person_id, timestamp, seq)"
-    " SELECT project_id, person_id, timestamp, seq FROM events"
-    " WHERE seq > ? AND person_id IS NOT NULL ORDER BY project_id, person_id, timestamp, seq"
 )
 _ANONYMOUS_KEYS: Final = (
     "SELECT timestamp, seq FROM events WHERE project_id = ? AND person_id IS NULL"
@@ -268,15 +255,6 @@ def _insert_rows(db: sqlite3.Connection, rows: Sequence[Row], project_id: int, k
         start += size
 
 
-def _index_tail(db: sqlite3.Connection) -> None:
-    """Index every event after the mark and move the mark (inside a write transaction)."""
-    (mark,) = db.execute("SELECT seq FROM indexed_upto WHERE id = 1").fetchone()
-    (top,) = db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-    if top > mark:
-        db.execute(_INDEX_TAIL, (mark,))
-        db.execute("UPDATE indexed_upto SET seq = ? WHERE id = 1", (top,))
-
-
 def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     key_id, label, created, revoked, project_id, project, scopes = row
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
@@ -305,12 +283,31 @@ class SQLiteStore:
                 self._db.execute("PRAGMA busy_timeout=10000")
                 self._db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
                 self._prepare()
-                self._write(_index_tail)
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(
                 f"cannot use the SQLite database {str(self.path)!r}: {exc}"
             ) from None
+        # Timelines read on a connection of their own, with the index file attached, so a
+        # read never waits for a commit, nor a commit for a read (WAL).
+        self._read_lock = threading.Lock()
+        try:
+            self._index = PersonIndex(self.path)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(
+                f"cannot use the person index of {str(self.path)!r}: {exc}") from None
+        try:
+            self._reader = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._reader.execute("ATTACH ? AS ix", (str(self._index.path),))
+        except sqlite3.Error as exc:
+            self._index.close()
+            self._db.close()
+            raise StoreError(
+                f"cannot use the person index of {str(self.path)!r}: {exc}") from None
+        if self._index.behind:
+            self._index.wake()  # events stored before (or by another process): index them
 
     def _prepare(self) -> None:
         db = self._db
@@ -334,22 +331,13 @@ class SQLiteStore:
                     db.execute("ROLLBACK")
                 raise
             return
-        # Schema 2 -> 3 as well: the person index moves to person_events (filled when the
-        # store is opened, see _index_tail).
+        # Schemas 2 and 3 as well: the person index moves to a file of its own (built
+        # when the store is opened, see .personindex).
         db.executescript(
             f"BEGIN IMMEDIATE; {_TABLES} {_INDEXES} DROP INDEX IF EXISTS events_person;"
+            " DROP TABLE IF EXISTS person_events; DROP TABLE IF EXISTS indexed_upto;"
             f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         )
-
-    def _write(self, work: Callable[[sqlite3.Connection], None]) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            work(db)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
@@ -379,26 +367,30 @@ class SQLiteStore:
                 if links:
                     db.executemany(_LINK, [(*link, project_id) for link in links])
                 results.append(InsertResult(accepted, len(rows) - accepted))
-            unindexed = self._unindexed + stored
-            if unindexed >= self._index_every:
-                _index_tail(db)
-                unindexed = 0
             db.execute("COMMIT")
-            self._unindexed = unindexed
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        self._unindexed += stored
+        if self._unindexed >= self._index_every:
+            self._unindexed = 0
+            self._index.wake()  # the pass runs in the index's thread, on its own file
         return results
+
+    def catch_up_index(self) -> int:
+        """Index every event stored so far now, in the caller's thread (the index's thread
+        does it on its own; for tests, benchmarks and tools); returns the mark."""
+        return self._index.catch_up()
 
     def timeline(
         self, project_id: int, person_id: str, *, limit: int, max_bytes: int,
         after: Cursor | None = None,
     ) -> Page:
         ts, seq = after or _START
-        with self._lock:
-            db = self._db
+        with self._read_lock:
+            db = self._reader
             # One read transaction: the index, its mark and the rows after it are read
-            # as of one commit (another process may index the tail meanwhile).
+            # as of one commit of each file (see .personindex for why that is exact).
             db.execute("BEGIN")
             try:
                 mine = db.execute(_PERSON_EVENTS, (project_id, person_id, ts, seq, limit + 1))
@@ -416,7 +408,8 @@ class SQLiteStore:
 
     def _bodies(self, keys: list[tuple[str, int]]) -> Iterator[tuple[str, int, bytes]]:
         for ts, seq in keys:
-            (body,) = self._db.execute("SELECT body FROM events WHERE seq = ?", (seq,)).fetchone()
+            (body,) = self._reader.execute("SELECT body FROM events WHERE seq = ?",
+                                           (seq,)).fetchone()
             yield ts, seq, body
 
     def linked_ids(self, project_id: int, person_id: str) -> list[str]:
@@ -540,6 +533,9 @@ class SQLiteStore:
         return _key(row) if row else None
 
     def close(self) -> None:
+        self._index.close()
+        with self._read_lock:
+            self._reader.close()
         with self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
