@@ -369,3 +369,85 @@ def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, s
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_pool_hands_out_at_most_its_size_and_a_caller_waits_for_a_free_one(
+        make_store, store_kind):
+    """Connections are reused (never more backends than the pool's size), a caller finding
+    every slot taken waits until one is given back, and a connection an exception left
+    inside a transaction is closed, not handed to the next caller."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url, pool_size=2)
+    try:
+        project = store.create_project("p")
+        pool = store._pool
+        held = threading.Event()
+        release = threading.Event()
+        pids: list[int] = []
+
+        def hold() -> None:
+            with pool.connection() as conn:
+                pids.append(conn.pgconn.backend_pid)
+                held.set()
+                release.wait(10)
+
+        holders = [threading.Thread(target=hold) for _ in range(2)]
+        for t in holders:
+            held.clear()
+            t.start()
+            assert held.wait(10)
+        # Both slots are taken: a third caller waits until a holder gives one back.
+        got: list[int] = []
+        waiter = threading.Thread(target=lambda: got.append(store.count_events()))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and got == []
+        release.set()
+        waiter.join(10)
+        for t in holders:
+            t.join(10)
+        assert got == [0]
+        assert len(set(pids)) == 2
+        with pool.connection() as conn:
+            assert conn.pgconn.backend_pid in pids  # reused, not a third backend
+        # Left inside a transaction by an exception: discarded.
+        with pytest.raises(RuntimeError), pool.connection() as conn:
+            conn.execute("BEGIN")
+            broken_pid = conn.pgconn.backend_pid
+            raise RuntimeError("interrupted")
+        for _ in range(3):
+            with pool.connection() as conn:
+                assert conn.pgconn.backend_pid != broken_pid
+                assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert store.insert(project.id, _rows("e1", "e2", "e1"), []) == (2, 1)
+        assert store.count_events() == 2
+    finally:
+        store.close()
+
+
+def test_a_key_listing_follows_its_row_after_a_change(make_store, store_kind):
+    """Listings are reused by their row's exact values, so a row changed in the database
+    (relabelled, rescoped, revoked) is read anew at the next lookup."""
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url)
+    try:
+        store.create_project("p")
+        info, key = store.create_key("p", ("ingest",), "first")
+        assert store.key_for(key) == info
+        assert store.key_for(key) == info
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE server_keys SET label = 'second', scopes = 'ingest,read'"
+                         " WHERE id = %s", (info.id,))
+        changed = store.key_for(key)
+        assert changed is not None
+        assert (changed.label, changed.scopes) == ("second", ("ingest", "read"))
+        assert store.revoke_key(info.id)
+        assert store.key_for(key) is None
+    finally:
+        store.close()
