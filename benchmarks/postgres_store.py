@@ -2,7 +2,7 @@
 two trees side by side in one run.
 
     python benchmarks/postgres_store.py [--events 20000] [--rounds 3] [--threads 8]
-        [--batch 100] [--baseline OTHER_CHECKOUT/.venv/bin/python] [--keep-cluster]
+        [--batch 100] [--baseline OTHER_CHECKOUT/.venv/bin/python] [--variant NAME=SQL]
 
 Each round writes ``--events`` events of the HTTP benchmark's shape (``track`` calls,
 five properties, 1,000 people, fresh ids) through ``PostgresStore.insert`` from
@@ -11,7 +11,8 @@ collector's request handlers do; group commit groups what queues. The writer is 
 process of its own, run by this interpreter's tree and by ``--baseline``'s in turn,
 each round on a fresh database of one throwaway cluster (Debian's binaries,
 ``fsync=on``, ``synchronous_commit=on``). Figures per event: the writer process's CPU
-(the store's part of a collector's, plus a thread hand-off per batch), the database
+(the store's part of a collector's, plus a thread hand-off per batch) and its minor
+page faults (per 1,000 events), the database
 processes' CPU (read from ``/proc``), the WAL written (``pg_current_wal_lsn()``), and
 the rate. Medians over rounds; the load average at the end. Stored counts are checked.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,11 +67,17 @@ def _rows(n: int, prefix: str) -> list[Any]:
     return rows
 
 
-def child(url: str, n: int, threads: int, batch: int) -> None:
-    """The writer: prints ``ready``, waits for a line, writes, prints its report."""
+def child(url: str, n: int, threads: int, batch: int, setup: str) -> None:
+    """The writer: prints ``ready``, waits for a line, writes, prints its report.
+    ``setup``: SQL run once the store made its schema (a variant's change)."""
     from fanout.collector.postgres import PostgresStore
 
     store = PostgresStore(url)
+    if setup:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(setup)
     store.create_project("bench")
     _, key = store.create_key("bench", ("ingest",), "bench")
     rows = _rows(n, "l_")
@@ -86,6 +94,7 @@ def child(url: str, n: int, threads: int, batch: int) -> None:
 
     print("ready", flush=True)
     sys.stdin.readline()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     cpu, start = time.process_time(), time.perf_counter()
     workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
     for w in workers:
@@ -93,7 +102,8 @@ def child(url: str, n: int, threads: int, batch: int) -> None:
     for w in workers:
         w.join()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-    print(json.dumps({"accepted": sum(accepted), "cpu": cpu, "wall": wall}),
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    print(json.dumps({"accepted": sum(accepted), "cpu": cpu, "wall": wall, "faults": faults}),
           flush=True)
     sys.stdin.readline()  # the backends' CPU is read while they live
     store.close()
@@ -117,10 +127,11 @@ def _count(url: str) -> int:
         return int(row[0])
 
 
-def one_round(python: str, cluster: Any, n: int, threads: int, batch: int) -> dict[str, float]:
+def one_round(python: str, cluster: Any, n: int, threads: int, batch: int,
+              setup: str = "") -> dict[str, float]:
     url = cluster.create_database()
     proc = subprocess.Popen([python, "-P", str(Path(__file__).resolve()), "--child", url,
-                             str(n), str(threads), str(batch)],
+                             str(n), str(threads), str(batch), setup],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -135,12 +146,13 @@ def one_round(python: str, cluster: Any, n: int, threads: int, batch: int) -> di
     if report["accepted"] != n or stored != n:
         raise RuntimeError(f"accepted {report['accepted']}, stored {stored} of {n}")
     return {"events/s": n / report["wall"], "writer µs/ev": report["cpu"] / n * 1e6,
-            "db µs/ev": db_cpu / n * 1e6, "WAL B/ev": lsn / n}
+            "db µs/ev": db_cpu / n * 1e6, "WAL B/ev": lsn / n,
+            "writer faults/kev": report["faults"] / n * 1000}
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -148,6 +160,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--baseline", help="another tree's Python, alternating with this one")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=SQL",
+                        help="also this tree with SQL run after the schema is made (a "
+                             "schema or setting to try), alternating with the others")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     from collector.postgres_cluster import Cluster, missing_reason
@@ -155,14 +170,16 @@ def main() -> None:
     reason = missing_reason()
     if reason is not None:
         raise SystemExit(reason)
-    trees = ([("baseline", args.baseline)] if args.baseline else []) + [("this", sys.executable)]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
+    trees = ([("baseline", args.baseline, "")] if args.baseline else []) + [
+        ("this", sys.executable, "")] + [
+        (name, sys.executable, sql) for name, sql in (v.split("=", 1) for v in args.variant)]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in trees}
     cluster = Cluster(fsync=True).start()
     try:
         one_round(sys.executable, cluster, 2_000, args.threads, args.batch)  # warm-up
         for r in range(args.rounds):
-            for name, python in trees:
-                got = one_round(python, cluster, args.events, args.threads, args.batch)
+            for name, python, setup in trees:
+                got = one_round(python, cluster, args.events, args.threads, args.batch, setup)
                 results[name].append(got)
                 print(f"round {r + 1} {name:<8} " + "  ".join(
                     f"{k} {v:,.1f}" for k, v in got.items()), file=sys.stderr, flush=True)
