@@ -451,3 +451,29 @@ def test_a_key_listing_follows_its_row_after_a_change(make_store, store_kind):
         assert store.key_for(key) is None
     finally:
         store.close()
+
+
+def test_a_key_lookup_on_a_connection_the_server_closed_fails_once_then_reconnects(
+        make_store, store_kind):
+    """The lookup is one blocking exchange through libpq: a connection whose backend was
+    terminated raises a psycopg error (never a wrong answer), is dropped from the pool,
+    and the next lookup runs on a fresh connection."""
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url, pool_size=1)
+    try:
+        store.create_project("p")
+        info, key = store.create_key("p", ("ingest",), "k")
+        assert store.key_for(key) == info
+        with store._pool.connection() as conn:
+            victim = conn.pgconn.backend_pid
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (victim,))  # waits
+        with pytest.raises(psycopg.OperationalError):
+            store.key_for(key)
+        assert store.key_for(key) == info
+        with store._pool.connection() as conn:
+            assert conn.pgconn.backend_pid != victim
+    finally:
+        store.close()
