@@ -292,6 +292,10 @@ def test_copy_rows_built_for_the_batch_write_arrive_as_sent(make_store, store_ki
             copy.write(rows)
         got = conn.execute("SELECT p, k, t, w, b, i, z, c FROM t ORDER BY n").fetchall()
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (5,)
+        # One row: each per-row column's one length word (not looked up as a batch).
+        with conn.cursor() as cur, cur.copy("COPY t (b, i) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(copy_rows(1, [[b"solo"], int8_fields([9])]))
+        assert conn.execute("SELECT b, i FROM t WHERE n > 5").fetchall() == [(b"solo", 9)]
     assert [tuple(row) for row in got] == [
         (7, "same", text, when, blob, i, None, 3)
         for text, blob, i in zip(texts, blobs, ints, strict=True)]
