@@ -450,8 +450,9 @@ class _Pool:
 
     Two calls per request go through it (the key lookup, the write), so its common path
     is one plain lock taken twice: ``queue.LifoQueue`` and ``BoundedSemaphore`` build
-    on ``threading.Condition`` in Python, which cost about 30 µs of the collector's CPU
-    per checkout here. A caller waits on the condition only when every slot is taken."""
+    on ``threading.Condition`` in Python (with the reused key listings below, a key
+    lookup took about 16 µs less of the collector's CPU without them: 99 → 83 µs). A
+    caller waits on the condition only when every slot is taken."""
 
     def __init__(self, url: str, size: int) -> None:
         self._url = url
@@ -563,8 +564,9 @@ class PostgresStore:
             threading.Lock(), self._read_keys)
         # The pooled connections that have prepared each key lookup statement.
         # The listings made from the lookup's rows, by the row's exact values: a key's
-        # row is the same request after request, and decoding it into a KeyInfo cost a
-        # sixth of a lookup's CPU. A row that changes (revoked, relabelled) is a new entry.
+        # row is the same request after request, and decoding it into a KeyInfo was about
+        # 15% of a lookup's CPU under cProfile. A row that changes (revoked, relabelled)
+        # is a new entry.
         self._listings: dict[tuple[bytes | None, ...], KeyInfo] = {}
         self._prepared: dict[bytes, weakref.WeakSet[psycopg.Connection[Any]]] = {
             b"fanout_key": weakref.WeakSet(), b"fanout_keys": weakref.WeakSet()}
