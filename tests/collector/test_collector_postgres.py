@@ -292,6 +292,10 @@ def test_copy_rows_built_for_the_batch_write_arrive_as_sent(make_store, store_ki
             copy.write(rows)
         got = conn.execute("SELECT p, k, t, w, b, i, z, c FROM t ORDER BY n").fetchall()
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (5,)
+        # One row: each per-row column's one length word (not looked up as a batch).
+        with conn.cursor() as cur, cur.copy("COPY t (b, i) FROM STDIN (FORMAT binary)") as copy:
+            copy.write(copy_rows(1, [[b"solo"], int8_fields([9])]))
+        assert conn.execute("SELECT b, i FROM t WHERE n > 5").fetchall() == [(b"solo", 9)]
     assert [tuple(row) for row in got] == [
         (7, "same", text, when, blob, i, None, 3)
         for text, blob, i in zip(texts, blobs, ints, strict=True)]
@@ -369,3 +373,111 @@ def test_two_stores_racing_on_the_same_ids_count_each_exactly_once(make_store, s
     finally:
         for s in stores:
             s.close()
+
+
+def test_the_pool_hands_out_at_most_its_size_and_a_caller_waits_for_a_free_one(
+        make_store, store_kind):
+    """Connections are reused (never more backends than the pool's size), a caller finding
+    every slot taken waits until one is given back, and a connection an exception left
+    inside a transaction is closed, not handed to the next caller."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url, pool_size=2)
+    try:
+        project = store.create_project("p")
+        pool = store._pool
+        held = threading.Event()
+        release = threading.Event()
+        pids: list[int] = []
+
+        def hold() -> None:
+            with pool.connection() as conn:
+                pids.append(conn.pgconn.backend_pid)
+                held.set()
+                release.wait(10)
+
+        holders = [threading.Thread(target=hold) for _ in range(2)]
+        for t in holders:
+            held.clear()
+            t.start()
+            assert held.wait(10)
+        # Both slots are taken: a third caller waits until a holder gives one back.
+        got: list[int] = []
+        waiter = threading.Thread(target=lambda: got.append(store.count_events()))
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and got == []
+        release.set()
+        waiter.join(10)
+        for t in holders:
+            t.join(10)
+        assert got == [0]
+        assert len(set(pids)) == 2
+        with pool.connection() as conn:
+            assert conn.pgconn.backend_pid in pids  # reused, not a third backend
+        # Left inside a transaction by an exception: discarded.
+        with pytest.raises(RuntimeError), pool.connection() as conn:
+            conn.execute("BEGIN")
+            broken_pid = conn.pgconn.backend_pid
+            raise RuntimeError("interrupted")
+        for _ in range(3):
+            with pool.connection() as conn:
+                assert conn.pgconn.backend_pid != broken_pid
+                assert conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert store.insert(project.id, _rows("e1", "e2", "e1"), []) == (2, 1)
+        assert store.count_events() == 2
+    finally:
+        store.close()
+
+
+def test_a_key_listing_follows_its_row_after_a_change(make_store, store_kind):
+    """Listings are reused by their row's exact values, so a row changed in the database
+    (relabelled, rescoped, revoked) is read anew at the next lookup."""
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url)
+    try:
+        store.create_project("p")
+        info, key = store.create_key("p", ("ingest",), "first")
+        assert store.key_for(key) == info
+        assert store.key_for(key) == info
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE server_keys SET label = 'second', scopes = 'ingest,read'"
+                         " WHERE id = %s", (info.id,))
+        changed = store.key_for(key)
+        assert changed is not None
+        assert (changed.label, changed.scopes) == ("second", ("ingest", "read"))
+        assert store.revoke_key(info.id)
+        assert store.key_for(key) is None
+    finally:
+        store.close()
+
+
+def test_a_key_lookup_on_a_connection_the_server_closed_fails_once_then_reconnects(
+        make_store, store_kind):
+    """The lookup is one blocking exchange through libpq: a connection whose backend was
+    terminated raises a psycopg error (never a wrong answer), is dropped from the pool,
+    and the next lookup runs on a fresh connection."""
+    from fanout.collector.postgres import PostgresStore
+
+    url = make_store.new_db()
+    store = PostgresStore(url, pool_size=1)
+    try:
+        store.create_project("p")
+        info, key = store.create_key("p", ("ingest",), "k")
+        assert store.key_for(key) == info
+        with store._pool.connection() as conn:
+            victim = conn.pgconn.backend_pid
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s, 10000)", (victim,))  # waits
+        with pytest.raises(psycopg.OperationalError):
+            store.key_for(key)
+        assert store.key_for(key) == info
+        with store._pool.connection() as conn:
+            assert conn.pgconn.backend_pid != victim
+    finally:
+        store.close()
