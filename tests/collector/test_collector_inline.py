@@ -1,0 +1,213 @@
+"""Batches handled on the event loop's thread (``insert_nowait``): exact counts, and
+nothing that waits on the loop: another connection's write lock sends the batch to a
+worker thread while the server keeps answering, and it is stored once when the lock goes.
+Compressed and large bodies, and the person-index pass, stay on the worker path."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fanout.collector import sqlite as sqlite_store
+from fanout.collector.app import INLINE_BYTES
+from fanout.collector.ingest import validate_batch
+from fanout.collector.sqlite import SQLiteStore
+from fanout.collector.store import WOULD_WAIT
+
+
+@pytest.fixture
+def store_kind() -> str:
+    return "sqlite"  # PostgreSQL never inserts on the loop (its methods decline)
+
+
+def _events(ids: list[str], *, pad: int = 0) -> list[dict[str, Any]]:
+    return [{"event_id": e, "name": "order", "person_id": f"p{i % 5}",
+             "timestamp": "2026-01-02T03:04:05.678Z",
+             **({"properties": {"pad": "x" * pad}} if pad else {})}
+            for i, e in enumerate(ids)]
+
+
+def _wait_until(condition: Any, timeout: float = 10.0) -> None:
+    """A bound, not a timing assertion: polls ``condition`` until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within the bound")
+        time.sleep(0.005)
+
+
+def test_batches_of_a_remembered_key_are_stored_inline_with_exact_counts(collector):
+    store = collector.store
+    first = collector.post({"batch": _events(["a0", "a1"])})  # key looked up: worker path
+    assert first.json() == {"accepted": 2, "duplicates": 0, "rejected": []}
+    assert store.nowait_inserts == 0
+    answers = [collector.post({"batch": _events([f"b{b}-{i}" for i in range(50)]
+                                                + ["a0", "a1", f"b{b}-0"])})
+               for b in range(5)]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert answer.json() == {"accepted": 50, "duplicates": 3, "rejected": []}
+    again = collector.post({"batch": _events(["b0-1", "c0"]) + [{"event_id": "bad"}]})
+    body = again.json()
+    assert (body["accepted"], body["duplicates"]) == (1, 1)
+    assert [r["index"] for r in body["rejected"]] == [2]
+    assert store.nowait_inserts == 6  # every batch after the first, on the loop
+    ids = store.event_ids(collector.project_id)
+    assert len(ids) == len(set(ids)) == store.count_events() == 2 + 250 + 1
+    assert [e["event_id"] for e in collector.timeline("p0")["events"]].count("b3-5") == 1
+
+
+def test_refusals_on_the_loop_answer_as_the_worker_path_does(start_collector):
+    collector = start_collector(rate_limit=100, burst=100)
+    store = collector.store
+    assert collector.post({"batch": _events(["a"])}).json()["accepted"] == 1
+    bad = collector.post(b'{"batch": 3}')  # remembered key, decoded on the loop
+    assert bad.status_code == 400 and "batch" in bad.json()["error"]
+    # The refusal forgot the key: the next one is looked up in a worker thread, then
+    # its batch decoded there too (no recheck); the one after is on the loop again.
+    assert collector.post({"batch": _events(["b"])}).json()["accepted"] == 1
+    assert store.nowait_inserts == 0
+    over = collector.post({"batch": _events([f"c{i}" for i in range(150)])})
+    assert over.status_code == 200 and over.json()["accepted"] == 150
+    limited = collector.post({"batch": _events(["d"])})  # remembered: refused on the loop
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert store.nowait_inserts == 1
+    assert store.event_ids(collector.project_id) == ["a", "b", *[f"c{i}" for i in range(150)]]
+
+
+def test_a_write_lock_held_elsewhere_sends_the_batch_to_a_worker_thread(collector, tmp_path):
+    store = collector.store
+    assert collector.post({"batch": _events(["warm"])}).status_code == 200  # remembered
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # SQLite's write lock, as another process holds it
+    answers: dict[str, httpx.Response] = {}
+
+    def send(name: str, ids: list[str]) -> None:
+        answers[name] = collector.post({"batch": _events(ids)})
+
+    first = threading.Thread(target=send, args=("first", [f"x{i}" for i in range(30)]))
+    second = threading.Thread(target=send, args=("second", ["x0", "y0", "y1"]))
+    health: list[httpx.Response] = []
+    checker = threading.Thread(
+        target=lambda: health.append(httpx.get(f"{collector.url}/v1/health", timeout=30)))
+    try:
+        first.start()
+        # Declined on the loop (SQLITE_BUSY at once), now waiting in a worker thread that
+        # holds the store while SQLite's busy handler retries.
+        _wait_until(lambda: store.key_for_nowait(collector.key) is WOULD_WAIT)
+        second.start()  # key lookup declined on the loop: queued for the next commit
+        checker.start()
+        # The loop is free: requests that need no store are answered meanwhile.
+        assert httpx.post(f"{collector.url}/v1/batch", content=b"{}",
+                          timeout=5).status_code == 401
+        assert httpx.get(f"{collector.url}/nowhere", timeout=5).status_code == 404
+        assert "first" not in answers and "second" not in answers
+        assert store.nowait_inserts == 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    for t in (first, second, checker):
+        t.join(30)
+    assert answers["first"].json() == {"accepted": 30, "duplicates": 0, "rejected": []}
+    assert answers["second"].json() == {"accepted": 2, "duplicates": 1, "rejected": []}
+    assert health[0].status_code == 200 and health[0].json()["ok"] is True
+    assert store.count_events() == 1 + 30 + 2
+    assert store.nowait_inserts == 0
+    resent = collector.post({"batch": _events(["x5", "y1", "z"])})  # inline again
+    assert resent.json() == {"accepted": 1, "duplicates": 2, "rejected": []}
+    assert store.nowait_inserts == 1
+    ids = store.event_ids(collector.project_id)
+    assert len(ids) == len(set(ids)) == 34
+
+
+def test_gzip_and_large_bodies_take_the_worker_path(collector):
+    store = collector.store
+    assert collector.post({"batch": _events(["warm"])}).status_code == 200
+    packed = gzip.compress(json.dumps({"batch": _events(["g0", "g1", "warm"])}).encode())
+    zipped = collector.post(packed, headers={"Content-Encoding": "gzip",
+                                             "Content-Type": "application/json"})
+    assert zipped.json() == {"accepted": 2, "duplicates": 1, "rejected": []}
+    large = json.dumps({"batch": _events([f"l{i}" for i in range(40)], pad=2000)}).encode()
+    assert len(large) > INLINE_BYTES
+    big = collector.post(large, headers={"Content-Type": "application/json"})
+    assert big.json() == {"accepted": 40, "duplicates": 0, "rejected": []}
+    assert store.nowait_inserts == 0
+    small = collector.post({"batch": _events(["s", "g0"])})
+    assert small.json() == {"accepted": 1, "duplicates": 1, "rejected": []}
+    assert store.nowait_inserts == 1
+    assert store.count_events() == 1 + 2 + 40 + 1
+
+
+def _rows(ids: list[str]) -> Any:
+    ingested = validate_batch(_events(ids))
+    assert not ingested.rejected
+    return ingested
+
+
+def test_insert_nowait_leaves_the_index_pass_and_checkpoints_to_insert(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "n.db", index_every=10)
+    try:
+        project = store.create_project("p").id
+        six = _rows([f"a{i}" for i in range(6)])
+        assert store.insert_nowait(project, six.rows, six.links) == (6, 0)
+        # 6 + 4 would reach the pass: declined, nothing written; insert() runs the pass.
+        four = _rows([f"b{i}" for i in range(4)])
+        assert store.insert_nowait(project, four.rows, four.links) is None
+        assert store.count_events() == 6
+        assert store.insert(project, four.rows, four.links) == (4, 0)
+        (mark,) = sqlite3.connect(store.path).execute(
+            "SELECT seq FROM indexed_upto").fetchone()
+        assert mark == 10  # indexed by the worker path's transaction
+        # At most _NOWAIT_COMMITS inline commits in a row (each with the automatic
+        # checkpoint off), then insert() commits with it on and the count starts over.
+        store = _reopen(store, tmp_path / "m.db")
+        project = store.create_project("p").id
+        inline = 0
+        while (got := store.insert_nowait(project, *_one(f"c{inline}"))) is not None:
+            assert got == (1, 0)
+            inline += 1
+        assert inline == sqlite_store._NOWAIT_COMMITS == store.nowait_inserts
+        assert store.insert(project, *_one("d")) == (1, 0)
+        assert store.insert_nowait(project, *_one("c0")) == (0, 1)
+        assert store.count_events() == inline + 1
+    finally:
+        store.close()
+
+
+def _one(event_id: str) -> tuple[Any, Any]:
+    ingested = _rows([event_id])
+    return ingested.rows, ingested.links
+
+
+def _reopen(store: SQLiteStore, path: Path) -> SQLiteStore:
+    store.close()
+    return SQLiteStore(path)
+
+
+def test_insert_nowait_declines_while_another_connection_writes(tmp_path: Path):
+    store = SQLiteStore(tmp_path / "w.db")
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        project = store.create_project("p").id
+        _, key = store.create_key("p", ("ingest",), "k")
+        batch = _rows(["a", "b"])
+        other.execute("BEGIN IMMEDIATE")
+        assert store.insert_nowait(project, batch.rows, batch.links) is None
+        found = store.key_for_nowait(key)  # a WAL read waits for no writer
+        assert found is not WOULD_WAIT and found is not None and found.project_id == project
+        other.execute("ROLLBACK")
+        assert store.count_events() == 0  # rolled back, nothing half-written
+        assert store.insert_nowait(project, batch.rows, batch.links) == (2, 0)
+        assert store.insert(project, batch.rows, batch.links) == (0, 2)
+        assert store.event_ids() == ["a", "b"]
+    finally:
+        other.close()
+        store.close()
