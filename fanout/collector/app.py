@@ -173,6 +173,7 @@ def create_app(
     # limiter in a database, PostgreSQL's, is a round trip per check; a store that has
     # one declines key_for_nowait anyway).
     inline_limiter = isinstance(limiter, RateLimiter)
+    in_flight = 0  # batch requests reading or handling their body (on the loop: no lock)
 
     def refuse(request: Request, exc: _Refused, key: KeyInfo | None) -> Response:
         return refused(_client(request), exc, key)
@@ -229,6 +230,7 @@ def create_app(
 
     async def batch(scope: dict[str, Any], receive: Callable[[], Any]) -> Response | bytes:
         """The JSON body of the 200, or the refusal as a Response."""
+        nonlocal in_flight
         key: KeyInfo | None = None
         authorization, declared, encoding = _batch_headers(scope)
         token = bearer_key(authorization)
@@ -247,20 +249,27 @@ def create_app(
                 if size > max_wire:
                     raise _Refused(413, too_large)
             async with budget.hold(size):
-                body = await read_body(receive)
-                now = None
-                if (recheck is not None and encoding is None and len(body) <= INLINE_BYTES
-                        and inline_limiter):
-                    now = _ingest_now(store, decoding, limiter, limits, body, recheck)
-                if now is None:
-                    ingested, result = await in_thread(
-                        _ingest, store, decoding, limiter, limits, key, body, encoding,
-                        recheck)
-                else:  # checked and decoded on the loop; committed there too if it could
-                    checked, ingested, done = now
-                    result = done if done is not None else await in_thread(
-                        _insert, store, checked, ingested)
-                del body
+                in_flight += 1
+                try:
+                    body = await read_body(receive)
+                    now = None
+                    # Alone (one connection's serial batches): on the loop if nothing
+                    # waits; with others in flight, worker threads let one batch's
+                    # SQLite work (which releases the GIL) overlap another's.
+                    if (in_flight == 1 and recheck is not None and encoding is None
+                            and len(body) <= INLINE_BYTES and inline_limiter):
+                        now = _ingest_now(store, decoding, limiter, limits, body, recheck)
+                    if now is None:
+                        ingested, result = await in_thread(
+                            _ingest, store, decoding, limiter, limits, key, body, encoding,
+                            recheck)
+                    else:  # checked and decoded on the loop; committed there if it could
+                        checked, ingested, done = now
+                        result = done if done is not None else await in_thread(
+                            _insert, store, checked, ingested)
+                    del body
+                finally:
+                    in_flight -= 1
         except _Refused as exc:
             if token is not None:
                 keys_seen.drop(token)  # refused: its next request is checked before its body

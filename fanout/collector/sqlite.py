@@ -374,14 +374,12 @@ class SQLiteStore:
         with the busy timeout at 0, so SQLite answers SQLITE_BUSY at once instead of
         retrying for 10 s. Its COMMIT runs with the automatic checkpoint off. With WAL
         and ``synchronous=NORMAL`` a commit appends to the WAL without an fsync."""
-        if (self._nowait_commits >= _NOWAIT_COMMITS
-                or self._unindexed + len(rows) >= self._index_every):
-            return None  # see _insert_group: the pass would run in this transaction
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._writes.queued:
-                return None
+            if (self._writes.queued or self._nowait_commits >= _NOWAIT_COMMITS
+                    or self._unindexed + len(rows) >= self._index_every):
+                return None  # (see _insert_group: the pass would run in its transaction)
             db = self._db
             try:
                 db.execute("PRAGMA busy_timeout=0")

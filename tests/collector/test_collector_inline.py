@@ -103,7 +103,7 @@ def test_a_write_lock_held_elsewhere_sends_the_batch_to_a_worker_thread(collecto
         # Declined on the loop (SQLITE_BUSY at once), now waiting in a worker thread that
         # holds the store while SQLite's busy handler retries.
         _wait_until(lambda: store.key_for_nowait(collector.key) is WOULD_WAIT)
-        second.start()  # key lookup declined on the loop: queued for the next commit
+        second.start()  # another batch in flight: worker path, queued for the next commit
         checker.start()
         # The loop is free: requests that need no store are answered meanwhile.
         assert httpx.post(f"{collector.url}/v1/batch", content=b"{}",
