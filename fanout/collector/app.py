@@ -13,6 +13,16 @@ request's key; refusals are logged at a bounded rate (:mod:`.refusals`).
 An ingest key found valid moments ago (:mod:`.keycache`) skips the first hand-off: its
 body is read at once, and the key and its rate limit are checked again in the worker
 thread before the body is decoded, so a revoked or limited key still stores nothing.
+
+Such a batch skips the second hand-off too where nothing on its way can wait
+(:func:`_ingest_now`): the only batch in flight, an uncompressed body of at most
+:data:`INLINE_BYTES`, the rate limit kept in memory, the decoding slot free, and a store
+that looks the key up and commits at once or declines at once (``key_for_nowait``,
+``insert_nowait``: SQLite's own lock taken without blocking, its busy timeout at 0, no
+checkpoint and no person-index pass in that commit; PostgreSQL always declines). Then the
+key check, decoding, validation and commit run on the event loop's thread, in the same
+order and with the same answers, and what was declined continues in a worker thread
+from where it stopped (a batch decoded on the loop is inserted there, not decoded again).
 """
 
 from __future__ import annotations

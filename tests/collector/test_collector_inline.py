@@ -211,3 +211,32 @@ def test_insert_nowait_declines_while_another_connection_writes(tmp_path: Path):
     finally:
         other.close()
         store.close()
+
+
+def test_concurrent_senders_on_both_paths_count_each_event_once(collector):
+    assert collector.post({"batch": _events(["warm"])}).status_code == 200
+    # 4 connections, 10 batches of 40 each; every batch repeats 20 ids of another's.
+    batches = [[f"e{b * 20 + i}" for i in range(40)] for b in range(40)]
+    sent = sum(len(b) for b in batches)
+    distinct = len({e for b in batches for e in b})
+    answers: list[dict[str, Any]] = []
+    guard = threading.Lock()
+
+    def sender(mine: list[list[str]]) -> None:
+        with httpx.Client(timeout=30) as http:
+            for ids in mine:
+                r = http.post(f"{collector.url}/v1/batch", json={"batch": _events(ids)},
+                              headers={"Authorization": f"Bearer {collector.key}"})
+                with guard:
+                    answers.append(r.json())
+
+    threads = [threading.Thread(target=sender, args=(batches[s::4],)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(answers) == 40
+    assert sum(a["accepted"] for a in answers) == distinct == 820
+    assert sum(a["duplicates"] for a in answers) == sent - distinct == 780
+    ids = collector.store.event_ids(collector.project_id)
+    assert len(ids) == len(set(ids)) == distinct + 1
