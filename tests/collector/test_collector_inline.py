@@ -240,3 +240,44 @@ def test_concurrent_senders_on_both_paths_count_each_event_once(collector):
     assert sum(a["duplicates"] for a in answers) == sent - distinct == 780
     ids = collector.store.event_ids(collector.project_id)
     assert len(ids) == len(set(ids)) == distinct + 1
+
+
+def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # A small checkpoint mark (200 pages) and run of inline commits (8), so a few
+    # thousand events show what 10,000 pages and 64 commits would over millions.
+    monkeypatch.setattr(sqlite_store, "_WAL_AUTOCHECKPOINT", 200)
+    monkeypatch.setattr(sqlite_store, "_NOWAIT_COMMITS", 8)
+    store = SQLiteStore(tmp_path / "c.db")
+    wal = Path(f"{store.path}-wal")
+    try:
+        project = store.create_project("p").id
+        inline = ordinary = 0
+        pages = []
+        for b in range(450):
+            ingested = validate_batch(_events([f"e{b}-{i}" for i in range(20)], pad=400))
+            got = store.insert_nowait(project, ingested.rows, ingested.links)
+            if got is None:
+                got = store.insert(project, ingested.rows, ingested.links)
+                ordinary += 1
+            else:
+                inline += 1
+            assert got == (20, 0)
+            pages.append(wal.stat().st_size // 4096)
+        assert store.count_events() == 450 * 20 == (inline + ordinary) * 20
+        assert inline == store.nowait_inserts and inline >= 8 * ordinary - 8
+        # About 2,000 pages written in all; checkpointed by insert()'s commits, the WAL
+        # file (reused from its start after a checkpoint) stops growing near the mark.
+        assert 200 <= max(pages) < 600
+        assert pages[-1] == max(pages[len(pages) // 2:])
+        # Inline commits alone never checkpoint: past the mark, the WAL only grows.
+        monkeypatch.setattr(sqlite_store, "_NOWAIT_COMMITS", 10**6)
+        store.insert(project, *_one("reset"))
+        grown = []
+        for b in range(150):
+            ingested = validate_batch(_events([f"f{b}-{i}" for i in range(20)], pad=400))
+            assert store.insert_nowait(project, ingested.rows, ingested.links) == (20, 0)
+            grown.append(wal.stat().st_size // 4096)
+        assert grown[-1] > 2 * 200 and grown == sorted(grown)
+    finally:
+        store.close()
