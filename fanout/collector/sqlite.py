@@ -368,18 +368,19 @@ class SQLiteStore:
         """:meth:`insert` on the caller's thread (the event loop's) if nothing on the way
         waits, else ``None`` with nothing written. It declines when this store's lock is
         taken (a group commit, a read) or batches are queued for the next group commit
-        (they commit together, in order), when the person-index pass is due or after
-        :data:`_NOWAIT_COMMITS` inline commits (both left to :meth:`insert`), and when
-        another connection or process holds SQLite's write lock: the transaction begins
-        with the busy timeout at 0, so SQLite answers SQLITE_BUSY at once instead of
-        retrying for 10 s. Its COMMIT runs with the automatic checkpoint off. With WAL
-        and ``synchronous=NORMAL`` a commit appends to the WAL without an fsync."""
+        (they commit together, in order), after :data:`_NOWAIT_COMMITS` inline commits
+        (the checkpoint is left to :meth:`insert`), and when another connection or
+        process holds SQLite's write lock: the transaction begins with the busy timeout
+        at 0, so SQLite answers SQLITE_BUSY at once instead of retrying for 10 s. Its
+        COMMIT runs with the automatic checkpoint off. With WAL and ``synchronous=NORMAL``
+        a commit appends to the WAL without an fsync. A commit that makes the person
+        index's pass due only wakes the index's thread, as any commit does (the pass
+        never runs on the commit's thread, nor holds this file's write lock)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if (self._writes.queued or self._nowait_commits >= _NOWAIT_COMMITS
-                    or self._unindexed + len(rows) >= self._index_every):
-                return None  # (see _insert_group: the pass would run in its transaction)
+            if self._writes.queued or self._nowait_commits >= _NOWAIT_COMMITS:
+                return None
             db = self._db
             try:
                 db.execute("PRAGMA busy_timeout=0")
