@@ -614,7 +614,8 @@ def stage_profile(batch: int, repeats: int = 200) -> dict[str, float]:
     out = {k: v / (repeats * batch) * 1e6 for k, v in times.items()}
     print(f"\nSQLite path per event (batches of {batch}, {len(body) // batch} bytes/event): "
           + ", ".join(f"{k} {v:.1f} µs" for k, v in out.items())
-          + "; the event loop's thread spends the (loop) column above on HTTP and hand-offs")
+          + "; the (loop) column above is the event loop's thread: HTTP and hand-offs, and"
+            " the whole batch when it handles one itself (docs/collector.md)")
     return out
 
 

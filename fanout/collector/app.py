@@ -13,6 +13,16 @@ request's key; refusals are logged at a bounded rate (:mod:`.refusals`).
 An ingest key found valid moments ago (:mod:`.keycache`) skips the first hand-off: its
 body is read at once, and the key and its rate limit are checked again in the worker
 thread before the body is decoded, so a revoked or limited key still stores nothing.
+
+Such a batch skips the second hand-off too where nothing on its way can wait
+(:func:`_ingest_now`): the only batch in flight, an uncompressed body of at most
+:data:`INLINE_BYTES`, the rate limit kept in memory, the decoding slot free, and a store
+that looks the key up and commits at once or declines at once (``key_for_nowait``,
+``insert_nowait``: SQLite's own lock taken without blocking, its busy timeout at 0, no
+checkpoint and no person-index pass in that commit; PostgreSQL always declines). Then the
+key check, decoding, validation and commit run on the event loop's thread, in the same
+order and with the same answers, and what was declined continues in a worker thread
+from where it stopped (a batch decoded on the loop is inserted there, not decoded again).
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ from .keys import INGEST, READ, KeyInfo, bearer_key  # noqa: E402
 from .protocol import PROTOCOL_VERSION, Limits  # noqa: E402
 from .ratelimit import Limiter, RateLimiter, retry_after_header  # noqa: E402
 from .refusals import RefusalLog  # noqa: E402
-from .store import InsertResult, Store  # noqa: E402
+from .store import WOULD_WAIT, InsertResult, Store  # noqa: E402
 from .timeline import (  # noqa: E402
     DEFAULT_LIMIT,
     DEFAULT_PAGE_BYTES,
@@ -104,7 +114,11 @@ def _checked_key(store: Store, limiter: Limiter, key: str, scope: str) -> KeyInf
     each be a round trip to the database. Every request's key is checked here, whether
     before its body (:func:`create_app`'s ``verify``) or, for a key the cache remembers,
     in the hand-off that decodes its batch (:func:`_ingest`)."""
-    info = store.key_for(key)
+    return _allowed(store.key_for(key), limiter, scope)
+
+
+def _allowed(info: KeyInfo | None, limiter: Limiter, scope: str) -> KeyInfo:
+    """:func:`_checked_key` once the key is looked up."""
     if info is None:
         raise _Refused(401, _UNKNOWN_KEY)
     if not info.allows(scope):
@@ -165,6 +179,11 @@ def create_app(
     # twice as much on chained futures).
     in_thread = threads.run
     keys_seen = KeyCache()
+    # A batch is handled on the loop only where its rate limit is kept in memory (a
+    # limiter in a database, PostgreSQL's, is a round trip per check; a store that has
+    # one declines key_for_nowait anyway).
+    inline_limiter = isinstance(limiter, RateLimiter)
+    in_flight = 0  # batch requests reading or handling their body (on the loop: no lock)
 
     def refuse(request: Request, exc: _Refused, key: KeyInfo | None) -> Response:
         return refused(_client(request), exc, key)
@@ -221,6 +240,7 @@ def create_app(
 
     async def batch(scope: dict[str, Any], receive: Callable[[], Any]) -> Response | bytes:
         """The JSON body of the 200, or the refusal as a Response."""
+        nonlocal in_flight
         key: KeyInfo | None = None
         authorization, declared, encoding = _batch_headers(scope)
         token = bearer_key(authorization)
@@ -239,10 +259,27 @@ def create_app(
                 if size > max_wire:
                     raise _Refused(413, too_large)
             async with budget.hold(size):
-                body = await read_body(receive)
-                ingested, result = await in_thread(
-                    _ingest, store, decoding, limiter, limits, key, body, encoding, recheck)
-                del body
+                in_flight += 1
+                try:
+                    body = await read_body(receive)
+                    now = None
+                    # Alone (one connection's serial batches): on the loop if nothing
+                    # waits; with others in flight, worker threads let one batch's
+                    # SQLite work (which releases the GIL) overlap another's.
+                    if (in_flight == 1 and recheck is not None and encoding is None
+                            and len(body) <= INLINE_BYTES and inline_limiter):
+                        now = _ingest_now(store, decoding, limiter, limits, body, recheck)
+                    if now is None:
+                        ingested, result = await in_thread(
+                            _ingest, store, decoding, limiter, limits, key, body, encoding,
+                            recheck)
+                    else:  # checked and decoded on the loop; committed there if it could
+                        checked, ingested, done = now
+                        result = done if done is not None else await in_thread(
+                            _insert, store, checked, ingested)
+                    del body
+                finally:
+                    in_flight -= 1
         except _Refused as exc:
             if token is not None:
                 keys_seen.drop(token)  # refused: its next request is checked before its body
@@ -369,6 +406,42 @@ def _ingest(
     with decoding:
         ingested = _decode(limiter, limits, key, body, encoding)
     return ingested, store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)
+
+
+#: The largest body :func:`_ingest_now` handles on the event loop's thread: decoding,
+#: validating and inserting 64 KiB of events takes about a millisecond there, the longest
+#: the loop may be kept from other connections' requests by one batch.
+INLINE_BYTES: Final = 64 * 1024
+
+
+def _ingest_now(
+    store: Store, decoding: threading.Lock, limiter: Limiter, limits: Limits,
+    body: bytearray, recheck: str,
+) -> tuple[KeyInfo, Ingested, InsertResult | None] | None:
+    """:func:`_ingest` on the event loop's thread, saving its two hand-offs, where nothing
+    on the way can wait: ``None`` if something would (the decoding slot is taken, the
+    store cannot look the key up at once), with nothing done; else the key checked and the
+    batch decoded and validated, as :func:`_ingest` does (the same refusals, the same rate
+    limit accounting), and the insert's result, or ``None`` where the store would have to
+    wait for it: the caller then inserts in a worker thread, the batch as it was decoded
+    here. Only for an uncompressed body of at most :data:`INLINE_BYTES`, a key from the
+    key cache (``recheck``) and the in-memory rate limiter (see :func:`create_app`)."""
+    if not decoding.acquire(blocking=False):
+        return None
+    try:
+        found = store.key_for_nowait(recheck)
+        if found is WOULD_WAIT:
+            return None
+        key = _allowed(found, limiter, INGEST)
+        ingested = _decode(limiter, limits, key, body, None)
+    finally:
+        decoding.release()
+    return key, ingested, store.insert_nowait(
+        key.project_id, ingested.rows, ingested.links, key_id=key.id)
+
+
+def _insert(store: Store, key: KeyInfo, ingested: Ingested) -> InsertResult:
+    return store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)
 
 
 def _decode(

@@ -92,7 +92,7 @@ from .pgarrays import (
 from .pgarrays import register as register_arrays
 from .pgwire import copy_in, query_prepared, rolled_back_on_error
 from .ratelimit import Limiter
-from .store import InsertResult, StoreError
+from .store import WOULD_WAIT, InsertResult, StoreError, WouldWait
 from .timeline import Cursor, Page, cut
 
 __all__ = ["SCHEMA_VERSION", "PostgresLimiter", "PostgresStore", "partition_name"]
@@ -830,6 +830,17 @@ class PostgresStore:
 
     def key_for(self, key: str) -> KeyInfo | None:
         return self._key_reads.submit(hash_key(key))
+
+    def key_for_nowait(self, key: str) -> KeyInfo | None | WouldWait:
+        """Never: a lookup is a round trip to the server (the app hands the batch to a
+        worker thread before decoding it)."""
+        return WOULD_WAIT
+
+    def insert_nowait(
+        self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
+    ) -> InsertResult | None:
+        """Never: a commit is a round trip to the server."""
+        return None
 
     def _read_keys(self, hashes: Sequence[str]) -> list[KeyInfo | None]:
         """The active keys of ``hashes`` (each request's lookup, grouped as writes are: the

@@ -53,7 +53,7 @@ from .keys import (
 )
 from .personindex import PersonIndex
 from .ratelimit import Limiter, RateLimiter
-from .store import InsertResult, StoreError
+from .store import WOULD_WAIT, InsertResult, StoreError, WouldWait
 from .timeline import Cursor, Page, cut
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -153,6 +153,14 @@ _CHUNK: Final = 64
 #: the person index is rewritten by most commits; a checkpoint copies only its latest
 #: version, so a longer WAL (40 MB) copies and syncs far fewer pages per event stored.
 _WAL_AUTOCHECKPOINT: Final = 10_000
+#: Commits of :meth:`SQLiteStore.insert_nowait` at most in a row; the next batch takes the
+#: ordinary path (:meth:`SQLiteStore.insert`, in a worker thread). An inline commit runs
+#: with the automatic checkpoint off (a checkpoint can take 100 ms, too long for the event
+#: loop), so it is the ordinary path's commit that checkpoints once the WAL is past
+#: :data:`_WAL_AUTOCHECKPOINT` pages. An inline batch is at most 64 KiB, a few dozen WAL
+#: pages, so the WAL outgrows that mark by at most about 2,000 pages (a fifth) before a
+#: checkpoint, and one batch in 65 pays the two worker-thread hand-offs.
+_NOWAIT_COMMITS: Final = 64
 
 
 def _insert_sql(rows: int) -> str:
@@ -267,6 +275,9 @@ class SQLiteStore:
         self.path = Path(path)
         self._index_every = index_every
         self._unindexed = 0  # events this store stored since it last indexed
+        self._nowait_commits = 0  # insert_nowait's commits since insert's last one
+        #: Batches committed by :meth:`insert_nowait` since the store was opened (tests).
+        self.nowait_inserts = 0
         self._lock = threading.Lock()
         self._writes: GroupCommit[_Insert, InsertResult] = GroupCommit(
             self._lock, self._insert_group)
@@ -347,7 +358,45 @@ class SQLiteStore:
     def insert(
         self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
     ) -> InsertResult:
-        return self._writes.submit(_Insert(project_id, rows, links, key_id))
+        result = self._writes.submit(_Insert(project_id, rows, links, key_id))
+        self._nowait_commits = 0  # committed with the automatic checkpoint on
+        return result
+
+    def insert_nowait(
+        self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
+    ) -> InsertResult | None:
+        """:meth:`insert` on the caller's thread (the event loop's) if nothing on the way
+        waits, else ``None`` with nothing written. It declines when this store's lock is
+        taken (a group commit, a read) or batches are queued for the next group commit
+        (they commit together, in order), after :data:`_NOWAIT_COMMITS` inline commits
+        (the checkpoint is left to :meth:`insert`), and when another connection or
+        process holds SQLite's write lock: the transaction begins with the busy timeout
+        at 0, so SQLite answers SQLITE_BUSY at once instead of retrying for 10 s. Its
+        COMMIT runs with the automatic checkpoint off. With WAL and ``synchronous=NORMAL``
+        a commit appends to the WAL without an fsync. A commit that makes the person
+        index's pass due only wakes the index's thread, as any commit does (the pass
+        never runs on the commit's thread, nor holds this file's write lock)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if self._writes.queued or self._nowait_commits >= _NOWAIT_COMMITS:
+                return None
+            db = self._db
+            try:
+                db.execute("PRAGMA busy_timeout=0")
+                db.execute("PRAGMA wal_autocheckpoint=0")
+                try:
+                    (result,) = self._insert_group([_Insert(project_id, rows, links, key_id)])
+                finally:
+                    db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
+                    db.execute("PRAGMA busy_timeout=10000")
+            except sqlite3.Error:  # SQLITE_BUSY (or worse): rolled back, nothing stored;
+                return None  # insert() then waits, or reports the error as it does today
+            self._nowait_commits += 1
+            self.nowait_inserts += 1
+            return result
+        finally:
+            self._lock.release()
 
     def _insert_group(self, inserts: Sequence[_Insert]) -> list[InsertResult]:
         """Several requests' batches in one transaction (see :mod:`.groupcommit`); each
@@ -530,6 +579,30 @@ class SQLiteStore:
                 f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = ? AND k.revoked_at IS NULL",
                 (hash_key(key),),
             ).fetchone()
+        return _key(row) if row else None
+
+    def key_for_nowait(self, key: str) -> KeyInfo | None | WouldWait:
+        """:meth:`key_for` on the event loop's thread: :data:`WOULD_WAIT` when this store's
+        lock is taken or SQLite would wait (a WAL reader waits for nothing but rare
+        recovery; the busy timeout is 0 for this read all the same)."""
+        digest = hash_key(key)
+        if not self._lock.acquire(blocking=False):
+            return WOULD_WAIT
+        try:
+            db = self._db
+            try:
+                db.execute("PRAGMA busy_timeout=0")
+                try:
+                    row = db.execute(
+                        f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+                        (digest,),
+                    ).fetchone()
+                finally:
+                    db.execute("PRAGMA busy_timeout=10000")
+            except sqlite3.Error:  # key_for, in a worker thread, waits or reports it
+                return WOULD_WAIT
+        finally:
+            self._lock.release()
         return _key(row) if row else None
 
     def close(self) -> None:

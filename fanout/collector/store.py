@@ -4,7 +4,8 @@ Two stores implement it: :class:`~fanout.collector.sqlite.SQLiteStore` (one file
 embedded default) and :class:`~fanout.collector.postgres.PostgresStore` (several collector
 processes on one database server). The app, the CLI and the demo only see ``Store``.
 Every method is called from worker threads, never from the event loop, and a store must be
-safe to call from several of them.
+safe to call from several of them; the two ``*_nowait`` calls are the exception: the app
+calls them on the event loop's thread, so they return at once, answering or declining.
 
 Everything about events is per project: an event id is unique within its project (the
 dedupe key is ``(project, event_id)``), identity links and timelines never cross projects.
@@ -12,16 +13,17 @@ dedupe key is ``(project, event_id)``), identity links and timelines never cross
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from .ingest import Link, Row
 from .keys import KeyInfo, Project
 from .ratelimit import Limiter
 from .timeline import DEFAULT_PAGE_BYTES, Cursor, Page
 
-__all__ = ["InsertResult", "Store", "StoreError", "read_timeline"]
+__all__ = ["WOULD_WAIT", "InsertResult", "Store", "StoreError", "WouldWait", "read_timeline"]
 
 
 class StoreError(Exception):
@@ -31,6 +33,16 @@ class StoreError(Exception):
 class InsertResult(NamedTuple):
     accepted: int
     duplicates: int
+
+
+class WouldWait(enum.Enum):
+    """What :meth:`Store.key_for_nowait` answers when it could only answer by waiting
+    (``None`` there already means "no such key")."""
+
+    WOULD_WAIT = "would wait"
+
+
+WOULD_WAIT: Final = WouldWait.WOULD_WAIT
 
 
 class Store(Protocol):
@@ -89,6 +101,22 @@ class Store(Protocol):
 
     def key_for(self, key: str) -> KeyInfo | None:
         """The active key matching ``key`` (by hash), or ``None``."""
+        ...
+
+    def key_for_nowait(self, key: str) -> KeyInfo | None | WouldWait:
+        """:meth:`key_for` if it can be answered without waiting for anything (a lock, a
+        busy database, the network), else :data:`WOULD_WAIT` at once. Called on the event
+        loop's thread. A store that cannot (PostgreSQL: a lookup is a round trip) always
+        answers :data:`WOULD_WAIT`, and the app then hands the request to a worker thread
+        before decoding anything."""
+        ...
+
+    def insert_nowait(
+        self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
+    ) -> InsertResult | None:
+        """:meth:`insert`, committed, if that needs no waiting at all; else ``None`` at once,
+        with nothing written (the caller then calls :meth:`insert` in a worker thread).
+        Called on the event loop's thread; a store that cannot always returns ``None``."""
         ...
 
     def close(self) -> None: ...
