@@ -158,7 +158,8 @@ def _loads(body: bytes | bytearray, exact: bool) -> Any:
         # Keep the valid events: bad bytes become lone surrogates, caught per event below.
         text = body.decode("utf-8", "surrogateescape")
     try:
-        return json.loads(text, parse_constant=_no_constants, parse_float=_finite)
+        return json.loads(text, parse_constant=_no_constants, parse_float=_finite,
+                          parse_int=_integer)
     except (ValueError, RecursionError):
         raise ProtocolError(400, "body is not valid JSON") from None
 
@@ -169,8 +170,9 @@ def _no_constants(name: str) -> None:
 
 class _OutOfRange:
     """A JSON number beyond the range of a float (``1e400``), which the standard library
-    reads as infinity: no encoder takes this, so only its event is rejected, where
-    msgspec's encoder would have stored infinity as ``null``."""
+    reads as infinity, or an integer of more digits than Python converts: no encoder
+    takes this, so only its event is rejected (both encoders would store infinity as
+    ``null``)."""
 
     __slots__ = ()
 
@@ -181,6 +183,15 @@ _OUT_OF_RANGE: Final = _OutOfRange()
 def _finite(text: str) -> float | _OutOfRange:
     value = float(text)
     return value if value - value == 0.0 else _OUT_OF_RANGE  # inf - inf is NaN
+
+
+def _integer(text: str) -> int | _OutOfRange:
+    """An integer, or, beyond the digits Python converts (4,300 by default), a value only
+    its event is rejected for: ``int()`` raising would make the whole body a 400."""
+    try:
+        return int(text)
+    except ValueError:
+        return _OUT_OF_RANGE
 
 
 def _gunzip(body: bytes | bytearray, max_bytes: int) -> bytes:

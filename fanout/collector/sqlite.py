@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import heapq
+import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, NamedTuple
@@ -55,6 +57,8 @@ from .personindex import PersonIndex
 from .ratelimit import Limiter, RateLimiter
 from .store import WOULD_WAIT, InsertResult, StoreError, WouldWait
 from .timeline import Cursor, Page, cut
+
+logger = logging.getLogger("fanout.collector")
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -149,18 +153,27 @@ COMMIT;
 #: Rows per multi-row ``INSERT``; a batch is cut into chunks of this many, then of the
 #: powers of two below it, so at most 7 statement shapes are ever prepared (and cached).
 _CHUNK: Final = 64
-#: WAL pages between automatic checkpoints (the default is 1,000 pages, 4 MB). A page of
-#: the person index is rewritten by most commits; a checkpoint copies only its latest
-#: version, so a longer WAL (40 MB) copies and syncs far fewer pages per event stored.
+#: WAL pages between automatic checkpoints (the default is 1,000 pages, 4 MB). A commit
+#: rewrites the pages of the events table and of its dedupe index it touches; a checkpoint
+#: copies only each page's latest version, so a longer WAL (40 MB) copies and syncs fewer
+#: pages per event stored.
 _WAL_AUTOCHECKPOINT: Final = 10_000
-#: Commits of :meth:`SQLiteStore.insert_nowait` at most in a row; the next batch takes the
-#: ordinary path (:meth:`SQLiteStore.insert`, in a worker thread). An inline commit runs
-#: with the automatic checkpoint off (a checkpoint can take 100 ms, too long for the event
-#: loop), so it is the ordinary path's commit that checkpoints once the WAL is past
-#: :data:`_WAL_AUTOCHECKPOINT` pages. An inline batch is at most 64 KiB, a few dozen WAL
-#: pages, so the WAL outgrows that mark by at most about 2,000 pages (a fifth) before a
-#: checkpoint, and one batch in 65 pays the two worker-thread hand-offs.
-_NOWAIT_COMMITS: Final = 64
+#: Rows :meth:`SQLiteStore.insert_nowait` commits at most between two commits of the
+#: ordinary path (:meth:`SQLiteStore.insert`, in a worker thread); the batch that would
+#: pass it takes that path. An inline commit runs with the automatic checkpoint off (a
+#: checkpoint can take 100 ms, too long for the event loop), so it is the ordinary path's
+#: commit that checkpoints once the WAL is past :data:`_WAL_AUTOCHECKPOINT` pages. A row
+#: rewrites at most about one page of the dedupe index (random event ids, such as UUID4,
+#: touch a page each; fanout's time-ordered ids share a few), so the WAL outgrows that mark
+#: by at most about this many pages, and with fanout's batches of 100 one batch in about
+#: 20 pays the two worker-thread hand-offs.
+_NOWAIT_ROWS: Final = 2048
+#: An inline commit that held the event loop longer than this (seconds)...
+_NOWAIT_SLOW: Final = 0.002
+#: ...makes batches take the ordinary path for this long (seconds): with random event ids
+#: in a large database, inserting a batch reads pages from the disk, and the event loop
+#: is then held at most one such batch per second.
+_NOWAIT_PAUSE: Final = 1.0
 
 
 def _insert_sql(rows: int) -> str:
@@ -268,6 +281,18 @@ def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
 
 
+def _restore_waiting(db: sqlite3.Connection) -> None:
+    """The connection's busy timeout and automatic checkpoint as :meth:`SQLiteStore.insert`
+    needs them, after :meth:`SQLiteStore.insert_nowait` set both to 0. A failure here comes
+    after the COMMIT, so it is logged, not taken for a batch not stored (whose retry would
+    count its events as duplicates); the next inline insert sets and restores them again."""
+    try:
+        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
+        db.execute("PRAGMA busy_timeout=10000")
+    except sqlite3.Error:
+        logger.exception("could not restore the SQLite connection's busy timeout")
+
+
 class SQLiteStore:
     """Projects, events, identity links and server keys in one SQLite file."""
 
@@ -275,7 +300,8 @@ class SQLiteStore:
         self.path = Path(path)
         self._index_every = index_every
         self._unindexed = 0  # events this store stored since it last indexed
-        self._nowait_commits = 0  # insert_nowait's commits since insert's last one
+        self._nowait_rows = 0  # insert_nowait's rows since insert's last commit
+        self._nowait_from = 0.0  # insert_nowait declines until this time.monotonic()
         #: Batches committed by :meth:`insert_nowait` since the store was opened (tests).
         self.nowait_inserts = 0
         self._lock = threading.Lock()
@@ -308,11 +334,15 @@ class SQLiteStore:
             self._db.close()
             raise StoreError(
                 f"cannot use the person index of {str(self.path)!r}: {exc}") from None
+        reader = None
         try:
-            self._reader = sqlite3.connect(
+            reader = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-            self._reader.execute("ATTACH ? AS ix", (str(self._index.path),))
+            reader.execute("ATTACH ? AS ix", (str(self._index.path),))
+            self._reader = reader
         except sqlite3.Error as exc:
+            if reader is not None:
+                reader.close()
             self._index.close()
             self._db.close()
             raise StoreError(
@@ -359,7 +389,7 @@ class SQLiteStore:
         self, project_id: int, rows: Sequence[Row], links: Sequence[Link], *, key_id: int = 0
     ) -> InsertResult:
         result = self._writes.submit(_Insert(project_id, rows, links, key_id))
-        self._nowait_commits = 0  # committed with the automatic checkpoint on
+        self._nowait_rows = 0  # committed with the automatic checkpoint on
         return result
 
     def insert_nowait(
@@ -367,32 +397,38 @@ class SQLiteStore:
     ) -> InsertResult | None:
         """:meth:`insert` on the caller's thread (the event loop's) if nothing on the way
         waits, else ``None`` with nothing written. It declines when this store's lock is
-        taken (a group commit, a read) or batches are queued for the next group commit
-        (they commit together, in order), after :data:`_NOWAIT_COMMITS` inline commits
-        (the checkpoint is left to :meth:`insert`), and when another connection or
-        process holds SQLite's write lock: the transaction begins with the busy timeout
-        at 0, so SQLite answers SQLITE_BUSY at once instead of retrying for 10 s. Its
-        COMMIT runs with the automatic checkpoint off. With WAL and ``synchronous=NORMAL``
-        a commit appends to the WAL without an fsync. A commit that makes the person
-        index's pass due only wakes the index's thread, as any commit does (the pass
-        never runs on the commit's thread, nor holds this file's write lock)."""
+        taken (a group commit, a lookup of identity links or counts) or batches are queued
+        for the next group commit (they commit together, in order), past
+        :data:`_NOWAIT_ROWS` inline rows (the checkpoint is left to :meth:`insert`), for
+        :data:`_NOWAIT_PAUSE` after an inline commit slower than :data:`_NOWAIT_SLOW`, and
+        when another connection or process holds SQLite's write lock: the transaction
+        begins with the busy timeout at 0, so SQLite answers SQLITE_BUSY at once instead
+        of retrying for 10 s. Its COMMIT runs with the automatic checkpoint off. With WAL
+        and ``synchronous=NORMAL`` a commit appends to the WAL without an fsync. A commit
+        that makes the person index's pass due only wakes the index's thread, as any
+        commit does (the pass never runs on the commit's thread, nor holds this file's
+        write lock)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._writes.queued or self._nowait_commits >= _NOWAIT_COMMITS:
+            if (self._writes.queued or self._nowait_rows + len(rows) > _NOWAIT_ROWS
+                    or time.monotonic() < self._nowait_from):
                 return None
             db = self._db
+            started = time.monotonic()
             try:
-                db.execute("PRAGMA busy_timeout=0")
-                db.execute("PRAGMA wal_autocheckpoint=0")
-                try:
+                try:  # (restored whatever happens, or every later insert() would not wait)
+                    db.execute("PRAGMA busy_timeout=0")
+                    db.execute("PRAGMA wal_autocheckpoint=0")
                     (result,) = self._insert_group([_Insert(project_id, rows, links, key_id)])
                 finally:
-                    db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
-                    db.execute("PRAGMA busy_timeout=10000")
-            except sqlite3.Error:  # SQLITE_BUSY (or worse): rolled back, nothing stored;
-                return None  # insert() then waits, or reports the error as it does today
-            self._nowait_commits += 1
+                    _restore_waiting(db)
+            except sqlite3.Error:  # SQLITE_BUSY (or worse) before or at COMMIT: rolled
+                return None  # back, nothing stored; insert() then waits, or reports it
+            ended = time.monotonic()
+            if ended - started > _NOWAIT_SLOW:
+                self._nowait_from = ended + _NOWAIT_PAUSE
+            self._nowait_rows += len(rows)
             self.nowait_inserts += 1
             return result
         finally:
@@ -418,7 +454,8 @@ class SQLiteStore:
                 results.append(InsertResult(accepted, len(rows) - accepted))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # (SQLite rolls back itself on some errors: FULL, IOERR)
+                db.execute("ROLLBACK")
             raise
         self._unindexed += stored
         if self._unindexed >= self._index_every:

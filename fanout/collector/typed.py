@@ -10,10 +10,12 @@ NUL, the timestamp's calendar, the nesting depth).
 The shape only states types, never values: a body decodes here when every event's every
 field has the JSON type a valid event's would have (or is missing, or ``null`` where
 validation treats ``null`` as missing). Any other body (a wrong type in one field of one
-event, invalid UTF-8, a lone surrogate, a number out of range, not JSON at all) raises,
+event, invalid UTF-8, a lone surrogate or a number out of range in a field an event has,
+not JSON at all) raises,
 and :func:`fanout.collector.ingest.decode_body` decodes it again the general way, where
 each event is judged alone: the fast decoder never rejects what the general path would
-accept, and never decides a rejection itself.
+accept, and never decides a rejection itself. (Unknown keys are skipped unread here, as
+the general way ignores them too: what they hold changes no verdict.)
 
 Optional: without msgspec (``pip install 'fanout[collector]'`` brings it; PyPy has no
 wheel) :data:`decode_typed` is ``None`` and every body takes the general way.

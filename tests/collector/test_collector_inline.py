@@ -36,6 +36,14 @@ def _events(ids: list[str], *, pad: int = 0) -> list[dict[str, Any]]:
             for i, e in enumerate(ids)]
 
 
+@pytest.fixture(autouse=True)
+def _no_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pause of the inline path after a commit slower than 2 ms, which depends on the
+    machine's load: these tests count the path each batch takes (the pause has its own
+    test, which sets it again)."""
+    monkeypatch.setattr(sqlite_store, "_NOWAIT_SLOW", float("inf"))
+
+
 def _wait_until(condition: Any, timeout: float = 10.0) -> None:
     """A bound, not a timing assertion: polls ``condition`` until it holds."""
     deadline = time.monotonic() + timeout
@@ -166,15 +174,16 @@ def test_insert_nowait_wakes_the_index_and_leaves_checkpoints_to_insert(tmp_path
         _wait_until(lambda: _index_mark(store.path) == 11)
         assert store.nowait_inserts == 2 and store.count_events() == 11
         store.close()
-        # At most _NOWAIT_COMMITS inline commits in a row (each with the automatic
-        # checkpoint off), then insert() commits with it on and the count starts over.
+        # At most _NOWAIT_ROWS rows committed inline in a row (each commit with the
+        # automatic checkpoint off), then insert() commits with it on and the count
+        # starts over.
         store = SQLiteStore(tmp_path / "m.db")
         project = store.create_project("p").id
         inline = 0
         while (got := store.insert_nowait(project, *_one(f"c{inline}"))) is not None:
             assert got == (1, 0)
             inline += 1
-        assert inline == sqlite_store._NOWAIT_COMMITS == store.nowait_inserts
+        assert inline == sqlite_store._NOWAIT_ROWS == store.nowait_inserts
         assert store.insert(project, *_one("d")) == (1, 0)
         assert store.insert_nowait(project, *_one("c0")) == (0, 1)
         assert store.count_events() == inline + 1
@@ -248,10 +257,10 @@ def test_concurrent_senders_on_both_paths_count_each_event_once(collector):
 
 def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # A small checkpoint mark (200 pages) and run of inline commits (8), so a few
-    # thousand events show what 10,000 pages and 64 commits would over millions.
+    # A small checkpoint mark (200 pages) and run of inline rows (8 batches of 20), so a
+    # few thousand events show what 10,000 pages and 2,048 rows would over millions.
     monkeypatch.setattr(sqlite_store, "_WAL_AUTOCHECKPOINT", 200)
-    monkeypatch.setattr(sqlite_store, "_NOWAIT_COMMITS", 8)
+    monkeypatch.setattr(sqlite_store, "_NOWAIT_ROWS", 8 * 20)
     store = SQLiteStore(tmp_path / "c.db")
     wal = Path(f"{store.path}-wal")
     try:
@@ -275,7 +284,7 @@ def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded
         assert 200 <= max(pages) < 600
         assert pages[-1] == max(pages[len(pages) // 2:])
         # Inline commits alone never checkpoint: past the mark, the WAL only grows.
-        monkeypatch.setattr(sqlite_store, "_NOWAIT_COMMITS", 10**6)
+        monkeypatch.setattr(sqlite_store, "_NOWAIT_ROWS", 10**9)
         store.insert(project, *_one("reset"))
         grown = []
         for b in range(150):
@@ -283,5 +292,24 @@ def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded
             assert store.insert_nowait(project, ingested.rows, ingested.links) == (20, 0)
             grown.append(wal.stat().st_size // 4096)
         assert grown[-1] > 2 * 200 and grown == sorted(grown)
+    finally:
+        store.close()
+
+
+def test_an_inline_commit_that_held_the_loop_too_long_pauses_the_inline_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Any commit is "too slow" here: after it, batches take insert() for the pause, then
+    # go inline again; every event is stored once whichever path it took.
+    monkeypatch.setattr(sqlite_store, "_NOWAIT_SLOW", 0.0)
+    monkeypatch.setattr(sqlite_store, "_NOWAIT_PAUSE", 0.3)
+    store = SQLiteStore(tmp_path / "p.db")
+    try:
+        project = store.create_project("p").id
+        assert store.insert_nowait(project, *_one("a")) == (1, 0)
+        assert store.insert_nowait(project, *_one("b")) is None  # paused: nothing written
+        assert store.insert(project, *_one("b")) == (1, 0)
+        _wait_until(lambda: time.monotonic() >= store._nowait_from)
+        assert store.insert_nowait(project, *_one("c")) == (1, 0)
+        assert store.nowait_inserts == 2 and store.count_events() == 3
     finally:
         store.close()

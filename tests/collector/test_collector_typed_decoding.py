@@ -163,3 +163,15 @@ def test_large_floats_are_written_alike_whichever_way_the_event_came():
     assert len(result.rows) == 2 and len(result.links) == 1
     assert b'"f":1e16,"g":2.5e-7' in result.rows[0].body
     assert b'"f":1e16,"g":2.5e-7' in result.rows[1].body
+
+
+def test_an_integer_python_will_not_convert_rejects_its_event_only():
+    # 4,301 digits: past Python's int() limit. It made the whole body a 400 ("not valid
+    # JSON"), taking the good event with it.
+    body = (b'{"batch":[{"event_id":"ok","name":"x","person_id":"p","timestamp":'
+            b'"2024-05-01T10:00:00.000Z"},{"event_id":"huge","name":"x","person_id":"p",'
+            b'"timestamp":"2024-05-01T10:00:00.000Z","properties":{"n":'
+            + b"9" * 4301 + b"}}]}")
+    result = validate_batch(decode_body(body))
+    assert [r.event_id for r in result.rows] == ["ok"]
+    assert result.rejected == [(1, "the event holds a number JSON cannot carry (out of range)")]
