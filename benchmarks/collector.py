@@ -76,8 +76,8 @@ _CLI = Path(sys.executable).with_name("fanout")
 FANOUT = ([str(_CLI)] if _CLI.exists() else
           [sys.executable, "-P", "-c", "from fanout.cli import main; main()"])
 ROOT = Path(__file__).resolve().parent.parent
-CLOCK = os.sysconf("SC_CLK_TCK")
-
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _proc import CLOCK, tree_cpu  # noqa: E402
 
 # -- servers ------------------------------------------------------------------------------
 
@@ -214,18 +214,6 @@ def _stored(db: Path | str) -> int:
         store.close()
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its descendants still running."""
-    total = 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLOCK
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return total
-    return total + sum(_tree_cpu(c) for c in children)
 
 
 def _loop_cpu(pid: int) -> float:
@@ -441,7 +429,7 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
         try:
             for p in procs:
                 assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-            server_cpu, db_cpu = _tree_cpu(server_pid), _tree_cpu(db_pid) if db_pid else 0.0
+            server_cpu, db_cpu = tree_cpu(server_pid), tree_cpu(db_pid) if db_pid else 0.0
             loop_cpu = _loop_cpu(server_pid)
             start = time.perf_counter()
             for p in procs:
@@ -450,9 +438,9 @@ def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch:
                 p.stdin.flush()
             reports = [json.loads(p.stdout.readline()) for p in procs if p.stdout]
             wall = time.perf_counter() - start
-            server_cpu = _tree_cpu(server_pid) - server_cpu
+            server_cpu = tree_cpu(server_pid) - server_cpu
             loop_cpu = _loop_cpu(server_pid) - loop_cpu
-            db_cpu = (_tree_cpu(db_pid) - db_cpu) if db_pid else 0.0
+            db_cpu = (tree_cpu(db_pid) - db_cpu) if db_pid else 0.0
         finally:
             for p in procs:
                 p.communicate(timeout=60)

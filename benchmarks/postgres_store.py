@@ -33,22 +33,13 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CLOCK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(HERE))
+from _proc import tree_cpu  # noqa: E402
+
 PROPERTIES = '{"plan":"pro","amount":2900,"currency":"USD","items":[{"sku":"A-1","qty":2}],' \
              '"coupon":null}'
 
 
-def _tree_cpu(pid: int) -> float:
-    total = 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / CLOCK
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(c) for c in f.read().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return total
-    return total + sum(_tree_cpu(c) for c in children)
 
 
 def _rows(n: int, prefix: str) -> list[Any]:
@@ -136,11 +127,11 @@ def one_round(python: str, cluster: Any, n: int, threads: int, batch: int,
     assert proc.stdin is not None and proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
         raise RuntimeError("the writer did not start")
-    db_cpu, lsn = _tree_cpu(cluster.pid), _lsn(url)
+    db_cpu, lsn = tree_cpu(cluster.pid), _lsn(url)
     proc.stdin.write("go\n")
     proc.stdin.flush()
     report = json.loads(proc.stdout.readline())
-    db_cpu, lsn = _tree_cpu(cluster.pid) - db_cpu, _lsn(url) - lsn
+    db_cpu, lsn = tree_cpu(cluster.pid) - db_cpu, _lsn(url) - lsn
     proc.communicate("done\n", timeout=60)
     stored = _count(url) - 1  # the warm-up's event
     if report["accepted"] != n or stored != n:
