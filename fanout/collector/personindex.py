@@ -85,6 +85,19 @@ _MARK_EVENT: Final = (
 )
 
 
+#: SQLite's primary result codes for a damaged file (SQLITE_CORRUPT) and for one that is
+#: not a database (SQLITE_NOTADB), and their messages (Python 3.10 gives no code).
+_DAMAGED_CODES: Final = frozenset({11, 26})
+_DAMAGED_TEXT: Final = ("database disk image is malformed", "file is not a database")
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _DAMAGED_CODES  # an extended code's primary one
+    return str(exc).startswith(_DAMAGED_TEXT)
+
+
 def index_path(events: Path) -> Path:
     """Where the index of the events file ``events`` lives."""
     return events.with_name(events.name + INDEX_SUFFIX)
@@ -100,6 +113,18 @@ class PersonIndex:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # closed: no new pass starts
+        try:
+            self._open(events)
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise
+            # Derived data: a damaged index file is rebuilt, not a store that cannot open.
+            logger.warning("the person index %s is damaged (%s); rebuilding it", self.path, exc)
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            self._open(events)
+
+    def _open(self, events: Path) -> None:
         # The events file read-only: BEGIN IMMEDIATE takes the write lock of every
         # attached database that is not, and the inserts must not wait for a pass.
         self._db = sqlite3.connect(

@@ -220,6 +220,29 @@ def test_a_lost_index_file_is_rebuilt_from_the_events(tmp_path: Path):
     store.close()
 
 
+def test_a_damaged_index_file_is_rebuilt_not_a_store_that_cannot_open(tmp_path: Path):
+    path = tmp_path / "d.db"
+    store = SQLiteStore(path, index_every=20)
+    project = store.create_project("p")
+    rnd = random.Random(5)
+    people = ["ada", "bob"]
+    expected: dict[str, list[tuple[str, int, str]]] = {}
+    _fill(store, project.id, rnd, "a", 6, people, expected, [0])
+    assert store.catch_up_index() == 60
+    store.close()
+    _remove_index(path)
+    index_path(path).write_bytes(b"not a database, " * 512)  # SQLITE_NOTADB
+
+    store = SQLiteStore(path, index_every=20)
+    for person in people:
+        assert _pages(store, project.id, person, 7) == _timeline(expected, person)
+    assert store.catch_up_index() == 60
+    assert store.count_events() == 60
+    for person in people:
+        assert _pages(store, project.id, person, 7) == _timeline(expected, person)
+    store.close()
+
+
 def test_an_index_of_another_history_is_rebuilt(tmp_path: Path):
     """The events file restored from a backup taken before the index moved on: the index's
     mark names an event the file does not hold, so it is rebuilt, not trusted."""
