@@ -168,11 +168,14 @@ _WAL_AUTOCHECKPOINT: Final = 10_000
 #: by at most about this many pages, and with fanout's batches of 100 one batch in about
 #: 20 pays the two worker-thread hand-offs.
 _NOWAIT_ROWS: Final = 2048
-#: An inline commit that held the event loop longer than this (seconds)...
-_NOWAIT_SLOW: Final = 0.002
-#: ...makes batches take the ordinary path for this long (seconds): with random event ids
-#: in a large database, inserting a batch reads pages from the disk, and the event loop
-#: is then held at most one such batch per second.
+#: Two inline commits in a row that each held the event loop longer than this (seconds)...
+_NOWAIT_SLOW: Final = 0.005
+#: ...make batches take the ordinary path for this long (seconds): with random event ids
+#: in a large database, inserting a batch reads pages from the disk (8-18 ms for 320
+#: events at 235,000 stored), and the event loop is then held by at most two such batches
+#: a second. One slow commit alone does not: a 100-event commit takes about 1 ms, and this
+#: machine's scheduler stalls a thread for 5 ms now and then (a pause after any slow
+#: commit sent most batches of a busy second to the worker path for nothing).
 _NOWAIT_PAUSE: Final = 1.0
 
 
@@ -302,6 +305,7 @@ class SQLiteStore:
         self._unindexed = 0  # events this store stored since it last indexed
         self._nowait_rows = 0  # insert_nowait's rows since insert's last commit
         self._nowait_from = 0.0  # insert_nowait declines until this time.monotonic()
+        self._nowait_slow = 0  # insert_nowait's slow commits in a row
         #: Batches committed by :meth:`insert_nowait` since the store was opened (tests).
         self.nowait_inserts = 0
         self._lock = threading.Lock()
@@ -400,7 +404,7 @@ class SQLiteStore:
         taken (a group commit, a lookup of identity links or counts) or batches are queued
         for the next group commit (they commit together, in order), past
         :data:`_NOWAIT_ROWS` inline rows (the checkpoint is left to :meth:`insert`), for
-        :data:`_NOWAIT_PAUSE` after an inline commit slower than :data:`_NOWAIT_SLOW`, and
+        :data:`_NOWAIT_PAUSE` after two inline commits slower than :data:`_NOWAIT_SLOW`, and
         when another connection or process holds SQLite's write lock: the transaction
         begins with the busy timeout at 0, so SQLite answers SQLITE_BUSY at once instead
         of retrying for 10 s. Its COMMIT runs with the automatic checkpoint off. With WAL
@@ -426,8 +430,13 @@ class SQLiteStore:
             except sqlite3.Error:  # SQLITE_BUSY (or worse) before or at COMMIT: rolled
                 return None  # back, nothing stored; insert() then waits, or reports it
             ended = time.monotonic()
-            if ended - started > _NOWAIT_SLOW:
-                self._nowait_from = ended + _NOWAIT_PAUSE
+            if ended - started <= _NOWAIT_SLOW:
+                self._nowait_slow = 0
+            else:
+                self._nowait_slow += 1
+                if self._nowait_slow >= 2:
+                    self._nowait_slow = 0
+                    self._nowait_from = ended + _NOWAIT_PAUSE
             self._nowait_rows += len(rows)
             self.nowait_inserts += 1
             return result

@@ -298,18 +298,19 @@ def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded
 
 def test_an_inline_commit_that_held_the_loop_too_long_pauses_the_inline_path(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    # Any commit is "too slow" here: after it, batches take insert() for the pause, then
-    # go inline again; every event is stored once whichever path it took.
+    # Any commit is "too slow" here: after two in a row, batches take insert() for the
+    # pause, then go inline again; every event is stored once whichever path it took.
     monkeypatch.setattr(sqlite_store, "_NOWAIT_SLOW", 0.0)
     monkeypatch.setattr(sqlite_store, "_NOWAIT_PAUSE", 0.3)
     store = SQLiteStore(tmp_path / "p.db")
     try:
         project = store.create_project("p").id
-        assert store.insert_nowait(project, *_one("a")) == (1, 0)
+        assert store.insert_nowait(project, *_one("a")) == (1, 0)  # one slow: goes on
+        assert store.insert_nowait(project, *_one("a2")) == (1, 0)  # two in a row: pause
         assert store.insert_nowait(project, *_one("b")) is None  # paused: nothing written
         assert store.insert(project, *_one("b")) == (1, 0)
         _wait_until(lambda: time.monotonic() >= store._nowait_from)
         assert store.insert_nowait(project, *_one("c")) == (1, 0)
-        assert store.nowait_inserts == 2 and store.count_events() == 3
+        assert store.nowait_inserts == 3 and store.count_events() == 4
     finally:
         store.close()
