@@ -14,6 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from fanout.collector.ingest import validate_batch
 from fanout.collector.personindex import index_path
 from fanout.collector.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -196,7 +198,10 @@ def _remove_index(path: Path) -> None:
         Path(f"{index_path(path)}{suffix}").unlink(missing_ok=True)
 
 
-def test_a_lost_index_file_is_rebuilt_from_the_events(tmp_path: Path):
+@pytest.mark.parametrize("damage", ["lost", "not a database"])
+def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_events(tmp_path: Path, damage: str):
+    # Derived data: a missing index file, or one SQLite cannot read (SQLITE_NOTADB), is
+    # rebuilt, not a store that cannot open.
     path = tmp_path / "c.db"
     store = SQLiteStore(path, index_every=20)
     project = store.create_project("p")
@@ -209,37 +214,17 @@ def test_a_lost_index_file_is_rebuilt_from_the_events(tmp_path: Path):
     store.close()
     _remove_index(path)
     assert not index_path(path).exists()
+    if damage == "not a database":
+        index_path(path).write_bytes(b"not a database, " * 512)
 
     store = SQLiteStore(path, index_every=20)
     for person in people:  # exact before the rebuild is done, and after
         assert _pages(store, project.id, person, 9) == _timeline(expected, person)
     assert store.catch_up_index() == 120
     assert _mark(path) == (120, 120, 120)
+    assert store.count_events() == 120
     for person in people:
         assert _pages(store, project.id, person, 9) == _timeline(expected, person)
-    store.close()
-
-
-def test_a_damaged_index_file_is_rebuilt_not_a_store_that_cannot_open(tmp_path: Path):
-    path = tmp_path / "d.db"
-    store = SQLiteStore(path, index_every=20)
-    project = store.create_project("p")
-    rnd = random.Random(5)
-    people = ["ada", "bob"]
-    expected: dict[str, list[tuple[str, int, str]]] = {}
-    _fill(store, project.id, rnd, "a", 6, people, expected, [0])
-    assert store.catch_up_index() == 60
-    store.close()
-    _remove_index(path)
-    index_path(path).write_bytes(b"not a database, " * 512)  # SQLITE_NOTADB
-
-    store = SQLiteStore(path, index_every=20)
-    for person in people:
-        assert _pages(store, project.id, person, 7) == _timeline(expected, person)
-    assert store.catch_up_index() == 60
-    assert store.count_events() == 60
-    for person in people:
-        assert _pages(store, project.id, person, 7) == _timeline(expected, person)
     store.close()
 
 
