@@ -405,7 +405,7 @@ def _ingest(
         key = _checked_key(store, limiter, recheck, INGEST)
     with decoding:
         ingested = _decode(limiter, limits, key, body, encoding)
-    return ingested, store.insert(key.project_id, ingested.rows, ingested.links, key_id=key.id)
+    return ingested, _insert(store, key, ingested)
 
 
 #: The largest body :func:`_ingest_now` handles on the event loop's thread: decoding,

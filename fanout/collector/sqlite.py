@@ -38,6 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -220,6 +221,8 @@ _KEY_COLUMNS: Final = (
     "k.id, k.label, k.created_at, k.revoked_at, k.project_id, p.name, k.scopes"
     " FROM server_keys k JOIN projects p ON p.id = k.project_id"
 )
+#: The active key of a hash (``key_for`` and ``key_for_nowait``).
+_KEY_LOOKUP: Final = f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = ? AND k.revoked_at IS NULL"
 # The timeline's two halves, each read lazily in index order and merged in Python. The
 # person's own events stream with their bodies straight from the index order (no sort);
 # the linked anonymous ids' events need a sort, so only their keys are sorted and their
@@ -284,16 +287,27 @@ def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
 
 
-def _restore_waiting(db: sqlite3.Connection) -> None:
-    """The connection's busy timeout and automatic checkpoint as :meth:`SQLiteStore.insert`
-    needs them, after :meth:`SQLiteStore.insert_nowait` set both to 0. A failure here comes
-    after the COMMIT, so it is logged, not taken for a batch not stored (whose retry would
-    count its events as duplicates); the next inline insert sets and restores them again."""
+@contextmanager
+def _not_waiting(db: sqlite3.Connection, *, commit: bool) -> Iterator[None]:
+    """``db`` with its busy timeout at 0, so SQLite answers SQLITE_BUSY at once instead of
+    retrying for 10 s (for the ``*_nowait`` calls, on the event loop's thread), and, for a
+    ``commit``, its automatic checkpoint off (a checkpoint can take 100 ms). Both are
+    restored whatever happens, or every later :meth:`SQLiteStore.insert` would not wait. A
+    failure to restore comes after the work (a COMMIT, say), so it is logged, not raised:
+    a batch committed must not be taken for one not stored (whose retry would count its
+    events as duplicates); the next use sets and restores them again."""
     try:
-        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
-        db.execute("PRAGMA busy_timeout=10000")
-    except sqlite3.Error:
-        logger.exception("could not restore the SQLite connection's busy timeout")
+        db.execute("PRAGMA busy_timeout=0")
+        if commit:
+            db.execute("PRAGMA wal_autocheckpoint=0")
+        yield
+    finally:
+        try:
+            if commit:
+                db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
+            db.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error:
+            logger.exception("could not restore the SQLite connection's busy timeout")
 
 
 class SQLiteStore:
@@ -332,25 +346,19 @@ class SQLiteStore:
         # Timelines read on a connection of their own, with the index file attached, so a
         # read never waits for a commit, nor a commit for a read (WAL).
         self._read_lock = threading.Lock()
+        index = reader = None
         try:
-            self._index = PersonIndex(self.path)
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise StoreError(
-                f"cannot use the person index of {str(self.path)!r}: {exc}") from None
-        reader = None
-        try:
+            index = PersonIndex(self.path)
             reader = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
-            reader.execute("ATTACH ? AS ix", (str(self._index.path),))
-            self._reader = reader
+            reader.execute("ATTACH ? AS ix", (str(index.path),))
         except sqlite3.Error as exc:
-            if reader is not None:
-                reader.close()
-            self._index.close()
-            self._db.close()
+            for opened in (reader, index, self._db):
+                if opened is not None:
+                    opened.close()
             raise StoreError(
                 f"cannot use the person index of {str(self.path)!r}: {exc}") from None
+        self._index, self._reader = index, reader
         if self._index.behind:
             self._index.wake()  # events stored before (or by another process): index them
 
@@ -421,12 +429,8 @@ class SQLiteStore:
             db = self._db
             started = time.monotonic()
             try:
-                try:  # (restored whatever happens, or every later insert() would not wait)
-                    db.execute("PRAGMA busy_timeout=0")
-                    db.execute("PRAGMA wal_autocheckpoint=0")
+                with _not_waiting(db, commit=True):
                     (result,) = self._insert_group([_Insert(project_id, rows, links, key_id)])
-                finally:
-                    _restore_waiting(db)
             except sqlite3.Error:  # SQLITE_BUSY (or worse) before or at COMMIT: rolled
                 return None  # back, nothing stored; insert() then waits, or reports it
             ended = time.monotonic()
@@ -621,10 +625,7 @@ class SQLiteStore:
 
     def key_for(self, key: str) -> KeyInfo | None:
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-                (hash_key(key),),
-            ).fetchone()
+            row = self._db.execute(_KEY_LOOKUP, (hash_key(key),)).fetchone()
         return _key(row) if row else None
 
     def key_for_nowait(self, key: str) -> KeyInfo | None | WouldWait:
@@ -637,14 +638,8 @@ class SQLiteStore:
         try:
             db = self._db
             try:
-                db.execute("PRAGMA busy_timeout=0")
-                try:
-                    row = db.execute(
-                        f"SELECT {_KEY_COLUMNS} WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-                        (digest,),
-                    ).fetchone()
-                finally:
-                    db.execute("PRAGMA busy_timeout=10000")
+                with _not_waiting(db, commit=False):
+                    row = db.execute(_KEY_LOOKUP, (digest,)).fetchone()
             except sqlite3.Error:  # key_for, in a worker thread, waits or reports it
                 return WOULD_WAIT
         finally:
