@@ -476,13 +476,16 @@ class _Pool:
     def _checkout(self) -> psycopg.Connection[Any] | None:
         """A slot, with an idle connection if there is one."""
         with self._lock:
-            if self._out >= self._size:
+            if self._out >= self._size and not self._closed:
                 self._waiting += 1
                 try:
-                    if not self._freed.wait_for(lambda: self._out < self._size, timeout=30):
+                    if not self._freed.wait_for(
+                            lambda: self._closed or self._out < self._size, timeout=30):
                         raise StoreError("no database connection free within 30 s")
                 finally:
                     self._waiting -= 1
+            if self._closed:  # (a caller still waiting for a slot at close() is woken here)
+                raise StoreError("the store is closed")
             self._out += 1
             return self._idle.pop() if self._idle else None
 
@@ -527,9 +530,12 @@ class _Pool:
                 self._all.remove(conn)
 
     def close(self) -> None:
-        self._closed = True
+        """Close every connection; a caller waiting for a slot, and any later one, gets
+        :class:`StoreError` at once (not after the 30 s wait for a slot)."""
         with self._lock:
-            conns, self._all = self._all, []
+            self._closed = True
+            conns, self._all, self._idle = self._all, [], []
+            self._freed.notify_all()
         for conn in conns:
             conn.close()
 

@@ -433,6 +433,52 @@ def test_the_pool_hands_out_at_most_its_size_and_a_caller_waits_for_a_free_one(
         store.close()
 
 
+def test_closing_the_store_wakes_a_caller_waiting_for_a_connection(make_store, store_kind):
+    """A caller waiting for a slot when the store closes gets StoreError then, instead of
+    waiting out the pool's 30 s; a call after close() gets it at once."""
+    import threading
+
+    from fanout.collector.postgres import PostgresStore
+    from fanout.collector.store import StoreError
+
+    store = PostgresStore(make_store.new_db(), pool_size=1)
+    pool = store._pool
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with pool.connection():
+            held.set()
+            release.wait(20)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        outcome: list[BaseException | int] = []
+
+        def wait_for_slot() -> None:
+            try:
+                outcome.append(store.count_events())
+            except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait_for_slot)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and outcome == []  # every slot taken: it waits
+        store.close()
+        waiter.join(10)  # well under the pool's 30 s wait
+        assert not waiter.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreError)
+        assert "closed" in str(outcome[0])
+        with pytest.raises(StoreError, match="closed"):
+            store.count_events()
+    finally:
+        release.set()
+        holder.join(10)
+        store.close()
+
+
 def test_a_key_listing_follows_its_row_after_a_change(make_store, store_kind):
     """Listings are reused by their row's exact values, so a row changed in the database
     (relabelled, rescoped, revoked) is read anew at the next lookup."""
