@@ -154,10 +154,22 @@ COMMIT;
 #: Rows per multi-row ``INSERT``; a batch is cut into chunks of this many, then of the
 #: powers of two below it, so at most 7 statement shapes are ever prepared (and cached).
 _CHUNK: Final = 64
-#: WAL pages between automatic checkpoints (the default is 1,000 pages, 4 MB). A commit
-#: rewrites the pages of the events table and of its dedupe index it touches; a checkpoint
-#: copies only each page's latest version, so a longer WAL (40 MB) copies and syncs fewer
-#: pages per event stored.
+#: The page size of a database this module creates. A database keeps the page size it was
+#: made with (WAL forbids changing it, even by ``VACUUM``), so one made before with 4,096
+#: is left as it is and works as before. A batch of 100 events with fanout's time-ordered
+#: ids rewrites 14 pages of 8 KiB instead of 21 of 4 KiB, and a checkpoint copies half as
+#: many pages, each read from the WAL and written to the file by a system call of its own:
+#: the insert's thread 7.8 -> 7.2 µs per event, system time 3.0 -> 2.5 (medians of 9
+#: alternating runs of 100,000 events, checkpoints included). Random ids (UUID4) touch a
+#: page of the dedupe index per event, 8 KiB instead of 4: the same CPU, and the same wall
+#: time only with the checkpoint kept at 10,000 pages (below); at 5,000 (40 MB), it was a
+#: quarter slower. 16 KiB pages wrote 150 KB of WAL per batch instead of 85 KB, and cost
+#: more.
+_PAGE_SIZE: Final = 8192
+#: WAL pages between automatic checkpoints (the default is 1,000 pages): 40 MB of 4 KiB
+#: pages, 80 MB of 8 KiB ones. A commit rewrites the pages of the events table and of its
+#: dedupe index it touches; a checkpoint copies only each page's latest version, so a
+#: longer WAL copies and syncs fewer pages per event stored.
 _WAL_AUTOCHECKPOINT: Final = 10_000
 #: Rows :meth:`SQLiteStore.insert_nowait` commits at most between two commits of the
 #: ordinary path (:meth:`SQLiteStore.insert`, in a worker thread); the batch that would
@@ -331,6 +343,9 @@ class SQLiteStore:
             raise StoreError(f"cannot open the SQLite database {str(self.path)!r}: {exc}") from None
         try:
             with self._lock:
+                # Before anything writes: it sets the page size of a new (empty) file
+                # only; an existing database keeps its own.
+                self._db.execute(f"PRAGMA page_size={_PAGE_SIZE}")
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute("PRAGMA busy_timeout=10000")
