@@ -202,7 +202,7 @@ def _insert_sql(rows: int) -> str:
     of the row. So a row's body is bound as a ``bytearray`` copy, and a missing id or name
     as a float NaN, which SQLite binds as NULL (``sqlite3VdbeMemSetDouble`` stores no NaN;
     a test pins it). The NaN replaced ``NULLIF(?, '')`` around a ``''``: that expression,
-    evaluated for three values of every row, was about 1,900 of the insert's 20,000
+    evaluated for three values of every row, was 1,600-2,200 of the insert's 20,100
     instructions per event. The parameters go column by column (every event id, then
     every kind, ...), each column gathered by C code; project, key and arrival time, the
     same for every row, last.
