@@ -64,7 +64,9 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in trees}
     for r in range(args.rounds):
         for name, python in trees:
-            out = subprocess.run([python, "-c", _ROUND, str(args.events), str(args.batch)],
+            # -P: not the working directory first on sys.path, or the baseline's
+            # interpreter run from this checkout would import this checkout's fanout.
+            out = subprocess.run([python, "-P", "-c", _ROUND, str(args.events), str(args.batch)],
                                  check=True, capture_output=True, text=True).stdout
             row = json.loads(out)
             results[name].append(row)

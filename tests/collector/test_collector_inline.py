@@ -259,6 +259,7 @@ def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # A small checkpoint mark (200 pages) and run of inline rows (8 batches of 20), so a
     # few thousand events show what 10,000 pages and 2,048 rows would over millions.
+    page = sqlite_store._PAGE_SIZE
     monkeypatch.setattr(sqlite_store, "_WAL_AUTOCHECKPOINT", 200)
     monkeypatch.setattr(sqlite_store, "_NOWAIT_ROWS", 8 * 20)
     store = SQLiteStore(tmp_path / "c.db")
@@ -276,7 +277,7 @@ def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded
             else:
                 inline += 1
             assert got == (20, 0)
-            pages.append(wal.stat().st_size // 4096)
+            pages.append(wal.stat().st_size // page)
         assert store.count_events() == 450 * 20 == (inline + ordinary) * 20
         assert inline == store.nowait_inserts and inline >= 8 * ordinary - 8
         # About 2,000 pages written in all; checkpointed by insert()'s commits, the WAL
@@ -290,7 +291,7 @@ def test_inline_commits_leave_the_checkpoint_to_insert_and_the_wal_stays_bounded
         for b in range(150):
             ingested = validate_batch(_events([f"f{b}-{i}" for i in range(20)], pad=400))
             assert store.insert_nowait(project, ingested.rows, ingested.links) == (20, 0)
-            grown.append(wal.stat().st_size // 4096)
+            grown.append(wal.stat().st_size // page)
         assert grown[-1] > 2 * 200 and grown == sorted(grown)
     finally:
         store.close()

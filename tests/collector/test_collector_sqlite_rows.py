@@ -57,3 +57,19 @@ def test_rows_are_stored_exactly_in_every_chunk_size(tmp_path: Path):
     assert sum(s[3] is None for s in stored) == 65  # anonymous tracks and pages
     assert sum(s[5] is None for s in stored) == 64  # pages and identifies
     assert not any("" in s[3:6] for s in stored)
+    assert {type(v) for s in stored for v in s[3:6]} == {str, type(None)}  # never a float
+
+
+def test_sqlite_binds_a_nan_as_null():
+    """The store binds a missing id or name as a float NaN, relying on SQLite to store NULL
+    for it (it stores no NaN): if a SQLite ever stored the NaN, this fails, not the data."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE TABLE t (a TEXT, b TEXT)")
+        db.execute("INSERT INTO t (a, b) VALUES (?, ?), (?, ?)",
+                   [float("nan"), "x", "y", float("nan")])
+        assert db.execute("SELECT a, typeof(a), b, typeof(b) FROM t").fetchall() == [
+            (None, "null", "x", "text"), ("y", "text", None, "null")]
+        assert db.execute("SELECT count(*) FROM t WHERE a IS NULL OR b IS NULL").fetchone() == (2,)
+    finally:
+        db.close()
