@@ -204,39 +204,49 @@ def create_app(
         info: KeyInfo = await in_thread(_checked_key, store, limiter, key, scope)
         return info
 
-    async def receive_body(body: bytearray, receive: Callable[[], Any]) -> None:
+    late_message = f"body not received within {options.body_timeout:g} s"
+
+    async def receive_body(receive: Callable[[], Any]) -> bytes | bytearray:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Refused(400, "client disconnected before sending the body")
+        first: bytes = message.get("body", b"")
+        if not message.get("more_body", False):  # all of it at once: no copy
+            if len(first) > max_wire:
+                raise _Refused(413, too_large)
+            return first
+        body = bytearray(first)
         more = True
         while more:
+            if len(body) > max_wire:
+                raise _Refused(413, too_large)
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Refused(400, "client disconnected before sending the body")
             body += message.get("body", b"")
-            if len(body) > max_wire:
-                raise _Refused(413, too_large)
             more = message.get("more_body", False)
+        if len(body) > max_wire:
+            raise _Refused(413, too_large)
+        return body
 
-    async def read_body(receive_message: Callable[[], Any]) -> bytearray:
+    async def read_body(receive_message: Callable[[], Any]) -> bytes | bytearray:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.body_timeout
-        body = bytearray()
-        late = _Refused(408, f"body not received within {options.body_timeout:g} s")
         if _timeout_at is not None:
             try:
                 async with _timeout_at(deadline):
-                    await receive_body(body, receive_message)
+                    return await receive_body(receive_message)
             except TimeoutError:
-                raise late from None
-            return body
+                raise _Refused(408, late_message) from None
 
         async def receive() -> Any:  # Python 3.10: a deadline per message
             try:
                 return await asyncio.wait_for(receive_message(),
                                               max(deadline - loop.time(), 0))
             except asyncio.TimeoutError:
-                raise late from None
+                raise _Refused(408, late_message) from None
 
-        await receive_body(body, receive)
-        return body
+        return await receive_body(receive)
 
     async def batch(scope: dict[str, Any], receive: Callable[[], Any]) -> Response | bytes:
         """The JSON body of the 200, or the refusal as a Response."""
@@ -375,7 +385,7 @@ class CollectorApp:
             answer = await self._batch(scope, receive)
             if isinstance(answer, bytes):
                 await send({"type": "http.response.start", "status": 200, "headers": [
-                    (b"content-length", str(len(answer)).encode()), _JSON_TYPE]})
+                    (b"content-length", b"%d" % len(answer)), _JSON_TYPE]})
                 await send({"type": "http.response.body", "body": answer})
             else:
                 await answer(scope, receive, send)
@@ -396,7 +406,7 @@ def _read(
 
 def _ingest(
     store: Store, decoding: threading.Lock, limiter: Limiter, limits: Limits,
-    key: KeyInfo, body: bytearray, encoding: str | None, recheck: str | None,
+    key: KeyInfo, body: bytes | bytearray, encoding: str | None, recheck: str | None,
 ) -> tuple[Ingested, InsertResult]:
     """One batch, in one worker thread (one hand-off per request): ``recheck``, a key
     taken from the key cache, looked up again with its rate limit, then the body decoded
@@ -416,7 +426,7 @@ INLINE_BYTES: Final = 64 * 1024
 
 def _ingest_now(
     store: Store, decoding: threading.Lock, limiter: Limiter, limits: Limits,
-    body: bytearray, recheck: str,
+    body: bytes | bytearray, recheck: str,
 ) -> tuple[KeyInfo, Ingested, InsertResult | None] | None:
     """:func:`_ingest` on the event loop's thread, saving its two hand-offs, where nothing
     on the way can wait: ``None`` if something would (the decoding slot is taken, the
@@ -445,7 +455,8 @@ def _insert(store: Store, key: KeyInfo, ingested: Ingested) -> InsertResult:
 
 
 def _decode(
-    limiter: Limiter, limits: Limits, key: KeyInfo, body: bytearray, encoding: str | None
+    limiter: Limiter, limits: Limits, key: KeyInfo, body: bytes | bytearray,
+    encoding: str | None,
 ) -> Ingested:
     try:
         batch = decode_body(body, encoding, limits)

@@ -30,10 +30,8 @@ class ByteBudget:
         """``async with budget.hold(size):`` reserves ``size`` bytes (at most the total)."""
         return _Hold(self, max(0, min(size, self.total)))
 
-    async def _take(self, size: int) -> None:
-        if not self._waiting and self._available >= size:
-            self._available -= size
-            return
+    async def _wait_for(self, size: int) -> None:
+        """Take ``size`` once it is available (the slow path: someone waits, or no room)."""
         if self._changed is None:
             self._changed = asyncio.Condition()
         changed = self._changed
@@ -45,14 +43,16 @@ class ByteBudget:
         finally:
             self._waiting -= 1
 
-    async def _give(self, size: int) -> None:
-        self._available += size
-        if self._waiting and self._changed is not None:
+    async def _wake(self) -> None:
+        if self._changed is not None:
             async with self._changed:
                 self._changed.notify_all()
 
 
 class _Hold:
+    """The common case inline (no waiter, room to spare: one comparison and one integer
+    update each way, no further coroutine); waiting and waking in ``ByteBudget``."""
+
     __slots__ = ("_budget", "_size")
 
     def __init__(self, budget: ByteBudget, size: int) -> None:
@@ -60,8 +60,15 @@ class _Hold:
         self._size = size
 
     async def __aenter__(self) -> None:
-        await self._budget._take(self._size)
+        budget = self._budget
+        if not budget._waiting and budget._available >= self._size:
+            budget._available -= self._size
+            return
+        await budget._wait_for(self._size)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        await self._budget._give(self._size)
+        budget = self._budget
+        budget._available += self._size
+        if budget._waiting:
+            await budget._wake()

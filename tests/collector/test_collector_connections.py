@@ -1,0 +1,167 @@
+"""Connections at the HTTP level. The guard's deadlines, enforced by one sweep timer per
+server: a connection that has not finished a request's headers is closed at the header
+deadline however it trickles, an idle kept-alive connection at the keep-alive timeout, and
+a connection whose requests keep coming is never closed by either. Bodies that arrive in
+pieces (kept without copying when they come at once) are stored whole, or refused whole."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from fanout.collector.app import AppOptions
+from fanout.collector.guard import ServingLimits
+from fanout.collector.protocol import Limits
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (sending ``trickle`` every
+    0.2 s meanwhile)."""
+    end = time.monotonic() + seconds
+    sock.settimeout(0.2)
+    while time.monotonic() < end:
+        try:
+            if trickle:
+                sock.sendall(trickle)
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+def _request(key: str, body: bytes) -> bytes:
+    return (b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_trickled_headers_are_closed_at_the_deadline_and_idle_connections_at_keep_alive(
+        start_collector):
+    # Each deadline far beyond the other, so the one that closes is the one under test.
+    collector = start_collector(serving=ServingLimits(header_timeout=1.0, keep_alive=600))
+    host, port = collector.url.removeprefix("http://").split(":")
+    trickling = socket.create_connection((host, int(port)))
+    trickling.sendall(b"POST /v1/batch HTTP/1.1\r\n")
+    assert _closed_within(trickling, 10, trickle=b"X")
+    trickling.close()
+
+    collector = start_collector(serving=ServingLimits(header_timeout=600, keep_alive=1))
+    host, port = collector.url.removeprefix("http://").split(":")
+    idle = socket.create_connection((host, int(port)))
+    body = json.dumps({"batch": [{"event_id": "d1", "name": "x", "person_id": "p",
+                                  "timestamp": "2024-05-01T10:00:00.000Z"}]}).encode()
+    idle.sendall(_request(collector.key, body))
+    assert _answer(idle).startswith(b"HTTP/1.1 200 ")
+    assert _closed_within(idle, 10)
+    idle.close()
+
+
+def test_a_connection_that_keeps_sending_requests_outlives_both_deadlines(start_collector):
+    collector = start_collector(serving=ServingLimits(header_timeout=0.5, keep_alive=1))
+    host, port = collector.url.removeprefix("http://").split(":")
+    busy = socket.create_connection((host, int(port)))
+    started = time.monotonic()
+    i = 0
+    while time.monotonic() - started < 2.5:  # several deadlines' worth, 0.1 s apart
+        body = json.dumps({"batch": [{"event_id": f"b{i}", "name": "x", "person_id": "p",
+                                      "timestamp": "2024-05-01T10:00:00.000Z"}]}).encode()
+        busy.sendall(_request(collector.key, body))
+        answer = _answer(busy)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        i += 1
+        time.sleep(0.1)
+    busy.close()
+    assert collector.store.count_events() == i
+
+
+def _batch_body(n: int, prefix: str, pad: int = 0) -> bytes:
+    return json.dumps({"batch": [
+        {"event_id": f"{prefix}{i}", "name": "x", "person_id": "p",
+         "timestamp": "2024-05-01T10:00:00.000Z", "properties": {"pad": "x" * pad}}
+        for i in range(n)]}).encode()
+
+
+def test_a_body_in_pieces_is_stored_whole_and_one_over_the_limit_refused(start_collector):
+    # A small body whose first piece is kept as received, then more pieces appended to it;
+    # a large one (over uvicorn's 64 KiB high-water mark); both after a request that put
+    # the key in the key cache, so the second and third take the inline path.
+    collector = start_collector()
+    host, port = collector.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sent = 0
+    for body in (_batch_body(1, "first"), _batch_body(20, "small"),
+                 _batch_body(50, "large", pad=3000)):
+        request = _request(collector.key, body)
+        pieces = [request[:len(request) - len(body) + 7],
+                  request[len(request) - len(body) + 7:len(request) - 100],
+                  request[len(request) - 100:]]
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.05)
+        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+        sent += json.loads(answer.partition(b"\r\n\r\n")[2])["accepted"]
+    assert sent == collector.store.count_events() == 71
+
+    sock.close()
+
+
+def test_a_chunked_body_over_the_limit_is_413_whether_it_comes_at_once_or_in_pieces(
+        start_collector):
+    # No Content-Length, so the size is only known while reading: the limit is checked
+    # on the one piece that came at once and on the pieces appended.
+    collector = start_collector(limits=Limits(max_batch_bytes=10_000))
+    host, port = collector.url.removeprefix("http://").split(":")
+    body = _batch_body(40, "big", pad=500)
+    assert len(body) > 10_000
+    head = (b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + collector.key.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for pieces in ([body], [body[:6000], body[6000:]]):
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(head)
+        for piece in pieces:
+            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            time.sleep(0.05)
+        sock.sendall(b"0\r\n\r\n")
+        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        sock.close()
+    assert collector.store.count_events() == 0
+
+
+def test_a_body_that_stalls_is_408_at_the_body_deadline_and_stores_nothing(start_collector):
+    # Twice: once with a key the key cache does not know yet (its body is read after the
+    # key check in a worker thread) and once with one it remembers (read at once).
+    collector = start_collector(options=AppOptions(body_timeout=0.5))
+    host, port = collector.url.removeprefix("http://").split(":")
+    body = _batch_body(5, "stalled")
+    for _ in range(2):
+        sock = socket.create_connection((host, int(port)))
+        request = _request(collector.key, body)
+        sock.sendall(request[:-10])  # all but the body's last 10 bytes, then nothing
+        answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        sock.close()
+    assert collector.store.count_events() == 0
+    # The key is still good: the same batch sent whole is stored.
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(_request(collector.key, body))
+    assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+    assert collector.store.count_events() == 5
