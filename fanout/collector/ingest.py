@@ -115,7 +115,10 @@ def decode_body(
         raise ProtocolError(400, f"unsupported Content-Encoding {encoding[:40]!r}; use gzip")
     if len(body) > max_bytes:
         raise ProtocolError(413, f"body above {max_bytes} bytes; send smaller batches")
-    if body.translate(_SCAN).count(b"[") > limits.max_batch_containers:
+    # A body holds at most as many ``[`` and ``{`` as it has bytes: most bodies need no
+    # count (a pass over the body, 3,800 instructions per event of a client's batch).
+    if (len(body) > limits.max_batch_containers
+            and body.translate(_SCAN).count(b"[") > limits.max_batch_containers):
         raise ProtocolError(413, f"more than {limits.max_batch_containers} JSON arrays and "
                                  "objects in one body; send smaller batches")
     batch: list[Any] | None = None

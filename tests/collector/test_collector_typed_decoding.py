@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from collector.test_collector_events_fuzz import events, json_values
 from fanout.collector import ingest
-from fanout.collector.ingest import decode_body, validate_batch
+from fanout.collector.ingest import ProtocolError, decode_body, validate_batch
+from fanout.collector.protocol import Limits
 from fanout.collector.typed import NESTED_LEVELS, TypedEvent
 from fanout.providers.collector import CollectorProvider
 
@@ -175,3 +176,18 @@ def test_an_integer_python_will_not_convert_rejects_its_event_only():
     result = validate_batch(decode_body(body))
     assert [r.event_id for r in result.rows] == ["ok"]
     assert result.rejected == [(1, "the event holds a number JSON cannot carry (out of range)")]
+
+
+def test_the_container_limit_counts_only_bodies_longer_than_it():
+    # Each [ or { is a byte: a body of at most max_batch_containers bytes cannot exceed
+    # the limit, so it is not scanned; a longer one still is, strings included.
+    limits = Limits(max_batch_containers=40)
+    short = b'{"batch":[[],[],[],[],[],[],[],[],[],[],[],[],[],[],[]]}'
+    assert len(short) <= 60 and len(decode_body(short, limits=Limits(max_batch_containers=60))) == 15
+    with pytest.raises(ProtocolError) as raised:
+        decode_body(b'{"batch":[' + b",".join([b"[]"] * 40) + b"]}", limits=limits)
+    assert raised.value.status == 413
+    with pytest.raises(ProtocolError):
+        decode_body(orjson.dumps({"batch": [{**BASE, "name": "[" * 40}]}), limits=limits)
+    assert len(decode_body(orjson.dumps({"batch": [{**BASE, "name": "[" * 30}]}),
+                           limits=limits)) == 1
