@@ -11,13 +11,15 @@ The shape states types and the value rules every valid event keeps whatever its 
 known kind, ``v`` 1, an ``event_id`` and a ``timestamp``, ids and the name of 1 to 512
 characters), never a rule of one kind: an identify, an alias, a group, an event with a
 group or a previous id all decode here too, and validation takes them the long way. A
-body decodes here when every event's every field has the JSON type a valid event's would
-have (or is missing, or ``null`` where validation treats ``null`` as missing) and keeps
-those rules. Any other body (a wrong type or a broken rule in one field of one event, a
-possible U+0000, invalid UTF-8, a lone surrogate or a number out of range in a field an
-event has, not JSON at all) raises, and :func:`fanout.collector.ingest.decode_body`
-decodes it again the general way, where each event is judged alone: the fast decoder
-never rejects what the general path would accept, and never decides a rejection itself.
+body decodes into :class:`TypedEvent` objects when every event's every field has the
+JSON type a valid event's would have (or is missing, or ``null`` where validation treats
+``null`` as missing) and keeps those rules, and the body cannot hold U+0000. If only the
+rules or U+0000 stand in the way, it decodes into :class:`LooseEvent` objects (types
+only; validation checks every value). Any other body (a wrong type in one field of one
+event, invalid UTF-8, a lone surrogate or a number out of range in a field an event has,
+not JSON at all) raises, and :func:`fanout.collector.ingest.decode_body` decodes it again
+the general way, where each event is judged alone: the fast decoder never rejects what
+the general path would accept, and never decides a rejection itself.
 (Unknown keys are skipped unread here, as the general way ignores them too: what they
 hold changes no verdict.)
 
