@@ -38,7 +38,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -297,29 +296,6 @@ def _key(row: tuple[int, str, str, str | None, int, str, str]) -> KeyInfo:
     return KeyInfo(key_id, label, created, revoked, project_id, project, parse_scopes(scopes))
 
 
-@contextmanager
-def _not_waiting(db: sqlite3.Connection, *, commit: bool) -> Iterator[None]:
-    """``db`` with its busy timeout at 0, so SQLite answers SQLITE_BUSY at once instead of
-    retrying for 10 s (for the ``*_nowait`` calls, on the event loop's thread), and, for a
-    ``commit``, its automatic checkpoint off (a checkpoint can take 100 ms). Both are
-    restored whatever happens, or every later :meth:`SQLiteStore.insert` would not wait. A
-    failure to restore comes after the work (a COMMIT, say), so it is logged, not raised:
-    a batch committed must not be taken for one not stored (whose retry would count its
-    events as duplicates); the next use sets and restores them again."""
-    try:
-        db.execute("PRAGMA busy_timeout=0")
-        if commit:
-            db.execute("PRAGMA wal_autocheckpoint=0")
-        yield
-    finally:
-        try:
-            if commit:
-                db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
-            db.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.Error:
-            logger.exception("could not restore the SQLite connection's busy timeout")
-
-
 class SQLiteStore:
     """Projects, events, identity links and server keys in one SQLite file."""
 
@@ -372,6 +348,23 @@ class SQLiteStore:
             raise StoreError(
                 f"cannot use the person index of {str(self.path)!r}: {exc}") from None
         self._index, self._reader = index, reader
+        # The *_nowait calls' own connection, on the event loop's thread: busy timeout 0
+        # (SQLite answers SQLITE_BUSY at once instead of retrying for 10 s) and no
+        # automatic checkpoint (one can take 100 ms), set once. Switching the main
+        # connection's two PRAGMAs there and back cost about 15,000 instructions per
+        # PRAGMA, 90,000 per request (4 around the commit, 2 around the key lookup). Both
+        # connections are used under this store's lock only; the worker path's commits on
+        # the other connection make this one reread the few pages an insert walks.
+        try:
+            nowait = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=0)
+            nowait.execute("PRAGMA synchronous=NORMAL")
+            nowait.execute("PRAGMA wal_autocheckpoint=0")
+        except sqlite3.Error as exc:
+            for opened in (reader, index, self._db):
+                opened.close()
+            raise StoreError(f"cannot use the SQLite database {str(self.path)!r}: {exc}") from None
+        self._nowait_db = nowait
         if self._index.behind:
             self._index.wake()  # events stored before (or by another process): index them
 
@@ -439,11 +432,10 @@ class SQLiteStore:
             if (self._writes.queued or self._nowait_rows + len(rows) > _NOWAIT_ROWS
                     or time.monotonic() < self._nowait_from):
                 return None
-            db = self._db
             started = time.monotonic()
             try:
-                with _not_waiting(db, commit=True):
-                    (result,) = self._insert_group([_Insert(project_id, rows, links, key_id)])
+                (result,) = self._insert_group([_Insert(project_id, rows, links, key_id)],
+                                               self._nowait_db)
             except sqlite3.Error:  # SQLITE_BUSY (or worse) before or at COMMIT: rolled
                 return None  # back, nothing stored; insert() then waits, or reports it
             ended = time.monotonic()
@@ -460,12 +452,16 @@ class SQLiteStore:
         finally:
             self._lock.release()
 
-    def _insert_group(self, inserts: Sequence[_Insert]) -> list[InsertResult]:
-        """Several requests' batches in one transaction (see :mod:`.groupcommit`); each
-        batch's accepted count is its own, so a batch repeating an id another batch of the
-        group stored first counts it a duplicate, as it would one commit later."""
+    def _insert_group(
+        self, inserts: Sequence[_Insert], db: sqlite3.Connection | None = None
+    ) -> list[InsertResult]:
+        """Several requests' batches in one transaction (see :mod:`.groupcommit`) on ``db``
+        (the main connection by default); each batch's accepted count is its own, so a
+        batch repeating an id another batch of the group stored first counts it a
+        duplicate, as it would one commit later."""
         now = _now()
-        db = self._db
+        if db is None:
+            db = self._db
         results = []
         stored = 0
         db.execute("BEGIN IMMEDIATE")
@@ -649,10 +645,8 @@ class SQLiteStore:
         if not self._lock.acquire(blocking=False):
             return WOULD_WAIT
         try:
-            db = self._db
             try:
-                with _not_waiting(db, commit=False):
-                    row = db.execute(_KEY_LOOKUP, (digest,)).fetchone()
+                row = self._nowait_db.execute(_KEY_LOOKUP, (digest,)).fetchone()
             except sqlite3.Error:  # key_for, in a worker thread, waits or reports it
                 return WOULD_WAIT
         finally:
@@ -668,4 +662,5 @@ class SQLiteStore:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             except sqlite3.Error:
                 pass
+            self._nowait_db.close()
             self._db.close()
