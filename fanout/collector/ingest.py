@@ -129,8 +129,8 @@ def decode_body(
         # fanout.collector.typed).
         try:
             batch = decode_typed(body)
-        except DecodeError:
-            pass
+        except (DecodeError, RecursionError):  # (msgspec's depth is Python's recursion
+            pass  # limit, under the stack already in use; orjson's is 1,024 levels)
     if batch is None:
         data = _loads(body, body.translate(_SCAN).find(_LONG_DIGITS) < 0)
         if not isinstance(data, dict) or not isinstance(data.get("batch"), list):

@@ -171,6 +171,20 @@ def test_nesting_beyond_the_typed_levels_takes_the_general_way_and_is_stored():
     assert [i for i, _ in result.rejected] == [0] and not result.rows
 
 
+def test_an_unknown_key_nested_past_the_recursion_limit_takes_the_general_way():
+    """msgspec raises RecursionError (not a DecodeError) for a value nested about 1,000
+    levels deep, even under a key no event reads; orjson reads 1,024 levels. The body
+    must take the general way like any other the typed decoder refuses, not escape as an
+    exception (a 500, retried forever)."""
+    event = orjson.dumps(BASE)[:-1] + b',"zz":' + b"[" * 1000 + b'"leaf"' + b"]" * 1000 + b"}"
+    body = b'{"batch":[' + event + b"," + orjson.dumps({**BASE, "event_id": "e1"}) + b"]}"
+    decoded = decode_body(body)
+    assert type(decoded[0]) is dict  # the general way
+    result = validate_batch(decoded)
+    assert [r.event_id for r in result.rows] == ["e0", "e1"] and not result.rejected
+    assert result.rows[0].body == validate_batch([{**BASE}]).rows[0].body  # no "zz"
+
+
 @pytest.mark.parametrize("filler", ["", "1234567890123456789"])  # exact, and not
 def test_a_number_beyond_a_float_rejects_its_event_only(filler):
     # orjson refuses the body, the standard library reads 1e400 as infinity: the event is
