@@ -510,7 +510,7 @@ class _Pool:
             except BaseException:
                 # Not idle: interrupted inside a transaction or an exchange of its own
                 # (pgwire's scripts), which the next user cannot continue.
-                if (conn.closed or conn.broken
+                if (self._closed or conn.closed or conn.broken
                         or conn.pgconn.transaction_status != pq.TransactionStatus.IDLE):
                     self._discard(conn)
                 else:
