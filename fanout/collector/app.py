@@ -207,26 +207,22 @@ def create_app(
     late_message = f"body not received within {options.body_timeout:g} s"
 
     async def receive_body(receive: Callable[[], Any]) -> bytes | bytearray:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Refused(400, "client disconnected before sending the body")
-        first: bytes = message.get("body", b"")
-        if not message.get("more_body", False):  # all of it at once: no copy
-            if len(first) > max_wire:
-                raise _Refused(413, too_large)
-            return first
-        body = bytearray(first)
+        body: bytes | bytearray = b""
         more = True
         while more:
-            if len(body) > max_wire:
-                raise _Refused(413, too_large)
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Refused(400, "client disconnected before sending the body")
-            body += message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
+            if not body:  # the first chunk, kept as it came: a body in one message is not
+                body = chunk  # copied
+            elif type(body) is bytes:
+                body = bytearray(body) + chunk
+            else:
+                body += chunk
+            if len(body) > max_wire:
+                raise _Refused(413, too_large)
             more = message.get("more_body", False)
-        if len(body) > max_wire:
-            raise _Refused(413, too_large)
         return body
 
     async def read_body(receive_message: Callable[[], Any]) -> bytes | bytearray:

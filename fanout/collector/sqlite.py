@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import heapq
-import logging
 import os
 import sqlite3
 import threading
@@ -57,8 +56,6 @@ from .personindex import PersonIndex
 from .ratelimit import Limiter, RateLimiter
 from .store import WOULD_WAIT, InsertResult, StoreError, WouldWait
 from .timeline import Cursor, Page, cut
-
-logger = logging.getLogger("fanout.collector")
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -317,6 +314,7 @@ class SQLiteStore:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite database {str(self.path)!r}: {exc}") from None
+        nowait: sqlite3.Connection | None = None
         try:
             with self._lock:
                 # Before anything writes: it sets the page size of a new (empty) file
@@ -327,11 +325,26 @@ class SQLiteStore:
                 self._db.execute("PRAGMA busy_timeout=10000")
                 self._db.execute(f"PRAGMA wal_autocheckpoint={_WAL_AUTOCHECKPOINT}")
                 self._prepare()
+                # The *_nowait calls' own connection, on the event loop's thread: busy
+                # timeout 0 (SQLite answers SQLITE_BUSY at once instead of retrying for
+                # 10 s) and no automatic checkpoint (one can take 100 ms), set once.
+                # Switching the main connection's two PRAGMAs there and back cost about
+                # 15,000 instructions per PRAGMA, 90,000 per request (4 around the
+                # commit, 2 around the key lookup). Both connections are used under this
+                # store's lock only; the worker path's commits on the main one make this
+                # one reread the few pages an insert walks.
+                nowait = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None, timeout=0)
+                nowait.execute("PRAGMA synchronous=NORMAL")
+                nowait.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
+            if nowait is not None:
+                nowait.close()
             self._db.close()
             raise StoreError(
                 f"cannot use the SQLite database {str(self.path)!r}: {exc}"
             ) from None
+        self._nowait_db = nowait
         # Timelines read on a connection of their own, with the index file attached, so a
         # read never waits for a commit, nor a commit for a read (WAL).
         self._read_lock = threading.Lock()
@@ -342,29 +355,12 @@ class SQLiteStore:
                 self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
             reader.execute("ATTACH ? AS ix", (str(index.path),))
         except sqlite3.Error as exc:
-            for opened in (reader, index, self._db):
+            for opened in (reader, index, nowait, self._db):
                 if opened is not None:
                     opened.close()
             raise StoreError(
                 f"cannot use the person index of {str(self.path)!r}: {exc}") from None
         self._index, self._reader = index, reader
-        # The *_nowait calls' own connection, on the event loop's thread: busy timeout 0
-        # (SQLite answers SQLITE_BUSY at once instead of retrying for 10 s) and no
-        # automatic checkpoint (one can take 100 ms), set once. Switching the main
-        # connection's two PRAGMAs there and back cost about 15,000 instructions per
-        # PRAGMA, 90,000 per request (4 around the commit, 2 around the key lookup). Both
-        # connections are used under this store's lock only; the worker path's commits on
-        # the other connection make this one reread the few pages an insert walks.
-        try:
-            nowait = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=0)
-            nowait.execute("PRAGMA synchronous=NORMAL")
-            nowait.execute("PRAGMA wal_autocheckpoint=0")
-        except sqlite3.Error as exc:
-            for opened in (reader, index, self._db):
-                opened.close()
-            raise StoreError(f"cannot use the SQLite database {str(self.path)!r}: {exc}") from None
-        self._nowait_db = nowait
         if self._index.behind:
             self._index.wake()  # events stored before (or by another process): index them
 
