@@ -1,14 +1,17 @@
-"""Connections at the HTTP level. The guard's deadlines, enforced by one sweep timer per
-server: a connection that has not finished a request's headers is closed at the header
-deadline however it trickles, an idle kept-alive connection at the keep-alive timeout, and
-a connection whose requests keep coming is never closed by either. Bodies that arrive in
-pieces (kept without copying when they come at once) are stored whole, or refused whole."""
+"""Connections at the HTTP level. The guard's deadlines: a connection that has not finished
+a request's headers is closed at the header deadline however it trickles, an idle
+kept-alive connection at the keep-alive timeout, and a connection whose requests keep
+coming is never closed by either. Bodies that arrive in pieces (kept without copying when
+they come at once) are stored whole, or refused whole. Each answer leaves in one segment."""
 
 from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
+
+import pytest
 
 from fanout.collector.app import AppOptions
 from fanout.collector.guard import ServingLimits
@@ -165,3 +168,45 @@ def test_a_body_that_stalls_is_408_at_the_body_deadline_and_stores_nothing(start
     assert _answer(sock).startswith(b"HTTP/1.1 200 ")
     sock.close()
     assert collector.store.count_events() == 5
+
+
+def _data_segments_in(sock: socket.socket) -> int:
+    """TCP segments with data this socket has received (Linux ``tcp_info``'s
+    ``tcpi_data_segs_in``, a counter of the kernel's, at byte 152)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 160)
+    return int.from_bytes(info[152:156], sys.byteorder)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK") or not hasattr(socket, "TCP_INFO"),
+                    reason="TCP_CORK and TCP_INFO are Linux's")
+def test_each_answer_leaves_in_one_segment_and_100_continue_at_once(start_collector):
+    # uvicorn writes an answer's head and body apart; the guard corks the socket from the
+    # request's headers to the answer's end, so the client receives (and is woken for)
+    # one segment per answer: 2 per answer without it (the test fails so).
+    collector = start_collector()
+    host, port = collector.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    before = _data_segments_in(sock)
+    for i in range(5):
+        sock.sendall(_request(collector.key, _batch_body(2, f"seg{i}_")))
+        assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    assert _data_segments_in(sock) - before == 6
+    assert collector.store.count_events() == 10
+
+    # A client that waits for "100 Continue" before its body gets it uncorked, at once:
+    # corked, it would wait for the kernel's 200 ms ceiling on every such request.
+    body = _batch_body(3, "expect_")
+    head, _, _ = _request(collector.key, body).partition(b"\r\n\r\n")
+    sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+    sock.settimeout(10)
+    interim = b""
+    while b"\r\n\r\n" not in interim:
+        interim += sock.recv(65536)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body)
+    assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+    assert collector.store.count_events() == 13
