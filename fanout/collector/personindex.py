@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 from typing import Final
 
-__all__ = ["INDEX_SUFFIX", "PASS_MAX", "PersonIndex", "index_path"]
+__all__ = ["INDEX_SUFFIX", "INDEX_VERSION", "PASS_MAX", "PersonIndex", "index_path"]
 
 logger = logging.getLogger("fanout.collector")
 
@@ -56,6 +56,13 @@ _IDLE_SECONDS: Final = 1.0
 #: Pages of WAL between checkpoints of the index file (see ``_WAL_AUTOCHECKPOINT`` in
 #: :mod:`.sqlite`): a pass rewrites most index pages, a checkpoint copies each page once.
 _WAL_AUTOCHECKPOINT: Final = 10_000
+
+#: ``PRAGMA user_version`` of an index file this module made. A file of another version (a
+#: later fanout's layout, say, after a downgrade) is emptied and made anew in one
+#: transaction when it is opened, then rebuilt from the events like a lost one: derived
+#: data, so nothing is migrated. Files made before the index had a version read 0 and have
+#: this version's layout; they are kept.
+INDEX_VERSION: Final = 1
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS person_events (
@@ -139,7 +146,23 @@ class PersonIndex:
             # rewrites a page of every person's; 5-12 % less CPU per pass of 8,200 events
             # at 500,000 indexed, in two alternating pairs.
             self._db.execute("PRAGMA cache_size=-32768")
-            self._db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                (version,) = self._db.execute("PRAGMA user_version").fetchone()
+                if version not in (0, INDEX_VERSION):
+                    logger.warning("the person index %s has version %d, not %d; rebuilding it",
+                                   self.path, version, INDEX_VERSION)
+                    self._db.execute("DROP TABLE IF EXISTS person_events")
+                    self._db.execute("DROP TABLE IF EXISTS indexed_upto")
+                for statement in SCHEMA.split(";"):  # (executescript would commit first)
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {INDEX_VERSION}")
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
             self._db.execute("ATTACH ? AS ev", (events.resolve().as_uri() + "?mode=ro",))
             self._check()
         except BaseException:
@@ -187,7 +210,10 @@ class PersonIndex:
                 return mark, False
             end = min(top, mark + PASS_MAX)
             db.execute(_PASS, (mark, end))
-            seq, project_id, event_id = db.execute(_MARK_EVENT, (end,)).fetchone()
+            found = db.execute(_MARK_EVENT, (end,)).fetchone()
+            # (None only if every event up to ``end`` was deleted by hand: the mark then
+            # names no event, and the next open rebuilds the index rather than trust it.)
+            seq, project_id, event_id = found if found is not None else (end, None, None)
             db.execute("UPDATE indexed_upto SET seq = ?, project_id = ?, event_id = ?"
                        " WHERE id = 1", (seq, project_id, event_id))
             return seq, end < top

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from fanout.collector.ingest import validate_batch
-from fanout.collector.personindex import index_path
+from fanout.collector.personindex import INDEX_VERSION, index_path
 from fanout.collector.sqlite import SCHEMA_VERSION, SQLiteStore
 
 
@@ -193,15 +193,46 @@ def _fill(store: SQLiteStore, project_id: int, rnd: random.Random, tag: str, n: 
         assert store.insert(project_id, validate_batch(batch).rows, []) == (10, 0)
 
 
+def _index_version(path: Path) -> int:
+    db = sqlite3.connect(index_path(path))
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_an_index_file_made_before_it_had_a_version_is_kept(tmp_path: Path):
+    # Files made before INDEX_VERSION read user_version 0 and have its layout: kept as
+    # they are (no rebuild: the mark and the indexed rows stay), then marked.
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path, index_every=20)
+    project = store.create_project("p")
+    expected: dict[str, list[tuple[str, int, str]]] = {}
+    _fill(store, project.id, random.Random(5), "a", 6, ["ada", "bob"], expected, [0])
+    assert store.catch_up_index() == 60
+    store.close()
+    unversioned = sqlite3.connect(index_path(path))
+    unversioned.execute("PRAGMA user_version = 0")
+    unversioned.close()
+
+    store = SQLiteStore(path, index_every=20)
+    assert _mark(path) == (60, 60, 60)  # before any pass could run: nothing to redo
+    assert _index_version(path) == INDEX_VERSION
+    for person in ("ada", "bob"):
+        assert _pages(store, project.id, person, 7) == _timeline(expected, person)
+    store.close()
+
+
 def _remove_index(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{index_path(path)}{suffix}").unlink(missing_ok=True)
 
 
-@pytest.mark.parametrize("damage", ["lost", "not a database"])
+@pytest.mark.parametrize("damage", ["lost", "not a database", "another version"])
 def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_events(tmp_path: Path, damage: str):
-    # Derived data: a missing index file, or one SQLite cannot read (SQLITE_NOTADB), is
-    # rebuilt, not a store that cannot open.
+    # Derived data: a missing index file, one SQLite cannot read (SQLITE_NOTADB), or one
+    # of another layout (a later fanout's, after a downgrade) is rebuilt, not a store that
+    # cannot open nor one that reads tables it does not know.
     path = tmp_path / "c.db"
     store = SQLiteStore(path, index_every=20)
     project = store.create_project("p")
@@ -216,12 +247,22 @@ def test_a_lost_or_damaged_index_file_is_rebuilt_from_the_events(tmp_path: Path,
     assert not index_path(path).exists()
     if damage == "not a database":
         index_path(path).write_bytes(b"not a database, " * 512)
+    if damage == "another version":
+        other = sqlite3.connect(index_path(path))
+        other.executescript(
+            "CREATE TABLE person_events (person TEXT, seqs BLOB);"
+            "INSERT INTO person_events VALUES ('ada', x'00');"
+            "CREATE TABLE indexed_upto (upto INTEGER);"
+            "INSERT INTO indexed_upto VALUES (999);"
+            f"PRAGMA user_version = {INDEX_VERSION + 1};")
+        other.close()
 
     store = SQLiteStore(path, index_every=20)
     for person in people:  # exact before the rebuild is done, and after
         assert _pages(store, project.id, person, 9) == _timeline(expected, person)
     assert store.catch_up_index() == 120
     assert _mark(path) == (120, 120, 120)
+    assert _index_version(path) == INDEX_VERSION
     assert store.count_events() == 120
     for person in people:
         assert _pages(store, project.id, person, 9) == _timeline(expected, person)
