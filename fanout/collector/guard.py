@@ -23,9 +23,12 @@ head and its body with two ``transport.write`` calls, so a client got two segmen
 woken twice per answer; on this machine's loopback, between two virtual CPUs, those two
 writes took 8.6 % of the event loop's samples with 100-event batches. The socket is corked
 (Linux ``TCP_CORK``) when a request's headers are complete and uncorked when its response
-is: the kernel holds the head until the body joins it. A request that expects ``100
-Continue`` is not corked (that interim answer must leave at once), and where the socket
-has no ``TCP_CORK`` (not Linux, not TCP) nothing changes.
+is: the kernel holds the head until the body joins it. (The uncork, which now sends the
+segment, takes 6.1 % of those samples: the client is spared a wake-up and a read per
+answer more than the server is spared CPU, and events/s moved by less than this machine's
+noise.) A request that expects ``100 Continue`` is not corked (that interim answer must
+leave at once), and where the socket has no ``TCP_CORK`` (not Linux, not TCP) nothing
+changes.
 
 The body deadline lives in the app (:class:`~fanout.collector.app.AppOptions`), because
 only the app knows when it is waiting for the client rather than for its own budget.
