@@ -164,15 +164,20 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout: float) -> type[asyn
             # (A closing socket sends what it holds anyway.)
             if self._corkable is not None and not self.transport.is_closing():
                 self._cork(0)
+                # A pipelined request starts next (super() starts it): its answer is
+                # corked too, as its headers had it, unless it expects 100 Continue.
+                if self.pipeline and not getattr(self.pipeline[-1][0],
+                                                 "waiting_for_100_continue", True):
+                    self._cork(1)
             super().on_response_complete()
+            if not self.transport.is_closing():
+                self._await_headers()
 
         def _cork(self, on: int) -> None:
             try:
                 self._corkable.setsockopt(socket.IPPROTO_TCP, _CORK, on)
             except OSError:  # (closed meanwhile, or a socket that refuses it)
                 self._corkable = None
-            if not self.transport.is_closing():
-                self._await_headers()
 
         def _await_headers(self) -> None:
             guard.waiting(self)

@@ -41,17 +41,37 @@ def _request(key: str, body: bytes) -> bytes:
             + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
 
+def _recv(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise AssertionError("the server closed the connection before answering")
+    return chunk
+
+
 def _answer(sock: socket.socket) -> bytes:
+    (answer,) = _answers(sock, 1)
+    return answer
+
+
+def _answers(sock: socket.socket, n: int) -> list[bytes]:
+    """The next ``n`` answers on ``sock`` (each framed by ``Content-Length``; a ``100
+    Continue`` counts as one), however the reads split them."""
     sock.settimeout(10)
     data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:")))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
+    answers: list[bytes] = []
+    while len(answers) < n:
+        while b"\r\n\r\n" not in data:
+            data += _recv(sock)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")]
+        length = lengths[0] if lengths else 0
+        while len(rest) < length:
+            rest += _recv(sock)
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        data = rest[length:]
+    assert data == b"", data[:200]
+    return answers
 
 
 def test_trickled_headers_are_closed_at_the_deadline_and_idle_connections_at_keep_alive(
@@ -195,18 +215,66 @@ def test_each_answer_leaves_in_one_segment_and_100_continue_at_once(start_collec
     assert _answer(sock).startswith(b"HTTP/1.1 200 ")
     assert _data_segments_in(sock) - before == 6
     assert collector.store.count_events() == 10
+    # Pipelined (sent together, answered in order): still one segment per answer.
+    before = _data_segments_in(sock)
+    sock.sendall(b"".join(_request(collector.key, _batch_body(2, f"piped{i}_"))
+                          for i in range(3)))
+    for answer in _answers(sock, 3):
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    assert _data_segments_in(sock) - before == 3
+    assert collector.store.count_events() == 16
 
-    # A client that waits for "100 Continue" before its body gets it uncorked, at once:
-    # corked, it would wait for the kernel's 200 ms ceiling on every such request.
+    # A client that waits for "100 Continue" before its body gets it at once: that
+    # request is not corked (corked, the kernel would hold the interim answer for its 200
+    # ms ceiling on every such request).
     body = _batch_body(3, "expect_")
     head, _, _ = _request(collector.key, body).partition(b"\r\n\r\n")
-    sock.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+    expecting = head + b"\r\nExpect: 100-continue\r\n\r\n"
+    sock.sendall(expecting)
     sock.settimeout(10)
     interim = b""
     while b"\r\n\r\n" not in interim:
-        interim += sock.recv(65536)
+        interim += _recv(sock)
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     sock.sendall(body)
     assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+    # Deterministically: a client may send the body without waiting. Uncorked, the
+    # interim answer, the head and the body leave as 3 segments; had the request been
+    # corked, all three would leave together at its end, in 1.
+    before = _data_segments_in(sock)
+    eager = _batch_body(3, "eager_")
+    eager_head, _, _ = _request(collector.key, eager).partition(b"\r\n\r\n")
+    sock.sendall(eager_head + b"\r\nExpect: 100-continue\r\n\r\n" + eager)
+    interim, answer = _answers(sock, 2)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert _data_segments_in(sock) - before == 3
     sock.close()
-    assert collector.store.count_events() == 13
+    assert collector.store.count_events() == 22
+
+
+def test_a_request_under_way_is_neither_cut_by_the_header_deadline_nor_evicted(
+        start_collector):
+    # Its headers done, a request waits for its body (up to the body deadline): the header
+    # deadline no longer applies to it, and at the connection cap the guard evicts the
+    # oldest idle or header-waiting connection, never it.
+    collector = start_collector(serving=ServingLimits(header_timeout=0.5, keep_alive=600,
+                                                      max_connections=16),
+                                options=AppOptions(body_timeout=30))
+    host, port = collector.url.removeprefix("http://").split(":")
+    body = _batch_body(4, "slow")
+    request = _request(collector.key, body)
+    busy = socket.create_connection((host, int(port)))
+    busy.sendall(request[:-len(body)])  # the headers, then the body well after 0.5 s
+    time.sleep(1.5)
+    idle = [socket.create_connection((host, int(port))) for _ in range(16)]  # one past the cap
+    health = socket.create_connection((host, int(port)))  # accepted after them
+    health.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _answer(health).startswith(b"HTTP/1.1 200 ")
+    busy.sendall(body)
+    assert _answer(busy).startswith(b"HTTP/1.1 200 ")
+    assert collector.store.count_events() == 4
+    # The two oldest idle connections made room for the last two.
+    assert _closed_within(idle[0], 10) and _closed_within(idle[1], 10)
+    for sock in [busy, health, *idle]:
+        sock.close()
