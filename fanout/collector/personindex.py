@@ -170,13 +170,14 @@ class PersonIndex:
             raise
 
     def _check(self) -> None:
-        """Empty the index if the event at its mark is not this events file's; note
-        whether events wait to be indexed (:attr:`behind`)."""
+        """Empty the index if the event at its mark is not this events file's (a mark
+        that names no event, see :meth:`_pass`, is kept); note whether events wait to be
+        indexed (:attr:`behind`)."""
         with self._lock, self._transaction() as db:
             seq, project_id, event_id = db.execute(
                 "SELECT seq, project_id, event_id FROM indexed_upto WHERE id = 1").fetchone()
             (top,) = db.execute("SELECT coalesce(max(seq), 0) FROM ev.events").fetchone()
-            if seq != 0 and db.execute(
+            if seq != 0 and project_id is not None and db.execute(
                 "SELECT project_id, event_id FROM ev.events WHERE seq = ?", (seq,)
             ).fetchone() != (project_id, event_id):
                 logger.warning("the person index %s is not of this events file; rebuilding it",
@@ -211,9 +212,12 @@ class PersonIndex:
             end = min(top, mark + PASS_MAX)
             db.execute(_PASS, (mark, end))
             found = db.execute(_MARK_EVENT, (end,)).fetchone()
-            # (None only if every event up to ``end`` was deleted by hand: the mark then
-            # names no event, and the next open rebuilds the index rather than trust it.)
-            seq, project_id, event_id = found if found is not None else (end, None, None)
+            if found is None or found[0] <= mark:
+                # Every event after the mark up to ``end`` was deleted by hand (the mark
+                # would stand still, and catch_up() would loop): the mark moves to
+                # ``end`` and names no event, which :meth:`_check` cannot verify.
+                found = (end, None, None)
+            seq, project_id, event_id = found
             db.execute("UPDATE indexed_upto SET seq = ?, project_id = ?, event_id = ?"
                        " WHERE id = 1", (seq, project_id, event_id))
             return seq, end < top

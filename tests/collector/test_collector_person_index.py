@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout.collector import personindex
 from fanout.collector.ingest import validate_batch
 from fanout.collector.personindex import INDEX_VERSION, index_path
 from fanout.collector.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -213,10 +214,22 @@ def test_an_index_file_made_before_it_had_a_version_is_kept(tmp_path: Path):
     store.close()
     unversioned = sqlite3.connect(index_path(path))
     unversioned.execute("PRAGMA user_version = 0")
+    # A row no pass would write (no event has seq 10**9): a rebuild would lose it, however
+    # fast the background pass had indexed the 60 events again.
+    unversioned.execute("INSERT INTO person_events VALUES (?, 'sentinel', '2000', ?)",
+                        (project.id, 10**9))
+    unversioned.commit()
     unversioned.close()
 
     store = SQLiteStore(path, index_every=20)
-    assert _mark(path) == (60, 60, 60)  # before any pass could run: nothing to redo
+    db = sqlite3.connect(index_path(path))
+    try:
+        assert db.execute("SELECT count(*) FROM person_events WHERE seq = ?",
+                          (10**9,)).fetchone() == (1,)
+        (mark,) = db.execute("SELECT seq FROM indexed_upto").fetchone()
+        assert mark == 60
+    finally:
+        db.close()
     assert _index_version(path) == INDEX_VERSION
     for person in ("ada", "bob"):
         assert _pages(store, project.id, person, 7) == _timeline(expected, person)
@@ -400,6 +413,7 @@ def test_close_stops_a_rebuild_under_way_and_the_next_open_finishes_it(tmp_path:
 
 _UNCLOSED = """
 import sys
+from fanout.collector import personindex
 from fanout.collector.ingest import validate_batch
 from fanout.collector.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1], index_every=10)
@@ -427,6 +441,7 @@ def test_a_store_never_closed_does_not_keep_its_process_alive(tmp_path: Path):
 
 _FEEDER = """
 import random, sys
+from fanout.collector import personindex
 from fanout.collector.ingest import validate_batch
 from fanout.collector.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1], index_every=16)
@@ -604,4 +619,42 @@ def test_a_schema_3_database_moves_its_index_to_its_own_file(tmp_path: Path):
     assert _mark(path) == (40, 40, 40)
     assert _pages(store, 1, "ada", 6) == ada
     assert len(_pages(store, 1, "bob", 1000)) == 20
+    store.close()
+
+
+def test_events_deleted_by_hand_after_the_mark_do_not_stop_the_passes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # More consecutive events deleted after the mark than one pass takes (PASS_MAX, made
+    # small here): the pass finds no event to stand its mark on, moves it to its end
+    # anyway, and the next passes index what is left; the next open keeps that mark.
+    monkeypatch.setattr(personindex, "PASS_MAX", 10)
+    path = tmp_path / "c.db"
+    store = SQLiteStore(path, index_every=10**6)
+    project = store.create_project("p")
+    expected: dict[str, list[tuple[str, int, str]]] = {}
+    _fill(store, project.id, random.Random(7), "a", 5, ["ada", "bob"], expected, [0])
+    assert store.catch_up_index() == 50
+    _fill(store, project.id, random.Random(8), "b", 3, ["ada", "bob"], expected, [50])
+    events = sqlite3.connect(path)
+    deleted = {row[0] for row in events.execute(
+        "SELECT event_id FROM events WHERE seq BETWEEN 51 AND 70")}
+    events.execute("DELETE FROM events WHERE seq BETWEEN 51 AND 70")
+    events.commit()
+    events.close()
+    for person in expected:
+        expected[person] = [e for e in expected[person] if e[2] not in deleted]
+    assert len(deleted) == 20
+
+    done: list[int] = []
+    passes = threading.Thread(target=lambda: done.append(store.catch_up_index()), daemon=True)
+    passes.start()
+    passes.join(30)
+    assert done == [80]
+    for person in ("ada", "bob"):
+        assert _pages(store, project.id, person, 4) == _timeline(expected, person)
+    store.close()
+    store = SQLiteStore(path, index_every=10**6)
+    assert store.catch_up_index() == 80  # kept, not rebuilt
+    for person in ("ada", "bob"):
+        assert _pages(store, project.id, person, 4) == _timeline(expected, person)
     store.close()
