@@ -35,8 +35,11 @@ machine:
   shows a change of a per cent on a machine whose CPU-time figures vary by half between
   rounds; it does not see cache misses or the kernel, which the CPU columns do.
 
-Rounds alternate between contenders and medians are reported. The machine is shared: read
-the figures of one run against each other, not against another run's.
+Rounds alternate between contenders and medians are reported, with the slowest and fastest
+round of each row and the machine's speed before each round (``machine ms``: a fixed
+pure-Python loop, :func:`machine_ms`). The machine is shared and its speed moves by half
+between runs minutes apart: read the figures of one run against each other, not against
+another run's.
 
     python benchmarks/collector.py [--events 50000] [--rounds 3] [--batch 100]
         [--timeline-events 1000000] [--skip-timeline] [--skip-sdks] [--skip-postgres]
@@ -468,6 +471,18 @@ def _pg_cluster() -> Any:
     return Cluster(fsync=True)
 
 
+def machine_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python loop in this process: the machine's speed
+    at the moment, printed beside each round. On a shared virtual machine it moves by
+    half between runs a minute apart, more than most changes measured here, so a round
+    is read against its neighbours' speed, never alone."""
+    start = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    return (time.process_time() - start) * 1000
+
+
 def store_round(db: str, servers: int, sender: str, clients: int, n: int, batch: int,
                 db_pid: int | None, guard: bool = True,
                 fanout: list[str] | None = None) -> dict[str, float]:
@@ -558,19 +573,29 @@ def store_matrix(n: int, rounds: int, batch: int, postgres: bool, ab: bool = Tru
                 db, db_pid = str(Path(tmp) / f"m{r}_{i}_{j}.db"), None
             else:
                 db, db_pid = cluster.create_database(), cluster.pid
+            speed = machine_ms()
             got = store_round(db, servers, sender, clients, n, batch, db_pid, guard, fanout)
+            got["machine ms"] = speed
             results.setdefault(name, []).append(got)
             print(f"round {r + 1} {name}: " + "  ".join(
                 f"{k} {v:,.1f}" for k, v in got.items()), file=sys.stderr)
     table = {name: {k: statistics.median(x[k] for x in runs) for k in runs[0]}
              for name, runs in results.items()}
+    for name, runs in results.items():
+        table[name]["events/s min"] = min(x["events/s"] for x in runs)
+        table[name]["events/s max"] = max(x["events/s"] for x in runs)
     print(f"\ncollector: {n} events per round (batches of {batch}), {rounds} rounds, medians; "
           f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}")
-    print(f"{'store / processes / sender':<48} {'events/s':>9} {'server µs/ev':>13} "
-          f"{'(loop)':>7} {'db µs/ev':>9} {'client µs/ev':>13}")
+    print(f"{'store / processes / sender':<48} {'events/s':>9} {'(rounds)':>15} "
+          f"{'server µs/ev':>13} {'(loop)':>7} {'db µs/ev':>9} {'client µs/ev':>13} "
+          f"{'machine ms':>11}")
     for name, row in table.items():
-        print(f"{name:<48} {row['events/s']:>9,.0f} {row['server µs/ev']:>13.1f} "
-              f"{row['loop µs/ev']:>7.1f} {row['db µs/ev']:>9.1f} {row['client µs/ev']:>13.1f}")
+        spread = f"{row['events/s min'] / 1000:.1f}k-{row['events/s max'] / 1000:.1f}k"
+        print(f"{name:<48} {row['events/s']:>9,.0f} {spread:>15} {row['server µs/ev']:>13.1f} "
+              f"{row['loop µs/ev']:>7.1f} {row['db µs/ev']:>9.1f} {row['client µs/ev']:>13.1f} "
+              f"{row['machine ms']:>11.1f}")
+    print("(rounds): the slowest and fastest round; machine ms: the median time of a fixed "
+          "pure-Python loop taken before each round (lower is faster; see machine_ms)")
     return table
 
 
