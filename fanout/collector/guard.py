@@ -151,7 +151,9 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout: float) -> type[asyn
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            if self._deadline is None:
+            # A request pipelined behind one still being answered waits for no deadline
+            # yet: on_response_complete arms it when that answer is done.
+            if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
                 self._await_headers()
 
         def on_headers_complete(self) -> None:
@@ -161,6 +163,9 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout: float) -> type[asyn
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
+            # super() starts a pipelined request whose headers are in: it is under way,
+            # so neither under the header deadline nor evictable.
+            starts_next = bool(self.pipeline)
             # (A closing socket sends what it holds anyway.)
             if self._corkable is not None and not self.transport.is_closing():
                 self._cork(0)
@@ -170,7 +175,7 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout: float) -> type[asyn
                                                  "waiting_for_100_continue", True):
                     self._cork(1)
             super().on_response_complete()
-            if not self.transport.is_closing():
+            if not starts_next and not self.transport.is_closing():
                 self._await_headers()
 
         def _cork(self, on: int) -> None:

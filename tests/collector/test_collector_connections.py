@@ -253,11 +253,13 @@ def test_each_answer_leaves_in_one_segment_and_100_continue_at_once(start_collec
     assert collector.store.count_events() == 22
 
 
+@pytest.mark.parametrize("pipelined", [False, True])
 def test_a_request_under_way_is_neither_cut_by_the_header_deadline_nor_evicted(
-        start_collector):
+        start_collector, pipelined):
     # Its headers done, a request waits for its body (up to the body deadline): the header
     # deadline no longer applies to it, and at the connection cap the guard evicts the
-    # oldest idle or header-waiting connection, never it.
+    # oldest idle or header-waiting connection, never it; also when it was pipelined
+    # behind another request and started once that one was answered.
     collector = start_collector(serving=ServingLimits(header_timeout=0.5, keep_alive=600,
                                                       max_connections=16),
                                 options=AppOptions(body_timeout=30))
@@ -265,7 +267,10 @@ def test_a_request_under_way_is_neither_cut_by_the_header_deadline_nor_evicted(
     body = _batch_body(4, "slow")
     request = _request(collector.key, body)
     busy = socket.create_connection((host, int(port)))
-    busy.sendall(request[:-len(body)])  # the headers, then the body well after 0.5 s
+    before = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n" if pipelined else b""
+    busy.sendall(before + request[:-len(body)])  # the headers, the body well after 0.5 s
+    if pipelined:
+        assert _answer(busy).startswith(b"HTTP/1.1 200 ")
     time.sleep(1.5)
     idle = [socket.create_connection((host, int(port))) for _ in range(16)]  # one past the cap
     health = socket.create_connection((host, int(port)))  # accepted after them
@@ -278,3 +283,29 @@ def test_a_request_under_way_is_neither_cut_by_the_header_deadline_nor_evicted(
     assert _closed_within(idle[0], 10) and _closed_within(idle[1], 10)
     for sock in [busy, health, *idle]:
         sock.close()
+
+
+def test_a_connection_idle_after_its_answer_waits_under_the_header_deadline_again(
+        start_collector):
+    # After each answer the guard re-arms the header deadline (keep-alive far beyond it)
+    # and makes the connection evictable again.
+    collector = start_collector(serving=ServingLimits(header_timeout=0.5, keep_alive=600,
+                                                      max_connections=16))
+    host, port = collector.url.removeprefix("http://").split(":")
+    answered = socket.create_connection((host, int(port)))
+    answered.sendall(_request(collector.key, _batch_body(2, "idle")))
+    assert _answer(answered).startswith(b"HTTP/1.1 200 ")
+    assert _closed_within(answered, 10)
+    answered.close()
+
+    collector = start_collector(serving=ServingLimits(header_timeout=600, keep_alive=600,
+                                                      max_connections=16))
+    host, port = collector.url.removeprefix("http://").split(":")
+    answered = socket.create_connection((host, int(port)))
+    answered.sendall(_request(collector.key, _batch_body(2, "cap")))
+    assert _answer(answered).startswith(b"HTTP/1.1 200 ")
+    others = [socket.create_connection((host, int(port))) for _ in range(16)]  # one past
+    assert _closed_within(answered, 10)  # the oldest evictable: the answered, idle one
+    for sock in [answered, *others]:
+        sock.close()
+    assert collector.store.count_events() == 2
