@@ -67,9 +67,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-#: The lean loader on ``http.client`` instead of a plain socket (``--http-client-loader``;
-#: an environment variable, so the loader processes this script starts see it too).
-_HTTP_CLIENT_LOADER = os.environ.get("FANOUT_BENCH_HTTP_CLIENT_LOADER") == "1"
+#: Set to "1" (by ``--http-client-loader``): the loader processes this script starts post
+#: through ``http.client`` instead of a plain socket.
+_HTTP_CLIENT_LOADER_ENV = "FANOUT_BENCH_HTTP_CLIENT_LOADER"
 PROPERTIES = {
     "plan": "pro",
     "amount": 2900,
@@ -369,8 +369,6 @@ def _post_all(url: str, key: str, bodies: list[bytes]) -> int:
     being the server's. ``http.client`` spent about 3 µs of CPU per event there (most of
     it parsing each answer's headers with the ``email`` package), this about 1; the
     ``--http-client-loader`` option keeps the old loader for that A/B."""
-    if _HTTP_CLIENT_LOADER:
-        return _post_all_http_client(url, key, bodies)
     parts = urlsplit(url)
     head = (f"POST /v1/batch HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {key}"
             "\r\nContent-Type: application/json\r\nContent-Length: ").encode()
@@ -442,11 +440,13 @@ def _loader_main(url: str, key: str, n: int, batch: int, prefix: str, connection
     import threading
 
     bodies = _loader_bodies(n, batch, prefix)
+    http_client = os.environ.get(_HTTP_CLIENT_LOADER_ENV) == "1"
+    post = _post_all_http_client if http_client else _post_all
     shares = [bodies[c::connections] for c in range(connections)]
     counts = [0] * connections
 
     def run(c: int) -> None:
-        counts[c] = _post_all(url, key, shares[c])
+        counts[c] = post(url, key, shares[c])
 
     print("ready", flush=True)
     sys.stdin.readline()
@@ -890,9 +890,7 @@ def main() -> None:
                              "plain socket: what the loader's own CPU costs the rows")
     args = parser.parse_args()
     if args.http_client_loader:
-        global _HTTP_CLIENT_LOADER
-        _HTTP_CLIENT_LOADER = True
-        os.environ["FANOUT_BENCH_HTTP_CLIENT_LOADER"] = "1"
+        os.environ[_HTTP_CLIENT_LOADER_ENV] = "1"
     if args.sink:
         _serve_sink()
         return

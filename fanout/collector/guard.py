@@ -164,15 +164,14 @@ def guarded_protocol(guard: ConnectionGuard, header_timeout: float) -> type[asyn
 
         def on_response_complete(self) -> None:
             # super() starts a pipelined request whose headers are in: it is under way,
-            # so neither under the header deadline nor evictable.
+            # so neither under the header deadline nor evictable, and its answer is
+            # corked as its headers had it, unless it expects 100 Continue. (A closing
+            # socket sends what it holds anyway.)
             starts_next = bool(self.pipeline)
-            # (A closing socket sends what it holds anyway.)
             if self._corkable is not None and not self.transport.is_closing():
                 self._cork(0)
-                # A pipelined request starts next (super() starts it): its answer is
-                # corked too, as its headers had it, unless it expects 100 Continue.
-                if self.pipeline and not getattr(self.pipeline[-1][0],
-                                                 "waiting_for_100_continue", True):
+                if starts_next and not getattr(self.pipeline[-1][0],
+                                               "waiting_for_100_continue", True):
                     self._cork(1)
             super().on_response_complete()
             if not starts_next and not self.transport.is_closing():
