@@ -205,11 +205,15 @@ class RequestReader:
     added to them without walking them again (:func:`fanout._events.checked_with`), so the
     events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
     each) and keep a reading from its second time (:class:`_Kept`): a new visitor, seen
-    once, costs them nothing.
+    once, costs them nothing. A returning visitor whose PostHog cookie only has a new
+    last-activity time (posthog-js rewrites it as events are captured) gets, from its
+    session's second reading of a page on, that page's whole context back as one object,
+    its session judged live by the new time alone (see :meth:`context`).
     """
 
     __slots__ = (
-        "_active", "_active_kept", "_active_seen", "_ids", "_pages", "_raw", "_unprovable"
+        "_active", "_active_kept", "_active_seen", "_contexts", "_contexts_kept", "_ids",
+        "_pages", "_raw", "_unprovable",
     )
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
@@ -235,6 +239,14 @@ class RequestReader:
         #: Sessions whose header :func:`activity_room` could not prove (in order, as a set):
         #: each is tried once, not on each of its requests.
         self._unprovable: dict[str, None] = {}
+        #: The same short key as ``_active``'s, and the rest of the request's key after its
+        #: id headers (the page) -> (the header before and after the digits, how many
+        #: digits may stand there, the request's whole context): a returning visitor's
+        #: request on a page read before, recalled as one object (:meth:`context`).
+        self._contexts: _Kept[tuple[Any, ...], tuple[Any, Any, int, RequestContext]] = _Kept(
+            kept
+        )
+        self._contexts_kept = self._contexts._data
 
     def read(
         self,
@@ -266,6 +278,15 @@ class RequestReader:
         headers dict, and its ids and page are looked up by slices of it. Bytes are
         decoded (as Latin-1, as HTTP header bytes) only when read, on a miss.
         """
+        return self._read_key(key)[:3]
+
+    def _read_key(
+        self, key: tuple[Any, ...]
+    ) -> tuple[str | None, Mapping[str, Any], float, tuple[Any, ...] | None]:
+        """:meth:`read_key`, and ``(short key, header before and after the digits, room)``
+        of the proven new-activity reading its ids came from or were just kept as (see
+        :meth:`_keep_active`), else ``None``."""
+        active = None
         ids_key = key[:5]
         found = self._ids.get(ids_key)
         if found is None or (found[2] != NEVER and time.time() > found[2]):
@@ -286,11 +307,12 @@ class RequestReader:
                 if mark >= 0:
                     start = mark + _ACTIVITY_MARK_LENGTH
                     end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-                    kept = self._active_kept.get(
-                        (cookie[end : end + 64], start, len(cookie) - end)
-                    )
+                    short = (cookie[end : end + 64], start, len(cookie) - end)
+                    kept = self._active_kept.get(short)
                     if kept is not None:
                         found = _recalled(cookie, start, end, kept)
+                        if found is not None:
+                            active = (short, kept[0], kept[1], kept[4])
             if found is None:
                 raw = cookie
                 if type(cookie) is bytes:
@@ -309,15 +331,13 @@ class RequestReader:
                     slot = h & _SEEN_MASK
                     if seen[slot] != h:
                         seen[slot] = h
-                    elif (
-                        no_id_headers
-                        and session not in self._unprovable
-                        and not self._keep_active(raw, found)
-                    ):  # not provable: not tried again for this session (a bounded set)
-                        unprovable = self._unprovable
-                        if len(unprovable) >= REQUESTS_KEPT:
-                            unprovable.clear()
-                        unprovable[session] = None
+                    elif no_id_headers and session not in self._unprovable:
+                        active = self._keep_active(raw, found)
+                        if active is None:  # not provable: not tried again for this session
+                            unprovable = self._unprovable  # (a bounded set)
+                            if len(unprovable) >= REQUESTS_KEPT:
+                                unprovable.clear()
+                            unprovable[session] = None
         anonymous_id, session_id, until = found
         page_key = key[5:]
         page = self._pages.get(page_key)
@@ -330,8 +350,8 @@ class RequestReader:
             )
             self._pages.put(page_key, page)
         if session_id is None:
-            return anonymous_id, page, until
-        return anonymous_id, checked_with("session_id", session_id, page), until
+            return anonymous_id, page, until, active
+        return anonymous_id, checked_with("session_id", session_id, page), until, active
 
     def context(self, key: tuple[Any, ...]) -> RequestContext:
         """The context (without a person) of the request of ``key`` (:meth:`read_key`):
@@ -342,30 +362,60 @@ class RequestReader:
         if found is not None and (found[1] == NEVER or time.time() <= found[1]):
             ctx: RequestContext = found[0]
             return ctx
-        anonymous_id, values, until = self.read_key(key)
+        cookie = key[0]
+        if self._contexts_kept and cookie and key[1:5] == _NO_ID_HEADERS:
+            # A returning visitor's request whose PostHog cookie has a new last-activity
+            # time (what a site running posthog-js sends most), on a page read before: the
+            # context kept for the header without those digits, which are proven to change
+            # nothing of it but when its session ends (see _keep_active). Inline, as in
+            # _read_key.
+            kind = type(cookie)
+            mark = (
+                cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
+                else cookie.find(ACTIVITY_MARK) if kind is str else -1
+            )  # fmt: skip
+            if mark >= 0:
+                start = mark + _ACTIVITY_MARK_LENGTH
+                end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
+                hit = self._contexts_kept.get(
+                    (cookie[end : end + 64], start, len(cookie) - end, key[5:])
+                )
+                if hit is not None:
+                    prefix, suffix, room, ctx = hit
+                    ends = _recalled_until(cookie, start, end, prefix, suffix, room)
+                    if ends is not None:
+                        self._raw.put(key, (ctx, ends))
+                        return ctx
+        anonymous_id, values, until, active = self._read_key(key)
         ctx = RequestContext(None, anonymous_id, False, values)
         self._raw.put(key, (ctx, until))
+        if active is not None:
+            short, prefix, suffix, room = active
+            self._contexts.keep((*short, key[5:]), (prefix, suffix, room, ctx))
         return ctx
 
-    def _keep_active(self, cookie: Any, found: tuple[str | None, str | None, float]) -> bool:
+    def _keep_active(
+        self, cookie: Any, found: tuple[str | None, str | None, float]
+    ) -> tuple[Any, ...] | None:
         """Keep ``found`` (the ids of ``cookie``, a live session) for the same header but
         for other last-activity digits in its PostHog cookie, if :func:`activity_room`
         proves they read the same: by the header's text after the digits (a short key:
         the header before and after them is compared in full when recalled), where they
-        start and the length after them."""
+        start and the length after them. Returns ``(short key, header before and after
+        the digits, room)`` when kept, else ``None``."""
         if type(cookie) is not bytes and type(cookie) is not str:
-            return False
+            return None
         span = activity_span(cookie)
         if span is None:
-            return False
+            return None
         room = activity_room(cookie, span, found)
-        if room:
-            start, end = span
-            self._active.keep(
-                (cookie[end : end + 64], start, len(cookie) - end),
-                (cookie[:start], cookie[end:], found[0], found[1], room),
-            )
-        return room > 0
+        if not room:
+            return None
+        start, end = span
+        short = (cookie[end : end + 64], start, len(cookie) - end)
+        prefix, suffix = cookie[:start], cookie[end:]
+        self._active.keep(short, (prefix, suffix, found[0], found[1], room))
+        return short, prefix, suffix, room
 
     def recall(self, key: Any) -> Any:
         """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
@@ -390,6 +440,18 @@ def _recalled(
     place: the header must be the kept text before the digits, 1 to ``room`` ASCII digits
     without a leading zero, and the kept text after them."""
     prefix, suffix, anonymous_id, session_id, room = kept
+    ends = _recalled_until(cookie, start, end, prefix, suffix, room)
+    if ends is None:
+        return None
+    return anonymous_id, session_id, ends
+
+
+def _recalled_until(
+    cookie: Any, start: int, end: int, prefix: Any, suffix: Any, room: int
+) -> float | None:
+    """When the session of a ``Cookie`` header ends, if the header is ``prefix``, then 1 to
+    ``room`` ASCII digits without a leading zero at ``start:end``, then ``suffix``, and
+    that time (the digits, in ms, plus the idle timeout) has not passed; else ``None``."""
     digits = cookie[start:end]
     if (
         len(prefix) != start
@@ -401,10 +463,10 @@ def _recalled(
         or len(cookie) - end != len(suffix)
     ):
         return None
-    ends = int(digits) / 1000 + SESSION_IDLE_SECONDS
+    ends: float = int(digits) / 1000 + SESSION_IDLE_SECONDS
     if not time.time() <= ends:
         return None
-    return anonymous_id, session_id, ends
+    return ends
 
 
 def _headers(key: tuple[Any, ...]) -> dict[str, str]:

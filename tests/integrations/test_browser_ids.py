@@ -544,6 +544,49 @@ def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(mon
     assert reader.context(asgi_key) == RequestReader().context(asgi_key)
 
 
+def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(monkeypatch):
+    """From a session's second reading on a page, a request of that page whose cookie only
+    has a new last-activity time gets the context kept for it (the same object, nothing
+    read again), while the new time is live; a time that is over reads in full."""
+    import time
+
+    from fanout.integrations import _request
+    from fanout.integrations._request import RequestReader
+
+    reads: list[object] = []
+    real = _request.read_request_ids
+
+    def counted(*a: object) -> object:
+        reads.append(a)
+        return real(*a)  # type: ignore[arg-type]
+
+    now_ms = int(time.time() * 1000)
+
+    def key(last_ms: int, raw: bool) -> tuple[object, ...]:
+        value = {"distinct_id": "d-c", "$device_id": "d-c", "$sesid": [last_ms, "s-c", 5]}
+        cookie = "ph_phc_t_posthog=" + js_uri(value) + "; x=1"
+        return (cookie.encode() if raw else cookie, None, None, None, None, None, "UA", None,
+                None, "shop.example", "203.0.113.9", "https", None, "/p", "", False)
+
+    for raw in (False, True):
+        reader = RequestReader()
+        monkeypatch.setattr(_request, "read_request_ids", counted)
+        reads.clear()
+        first, second = reader.context(key(now_ms, raw)), reader.context(key(now_ms + 1, raw))
+        later = [reader.context(key(now_ms + 1000 * i, raw)) for i in range(2, 6)]
+        assert len(reads) == 2  # the first two readings only
+        assert all(ctx is second for ctx in later)  # recalled whole
+        monkeypatch.setattr(_request, "read_request_ids", real)
+        assert second == first == RequestReader().context(key(now_ms + 5000, raw))
+        assert second.values["session_id"] == "s-c" and second.anonymous_id == "d-c"
+        over = key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000, raw)
+        assert reader.context(over) == RequestReader().context(over)
+        assert "session_id" not in reader.context(over).values
+        other = (*key(now_ms + 7, raw)[:13], "/q", "", False)  # another page: read, not kept
+        assert reader.context(other) == RequestReader().context(other)
+        assert reader.context(other).values["path"] == "/q"
+
+
 def test_a_session_whose_activity_time_is_not_provable_is_tried_once(monkeypatch):
     """A header the proof refuses (here a later duplicate ``$sesid`` overrides the first)
     is read in full on each request, and the proof is not tried again for its session."""
