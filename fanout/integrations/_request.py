@@ -278,14 +278,39 @@ class RequestReader:
         headers dict, and its ids and page are looked up by slices of it. Bytes are
         decoded (as Latin-1, as HTTP header bytes) only when read, on a miss.
         """
-        return self._read_key(key)[:3]
+        return self._read_key(key, self._cut_of(key))[:3]
+
+    def _cut_of(self, key: tuple[Any, ...]) -> tuple[int, int, tuple[Any, ...]] | None:
+        """Where the last-activity digits of the request's ``Cookie`` header start and end,
+        and the short key of the header around them (see :meth:`_keep_active`), once
+        something is kept by it and when the request has no id header; else ``None``.
+
+        A returning visitor whose PostHog cookie only has a new last-activity time
+        (posthog-js rewrites it as the visitor's events are captured) is recalled by the
+        header without those digits, its session judged live by them. Only once something
+        is kept does a request pay for looking, and it looks once for both stores.
+        """
+        cookie = key[0]
+        if not ((self._active_kept or self._contexts_kept) and cookie
+                and key[1:5] == _NO_ID_HEADERS):
+            return None
+        kind = type(cookie)
+        mark = (
+            cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
+            else cookie.find(ACTIVITY_MARK) if kind is str else -1
+        )  # fmt: skip
+        if mark < 0:
+            return None
+        start = mark + _ACTIVITY_MARK_LENGTH
+        end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
+        return start, end, (cookie[end : end + 64], start, len(cookie) - end)
 
     def _read_key(
-        self, key: tuple[Any, ...]
+        self, key: tuple[Any, ...], cut: tuple[int, int, tuple[Any, ...]] | None
     ) -> tuple[str | None, Mapping[str, Any], float, tuple[Any, ...] | None]:
-        """:meth:`read_key`, and ``(short key, header before and after the digits, room)``
-        of the proven new-activity reading its ids came from or were just kept as (see
-        :meth:`_keep_active`), else ``None``."""
+        """:meth:`read_key` given :meth:`_cut_of` of its key, and ``(short key, header
+        before and after the digits, room)`` of the proven new-activity reading its ids
+        came from or were just kept as (see :meth:`_keep_active`), else ``None``."""
         active = None
         ids_key = key[:5]
         found = self._ids.get(ids_key)
@@ -293,26 +318,13 @@ class RequestReader:
             cookie = key[0]
             found = None
             no_id_headers = key[1:5] == _NO_ID_HEADERS
-            if self._active_kept and cookie and no_id_headers:
-                # A returning visitor whose PostHog cookie only has a new last-activity time
-                # (posthog-js rewrites it as the visitor's events are captured): recalled by
-                # the header without those digits, its session judged live by them. Only
-                # once something is kept does a request pay for looking. (Inline: each
-                # Python call costs a new visitor's request as much as the look.)
-                kind = type(cookie)
-                mark = (
-                    cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
-                    else cookie.find(ACTIVITY_MARK) if kind is str else -1
-                )  # fmt: skip
-                if mark >= 0:
-                    start = mark + _ACTIVITY_MARK_LENGTH
-                    end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-                    short = (cookie[end : end + 64], start, len(cookie) - end)
-                    kept = self._active_kept.get(short)
-                    if kept is not None:
-                        found = _recalled(cookie, start, end, kept)
-                        if found is not None:
-                            active = (short, kept[0], kept[1], kept[4])
+            if cut is not None and self._active_kept:  # (see _cut_of)
+                start, end, short = cut
+                kept = self._active_kept.get(short)
+                if kept is not None:
+                    found = _recalled(cookie, start, end, kept)
+                    if found is not None:
+                        active = (short, kept[0], kept[1], kept[4])
             if found is None:
                 raw = cookie
                 if type(cookie) is bytes:
@@ -362,31 +374,21 @@ class RequestReader:
         if found is not None and (found[1] == NEVER or time.time() <= found[1]):
             ctx: RequestContext = found[0]
             return ctx
-        cookie = key[0]
-        if self._contexts_kept and cookie and key[1:5] == _NO_ID_HEADERS:
+        cut = self._cut_of(key)
+        if cut is not None and self._contexts_kept:
             # A returning visitor's request whose PostHog cookie has a new last-activity
             # time (what a site running posthog-js sends most), on a page read before: the
             # context kept for the header without those digits, which are proven to change
-            # nothing of it but when its session ends (see _keep_active). Inline, as in
-            # _read_key.
-            kind = type(cookie)
-            mark = (
-                cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
-                else cookie.find(ACTIVITY_MARK) if kind is str else -1
-            )  # fmt: skip
-            if mark >= 0:
-                start = mark + _ACTIVITY_MARK_LENGTH
-                end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-                hit = self._contexts_kept.get(
-                    (cookie[end : end + 64], start, len(cookie) - end, key[5:])
-                )
-                if hit is not None:
-                    prefix, suffix, room, ctx = hit
-                    ends = _recalled_until(cookie, start, end, prefix, suffix, room)
-                    if ends is not None:
-                        self._raw.put(key, (ctx, ends))
-                        return ctx
-        anonymous_id, values, until, active = self._read_key(key)
+            # nothing of it but when its session ends (see _keep_active).
+            start, end, short = cut
+            hit = self._contexts_kept.get((*short, key[5:]))
+            if hit is not None:
+                prefix, suffix, room, ctx = hit
+                ends = _recalled_until(key[0], start, end, prefix, suffix, room)
+                if ends is not None:
+                    self._raw.put(key, (ctx, ends))
+                    return ctx
+        anonymous_id, values, until, active = self._read_key(key, cut)
         ctx = RequestContext(None, anonymous_id, False, values)
         self._raw.put(key, (ctx, until))
         if active is not None:

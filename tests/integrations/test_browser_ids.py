@@ -188,13 +188,35 @@ def test_read_until_names_the_first_live_session_timeout_and_never_for_the_rest(
         BrowserIds(opted_out=True), NEVER)
 
 
-def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_sessions_live():
+def _calls_of(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
+    """The arguments of every call the request reader makes to its module's ``name``."""
+    from fanout.integrations import _request
+
+    calls: list[object] = []
+    real = getattr(_request, name)
+
+    def counted(*a: object) -> object:
+        calls.append(a)
+        return real(*a)
+
+    monkeypatch.setattr(_request, name, counted)
+    return calls
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every full reading of a request's ids (``read_request_ids``) the reader makes."""
+    return _calls_of(monkeypatch, "read_request_ids")
+
+
+def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_sessions_live(
+    reads: list[object],
+) -> None:
     """A reading is kept from the second time a request is read (a new visitor, seen once,
     costs the stores nothing), bounded, and only while the session it found lives."""
     import time
 
     from fanout._events import CheckedDict
-    from fanout.integrations import _request
     from fanout.integrations._request import RequestReader, request_values
 
     reader = RequestReader(kept=2)
@@ -204,23 +226,13 @@ def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_ses
     args = {"client_ip": "203.0.113.9", "scheme": "https", "host": None, "path": "/a",
             "query": "utm_source=x"}
     expected = request_values(headers, **args)
-    reads: list[object] = []
-    real = _request.read_request_ids
-
-    def counted(*a: object) -> object:
-        reads.append(a)
-        return real(*a)  # type: ignore[arg-type]
-
-    _request.read_request_ids = counted  # type: ignore[assignment]
-    try:
-        anon, values, until = reader.read(headers, **args)
-        assert (anon, values) == expected  # the same reading
-        assert type(values) is CheckedDict and values["session_id"] == "s-kept"
-        assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
-        assert reader.read(headers, **args)[:2] == (anon, values) and len(reads) == 2
-        assert reader.read(headers, **args)[:2] == (anon, values) and len(reads) == 2  # kept
-    finally:
-        _request.read_request_ids = real  # type: ignore[assignment]
+    reads.clear()
+    anon, values, until = reader.read(headers, **args)
+    assert (anon, values) == expected  # the same reading
+    assert type(values) is CheckedDict and values["session_id"] == "s-kept"
+    assert until == live_ms / 1000 + SESSION_IDLE_SECONDS
+    assert reader.read(headers, **args)[:2] == (anon, values) and len(reads) == 2
+    assert reader.read(headers, **args)[:2] == (anon, values) and len(reads) == 2  # kept
     reader.remember("k1", (anon, values), until)
     assert reader.recall("k1") is None  # given once: only noted
     reader.remember("k1", (anon, values), until)
@@ -505,21 +517,15 @@ def test_the_activity_time_is_proven_only_where_it_is_the_session_s_own():
     assert room('"distinct_id":"d"', f'"$sesid":[{NOW_MS - 10**8},"s"]') == 0  # over
 
 
-def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(monkeypatch):
+def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(
+    reads: list[object],
+) -> None:
     """The reader recalls the ids of a visitor whose cookie only has a new last-activity
     time (from its session's second reading), on any page, the same as a fresh reading,
     and reads in full one whose new time is over."""
     import time
 
-    from fanout.integrations import _request
     from fanout.integrations._request import RequestReader
-
-    reads: list[object] = []
-    real = _request.read_request_ids
-
-    def counted(*a: object) -> object:
-        reads.append(a)
-        return real(*a)  # type: ignore[arg-type]
 
     now_ms = int(time.time() * 1000)
 
@@ -530,10 +536,8 @@ def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(mon
                 "203.0.113.9", "https", None, path, "", False)
 
     reader = RequestReader()
-    monkeypatch.setattr(_request, "read_request_ids", counted)
     first = [reader.context(key(now_ms + i, f"/{i % 2}")) for i in range(5)]
     assert len(reads) == 2  # the session's first two readings; then recalled
-    monkeypatch.setattr(_request, "read_request_ids", real)
     assert first == [RequestReader().context(key(now_ms + i, f"/{i % 2}")) for i in range(5)]
     assert first[4].values["session_id"] == "s-a" and first[4].anonymous_id == "d-a"
     assert first[4].values["path"] == "/0" and first[3].values["path"] == "/1"
@@ -544,21 +548,15 @@ def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(mon
     assert reader.context(asgi_key) == RequestReader().context(asgi_key)
 
 
-def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(monkeypatch):
+def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(
+    reads: list[object],
+) -> None:
     """From a session's second reading on a page, a request of that page whose cookie only
     has a new last-activity time gets the context kept for it (the same object, nothing
     read again), while the new time is live; a time that is over reads in full."""
     import time
 
-    from fanout.integrations import _request
     from fanout.integrations._request import RequestReader
-
-    reads: list[object] = []
-    real = _request.read_request_ids
-
-    def counted(*a: object) -> object:
-        reads.append(a)
-        return real(*a)  # type: ignore[arg-type]
 
     now_ms = int(time.time() * 1000)
 
@@ -570,13 +568,11 @@ def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(mon
 
     for raw in (False, True):
         reader = RequestReader()
-        monkeypatch.setattr(_request, "read_request_ids", counted)
         reads.clear()
         first, second = reader.context(key(now_ms, raw)), reader.context(key(now_ms + 1, raw))
         later = [reader.context(key(now_ms + 1000 * i, raw)) for i in range(2, 6)]
         assert len(reads) == 2  # the first two readings only
         assert all(ctx is second for ctx in later)  # recalled whole
-        monkeypatch.setattr(_request, "read_request_ids", real)
         assert second == first == RequestReader().context(key(now_ms + 5000, raw))
         assert second.values["session_id"] == "s-c" and second.anonymous_id == "d-c"
         over = key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000, raw)
@@ -592,17 +588,9 @@ def test_a_session_whose_activity_time_is_not_provable_is_tried_once(monkeypatch
     is read in full on each request, and the proof is not tried again for its session."""
     import time
 
-    from fanout.integrations import _request
     from fanout.integrations._request import RequestReader
 
-    tries: list[object] = []
-    real = _request.activity_room
-
-    def counted(*a: object) -> int:
-        tries.append(a)
-        return real(*a)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(_request, "activity_room", counted)
+    tries = _calls_of(monkeypatch, "activity_room")
     now_ms = int(time.time() * 1000)
     reader = RequestReader()
     for i in range(6):
