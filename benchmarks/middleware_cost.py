@@ -37,7 +37,9 @@ distinct id and a new session, as a first visit has), so no cache can help it. T
 visitor and session on every request, but posthog-js rewrites the last-activity time
 (``$sesid[0]``, in ms) in its cookie as the visitor's events are captured (its
 ``SessionIdManager._setSessionId``; recent versions at most once per 5 s), so the raw
-``Cookie`` header is new on each request.
+``Cookie`` header is new on each request. ``new visitors, others kept`` is the new-visitor
+row on a middleware that already keeps a returning visitor (its first 3 requests, then
+new visitors): what a busy server's new visitor pays, looking in what is kept first.
 
 Every timed run wraps the app in a fresh middleware (built before the clock starts): a
 middleware reused across runs would meet each "new" visitor again in the next run.
@@ -50,14 +52,17 @@ load does not move: for each interface and request kind, one process under ``val
 --tool=cachegrind`` runs the middleware + ``track()`` and another the bare app sending the
 same event, each once with 1 pass and once with 3 passes of ``--requests`` requests (every
 process prepares all 3 passes, so the difference is 2 passes of requests and nothing else;
-each pass a fresh middleware and fresh header objects, so no hash or reading is carried
-over, as a server gives each request new bytes; the garbage collector off, whose full
-collections land in one run and not another). The row is the difference of the two
-differences per request. ``≈ µs`` converts it at the rate of the bare app sending the same
-event, over every row (its instructions over its CPU time, timed here after the counting,
-medians of 11 runs per row): code of the same kind (Python calls, small objects) runs at
-about 3 k instructions per µs on this machine, where a tight C loop such as
-``sum(range(100))`` runs at twice that.
+each pass a fresh middleware and fresh header, path and address objects, so no hash or
+reading is carried over, as a server gives each request new ones; the garbage collector
+off, whose full collections land in one run and not another). The row is the difference
+of the two differences per request. Counts repeat to within a few hundred instructions
+per request, not exactly: every request has new random event ids (and the new-visitor
+rows new visitor and session ids), and the client's delivery thread wakes by the clock.
+``≈ µs`` converts it at the rate of the bare app sending the same event, over every row
+(its instructions over its CPU time, timed here after the counting, medians of 11 runs per
+row): code of the same kind (Python calls, small objects) runs at about 3 k instructions
+per µs on this machine, where a tight C loop such as ``sum(range(100))`` runs at twice
+that.
 
 ``/ target`` is ``middleware`` against the target of 10 µs of CPU per request; ``vs bare``
 (last) is the whole difference against the bare app's smaller event. For ``noop`` all three
@@ -163,10 +168,13 @@ def requests(kind: str, count: int) -> list[dict[str, Any]]:
             for i in range(count)
         ]
     # A new visitor each request: a new id and a new session, so no reading can be reused.
-    return [
+    new_visitors = [
         scope([*BROWSER, (b"cookie", cookie_header(str(uuid.uuid4()), str(uuid.uuid4())))], QUERY)
         for _ in range(count)
     ]
+    if kind == NEW_KEPT:
+        return requests(NEW_ACTIVITY, 3) + new_visitors[3:]
+    return new_visitors
 
 
 def handlers(client: fanout.Client) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
@@ -215,6 +223,8 @@ def handlers(client: fanout.Client) -> dict[str, tuple[Callable[..., Any], Calla
 
 #: The returning visitor whose PostHog cookie differs in its last-activity time only.
 NEW_ACTIVITY = "cookies, new activity time"
+#: New visitors on a middleware that keeps a returning visitor's reading.
+NEW_KEPT = "new visitors, others kept"
 #: Where each request carries, for the bare ``same`` handler, the anonymous id and context
 #: the middleware gives its event: what glue code would pass to ``track()`` by hand.
 SAME_EVENT = "bench.same_event"
@@ -341,8 +351,10 @@ def fresh(request: dict[str, Any]) -> dict[str, Any]:
             copy[name] = [(bytes(bytearray(n)), bytes(bytearray(v))) for n, v in value]
         elif type(value) is bytes:
             copy[name] = bytes(bytearray(value))
-        elif type(value) is str and name.isupper():  # an environ's value (decode: a new str)
+        elif type(value) is str:  # decoding makes a new str, with no hash computed yet
             copy[name] = value.encode("utf-8").decode("utf-8")
+        elif name in ("client", "server"):  # the scope's (host, port)
+            copy[name] = (value[0].encode().decode(), value[1])
     return copy
 
 
@@ -371,10 +383,9 @@ def count_run(iface: str, kind: str, app_name: str, passes: int, n: int) -> None
     warm_app, warm_reqs = prepared[0]  # imports and first calls, in both runs alike
     timer(warm_app, warm_reqs, min(n, 50))
     gc.collect()
-    gc.disable()
+    gc.disable()  # to the end: a collection after the passes would grow with them
     for app, reqs in prepared[4 - passes:]:
         timer(app, reqs, n)
-    gc.enable()
     client.shutdown(timeout=5)
 
 
@@ -451,11 +462,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests per timed run")
     parser.add_argument("--reps", type=int, default=11, help="repetitions (median taken)")
     parser.add_argument("--only", choices=["asgi", "wsgi"], help="time one interface only")
+    parser.add_argument("--kind", action="append", metavar="REQUEST",
+                        help="only this kind of request (repeatable; the table's names)")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under valgrind instead of timing")
     parser.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    kinds = ["empty", "cookies", "cookies+headers", NEW_ACTIVITY, "cookies, new visitor each time"]
+    kinds = ["empty", "cookies", "cookies+headers", NEW_ACTIVITY, "cookies, new visitor each time",
+             NEW_KEPT]
+    if args.kind:
+        unknown = set(args.kind) - set(kinds)
+        if unknown:
+            parser.error(f"unknown --kind {sorted(unknown)}; one of {kinds}")
+        kinds = [kind for kind in kinds if kind in args.kind]
     if args.count:
         iface, kind, app_name, passes = args.count
         count_run(iface, kind, app_name, int(passes), args.requests)

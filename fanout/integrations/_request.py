@@ -206,9 +206,9 @@ class RequestReader:
     events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
     each) and keep a reading from its second time (:class:`_Kept`): a new visitor, seen
     once, costs them nothing. A returning visitor whose PostHog cookie only has a new
-    last-activity time (posthog-js rewrites it as events are captured) gets, from its
-    session's second reading of a page on, that page's whole context back as one object,
-    its session judged live by the new time alone (see :meth:`context`).
+    last-activity time (posthog-js rewrites it as events are captured) gets, once its
+    session is proven and it has come back to a page twice, that page's whole context back
+    as one object, its session judged live by the new time alone (see :meth:`context`).
     """
 
     __slots__ = (
@@ -242,7 +242,8 @@ class RequestReader:
         #: The same short key as ``_active``'s, and the rest of the request's key after its
         #: id headers (the page) -> (the header before and after the digits, how many
         #: digits may stand there, the request's whole context): a returning visitor's
-        #: request on a page read before, recalled as one object (:meth:`context`).
+        #: request on a page read twice before, recalled as one object (:meth:`context`);
+        #: a page the visitor opens once (a unique query string) does not push others out.
         self._contexts: _Kept[tuple[Any, ...], tuple[Any, Any, int, RequestContext]] = _Kept(
             kept
         )
@@ -393,7 +394,7 @@ class RequestReader:
         self._raw.put(key, (ctx, until))
         if active is not None:
             short, prefix, suffix, room = active
-            self._contexts.keep((*short, key[5:]), (prefix, suffix, room, ctx))
+            self._contexts.put((*short, key[5:]), (prefix, suffix, room, ctx))
         return ctx
 
     def _keep_active(

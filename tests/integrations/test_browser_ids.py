@@ -551,9 +551,10 @@ def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(
 def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(
     reads: list[object],
 ) -> None:
-    """From a session's second reading on a page, a request of that page whose cookie only
-    has a new last-activity time gets the context kept for it (the same object, nothing
-    read again), while the new time is live; a time that is over reads in full."""
+    """Once a session is proven and has come back to a page twice, a request of that page
+    whose cookie only has a new last-activity time gets the context kept for it (the same
+    object, nothing read again), while the new time is live; a time that is over reads in
+    full, another page gets its own context, and an id header is read in full."""
     import time
 
     from fanout.integrations._request import RequestReader
@@ -570,17 +571,23 @@ def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(
         reader = RequestReader()
         reads.clear()
         first, second = reader.context(key(now_ms, raw)), reader.context(key(now_ms + 1, raw))
-        later = [reader.context(key(now_ms + 1000 * i, raw)) for i in range(2, 6)]
+        later = [reader.context(key(now_ms + 1000 * i, raw)) for i in range(2, 7)]
         assert len(reads) == 2  # the first two readings only
-        assert all(ctx is second for ctx in later)  # recalled whole
-        assert second == first == RequestReader().context(key(now_ms + 5000, raw))
-        assert second.values["session_id"] == "s-c" and second.anonymous_id == "d-c"
+        # Proven at the second reading, the page's context noted there, kept at the third:
+        assert later[0] is not second and all(ctx is later[0] for ctx in later[1:])
+        fresh = RequestReader().context(key(now_ms + 6000, raw))
+        assert first == second == later[0] == later[-1] == fresh
+        assert fresh.values["session_id"] == "s-c" and fresh.anonymous_id == "d-c"
         over = key(now_ms - (SESSION_IDLE_SECONDS + 60) * 1000, raw)
         assert reader.context(over) == RequestReader().context(over)
         assert "session_id" not in reader.context(over).values
-        other = (*key(now_ms + 7, raw)[:13], "/q", "", False)  # another page: read, not kept
+        other = (*key(now_ms + 7, raw)[:13], "/q", "", False)  # another page: its own
         assert reader.context(other) == RequestReader().context(other)
         assert reader.context(other).values["path"] == "/q"
+        headed = (key(now_ms + 8, raw)[0], "anon-h", *key(now_ms + 8, raw)[2:])
+        reads.clear()
+        assert reader.context(headed) == RequestReader().context(headed)
+        assert len(reads) == 2 and reader.context(headed).anonymous_id == "anon-h"
 
 
 def test_a_session_whose_activity_time_is_not_provable_is_tried_once(monkeypatch):
