@@ -187,6 +187,8 @@ class _Kept(Generic[_K, _V]):
         data = self._data
         with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
             if len(data) >= self._size:
+                if not data:  # a size of 0 keeps nothing
+                    return
                 del data[next(iter(data))]
             data[key] = value
 

@@ -243,6 +243,11 @@ def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_ses
     for _ in range(2):
         reader.remember("k3", (anon, values), NEVER)
     assert reader.recall("k1") is None and reader.recall("k3") == (anon, values)  # bounded
+    nothing = RequestReader(kept=0)  # keeps nothing, and reads as well
+    for _ in range(3):
+        assert nothing.read(headers, **args)[:2] == expected
+        nothing.remember("k", (anon, values), until)
+    assert nothing.recall("k") is None
 
 
 _COOKIE_TEXT = st.lists(
