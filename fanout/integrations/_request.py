@@ -283,19 +283,20 @@ class RequestReader:
         """
         return self._read_key(key, self._cut_of(key))[:3]
 
-    def _cut_of(self, key: tuple[Any, ...]) -> tuple[int, int, tuple[Any, ...]] | None:
+    def _cut_of(self, key: tuple[Any, ...]) -> tuple[int, int, tuple[Any, ...], Any] | None:
         """Where the last-activity digits of the request's ``Cookie`` header start and end,
-        and the short key of the header around them (see :meth:`_keep_active`), once
-        something is kept by it and when the request has no id header; else ``None``.
+        the short key of the header around them and what ``_active`` keeps under it (see
+        :meth:`_keep_active`), when it keeps something there and the request has no id
+        header; else ``None``.
 
         A returning visitor whose PostHog cookie only has a new last-activity time
         (posthog-js rewrites it as the visitor's events are captured) is recalled by the
         header without those digits, its session judged live by them. Only once something
-        is kept does a request pay for looking, and it looks once for both stores.
+        is kept does a request pay for looking, and a new visitor's one search and one
+        lookup serve both stores (a page's context is kept only where its ids are).
         """
         cookie = key[0]
-        if not ((self._active_kept or self._contexts_kept) and cookie
-                and key[1:5] == _NO_ID_HEADERS):
+        if not (self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS):
             return None
         kind = type(cookie)
         mark = (
@@ -306,10 +307,12 @@ class RequestReader:
             return None
         start = mark + _ACTIVITY_MARK_LENGTH
         end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-        return start, end, (cookie[end : end + 64], start, len(cookie) - end)
+        short = (cookie[end : end + 64], start, len(cookie) - end)
+        kept = self._active_kept.get(short)
+        return None if kept is None else (start, end, short, kept)
 
     def _read_key(
-        self, key: tuple[Any, ...], cut: tuple[int, int, tuple[Any, ...]] | None
+        self, key: tuple[Any, ...], cut: tuple[int, int, tuple[Any, ...], Any] | None
     ) -> tuple[str | None, Mapping[str, Any], float, tuple[Any, ...] | None]:
         """:meth:`read_key` given :meth:`_cut_of` of its key, and ``(short key, header
         before and after the digits, room)`` of the proven new-activity reading its ids
@@ -321,13 +324,11 @@ class RequestReader:
             cookie = key[0]
             found = None
             no_id_headers = key[1:5] == _NO_ID_HEADERS
-            if cut is not None and self._active_kept:  # (see _cut_of)
-                start, end, short = cut
-                kept = self._active_kept.get(short)
-                if kept is not None:
-                    found = _recalled(cookie, start, end, kept)
-                    if found is not None:
-                        active = (short, kept[0], kept[1], kept[4])
+            if cut is not None:  # ids kept for the header without its digits (_cut_of)
+                start, end, short, kept = cut
+                found = _recalled(cookie, start, end, kept)
+                if found is not None:
+                    active = (short, kept[0], kept[1], kept[4])
             if found is None:
                 raw = cookie
                 if type(cookie) is bytes:
@@ -383,7 +384,7 @@ class RequestReader:
             # time (what a site running posthog-js sends most), on a page read before: the
             # context kept for the header without those digits, which are proven to change
             # nothing of it but when its session ends (see _keep_active).
-            start, end, short = cut
+            start, end, short, _ = cut
             hit = self._contexts_kept.get((*short, key[5:]))
             if hit is not None:
                 prefix, suffix, room, ctx = hit
