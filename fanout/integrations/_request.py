@@ -307,7 +307,7 @@ class RequestReader:
             return None
         start = mark + _ACTIVITY_MARK_LENGTH
         end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-        short = (cookie[end : end + 64], start, len(cookie) - end)
+        short = _short_key(cookie, start, end)
         kept = self._active_kept.get(short)
         return None if kept is None else (start, end, short, kept)
 
@@ -418,7 +418,7 @@ class RequestReader:
         if not room:
             return None
         start, end = span
-        short = (cookie[end : end + 64], start, len(cookie) - end)
+        short = _short_key(cookie, start, end)
         prefix, suffix = cookie[:start], cookie[end:]
         self._active.keep(short, (prefix, suffix, found[0], found[1], room))
         return short, prefix, suffix, room
@@ -435,6 +435,13 @@ class RequestReader:
         until ``until``) under a middleware's own (hashable) key, from the second time
         it is given for that key (:class:`_Kept`)."""
         self._raw.put(key, (value, until))
+
+
+def _short_key(cookie: Any, start: int, end: int) -> tuple[Any, int, int]:
+    """The key ``_active`` and ``_contexts`` keep a header under, its last-activity digits
+    at ``start:end`` cut out: the 64 characters after them, where they start and the length
+    after them (the header before and after them is compared in full when recalled)."""
+    return cookie[end : end + 64], start, len(cookie) - end
 
 
 def _recalled(
