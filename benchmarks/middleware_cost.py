@@ -268,6 +268,13 @@ def time_wsgi(app: Any, environs: list[dict[str, Any]], n: int) -> float:
     return (time.thread_time() - start) / n
 
 
+#: Interface -> (its timer, its middleware, its handlers' index in :func:`handlers`).
+INTERFACES: dict[str, tuple[Callable[[Any, Any, int], float], Any, int]] = {
+    "ASGI": (time_asgi, ASGIMiddleware, 0),
+    "WSGI": (time_wsgi, WSGIMiddleware, 1),
+}
+
+
 def built_context(iface: str, wrap: Any, request: Any) -> Any:
     """The context the middleware gives ``request``, read the way a tracking call reads it."""
     seen: list[Any] = []
@@ -358,28 +365,40 @@ def fresh(request: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
+def fresh_requests(kind: str, n: int) -> list[dict[str, Any]]:
+    """``n`` requests of ``kind``, each of new objects (:func:`fresh`)."""
+    base = requests(kind, n)
+    return [fresh(base[i % len(base)]) for i in range(n)]
+
+
+def with_same_event(iface: str, scopes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``scopes`` as ``iface`` takes them (WSGI: environs), each holding the event the
+    middleware gives it (:func:`add_same_event`)."""
+    reqs = scopes if iface == "ASGI" else [environ(s) for s in scopes]
+    add_same_event(iface, INTERFACES[iface][1], reqs)
+    return reqs
+
+
+def null_client() -> fanout.Client:
+    """The client every handler tracks with: the null provider, nothing from the outside."""
+    return fanout.Client(
+        providers=["null"], environ={}, load_entry_points=False, register_atexit=False
+    )
+
+
 def count_run(iface: str, kind: str, app_name: str, passes: int, n: int) -> None:
     """The body of one ``--instructions`` process: a warm-up and 3 passes prepared, the
     warm-up and ``passes`` of them run."""
     import gc
 
-    client = fanout.Client(
-        providers=["null"], environ={}, load_entry_points=False, register_atexit=False
-    )
-    index = 0 if iface == "ASGI" else 1
-    wrap: Any = ASGIMiddleware if iface == "ASGI" else WSGIMiddleware
+    client = null_client()
+    timer, wrap, index = INTERFACES[iface]
     apps = handlers(client)
     prepared = []
     for _ in range(4):  # the first to warm up with
-        base: Any = requests(kind, n)
-        reqs = [fresh(base[i % len(base)]) for i in range(n)]
-        if iface == "WSGI":
-            reqs = [environ(r) for r in reqs]
-        add_same_event(iface, wrap, reqs)
-        reqs = [fresh(r) for r in reqs]
+        reqs = [fresh(r) for r in with_same_event(iface, fresh_requests(kind, n))]
         app = wrap(apps["track"][index]) if app_name == "mw" else apps["same"][index]
         prepared.append((app, reqs))
-    timer = time_asgi if iface == "ASGI" else time_wsgi
     warm_app, warm_reqs = prepared[0]  # imports and first calls, in both runs alike
     timer(warm_app, warm_reqs, min(n, 50))
     gc.collect()
@@ -423,24 +442,17 @@ def instructions(n: int, only: str | None, kinds: list[str]) -> None:
                             ["--count", iface, kind, app, str(passes), "--requests", str(n)],
                         )
         counted = {key: job.result() for key, job in jobs.items()}
-    client = fanout.Client(
-        providers=["null"], environ={}, load_entry_points=False, register_atexit=False
-    )
+    client = null_client()
     apps = handlers(client)
     rows = []
     try:
         for iface in ifaces:
-            wrap: Any = ASGIMiddleware if iface == "ASGI" else WSGIMiddleware
-            timer = time_asgi if iface == "ASGI" else time_wsgi
-            same = apps["same"][0 if iface == "ASGI" else 1]
+            timer, _, index = INTERFACES[iface]
+            same = apps["same"][index]
             for kind in kinds:
                 per = {app: (counted[iface, kind, app, 3] - counted[iface, kind, app, 1]) / (2 * n)
                        for app in ("mw", "same")}
-                base: Any = requests(kind, n)
-                reqs = [fresh(base[i % len(base)]) for i in range(n)]
-                if iface == "WSGI":
-                    reqs = [environ(r) for r in reqs]
-                add_same_event(iface, wrap, reqs)
+                reqs = with_same_event(iface, fresh_requests(kind, n))
                 same_us = statistics.median(timer(same, reqs, n) for _ in range(11)) * 1e6
                 rows.append((iface, kind, per["mw"] - per["same"], per["same"], same_us))
     finally:
@@ -482,9 +494,7 @@ def main() -> None:
     if args.instructions:
         instructions(args.requests, args.only, kinds)
         return
-    client = fanout.Client(
-        providers=["null"], environ={}, load_entry_points=False, register_atexit=False
-    )
+    client = null_client()
     apps = handlers(client)
     print(
         f"fanout {fanout.__version__} from {fanout.__file__.rsplit('/', 2)[0]}\n"
@@ -494,17 +504,11 @@ def main() -> None:
     print(f"{'':5} {'request':32} {'handler':8} {'bare app':>9} {'track()':>8} {'+data':>7} "
           f"{'middleware':>10} {'/ target':>8} {'vs bare':>8}")
     try:
-        for iface, timer, wrap, index in (
-            ("ASGI", time_asgi, ASGIMiddleware, 0),
-            ("WSGI", time_wsgi, WSGIMiddleware, 1),
-        ):
+        for iface, (timer, wrap, index) in INTERFACES.items():
             if args.only and args.only != iface.lower():
                 continue
             for kind in kinds:
-                reqs: Any = requests(kind, args.requests)
-                if iface == "WSGI":
-                    reqs = [environ(s) for s in reqs]
-                add_same_event(iface, wrap, reqs)
+                reqs = with_same_event(iface, requests(kind, args.requests))
                 noop_bare, noop_mw = paired_us(
                     timer, apps["noop"][index], wrap, apps["noop"][index], reqs,
                     args.requests, args.reps,
