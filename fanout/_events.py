@@ -115,32 +115,37 @@ def checked_context(values: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
-def checked_with(key: str, text: str, checked: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``checked_context({key: text, **checked})`` for a ``checked`` mapping that
-    :func:`checked_context` made (or an empty one): only ``text`` is measured.
+def checked_with(added: Mapping[str, str], checked: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``checked_context({**added, **checked})`` for a ``checked`` mapping that
+    :func:`checked_context` made (or an empty one): only the texts of ``added`` are
+    measured.
 
     The middleware keep the values of a page checked once and add each visitor's session
-    id to them: a new visitor's session would otherwise send the whole context through the
-    walk again (a fifth of what reading a new visitor's request cost). The result, its
-    ``held`` and ``spent`` are exactly what the full check gives (a test holds them
-    together); anything but a plain string over a checked mapping without ``key`` takes
-    the full check.
+    id and address to them without walking them again: a new visitor would otherwise send
+    the whole context through the walk (a fifth of what reading a new visitor's request
+    cost). The result, its ``held`` and ``spent`` are exactly what the full check gives (a
+    test holds them together); anything but plain strings under keys ``checked`` does not
+    have, over a checked mapping, takes the full check.
     """
-    if type(text) is not str or type(key) is not str or key in checked:
-        return checked_context({key: text, **checked})
+    if not added:
+        return checked if type(checked) is CheckedDict else checked_context(checked)
     if type(checked) is CheckedDict:
         held, spent = checked.held, checked.spent
     elif not checked:
         held, spent = 0, _OBJECT_ITEMS
     else:
-        return checked_context({key: text, **checked})
-    if spent + 2 > MAX_ITEMS:
-        return checked_context({key: text, **checked})  # raises, naming the limit
-    out = CheckedDict({key: text, **checked})
-    # What the walker adds for one more string value of an object: its key and value (two
-    # budget items) and their text (_validate._object's literals).
-    out.held = held + len(key) + 17 + (len(text) if text.isascii() else _wide(text))
-    out.spent = spent + 2
+        return checked_context({**added, **checked})
+    for key, text in added.items():
+        if type(text) is not str or type(key) is not str or key in checked:
+            return checked_context({**added, **checked})
+        # What the walker adds for one more string value of an object: its key and value
+        # (two budget items) and their text (_validate._object's literals).
+        held += len(key) + 17 + (len(text) if text.isascii() else _wide(text))
+        spent += 2
+    if spent > MAX_ITEMS:
+        return checked_context({**added, **checked})  # raises, naming the limit
+    out = CheckedDict({**added, **checked})
+    out.held, out.spent = held, spent
     return out
 
 

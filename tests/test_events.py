@@ -350,7 +350,7 @@ def test_a_checked_context_plus_one_string_equals_the_full_check(page, text):
     the same measures, and build the same event."""
     from fanout._events import CheckedDict, checked_context, checked_with
 
-    fast = checked_with("session_id", text, checked_context(page))
+    fast = checked_with({"session_id": text}, checked_context(page))
     full = checked_context({"session_id": text, **page})
     assert type(fast) is CheckedDict and list(fast.items()) == list(full.items())
     assert (fast.held, fast.spent) == (full.held, full.spent)  # type: ignore[attr-defined]
@@ -360,10 +360,10 @@ def test_a_checked_context_plus_one_string_equals_the_full_check(page, text):
     assert built == plain and (built.size, built.footprint) == (plain.size, plain.footprint)
     # Anything else takes the full check: an unchecked mapping, a key already there, a
     # value that is not a plain string (refused as the full check refuses it).
-    assert checked_with("ip", text, checked_context(page)) == {"ip": text, **page}
-    assert type(checked_with("session_id", text, dict(page) or {"k": 1})) is CheckedDict
+    assert checked_with({"ip": text}, checked_context(page)) == {"ip": text, **page}
+    assert type(checked_with({"session_id": text}, dict(page) or {"k": 1})) is CheckedDict
     with pytest.raises(InvalidEvent, match="context.session_id"):
-        checked_with("session_id", object(), checked_context(page))  # type: ignore[arg-type]
+        checked_with({"session_id": object()}, checked_context(page))  # type: ignore[dict-item]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -102,26 +102,45 @@ def request_values(
     context's ``values`` as it is.
     """
     anonymous_id, session_id, _ = read_request_ids(headers, headers.get("cookie") or None)
-    page = _page_values(headers, client_ip, scheme, host, path, query, trust_forwarded)
-    return anonymous_id, {"session_id": session_id, **page} if session_id is not None else page
+    ip = _address(client_ip, headers.get("x-forwarded-for") if trust_forwarded else None)
+    return anonymous_id, {
+        **_visitor_values(session_id, ip),
+        **_page_values(headers, scheme, host, path, query),
+    }
+
+
+def _address(client_ip: Any, forwarded: Any) -> str | None:
+    """The client's address, sanitised: the first of ``forwarded`` (``X-Forwarded-For``,
+    text or bytes, given only when the application trusts it) if it names one, else the
+    socket's peer ``client_ip``."""
+    ip = client_ip
+    if forwarded:
+        if type(forwarded) is bytes:
+            forwarded = forwarded.decode("latin-1")
+        ip = forwarded.split(",")[0].strip() or ip
+    return sanitize(ip, 64) if ip else None
+
+
+def _visitor_values(session_id: str | None, ip: str | None) -> dict[str, str]:
+    """The values of a request that are the visitor's own, in the context's order: its
+    session and address (a page's other values are shared by its visitors)."""
+    if session_id is None:
+        return {} if ip is None else {"ip": ip}
+    return {"session_id": session_id} if ip is None else {"session_id": session_id, "ip": ip}
 
 
 def _page_values(
     headers: Mapping[str, str],
-    client_ip: str | None,
     scheme: str,
     host: str | None,
     path: str,
     query: str,
-    trust_forwarded: bool,
 ) -> dict[str, Any]:
+    """The values of a request but the visitor's (:func:`_visitor_values`): user agent,
+    locale, URL, path, referrer and campaign."""
     # ``sanitize`` checks the common case (printable, within its cap) in one C call itself.
     values: dict[str, Any] = {}
     get = headers.get
-    ip = client_ip
-    if trust_forwarded:
-        forwarded = get("x-forwarded-for", "").split(",")[0].strip()
-        ip = forwarded or ip
     locale = get("accept-language")
     if locale:
         locale = locale.split(",", 1)[0].split(";", 1)[0]
@@ -130,7 +149,6 @@ def _page_values(
     if host:
         url = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
     for key, value, cap in (
-        ("ip", ip, 64),
         ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
         ("locale", locale, 35),
         ("url", url, MAX_TEXT_LENGTH),
@@ -201,11 +219,12 @@ class RequestReader:
     user agent, referrer and locale: decoding the SDKs' cookies and sanitising is most of
     the cost of reading a request. The browser ids are kept per raw ``Cookie`` header and
     id headers, until the first idle timeout of a session they found live; and the values
-    of the page (all but the session) per what they are read from, for the new visitors of
-    one page, who share its URL, referrer and often user agent. The page's values are kept
-    already checked (:func:`fanout._events.checked_context`) and a visitor's session id is
-    added to them without walking them again (:func:`fanout._events.checked_with`), so the
-    events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
+    of the page (all but the visitor's session and address) per what they are read from,
+    for the new visitors of one page, who share its URL, referrer and often user agent,
+    each from an address of its own. The page's values are kept already checked
+    (:func:`fanout._events.checked_context`) and a visitor's session id and address are
+    added to them without walking them again (:func:`fanout._events.checked_with`), so
+    the events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
     each) and keep a reading from its second time (:class:`_Kept`): a new visitor, seen
     once, costs them nothing. A returning visitor whose PostHog cookie only has a new
     last-activity time (posthog-js rewrites it as events are captured) gets, once its
@@ -355,19 +374,18 @@ class RequestReader:
                                 unprovable.clear()
                             unprovable[session] = None
         anonymous_id, session_id, until = found
-        page_key = key[5:]
+        # The page's values are kept without the address: new visitors come each from
+        # their own, and share the page's URL, referrer and often user agent.
+        page_key = key[6:10] + key[11:]
         page = self._pages.get(page_key)
         if page is None:
-            client_ip, scheme, host, path, query, trust = key[10:]
+            scheme, host, path, query = key[11:15]
             if type(query) is bytes:
                 query = query.decode("latin-1")
-            page = checked_context(
-                _page_values(_headers(key), client_ip, scheme, host, path, query, trust)
-            )
+            page = checked_context(_page_values(_headers(key), scheme, host, path, query))
             self._pages.put(page_key, page)
-        if session_id is None:
-            return anonymous_id, page, until, active
-        return anonymous_id, checked_with("session_id", session_id, page), until, active
+        visitor = _visitor_values(session_id, _address(key[10], key[5]))
+        return anonymous_id, checked_with(visitor, page), until, active
 
     def context(self, key: tuple[Any, ...]) -> RequestContext:
         """The context (without a person) of the request of ``key`` (:meth:`read_key`):

@@ -250,6 +250,38 @@ def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_ses
     assert nothing.recall("k") is None
 
 
+def test_new_visitors_of_one_page_from_their_own_addresses_share_its_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """New visitors come each from an address of its own: the page's values (user agent,
+    URL, referrer, campaign) are read once for them all, and each request's context holds
+    its own address (the first of a trusted ``X-Forwarded-For``), exactly as a fresh
+    reading gives it."""
+    from fanout.integrations._request import RequestReader, request_values
+
+    pages = _calls_of(monkeypatch, "_page_values")
+    reader = RequestReader()
+    headers = {"user-agent": "UA", "host": "shop.example", "referer": "https://news.example/"}
+    args = {"scheme": "https", "host": None, "path": "/a", "query": "utm_source=x"}
+    for n in range(6):
+        ip = f"198.51.100.{n}"
+        read = reader.read(headers, client_ip=ip, **args)[:2]
+        assert read == request_values(headers, client_ip=ip, **args)
+        assert read[1]["ip"] == ip and read[1]["campaign"] == {"source": "x"}
+    # Read by the reader twice (the second time keeps it), then recalled; once per fresh
+    # reading above.
+    assert len(pages) == 2 + 6
+    forwarded = {**headers, "x-forwarded-for": " 192.0.2.7 , 10.0.0.1"}
+    for trust, ip in ((True, "192.0.2.7"), (False, "198.51.100.9")):
+        read = reader.read(forwarded, client_ip="198.51.100.9", trust_forwarded=trust, **args)
+        assert read[:2] == request_values(
+            forwarded, client_ip="198.51.100.9", trust_forwarded=trust, **args
+        )
+        assert read[1]["ip"] == ip
+    assert list(reader.read(headers, client_ip=None, **args)[1]) == [
+        "user_agent", "url", "path", "referrer", "campaign"]  # no address: none made up
+
+
 _COOKIE_TEXT = st.lists(
     st.sampled_from(["a", "b", "=", ";", " ", '"', "\t", "\x1c", "\xa0", "_", "ph_", "_posthog",
                      "__ph_opt_in_out_", "ajs_anonymous_id", "mp_", "AMP_", "rl_session",
