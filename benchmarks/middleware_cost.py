@@ -168,9 +168,13 @@ def requests(kind: str, count: int) -> list[dict[str, Any]]:
             for i in range(count)
         ]
     # A new visitor each request: a new id and a new session, so no reading can be reused.
+    # Each from an address of its own, as new visitors come: what is read per page cannot
+    # be told apart by the address.
     new_visitors = [
-        scope([*BROWSER, (b"cookie", cookie_header(str(uuid.uuid4()), str(uuid.uuid4())))], QUERY)
-        for _ in range(count)
+        {**scope([*BROWSER, (b"cookie", cookie_header(str(uuid.uuid4()), str(uuid.uuid4())))],
+                 QUERY),
+         "client": (f"198.51.{i >> 8 & 255}.{i & 255}", 50000 + i % 10000)}
+        for i in range(count)
     ]
     if kind == NEW_KEPT:
         return requests(NEW_ACTIVITY, 3) + new_visitors[3:]
