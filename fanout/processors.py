@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias
 
-from ._events import Event, with_masked_context
+from ._events import CheckedDict, Event, with_masked_context
 
-__all__ = ["Processor", "IPMode", "ip_processor", "anonymize_ip"]
+__all__ = ["CONTEXTS_REMEMBERED", "Processor", "IPMode", "ip_processor", "anonymize_ip"]
 
 #: ``(event) -> event | None``. Return ``None`` to drop the event.
 Processor: TypeAlias = Callable[[Event], "Event | None"]
@@ -55,24 +56,33 @@ def anonymize_ip(value: str) -> str | None:
     return str(ipaddress.IPv6Address(int(ip) & ~((1 << 80) - 1)))
 
 
+#: Contexts whose masked form one IP processor keeps (the middleware's, by identity).
+CONTEXTS_REMEMBERED = 256
+
+
 def ip_processor(mode: IPMode) -> Processor | None:
     """The built-in processor for ``FANOUT_IP``: ``None`` when there is nothing to do."""
     if mode == "keep":
         return None
 
-    # The middleware hands every event of a request (and of repeat requests) the same
-    # context object: remember the last one masked. One tuple, swapped atomically, so
-    # threads never see half of it; a strong reference keeps the id from being reused.
-    last: tuple[object, Mapping[str, Any] | None] = (None, None)
+    # The middleware hand every event of a request, and of a visitor's next requests, the
+    # same context object (a CheckedDict): its masked form is remembered by identity, for
+    # the last CONTEXTS_REMEMBERED of them, as concurrent visitors' requests interleave
+    # (one last-masked entry missed at each switch). Each entry holds its context, so its
+    # id cannot be reused while remembered; another mapping is new for each event, so it
+    # is not remembered. Reads take no lock (one dict lookup); stores do, so concurrent
+    # events cannot break the bound.
+    remembered: dict[int, tuple[object, Mapping[str, Any] | None]] = {}
+    lock = threading.Lock()
 
     def process_ip(event: Event) -> Event:
-        nonlocal last
         context = event.context
         if not context:
             return event
-        seen, remembered = last
-        if seen is context:
-            return event if remembered is None else with_masked_context(event, remembered)
+        hit = remembered.get(id(context))
+        if hit is not None and hit[0] is context:
+            masked = hit[1]
+            return event if masked is None else with_masked_context(event, masked)
         if not any(key in context for key in IP_KEYS):
             return event
         changed = dict(context)
@@ -81,16 +91,17 @@ def ip_processor(mode: IPMode) -> Processor | None:
                 continue
             value = changed.pop(key)
             if mode == "anonymize" and isinstance(value, str):
-                masked = anonymize_ip(value)
-                if masked is not None:
-                    changed[key] = masked
-        if changed == context:
-            last = (context, None)
-            return event  # already anonymised: spare the copy and its validation
+                masked_ip = anonymize_ip(value)
+                if masked_ip is not None:
+                    changed[key] = masked_ip
         # Only removals and masked (never longer) ASCII addresses: no new validation needed.
-        result = with_masked_context(event, changed)
-        last = (context, result.context)
-        return result
+        result = event if changed == context else with_masked_context(event, changed)
+        if type(context) is CheckedDict:
+            with lock:
+                if len(remembered) >= CONTEXTS_REMEMBERED:
+                    del remembered[next(iter(remembered))]
+                remembered[id(context)] = (context, None if result is event else result.context)
+        return result  # unchanged when already anonymised: spares the copy's validation
 
     process_ip.__name__ = f"ip_{mode}"
     return process_ip

@@ -111,3 +111,48 @@ def test_the_ip_processor_remembers_the_last_context_it_masked(make_client, memo
         "203.0.113.0",
         "198.51.100.0",
     ]
+
+
+def test_the_ip_processor_remembers_interleaved_middleware_contexts_bounded(
+    make_client, memory, monkeypatch
+):
+    """Concurrent visitors' requests interleave: each visitor's context (one checked object,
+    recalled for its next requests) is masked once while it is among the last
+    ``CONTEXTS_REMEMBERED``, not at every switch; a plain mapping, new for each event, is
+    masked each time."""
+    from fanout import processors
+    from fanout._events import checked_context
+
+    masked: list[str] = []
+    real = processors.anonymize_ip
+
+    def counted(value: str) -> str | None:
+        masked.append(value)
+        return real(value)
+
+    monkeypatch.setattr(processors, "anonymize_ip", counted)
+    client = make_client(providers=[memory], sync=True, ip="anonymize")
+    visitors = [checked_context({"ip": f"198.51.100.{i}", "path": "/p"}) for i in range(3)]
+    for _ in range(4):
+        for ctx in visitors:
+            client.track("x", person_id="u", context=ctx)
+    assert len(memory.events) == 12 and len(masked) == 3
+    assert [e.context["ip"] for e in memory.events] == ["198.51.100.0"] * 12
+    assert all(e.context["path"] == "/p" for e in memory.events)
+    for _ in range(2):
+        client.track("y", person_id="u", context={"ip": "203.0.113.9"})
+    assert len(masked) == 5  # a plain mapping: each time
+    many = [checked_context({"ip": f"192.0.2.{i % 250}", "n": i})
+            for i in range(processors.CONTEXTS_REMEMBERED + 1)]
+    masked.clear()
+    for _ in range(2):
+        for ctx in many:  # one more than it keeps, in turn: the oldest goes first
+            client.track("z", person_id="u", context=ctx)
+    assert len(masked) == 2 * len(many)
+    masked.clear()
+    client.track("z", person_id="u", context=many[-1])  # the last is still remembered
+    assert masked == [] and memory.events[-1].context["ip"] == "192.0.2.0"
+    dropping = make_client(providers=[memory], sync=True, ip="drop")
+    dropping.track("d", person_id="u", context=visitors[0])
+    dropping.track("d", person_id="u", context=visitors[0])
+    assert [dict(e.context) for e in memory.events[-2:]] == [{"path": "/p"}] * 2
