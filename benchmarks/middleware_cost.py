@@ -178,7 +178,38 @@ def requests(kind: str, count: int) -> list[dict[str, Any]]:
     ]
     if kind == NEW_KEPT:
         return requests(NEW_ACTIVITY, 3) + new_visitors[3:]
+    if kind in SESSIONS:
+        return sessions(SESSIONS[kind], count)
     return new_visitors
+
+
+def sessions(length: int, count: int, concurrent: int = 20) -> list[dict[str, Any]]:
+    """``count`` requests of visitors' sessions of ``length`` requests each, ``concurrent``
+    of them interleaved (one request of each in turn), each visitor from an address of its
+    own: its first request without a cookie (posthog-js has not run yet), every next one
+    with its PostHog cookie, the last-activity time a second later each time (posthog-js
+    rewrites it at most every 5 s: a new time on every request is the costlier case). A
+    session over, a new visitor takes its turn."""
+    out = []
+    active: list[list[Any]] = []  # per turn: [requests made, anonymous id, session id, address]
+    visitors = 0
+    for i in range(count):
+        turn = i % concurrent
+        if turn == len(active) or active[turn][0] == length:
+            visitor = [0, str(uuid.uuid4()), str(uuid.uuid4()),
+                       f"192.0.{visitors >> 8 & 255}.{visitors & 255}"]
+            if turn == len(active):
+                active.append(visitor)
+            else:
+                active[turn] = visitor
+            visitors += 1
+        made, anonymous_id, session_id, address = active[turn]
+        headers = list(BROWSER)
+        if made:
+            headers.append((b"cookie", cookie_header(anonymous_id, session_id, NOW_MS + made * 1000)))
+        out.append({**scope(headers, QUERY), "client": (address, 50000 + i % 10000)})
+        active[turn][0] = made + 1
+    return out
 
 
 def handlers(client: fanout.Client) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
@@ -229,6 +260,8 @@ def handlers(client: fanout.Client) -> dict[str, tuple[Callable[..., Any], Calla
 NEW_ACTIVITY = "cookies, new activity time"
 #: New visitors on a middleware that keeps a returning visitor's reading.
 NEW_KEPT = "new visitors, others kept"
+#: Visitors' sessions (:func:`sessions`), by their number of requests.
+SESSIONS = {f"sessions of {n} requests": n for n in (5, 10, 20)}
 #: Where each request carries, for the bare ``same`` handler, the anonymous id and context
 #: the middleware gives its event: what glue code would pass to ``track()`` by hand.
 SAME_EVENT = "bench.same_event"
@@ -485,7 +518,7 @@ def main() -> None:
     parser.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = ["empty", "cookies", "cookies+headers", NEW_ACTIVITY, "cookies, new visitor each time",
-             NEW_KEPT]
+             NEW_KEPT, *SESSIONS]
     if args.kind:
         unknown = set(args.kind) - set(kinds)
         if unknown:
