@@ -29,6 +29,7 @@ from .browser import (
     activity_room,
     activity_span,
     read_request_ids,
+    read_request_ids_from,
     sanitize,
 )
 
@@ -352,7 +353,7 @@ class RequestReader:
                 raw = cookie
                 if type(cookie) is bytes:
                     cookie = cookie.decode("latin-1")
-                found = read_request_ids(
+                found, shortcut = read_request_ids_from(
                     _NO_HEADERS if no_id_headers else _headers(key),
                     cookie or None,
                 )
@@ -367,7 +368,7 @@ class RequestReader:
                     if seen[slot] != h:
                         seen[slot] = h
                     elif no_id_headers and session not in self._unprovable:
-                        active = self._keep_active(raw, found)
+                        active = self._keep_active(raw, found, shortcut)
                         if active is None:  # not provable: not tried again for this session
                             unprovable = self._unprovable  # (a bounded set)
                             if len(unprovable) >= REQUESTS_KEPT:
@@ -419,20 +420,25 @@ class RequestReader:
         return ctx
 
     def _keep_active(
-        self, cookie: Any, found: tuple[str | None, str | None, float]
+        self,
+        cookie: Any,
+        found: tuple[str | None, str | None, float],
+        shortcut: tuple[str, int] | None,
     ) -> tuple[Any, ...] | None:
-        """Keep ``found`` (the ids of ``cookie``, a live session) for the same header but
+        """Keep ``found`` (the ids of ``cookie``, a live session, and the PostHog value they
+        were read from by :func:`read_request_ids_from`'s shortcut) for the same header but
         for other last-activity digits in its PostHog cookie, if :func:`activity_room`
         proves they read the same: by the header's text after the digits (a short key:
         the header before and after them is compared in full when recalled), where they
         start and the length after them. Returns ``(short key, header before and after
-        the digits, room)`` when kept, else ``None``."""
-        if type(cookie) is not bytes and type(cookie) is not str:
+        the digits, room)`` when kept, else ``None``; a reading the shortcut did not make
+        is never proven (``activity_room`` would find so), so it is not tried."""
+        if shortcut is None or (type(cookie) is not bytes and type(cookie) is not str):
             return None
         span = activity_span(cookie)
         if span is None:
             return None
-        room = activity_room(cookie, span, found)
+        room = activity_room(cookie, span, found, shortcut=shortcut)
         if not room:
             return None
         start, end = span

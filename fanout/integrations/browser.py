@@ -49,6 +49,7 @@ __all__ = [
     "read_browser_ids_until",
     "read_ids",
     "read_request_ids",
+    "read_request_ids_from",
     "sanitize",
 ]
 
@@ -230,6 +231,15 @@ def read_request_ids(
     :func:`read_ids`, so the result is always the one ``read_ids`` gives (property tests
     hold the three together).
     """
+    return read_request_ids_from(headers, cookie, now)[0]
+
+
+def read_request_ids_from(
+    headers: Mapping[str, str], cookie: str | None, now: float | None = None
+) -> tuple[tuple[str | None, str | None, float], tuple[str, int] | None]:
+    """:func:`read_request_ids`, and the PostHog cookie's value and where it starts in
+    ``cookie`` when the shortcut read the ids from it alone (else ``None``): what
+    :func:`activity_room` would otherwise find and read again."""
     if (
         cookie
         and "__ph_opt_in_out_" not in cookie
@@ -239,14 +249,14 @@ def read_request_ids(
         if posthog is not None:
             found = _posthog_live(posthog[0], now)
             if found is not None:
-                return found
-    return _read_scanned(headers, cookie, now)
+                return found, posthog
+    return _read_scanned(headers, cookie, now), None
 
 
 def _posthog_value(cookie: str) -> tuple[str, int] | None:
     """The first ``ph_<token>_posthog`` cookie's raw value (the scan's pick, stripped and
-    unquoted) in a ``Cookie`` header, and where its pair's value starts (before the strip),
-    if it is within :data:`MAX_COOKIE_LENGTH`; ``None`` leaves the header to the scan."""
+    unquoted) in a ``Cookie`` header, and where that value starts in the header, if it is
+    within :data:`MAX_COOKIE_LENGTH`; ``None`` leaves the header to the scan."""
     # The leftmost match, if its name starts its pair; a match inside another pair's value
     # takes the scan.
     match = _POSTHOG_PAIR.search(cookie)
@@ -258,9 +268,12 @@ def _posthog_value(cookie: str) -> tuple[str, int] | None:
         return None
     start = match.end()
     ends = cookie.find(";", start)  # the value: a C search, not the regex's
-    value = cookie[start : None if ends < 0 else ends].strip()
+    raw = cookie[start : None if ends < 0 else ends]
+    value = raw.strip()
+    start += len(raw) - len(raw.lstrip())
     if len(value) >= 2 and value[0] == value[-1] == '"':
         value = value[1:-1]
+        start += 1
     if len(value) > MAX_COOKIE_LENGTH:
         return None
     return value, start
@@ -357,6 +370,8 @@ def activity_room(
     span: tuple[int, int],
     found: tuple[str | None, str | None, float],
     now: float | None = None,
+    *,
+    shortcut: tuple[str, int] | None = None,
 ) -> int:
     """How many digits (at most :data:`ACTIVITY_DIGITS`) may stand at ``span``
     (:func:`activity_span`) of ``cookie`` and read the same as ``found`` but for the
@@ -376,17 +391,24 @@ def activity_room(
     exactly the new digits. Everything else the reading depends on lies outside the
     digits: the same header with other digits takes the same path, the same cookie and
     the same decoding to the same JSON object but for that number.
+
+    ``shortcut``, the second item of :func:`read_request_ids_from` when ``found`` is its
+    first, says the shortcut read ``found`` from that value: it is not found and read again.
     """
-    text = cookie.decode("latin-1") if type(cookie) is bytes else cookie
-    assert type(text) is str  # noqa: S101 - narrowed for mypy
     anon, session, until = found
-    if anon is None or session is None or "__ph_opt_in_out_" in text:
+    if anon is None or session is None:
         return 0
-    posthog = _posthog_value(text)
-    if posthog is None:
-        return 0
-    value, at = posthog
-    at = text.find(value, at)  # past the spaces and quote stripped: none starts the value
+    if shortcut is None:
+        text = cookie.decode("latin-1") if type(cookie) is bytes else cookie
+        assert type(text) is str  # noqa: S101 - narrowed for mypy
+        if "__ph_opt_in_out_" in text:
+            return 0
+        posthog = _posthog_value(text)
+        if posthog is None:
+            return 0
+        value, at = posthog
+    else:
+        value, at = shortcut
     start, end = span[0] - at, span[1] - at
     if start < len(ACTIVITY_MARK) or end + 3 > len(value):  # the digits, in the value
         return 0
@@ -399,7 +421,7 @@ def activity_room(
     if (
         until != ends
         or ends == other_ends
-        or _posthog_live(value, now) != found
+        or (shortcut is None and _posthog_live(value, now) != found)
         or _posthog_live(value[:start] + str(other) + value[end:], now)
         != (anon, session, other_ends)
     ):

@@ -25,6 +25,7 @@ from fanout.integrations.browser import (
     read_browser_ids_until,
     read_ids,
     read_request_ids,
+    read_request_ids_from,
     sanitize,
     sdk_cookies,
 )
@@ -195,9 +196,9 @@ def _calls_of(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
     calls: list[object] = []
     real = getattr(_request, name)
 
-    def counted(*a: object) -> object:
+    def counted(*a: object, **k: object) -> object:
         calls.append(a)
-        return real(*a)
+        return real(*a, **k)
 
     monkeypatch.setattr(_request, name, counted)
     return calls
@@ -205,8 +206,8 @@ def _calls_of(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every full reading of a request's ids (``read_request_ids``) the reader makes."""
-    return _calls_of(monkeypatch, "read_request_ids")
+    """Every full reading of a request's ids (``read_request_ids_from``) the reader makes."""
+    return _calls_of(monkeypatch, "read_request_ids_from")
 
 
 def test_request_reader_keeps_reads_bounded_from_their_second_time_and_while_sessions_live(
@@ -521,6 +522,14 @@ def test_a_new_activity_time_reads_as_the_full_parse_wherever_it_is_proven(cooki
     found = read_request_ids({}, cookie, NOW)
     room = activity_room(cookie, span, found, NOW)
     assert activity_room(cookie.encode("latin-1"), span, found, NOW) == room
+    # The middleware's way: the value the shortcut read the ids from, not found again.
+    read, shortcut = read_request_ids_from({}, cookie, NOW)
+    assert read == found
+    if shortcut is None:
+        assert room == 0  # not read the shortcut's way: never proven
+    else:
+        assert shortcut[0] == cookie[shortcut[1] : shortcut[1] + len(shortcut[0])]
+        assert activity_room(cookie, span, found, NOW, shortcut=shortcut) == room
     if not room:
         return
     anon, session, _ = found
