@@ -206,7 +206,8 @@ def sessions(length: int, count: int, concurrent: int = 20) -> list[dict[str, An
         made, anonymous_id, session_id, address = active[turn]
         headers = list(BROWSER)
         if made:
-            headers.append((b"cookie", cookie_header(anonymous_id, session_id, NOW_MS + made * 1000)))
+            cookie = cookie_header(anonymous_id, session_id, NOW_MS + made * 1000)
+            headers.append((b"cookie", cookie))
         out.append({**scope(headers, QUERY), "client": (address, 50000 + i % 10000)})
         active[turn][0] = made + 1
     return out

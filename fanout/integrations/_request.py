@@ -26,6 +26,7 @@ from .browser import (
     ACTIVITY_MARK_BYTES,
     NEVER,
     SESSION_IDLE_SECONDS,
+    Shortcut,
     activity_room,
     activity_span,
     read_request_ids,
@@ -227,14 +228,17 @@ class RequestReader:
     added to them without walking them again (:func:`fanout._events.checked_with`), so
     the events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
     each) and keep a reading from its second time (:class:`_Kept`): a new visitor, seen
-    once, costs them nothing. A returning visitor whose PostHog cookie only has a new
-    last-activity time (posthog-js rewrites it as events are captured) gets, once its
-    session is proven and it has come back to a page twice, that page's whole context back
-    as one object, its session judged live by the new time alone (see :meth:`context`).
+    once, costs them nothing. The exception is a live PostHog session, which posthog-js
+    goes on rewriting (the last-activity time in its cookie, as the visitor's events are
+    captured): its ids are kept for the header without those digits on its first reading,
+    once proven (a visitor's next request has new digits, so a second reading of the same
+    header seldom comes). Its requests then get their ids back, and once a page's context
+    has been built twice, that whole context as one object, their session judged live by
+    the new time alone (see :meth:`context`).
     """
 
     __slots__ = (
-        "_active", "_active_kept", "_active_seen", "_contexts", "_contexts_kept", "_ids",
+        "_active", "_active_kept", "_contexts", "_contexts_kept", "_ids",
         "_pages", "_raw", "_unprovable",
     )
 
@@ -249,15 +253,11 @@ class RequestReader:
         #: A ``Cookie`` header with its PostHog cookie's last-activity digits cut out ->
         #: (the header before and after them, the anonymous and session ids of any such
         #: header whose session is live, how many digits may stand there): see
-        #: :meth:`_keep_active`. Its table of keys seen once notes the session id of each
-        #: live session read.
+        #: :meth:`_keep_active`.
         self._active: _Kept[tuple[Any, ...], tuple[Any, Any, str | None, str | None, int]] = (
             _Kept(kept)
         )
         self._active_kept = self._active._data  # read inline on a miss: no call per request
-        #: The session ids read once (their hashes, by slot): a list, whose items are read
-        #: and written without converting a machine integer to a Python one each time.
-        self._active_seen: list[int] = [0] * _SEEN_SLOTS
         #: Sessions whose header :func:`activity_room` could not prove (in order, as a set):
         #: each is tried once, not on each of its requests.
         self._unprovable: dict[str, None] = {}
@@ -359,21 +359,16 @@ class RequestReader:
                 )
                 self._ids.put(ids_key, found)
                 session = found[1]
-                if session is not None and found[2] != NEVER:
-                    # A live session: its id noted (one slot of a table written), and the
-                    # second time it is read, kept without its activity digits if provable.
-                    h = hash(session)
-                    seen = self._active_seen
-                    slot = h & _SEEN_MASK
-                    if seen[slot] != h:
-                        seen[slot] = h
-                    elif no_id_headers and session not in self._unprovable:
-                        active = self._keep_active(raw, found, shortcut)
-                        if active is None:  # not provable: not tried again for this session
-                            unprovable = self._unprovable  # (a bounded set)
-                            if len(unprovable) >= REQUESTS_KEPT:
-                                unprovable.clear()
-                            unprovable[session] = None
+                if shortcut is not None and session not in self._unprovable:
+                    # A live session read from PostHog's cookie alone (so no id header):
+                    # kept without its activity digits if provable, on its first reading,
+                    # as its visitor's next request has new ones.
+                    active = self._keep_active(raw, found, shortcut)
+                    if active is None:  # not provable: not tried again for this session
+                        unprovable = self._unprovable  # (a bounded set)
+                        if len(unprovable) >= REQUESTS_KEPT:
+                            unprovable.clear()
+                        unprovable[session] = None  # type: ignore[index]
         anonymous_id, session_id, until = found
         # The page's values are kept without the address: new visitors come each from
         # their own, and share the page's URL, referrer and often user agent.
@@ -423,7 +418,7 @@ class RequestReader:
         self,
         cookie: Any,
         found: tuple[str | None, str | None, float],
-        shortcut: tuple[str, int] | None,
+        shortcut: Shortcut,
     ) -> tuple[Any, ...] | None:
         """Keep ``found`` (the ids of ``cookie``, a live session, and the PostHog value they
         were read from by :func:`read_request_ids_from`'s shortcut) for the same header but
@@ -431,9 +426,9 @@ class RequestReader:
         proves they read the same: by the header's text after the digits (a short key:
         the header before and after them is compared in full when recalled), where they
         start and the length after them. Returns ``(short key, header before and after
-        the digits, room)`` when kept, else ``None``; a reading the shortcut did not make
-        is never proven (``activity_room`` would find so), so it is not tried."""
-        if shortcut is None or (type(cookie) is not bytes and type(cookie) is not str):
+        the digits, room)`` when kept, else ``None``. (A reading the shortcut did not
+        make is never proven, so it is not tried.)"""
+        if type(cookie) is not bytes and type(cookie) is not str:
             return None
         span = activity_span(cookie)
         if span is None:

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "SESSION_IDLE_SECONDS",
     "BrowserIds",
+    "Shortcut",
     "NEVER",
     "activity_room",
     "activity_span",
@@ -217,6 +218,11 @@ def read_ids(
     return anonymous_id, session_id, source_of, False, until
 
 
+#: ``(PostHog value, where it starts in the header, its JSON text if unescaped in C)``:
+#: what the shortcut of :func:`read_request_ids_from` read its ids from.
+Shortcut = tuple[str, int, "bytes | None"]
+
+
 def read_request_ids(
     headers: Mapping[str, str], cookie: str | None, now: float | None = None
 ) -> tuple[str | None, str | None, float]:
@@ -236,10 +242,11 @@ def read_request_ids(
 
 def read_request_ids_from(
     headers: Mapping[str, str], cookie: str | None, now: float | None = None
-) -> tuple[tuple[str | None, str | None, float], tuple[str, int] | None]:
-    """:func:`read_request_ids`, and the PostHog cookie's value and where it starts in
-    ``cookie`` when the shortcut read the ids from it alone (else ``None``): what
-    :func:`activity_room` would otherwise find and read again."""
+) -> tuple[tuple[str | None, str | None, float], Shortcut | None]:
+    """:func:`read_request_ids`, and when the shortcut read the ids from the PostHog
+    cookie alone, ``(its value, where that starts in cookie, the value's JSON text as
+    bytes if unescaped in C, else None)``, else ``None``: what :func:`activity_room` would
+    otherwise find and read again."""
     if (
         cookie
         and "__ph_opt_in_out_" not in cookie
@@ -247,9 +254,15 @@ def read_request_ids_from(
     ):
         posthog = _posthog_value(cookie)
         if posthog is not None:
-            found = _posthog_live(posthog[0], now)
-            if found is not None:
-                return found, posthog
+            value, at = posthog
+            try:
+                data, text = _decoded_uri_json_and_text(value)
+            except (ValueError, TypeError, UnicodeError):
+                pass
+            else:
+                found = _posthog_live_in(data, now)
+                if found is not None:
+                    return found, (value, at, text)
     return _read_scanned(headers, cookie, now), None
 
 
@@ -291,6 +304,11 @@ def _posthog_live(raw: str, now: float | None) -> tuple[str, str, float] | None:
         data = _decoded_uri_json(raw)
     except (ValueError, TypeError, UnicodeError):
         return None
+    return _posthog_live_in(data, now)
+
+
+def _posthog_live_in(data: dict[str, Any], now: float | None) -> tuple[str, str, float] | None:
+    """:func:`_posthog_live` of the decoded value."""
     sesid = data.get("$sesid")
     if type(sesid) is not list or len(sesid) < 2 or not isinstance(sesid[0], (int, float)):
         return None
@@ -371,7 +389,7 @@ def activity_room(
     found: tuple[str | None, str | None, float],
     now: float | None = None,
     *,
-    shortcut: tuple[str, int] | None = None,
+    shortcut: Shortcut | None = None,
 ) -> int:
     """How many digits (at most :data:`ACTIVITY_DIGITS`) may stand at ``span``
     (:func:`activity_span`) of ``cookie`` and read the same as ``found`` but for the
@@ -393,11 +411,18 @@ def activity_room(
     the same decoding to the same JSON object but for that number.
 
     ``shortcut``, the second item of :func:`read_request_ids_from` when ``found`` is its
-    first, says the shortcut read ``found`` from that value: it is not found and read again.
+    first, says the shortcut read ``found`` from that value: it is not found and read
+    again. And when that value's JSON text has no backslash and one ``"$sesid"`` in all,
+    it is not read again with other digits either: without a backslash no string holds a
+    quote, so that ``"$sesid"`` is a whole string, the only one; the digits follow it as
+    ``"$sesid":[``, so it is a key; the reading found a top-level ``$sesid``, so it is this
+    one, and the digits are its first number, which no other key overrides. Other digits
+    there leave the same JSON object but for that number, read the same way.
     """
     anon, session, until = found
     if anon is None or session is None:
         return 0
+    json = None
     if shortcut is None:
         text = cookie.decode("latin-1") if type(cookie) is bytes else cookie
         assert type(text) is str  # noqa: S101 - narrowed for mypy
@@ -408,7 +433,7 @@ def activity_room(
             return 0
         value, at = posthog
     else:
-        value, at = shortcut
+        value, at, json = shortcut
     start, end = span[0] - at, span[1] - at
     if start < len(ACTIVITY_MARK) or end + 3 > len(value):  # the digits, in the value
         return 0
@@ -418,14 +443,17 @@ def activity_room(
     now = time.time() if now is None else now
     ends = number / 1000 + SESSION_IDLE_SECONDS
     other_ends = other / 1000 + SESSION_IDLE_SECONDS
-    if (
-        until != ends
-        or ends == other_ends
-        or (shortcut is None and _posthog_live(value, now) != found)
-        or _posthog_live(value[:start] + str(other) + value[end:], now)
-        != (anon, session, other_ends)
-    ):
+    if until != ends or ends == other_ends:
         return 0
+    if json is None or b"\\" in json or json.count(b'"$sesid"') != 1:
+        if (
+            shortcut is None and _posthog_live(value, now) != found
+        ) or _posthog_live(value[:start] + str(other) + value[end:], now) != (
+            anon,
+            session,
+            other_ends,
+        ):
+            return 0
     return min(ACTIVITY_DIGITS, MAX_COOKIE_LENGTH - (len(value) - len(digits)))
 
 
@@ -559,8 +587,14 @@ def _clean_qp(raw: str, unescaped: bytes) -> bool:
 
 
 def _decoded_uri_json(raw: str) -> dict[str, Any]:
-    """A URL-encoded JSON object cookie (PostHog, Mixpanel), decoded: a new visitor's
-    PostHog cookie, read once, so not kept (see :func:`_uri_json_object`).
+    """:func:`_decoded_uri_json_and_text`'s object."""
+    return _decoded_uri_json_and_text(raw)[0]
+
+
+def _decoded_uri_json_and_text(raw: str) -> tuple[dict[str, Any], bytes | None]:
+    """A URL-encoded JSON object cookie (PostHog, Mixpanel), decoded (a new visitor's
+    PostHog cookie, read once, so not kept: see :func:`_uri_json_object`), and the JSON
+    text it was read from when the common path below unescaped it, else ``None``.
 
     The common value (ASCII, every ``%`` a ``%XX`` escape, no ``=`` or line break) is
     unescaped by C code: ``%`` becomes ``=`` (one character for one) and
@@ -574,6 +608,7 @@ def _decoded_uri_json(raw: str) -> dict[str, Any]:
     run. Anything else takes ``unquote`` itself (a property
     test holds the two together).
     """
+    text = None
     if "%" in raw:
         data = None
         if raw.isascii() and "=" not in raw and "\n" not in raw and "\r" not in raw:
@@ -581,6 +616,7 @@ def _decoded_uri_json(raw: str) -> dict[str, Any]:
             if _clean_qp(raw, unescaped):
                 try:
                     data = orjson.loads(unescaped)
+                    text = unescaped
                 except ValueError:  # not JSON, or not UTF-8: unquote's replacement decides
                     data = None
         if data is None:
@@ -589,7 +625,7 @@ def _decoded_uri_json(raw: str) -> dict[str, Any]:
         data = orjson.loads(raw)
     if type(data) is not dict:
         raise ValueError("not a JSON object")
-    return data
+    return data, text
 
 
 #: The same, kept by raw text: for the readers of each source, which a returning visitor's
