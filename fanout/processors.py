@@ -71,7 +71,9 @@ def ip_processor(mode: IPMode) -> Processor | None:
     # (one last-masked entry missed at each switch). Each entry holds its context, so its
     # id cannot be reused while remembered; another mapping is new for each event, so it
     # is not remembered. Reads take no lock (one dict lookup); stores do, so concurrent
-    # events cannot break the bound.
+    # events cannot break the bound, and never wait for it: a forked child inherits it as
+    # it was, maybe held by a thread that does not exist there, and a store skipped only
+    # costs a later event one more masking.
     remembered: dict[int, tuple[object, Mapping[str, Any] | None]] = {}
     lock = threading.Lock()
 
@@ -96,11 +98,13 @@ def ip_processor(mode: IPMode) -> Processor | None:
                     changed[key] = masked_ip
         # Only removals and masked (never longer) ASCII addresses: no new validation needed.
         result = event if changed == context else with_masked_context(event, changed)
-        if type(context) is CheckedDict:
-            with lock:
+        if type(context) is CheckedDict and lock.acquire(blocking=False):
+            try:
                 if len(remembered) >= CONTEXTS_REMEMBERED:
                     del remembered[next(iter(remembered))]
                 remembered[id(context)] = (context, None if result is event else result.context)
+            finally:
+                lock.release()
         return result  # unchanged when already anonymised: spares the copy's validation
 
     process_ip.__name__ = f"ip_{mode}"

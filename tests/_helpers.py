@@ -6,8 +6,11 @@ standing for a backend that misbehaves in one of the ways the channel must survi
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from fanout import Event
 
@@ -79,3 +82,35 @@ class GatedProvider(ScriptedProvider):
     def send(self, batch: Sequence[Event]) -> None:
         self.gate.wait(10)
         super().send(batch)
+
+
+def in_forked_child(work: Callable[[], object], timeout: float = 10.0) -> str:
+    """``repr(work())`` as run in a child made by ``os.fork()``, or ``"hung"`` if the child
+    did not finish within ``timeout`` seconds (it is then killed, by its pid), or the
+    exception it raised. The child leaves by ``os._exit``, running no exit hook."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read)
+            try:
+                out = repr(work())
+            except BaseException as exc:  # noqa: BLE001 - reported to the parent
+                out = f"raised {exc!r}"
+            os.write(write, out.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + timeout
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(read)
+            return "hung"
+        time.sleep(0.01)
+    chunks = []
+    while chunk := os.read(read, 65536):
+        chunks.append(chunk)
+    os.close(read)
+    return b"".join(chunks).decode()

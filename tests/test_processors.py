@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import fanout
@@ -156,3 +158,42 @@ def test_the_ip_processor_remembers_interleaved_middleware_contexts_bounded(
     dropping.track("d", person_id="u", context=visitors[0])
     dropping.track("d", person_id="u", context=visitors[0])
     assert [dict(e.context) for e in memory.events[-2:]] == [{"path": "/p"}] * 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_the_ip_processor_stores_does_not_hang(monkeypatch):
+    """A child inherits the processor's lock as it was at the fork, maybe held by a thread
+    that does not exist there: the child's events are masked all the same, never wait."""
+    import threading
+
+    from _helpers import in_forked_child
+
+    from fanout import processors
+    from fanout._events import build_event, checked_context
+
+    made: list[threading.Lock] = []
+    real_lock = threading.Lock
+
+    def recorded() -> threading.Lock:
+        made.append(real_lock())
+        return made[-1]
+
+    monkeypatch.setattr(processors.threading, "Lock", recorded)
+    process = processors.ip_processor("anonymize")
+    monkeypatch.undo()
+    assert process is not None and len(made) == 1
+    made[0].acquire()  # as another thread storing at the moment of the fork
+    try:
+
+        def masked() -> list[object]:
+            out = []
+            for i in range(3):
+                ctx = checked_context({"ip": f"198.51.100.{i}", "path": "/p"})
+                event = process(build_event("track", name="x", person_id="u", context=ctx))
+                out.append(event.context["ip"])  # type: ignore[union-attr]
+            return out
+
+        assert in_forked_child(masked) == repr(["198.51.100.0"] * 3)
+        assert masked() == ["198.51.100.0"] * 3  # and here, while it is held
+    finally:
+        made[0].release()

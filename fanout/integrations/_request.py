@@ -180,7 +180,9 @@ class _Kept(Generic[_K, _V]):
     push each other back to their first time.
 
     Reads take no lock (one dict lookup is atomic); stores do, so concurrent requests
-    cannot break the eviction.
+    cannot break the eviction, and never wait for it: a child forked while another thread
+    held it inherits it held, by a thread that does not exist there, and a store skipped
+    only costs a later request one more reading.
     """
 
     __slots__ = ("_data", "_size", "_lock", "_seen", "get")
@@ -205,12 +207,17 @@ class _Kept(Generic[_K, _V]):
     def keep(self, key: _K, value: _V) -> None:
         """Keep ``value`` under ``key`` now (:meth:`put` from a key's second time)."""
         data = self._data
-        with self._lock:  # under it, each put adds at most one: one eviction keeps the bound
+        lock = self._lock
+        if not lock.acquire(blocking=False):
+            return
+        try:  # under it, each put adds at most one: one eviction keeps the bound
             if len(data) >= self._size:
                 if not data:  # a size of 0 keeps nothing
                     return
                 del data[next(iter(data))]
             data[key] = value
+        finally:
+            lock.release()
 
 
 class RequestReader:

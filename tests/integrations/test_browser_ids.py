@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from urllib.parse import quote
 
 import pytest
@@ -282,6 +283,34 @@ def test_new_visitors_of_one_page_from_their_own_addresses_share_its_reading(
         assert read[1]["ip"] == ip
     assert list(reader.read(headers, client_ip=None, **args)[1]) == [
         "user_agent", "url", "path", "referrer", "campaign"]  # no address: none made up
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_store_is_locked_reads_and_keeps_without_waiting():
+    """A child forked while another thread kept a reading inherits that store's lock held,
+    by a thread that does not exist there: its requests are read all the same (and kept
+    once the lock is free), never wait."""
+    from _helpers import in_forked_child
+
+    from fanout.integrations._request import RequestReader
+
+    reader = RequestReader()
+    key = (None, "anon-f", None, None, None, None, "UA", None, None, "h", "203.0.113.9",
+           "https", None, "/", "", False)
+    locks = [store._lock for store in (reader._raw, reader._ids, reader._pages)]
+    for lock in locks:
+        lock.acquire()
+    try:
+        def read() -> list[object]:
+            return [reader.context(key).anonymous_id for _ in range(3)]
+
+        assert in_forked_child(read) == repr(["anon-f"] * 3)
+        assert read() == ["anon-f"] * 3 and reader._raw.get(key) is None  # not kept
+    finally:
+        for lock in locks:
+            lock.release()
+    reader.context(key)
+    assert reader._raw.get(key) is not None  # kept, once free
 
 
 _COOKIE_TEXT = st.lists(
