@@ -56,8 +56,9 @@ def anonymize_ip(value: str) -> str | None:
     return str(ipaddress.IPv6Address(int(ip) & ~((1 << 80) - 1)))
 
 
-#: Contexts whose masked form one IP processor keeps (the middleware's, by identity).
-CONTEXTS_REMEMBERED = 256
+#: Contexts whose masked form one IP processor keeps (the middleware's, by identity): as
+#: many as the middleware keep readings (fanout.integrations._request.REQUESTS_KEPT).
+CONTEXTS_REMEMBERED = 2048
 
 
 def ip_processor(mode: IPMode) -> Processor | None:

@@ -285,6 +285,36 @@ def test_new_visitors_of_one_page_from_their_own_addresses_share_its_reading(
         "user_agent", "url", "path", "referrer", "campaign"]  # no address: none made up
 
 
+def test_a_thousand_interleaved_sessions_are_each_read_once(reads: list[object]) -> None:
+    """A busy worker serves many visitors at once: a thousand sessions, interleaved, each
+    visitor's cookie with a new activity time on each of its requests, are each read in
+    full once (their first request), then recalled, as a fresh reading gives them."""
+    import time
+
+    from fanout.integrations._request import REQUESTS_KEPT, RequestReader
+
+    assert REQUESTS_KEPT >= 1000
+    now_ms = int(time.time() * 1000)
+    reader = RequestReader()
+
+    def key(visitor: int, request: int) -> tuple[object, ...]:
+        value = {"distinct_id": f"d-{visitor}", "$device_id": f"d-{visitor}",
+                 "$sesid": [now_ms + request, f"s-{visitor}", 5]}
+        return ("ph_phc_t_posthog=" + js_uri(value), None, None, None, None, None, "UA",
+                None, None, "shop.example", f"198.51.{visitor >> 8}.{visitor & 255}",
+                "https", None, "/p", "", False)
+
+    for request in range(4):
+        for visitor in range(1000):
+            ctx = reader.context(key(visitor, request))
+            assert ctx.anonymous_id == f"d-{visitor}"
+            assert ctx.values["session_id"] == f"s-{visitor}"
+    assert len(reads) == 1000  # each session's first request; 3,000 recalled
+    sample = key(999, 9)
+    reads.clear()
+    assert reader.context(sample) == RequestReader().context(sample) and len(reads) == 1
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_a_store_is_locked_reads_and_keeps_without_waiting():
     """A child forked while another thread kept a reading inherits that store's lock held,
