@@ -7,6 +7,7 @@ standing for a backend that misbehaves in one of the ways the channel must survi
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
@@ -102,15 +103,17 @@ def in_forked_child(work: Callable[[], object], timeout: float = 10.0) -> str:
             os._exit(0)
     os.close(write)
     deadline = time.monotonic() + timeout
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            os.close(read)
-            return "hung"
-        time.sleep(0.01)
     chunks = []
-    while chunk := os.read(read, 65536):
-        chunks.append(chunk)
-    os.close(read)
-    return b"".join(chunks).decode()
+    try:
+        while True:  # read as it writes (a pipe holds 64 KB), to its end or the deadline
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                return "hung"
+            chunk = os.read(read, 65536)
+            if not chunk:
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
