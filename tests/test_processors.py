@@ -163,7 +163,8 @@ def test_the_ip_processor_remembers_interleaved_middleware_contexts_bounded(
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_the_ip_processor_stores_does_not_hang(monkeypatch):
     """A child inherits the processor's lock as it was at the fork, maybe held by a thread
-    that does not exist there: the child's events are masked all the same, never wait."""
+    that does not exist there: the child's events are masked all the same, never wait, and
+    each context once (the child's memo gets a new lock)."""
     import threading
 
     from _helpers import in_forked_child
@@ -185,15 +186,27 @@ def test_a_child_forked_while_the_ip_processor_stores_does_not_hang(monkeypatch)
     made[0].acquire()  # as another thread storing at the moment of the fork
     try:
 
+        contexts = [checked_context({"ip": f"198.51.100.{i}", "path": "/p"}) for i in range(3)]
+
         def masked() -> list[object]:
             out = []
-            for i in range(3):
-                ctx = checked_context({"ip": f"198.51.100.{i}", "path": "/p"})
+            for ctx in contexts * 2:
                 event = process(build_event("track", name="x", person_id="u", context=ctx))
                 out.append(event.context["ip"])  # type: ignore[union-attr]
             return out
 
-        assert in_forked_child(masked) == repr(["198.51.100.0"] * 3)
-        assert masked() == ["198.51.100.0"] * 3  # and here, while it is held
+        def masked_once_each() -> tuple[list[object], int]:
+            calls: list[str] = []
+            real = processors.anonymize_ip
+
+            def counted(value: str) -> str | None:
+                calls.append(value)
+                return real(value)
+
+            processors.anonymize_ip = counted  # the child's own module: the parent's is untouched
+            return masked(), len(calls)
+
+        assert in_forked_child(masked_once_each) == repr((["198.51.100.0"] * 6, 3))
+        assert masked() == ["198.51.100.0"] * 6  # and here, while it is held
     finally:
         made[0].release()

@@ -318,8 +318,9 @@ def test_a_thousand_interleaved_sessions_are_each_read_once(reads: list[object])
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_while_a_store_is_locked_reads_and_keeps_without_waiting():
     """A child forked while another thread kept a reading inherits that store's lock held,
-    by a thread that does not exist there: its requests are read all the same (and kept
-    once the lock is free), never wait."""
+    by a thread that does not exist there: its requests are read all the same, never wait,
+    and are kept there (the child's stores get new locks); the parent keeps them once its
+    lock is free."""
     from _helpers import in_forked_child
 
     from fanout.integrations._request import RequestReader
@@ -334,8 +335,11 @@ def test_a_child_forked_while_a_store_is_locked_reads_and_keeps_without_waiting(
         def read() -> list[object]:
             return [reader.context(key).anonymous_id for _ in range(3)]
 
-        assert in_forked_child(read) == repr(["anon-f"] * 3)
-        assert read() == ["anon-f"] * 3 and reader._raw.get(key) is None  # not kept
+        def read_and_keep() -> tuple[list[object], bool]:
+            return read(), reader._raw.get(key) is not None
+
+        assert in_forked_child(read_and_keep) == repr((["anon-f"] * 3, True))
+        assert read() == ["anon-f"] * 3 and reader._raw.get(key) is None  # not kept here
     finally:
         for lock in locks:
             lock.release()
