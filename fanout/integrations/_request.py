@@ -377,7 +377,11 @@ class RequestReader:
                 )
                 self._ids.put(ids_key, found)
                 session = found[1]
-                if shortcut is not None and session not in self._unprovable:
+                if (
+                    shortcut is not None
+                    and session is not None  # (always, when the shortcut read it)
+                    and session not in self._unprovable
+                ):
                     # A live session read from PostHog's cookie alone (so no id header):
                     # kept without its activity digits if provable, on its first reading,
                     # as its visitor's next request has new ones.
@@ -386,7 +390,7 @@ class RequestReader:
                         unprovable = self._unprovable  # (a bounded set)
                         if len(unprovable) >= REQUESTS_KEPT:
                             unprovable.clear()
-                        unprovable[session] = None  # type: ignore[index]
+                        unprovable[session] = None
         anonymous_id, session_id, until = found
         # The page's values are kept without the address: new visitors come each from
         # their own, and share the page's URL, referrer and often user agent.
