@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias
 
 from ._events import CheckedDict, Event, with_masked_context
-from ._lifecycle import register_fork_aware
+from ._recent import Recent
 
 __all__ = ["CONTEXTS_REMEMBERED", "Processor", "IPMode", "ip_processor", "anonymize_ip"]
 
@@ -63,22 +61,6 @@ def anonymize_ip(value: str) -> str | None:
 CONTEXTS_REMEMBERED = 2048
 
 
-class _Memo:
-    """The IP processor's masked contexts by identity, oldest first, and the lock its stores
-    try (never wait for): a forked child gets a new one, as it may have inherited this one
-    held by a thread that does not exist there."""
-
-    __slots__ = ("entries", "lock", "__weakref__")
-
-    def __init__(self) -> None:
-        self.entries: OrderedDict[int, tuple[object, Mapping[str, Any] | None]] = OrderedDict()
-        self.lock = threading.Lock()
-        register_fork_aware(self)
-
-    def _after_fork_in_child(self) -> None:
-        self.lock = threading.Lock()
-
-
 def ip_processor(mode: IPMode) -> Processor | None:
     """The built-in processor for ``FANOUT_IP``: ``None`` when there is nothing to do."""
     if mode == "keep":
@@ -89,12 +71,11 @@ def ip_processor(mode: IPMode) -> Processor | None:
     # the last CONTEXTS_REMEMBERED of them, as concurrent visitors' requests interleave
     # (one last-masked entry missed at each switch). Each entry holds its context, so its
     # id cannot be reused while remembered; another mapping is new for each event, so it
-    # is not remembered. Reads take no lock (one dict lookup); stores do, so concurrent
-    # events cannot break the bound, and never wait for it: a forked child inherits it as
-    # it was, maybe held by a thread that does not exist there, and a store skipped only
-    # costs a later event one more masking.
-    memo = _Memo()
-    remembered = memo.entries
+    # is not remembered. A store skipped (another thread storing) costs a later event one
+    # more masking.
+    remembered: Recent[int, tuple[object, Mapping[str, Any] | None]] = Recent(
+        CONTEXTS_REMEMBERED
+    )
 
     def process_ip(event: Event) -> Event:
         context = event.context
@@ -117,13 +98,8 @@ def ip_processor(mode: IPMode) -> Processor | None:
                     changed[key] = masked_ip
         # Only removals and masked (never longer) ASCII addresses: no new validation needed.
         result = event if changed == context else with_masked_context(event, changed)
-        if type(context) is CheckedDict and (lock := memo.lock).acquire(blocking=False):
-            try:
-                if len(remembered) >= CONTEXTS_REMEMBERED:
-                    remembered.popitem(last=False)
-                remembered[id(context)] = (context, None if result is event else result.context)
-            finally:
-                lock.release()
+        if type(context) is CheckedDict:
+            remembered.keep(id(context), (context, None if result is event else result.context))
         return result  # unchanged when already anonymised: spares the copy's validation
 
     process_ip.__name__ = f"ip_{mode}"

@@ -179,7 +179,7 @@ def test_a_child_forked_while_the_ip_processor_stores_does_not_hang(monkeypatch)
         made.append(real_lock())
         return made[-1]
 
-    monkeypatch.setattr(processors.threading, "Lock", recorded)
+    monkeypatch.setattr(threading, "Lock", recorded)  # the memo's, made by ip_processor
     process = processors.ip_processor("anonymize")
     monkeypatch.undo()
     assert process is not None and len(made) == 1

@@ -12,17 +12,15 @@ set by whoever sends the request, so by default it would let any visitor pick th
 from __future__ import annotations
 
 import array
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote_plus
 
 from .._context import RequestContext
 from .._events import checked_context, checked_with
-from .._lifecycle import register_fork_aware
+from .._recent import Recent
 from .browser import (
     ACTIVITY_MARK,
     ACTIVITY_MARK_BYTES,
@@ -173,9 +171,9 @@ def _page_values(
     return values
 
 
-class _Kept(Generic[_K, _V]):
-    """At most ``size`` recent results by key, each kept from the second time it is put;
-    the oldest kept goes first.
+class _Kept(Recent[_K, _V]):
+    """At most ``size`` recent results by key (:class:`fanout._recent.Recent`), each kept
+    from the second time it is put.
 
     A new visitor's request is seen once: keeping its reading would cost it a store (and
     later an eviction, of an entry long out of the CPU's caches) for a reading no request
@@ -183,25 +181,14 @@ class _Kept(Generic[_K, _V]):
     (one slot written, nothing allocated or evicted), and the second keeps the value: a
     request that comes back is read twice, then recalled. Two keys sharing a slot only
     push each other back to their first time.
-
-    Reads take no lock (one dict lookup is atomic); stores do, so concurrent requests
-    cannot break the eviction, and never wait for it (a store skipped only costs a later
-    request one more reading). A forked child gets a new lock: it may have inherited this
-    one held, by a thread that does not exist there. The oldest entry goes by
-    ``OrderedDict.popitem``: a dict's first key is found by skipping the slots of those
-    deleted before it, a cost that grew with the store (1.8 µs per eviction at 2,048).
     """
 
-    __slots__ = ("_data", "_size", "_lock", "_seen", "get", "__weakref__")
+    __slots__ = ("_seen",)
 
     def __init__(self, size: int) -> None:
-        self._data: OrderedDict[_K, _V] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-        register_fork_aware(self)
+        super().__init__(size)
         #: The hash of the key last put once, per slot (``hash & _SEEN_MASK``).
         self._seen = array.array("q", bytes(8 * _SEEN_SLOTS))
-        self.get = self._data.get
 
     def put(self, key: _K, value: _V) -> None:
         h = hash(key)
@@ -211,24 +198,6 @@ class _Kept(Generic[_K, _V]):
             seen[slot] = h
             return
         self.keep(key, value)
-
-    def keep(self, key: _K, value: _V) -> None:
-        """Keep ``value`` under ``key`` now (:meth:`put` from a key's second time)."""
-        data = self._data
-        lock = self._lock
-        if not lock.acquire(blocking=False):
-            return
-        try:  # under it, each put adds at most one: one eviction keeps the bound
-            if len(data) >= self._size:
-                if not data:  # a size of 0 keeps nothing
-                    return
-                data.popitem(last=False)
-            data[key] = value
-        finally:
-            lock.release()
-
-    def _after_fork_in_child(self) -> None:
-        self._lock = threading.Lock()
 
 
 class RequestReader:
