@@ -95,6 +95,27 @@ UA = (
 QUERY = b"utm_source=news&utm_campaign=spring"
 
 
+#: The browsers of :func:`sessions`' walking visitors: (user agent, Accept-Language).
+BROWSERS = [
+    (UA, b"en-GB,en;q=0.9"),
+    (UA.replace(b"Chrome/126", b"Chrome/125"), b"en-US,en;q=0.9"),
+    (b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like "
+     b"Gecko) Version/17.5 Safari/605.1.15", b"en-US"),
+    (b"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:127.0) Gecko/20100101 Firefox/127.0",
+     b"de-DE,de;q=0.8,en;q=0.5"),
+    (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, "
+     b"like Gecko) Version/17.5 Mobile/15E148 Safari/604.1", b"fr-FR"),
+    (b"Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+     b"Chrome/126 Mobile Safari/537.36", b"en-GB"),
+]
+#: The pages of the site :func:`sessions`' walking visitors walk.
+SITE_PATHS = [
+    "/", "/cart", "/checkout", "/account", "/search",
+    *(f"/products/{n}" for n in range(30)),
+    *(f"/category/{name}" for name in ("shoes", "bags", "coats", "hats", "sale")),
+]
+
+
 def posthog_cookie(distinct_id: str, session_id: str, last_ms: int = NOW_MS) -> str:
     """``ph_<token>_posthog`` as posthog-js writes it (encodeURIComponent of JSON);
     ``$sesid`` is [last activity ms, session id, session start ms]."""
@@ -180,16 +201,27 @@ def requests(kind: str, count: int) -> list[dict[str, Any]]:
         return requests(NEW_ACTIVITY, 3) + new_visitors[3:]
     if kind in SESSIONS:
         return sessions(SESSIONS[kind], count)
+    if kind in WALKS:
+        return sessions(WALKS[kind], count, walking=True)
     return new_visitors
 
 
-def sessions(length: int, count: int, concurrent: int = 20) -> list[dict[str, Any]]:
+def sessions(
+    length: int, count: int, concurrent: int = 20, *, walking: bool = False
+) -> list[dict[str, Any]]:
     """``count`` requests of visitors' sessions of ``length`` requests each, ``concurrent``
     of them interleaved (one request of each in turn), each visitor from an address of its
     own: its first request without a cookie (posthog-js has not run yet), every next one
     with its PostHog cookie, the last-activity time a second later each time (posthog-js
     rewrites it at most every 5 s: a new time on every request is the costlier case). A
-    session over, a new visitor takes its turn."""
+    session over, a new visitor takes its turn.
+
+    Every request is on one page, with one user agent, unless ``walking``: then each
+    visitor has one of a few browsers (:data:`BROWSERS`) and walks the pages of a site
+    (:data:`SITE_PATHS`), a page per request, each referred by the one before, the first
+    from outside with the campaign's query: what server-rendered pages, each tracking a
+    view, see. Their pages' readings are shared only by visitors with the same browser
+    coming from the same page."""
     out = []
     active: list[list[Any]] = []  # per turn: [requests made, anonymous id, session id, address]
     visitors = 0
@@ -203,12 +235,31 @@ def sessions(length: int, count: int, concurrent: int = 20) -> list[dict[str, An
             else:
                 active[turn] = visitor
             visitors += 1
-        made, anonymous_id, session_id, address = active[turn]
+        made, anonymous_id, session_id, address = active[turn][:4]
         headers = list(BROWSER)
+        query = QUERY
+        page: dict[str, Any] = {}
+        if walking:
+            if made == 0:
+                active[turn].append(visitors)  # the walk's seed: its visitor's number
+            seed = active[turn][4]
+            path = SITE_PATHS[(seed * 7 + made * 13 + seed * made) % len(SITE_PATHS)]
+            before = SITE_PATHS[(seed * 7 + (made - 1) * 13 + seed * (made - 1))
+                                % len(SITE_PATHS)]
+            user_agent, locale = BROWSERS[seed % len(BROWSERS)]
+            headers = [
+                (b"host", b"shop.example"),
+                (b"user-agent", user_agent),
+                (b"accept-language", locale),
+                (b"referer", b"https://news.example/article" if made == 0
+                 else b"https://shop.example" + before.encode()),
+            ]
+            query = QUERY if made == 0 else b""
+            page = {"path": path, "raw_path": path.encode()}
         if made:
             cookie = cookie_header(anonymous_id, session_id, NOW_MS + made * 1000)
             headers.append((b"cookie", cookie))
-        out.append({**scope(headers, QUERY), "client": (address, 50000 + i % 10000)})
+        out.append({**scope(headers, query), **page, "client": (address, 50000 + i % 10000)})
         active[turn][0] = made + 1
     return out
 
@@ -263,6 +314,8 @@ NEW_ACTIVITY = "cookies, new activity time"
 NEW_KEPT = "new visitors, others kept"
 #: Visitors' sessions (:func:`sessions`), by their number of requests.
 SESSIONS = {f"sessions of {n} requests": n for n in (5, 10, 20)}
+#: Visitors' sessions walking a site's pages (:func:`sessions` with ``walking``).
+WALKS = {f"sessions of {n}, walking pages": n for n in (5, 10, 20)}
 #: Where each request carries, for the bare ``same`` handler, the anonymous id and context
 #: the middleware gives its event: what glue code would pass to ``track()`` by hand.
 SAME_EVENT = "bench.same_event"
@@ -519,7 +572,7 @@ def main() -> None:
     parser.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = ["empty", "cookies", "cookies+headers", NEW_ACTIVITY, "cookies, new visitor each time",
-             NEW_KEPT, *SESSIONS]
+             NEW_KEPT, *SESSIONS, *WALKS]
     if args.kind:
         unknown = set(args.kind) - set(kinds)
         if unknown:
