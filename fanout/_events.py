@@ -92,9 +92,13 @@ class CheckedDict(ReadOnlyDict):
     event still runs over it (exact size, lone surrogates).
     """
 
-    __slots__ = ("held", "spent")
+    __slots__ = ("held", "spent", "masked")
     held: int
     spent: int
+    #: What a built-in processor made of it, kept with it for the next event sharing it
+    #: (the IP processor: ``(mode, the masked mapping, or None when unchanged)``), or
+    #: ``None``.
+    masked: tuple[str, Mapping[str, Any] | None] | None
 
     def __reduce__(self) -> tuple[type[ReadOnlyDict], tuple[dict[str, Any]]]:
         return (ReadOnlyDict, (dict(self),))  # unpickled, it is checked again like any dict
@@ -111,41 +115,55 @@ def checked_context(values: Mapping[str, Any]) -> Mapping[str, Any]:
     budget = [MAX_ITEMS]
     out, held = check_mapping(values, "context", budget, CheckedDict)
     assert type(out) is CheckedDict  # noqa: S101 - check_mapping builds with ``make``
-    out.held, out.spent = held, MAX_ITEMS - budget[0]
+    out.held, out.spent, out.masked = held, MAX_ITEMS - budget[0], None
     return out
 
 
-def checked_with(added: Mapping[str, str], checked: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``checked_context({**added, **checked})`` for a ``checked`` mapping that
-    :func:`checked_context` made (or an empty one): only the texts of ``added`` are
-    measured.
+def checked_with(added: Mapping[str, str], *checked: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``checked_context({**added, **part, ...})`` for ``checked`` mappings that
+    :func:`checked_context` made (or empty ones), with keys of their own: only the texts
+    of ``added`` are measured, and the parts' measures are added up.
 
-    The middleware keep the values of a page checked once and add each visitor's session
-    id and address to them without walking them again: a new visitor would otherwise send
-    the whole context through the walk (a fifth of what reading a new visitor's request
-    cost). The result, its ``held`` and ``spent`` are exactly what the full check gives (a
-    test holds them together); anything but plain strings under keys ``checked`` does not
-    have, over a checked mapping, takes the full check.
+    The middleware keep the parts of a request's context checked once, each by what it is
+    read from (the browser's user agent and locale, the page's URL and campaign, the
+    referrer: each shared by other requests), and put them together with each visitor's
+    session id and address without walking them again: a new visitor, or a returning one
+    on a new page, would otherwise send the whole context through the walk. The result,
+    its ``held`` and ``spent`` are exactly what the full check gives (a test holds them
+    together); anything else (an unchecked part, two parts or ``added`` sharing a key, a
+    value of ``added`` that is not a plain string) takes the full check.
     """
-    if not added:
-        return checked if type(checked) is CheckedDict else checked_context(checked)
-    if type(checked) is CheckedDict:
-        held, spent = checked.held, checked.spent
-    elif not checked:
-        held, spent = 0, _OBJECT_ITEMS
-    else:
-        return checked_context({**added, **checked})
+    if not added and len(checked) == 1:
+        only = checked[0]
+        return only if type(only) is CheckedDict else checked_context(only)
+    merged = dict(added)
+    held, spent, count = 0, _OBJECT_ITEMS, len(added)
+    for part in checked:
+        if not part:
+            continue
+        merged.update(part)
+        if type(part) is not CheckedDict:
+            count = -1  # never the merged length: the full check below
+            continue
+        held += part.held  # (a non-empty object's held is its items', with nothing more)
+        spent += part.spent - _OBJECT_ITEMS
+        if count >= 0:
+            count += len(part)
+    if len(merged) != count:  # an unchecked part, or a key given twice
+        return checked_context(merged)
+    if not merged:
+        return _EMPTY
     for key, text in added.items():
-        if type(text) is not str or type(key) is not str or key in checked:
-            return checked_context({**added, **checked})
+        if type(text) is not str or type(key) is not str:
+            return checked_context(merged)
         # What the walker adds for one more string value of an object: its key and value
         # (two budget items) and their text (_validate._object's literals).
         held += len(key) + 17 + (len(text) if text.isascii() else _wide(text))
         spent += 2
     if spent > MAX_ITEMS:
-        return checked_context({**added, **checked})  # raises, naming the limit
-    out = CheckedDict({**added, **checked})
-    out.held, out.spent = held, spent
+        return checked_context(merged)  # raises, naming the limit
+    out = CheckedDict(merged)
+    out.held, out.spent, out.masked = held, spent, None
     return out
 
 

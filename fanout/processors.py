@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias
+from collections.abc import Callable
+from typing import Literal, TypeAlias
 
 from ._events import CheckedDict, Event, with_masked_context
-from ._recent import Recent
 
-__all__ = ["CONTEXTS_REMEMBERED", "Processor", "IPMode", "ip_processor", "anonymize_ip"]
+__all__ = ["Processor", "IPMode", "ip_processor", "anonymize_ip"]
 
 #: ``(event) -> event | None``. Return ``None`` to drop the event.
 Processor: TypeAlias = Callable[[Event], "Event | None"]
@@ -56,36 +55,30 @@ def anonymize_ip(value: str) -> str | None:
     return str(ipaddress.IPv6Address(int(ip) & ~((1 << 80) - 1)))
 
 
-#: Contexts whose masked form one IP processor keeps (the middleware's, by identity): as
-#: many as the middleware keep readings (fanout.integrations._request.REQUESTS_KEPT).
-CONTEXTS_REMEMBERED = 2048
-
-
 def ip_processor(mode: IPMode) -> Processor | None:
     """The built-in processor for ``FANOUT_IP``: ``None`` when there is nothing to do."""
     if mode == "keep":
         return None
 
-    # The middleware hand every event of a request, and of a visitor's next requests, the
-    # same context object (a CheckedDict): its masked form is remembered by identity, for
-    # the last CONTEXTS_REMEMBERED of them, as concurrent visitors' requests interleave
-    # (one last-masked entry missed at each switch). Each entry holds its context, so its
-    # id cannot be reused while remembered; another mapping is new for each event, so it
-    # is not remembered. A store skipped (another thread storing) costs a later event one
-    # more masking.
-    remembered: Recent[int, tuple[object, Mapping[str, Any] | None]] = Recent(
-        CONTEXTS_REMEMBERED
-    )
-
     def process_ip(event: Event) -> Event:
         context = event.context
         if not context:
             return event
-        hit = remembered.get(id(context))
-        if hit is not None and hit[0] is context:
-            masked = hit[1]
-            return event if masked is None else with_masked_context(event, masked)
-        if not any(key in context for key in IP_KEYS):
+        # The middleware hand every event of a request, and of a visitor's next requests,
+        # the same context object (a CheckedDict): its masked form is kept on it, for the
+        # next event that carries it, as long as it lives (concurrent visitors' requests
+        # interleave, so one last-masked context would miss at each switch). Another
+        # mapping is new for each event, and masked each time.
+        checked = context if type(context) is CheckedDict else None
+        if checked is not None:
+            kept = checked.masked
+            if kept is not None and kept[0] == mode:
+                masked = kept[1]
+                return event if masked is None else with_masked_context(event, masked)
+        for key in IP_KEYS:
+            if key in context:
+                break
+        else:
             return event
         changed = dict(context)
         for key in IP_KEYS:
@@ -98,8 +91,8 @@ def ip_processor(mode: IPMode) -> Processor | None:
                     changed[key] = masked_ip
         # Only removals and masked (never longer) ASCII addresses: no new validation needed.
         result = event if changed == context else with_masked_context(event, changed)
-        if type(context) is CheckedDict:
-            remembered.keep(id(context), (context, None if result is event else result.context))
+        if checked is not None:  # two threads may both mask it: either keeps the same
+            checked.masked = (mode, None if result is event else result.context)
         return result  # unchanged when already anonymised: spares the copy's validation
 
     process_ip.__name__ = f"ip_{mode}"

@@ -366,6 +366,40 @@ def test_a_checked_context_plus_one_string_equals_the_full_check(page, text):
         checked_with({"session_id": object()}, checked_context(page))  # type: ignore[dict-item]
 
 
+_CONTEXT_VALUES = st.one_of(
+    st.text(max_size=12), st.integers(-5, 5), st.none(), st.booleans(),
+    st.dictionaries(st.sampled_from(["source", "name"]), st.text(max_size=5), max_size=2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["session_id", "ip", "x"]), st.text(max_size=12)),
+    st.lists(st.dictionaries(st.sampled_from(["user_agent", "locale", "url", "path", "campaign",
+                                              "referrer", "ip"]), _CONTEXT_VALUES, max_size=4),
+             max_size=3),
+    st.lists(st.booleans(), min_size=3, max_size=3),
+)
+def test_checked_parts_put_together_equal_the_full_check(added, parts, checked):
+    """The middleware keep a request's context in checked parts (browser, page, referrer)
+    and put them together with the visitor's values: the result, in order, and its measures
+    are what the full check of the whole gives, whether the parts share keys or not, were
+    checked or not."""
+    from fanout._events import CheckedDict, checked_context, checked_with
+
+    given = [checked_context(part) if check else part
+             for part, check in zip(parts, checked, strict=False)]
+    whole: dict[str, object] = dict(added)
+    for part in parts:
+        whole.update(part)
+    fast = checked_with(added, *given)
+    full = checked_context(whole)
+    assert list(fast.items()) == list(full.items())
+    if whole:
+        assert type(fast) is CheckedDict
+        assert (fast.held, fast.spent) == (full.held, full.spent)  # type: ignore[attr-defined]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_event_ids_of_a_forked_child_differ_from_its_parents():
     # The millisecond prefix and the counter are copied into the child; the random bits

@@ -142,33 +142,54 @@ def _page_values(
     query: str,
 ) -> dict[str, Any]:
     """The values of a request but the visitor's (:func:`_visitor_values`): user agent,
-    locale, URL, path, referrer and campaign."""
-    # ``sanitize`` checks the common case (printable, within its cap) in one C call itself.
-    values: dict[str, Any] = {}
+    locale, URL, path, campaign and referrer (:func:`_browser_values`,
+    :func:`_location_values`, :func:`_referrer_values`, in that order)."""
     get = headers.get
-    locale = get("accept-language")
-    if locale:
-        locale = locale.split(",", 1)[0].split(";", 1)[0]
-    host = host or get("host")
-    url = None
+    return {
+        **_browser_values(get("user-agent"), get("accept-language")),
+        **_location_values(scheme, host or get("host"), path, query),
+        **_referrer_values(get("referer")),
+    }
+
+
+def _browser_values(user_agent: str | None, accept_language: str | None) -> dict[str, str]:
+    """The values a visitor's browser sends with every request: user agent and locale."""
+    # ``sanitize`` checks the common case (printable, within its cap) in one C call itself.
+    values = {}
+    if user_agent:
+        clean = sanitize(user_agent, MAX_TEXT_LENGTH)
+        if clean is not None:
+            values["user_agent"] = clean
+    if accept_language:
+        clean = sanitize(accept_language.split(",", 1)[0].split(";", 1)[0], 35)
+        if clean is not None:
+            values["locale"] = clean
+    return values
+
+
+def _location_values(scheme: str, host: str | None, path: str, query: str) -> dict[str, Any]:
+    """The values of the page requested, whoever requests it: URL, path and campaign."""
+    values: dict[str, Any] = {}
     if host:
         url = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
-    for key, value, cap in (
-        ("user_agent", get("user-agent"), MAX_TEXT_LENGTH),
-        ("locale", locale, 35),
-        ("url", url, MAX_TEXT_LENGTH),
-        ("path", path, MAX_TEXT_LENGTH),
-        ("referrer", get("referer"), MAX_TEXT_LENGTH),
-    ):
-        if value:
-            clean = sanitize(value, cap)
-            if clean is not None:
-                values[key] = clean
+        clean = sanitize(url, MAX_TEXT_LENGTH)
+        if clean is not None:
+            values["url"] = clean
+    if path:
+        clean = sanitize(path, MAX_TEXT_LENGTH)
+        if clean is not None:
+            values["path"] = clean
     if "utm_" in query:
         campaign = _campaign(query)
         if campaign:
             values["campaign"] = campaign
     return values
+
+
+def _referrer_values(referrer: str | None) -> dict[str, str]:
+    """The page the request came from (``Referer``)."""
+    clean = sanitize(referrer, MAX_TEXT_LENGTH) if referrer else None
+    return {} if clean is None else {"referrer": clean}
 
 
 class _Kept(Recent[_K, _V]):
@@ -225,8 +246,8 @@ class RequestReader:
     """
 
     __slots__ = (
-        "_active", "_active_kept", "_contexts", "_contexts_kept", "_ids",
-        "_pages", "_raw", "_unprovable",
+        "_active", "_active_kept", "_browsers", "_contexts", "_contexts_kept", "_ids",
+        "_locations", "_raw", "_referrers", "_unprovable",
     )
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
@@ -236,7 +257,12 @@ class RequestReader:
         self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
             kept
         )
-        self._pages: _Kept[tuple[str | None, ...], Mapping[str, Any]] = _Kept(kept)
+        #: The parts of a request's context but the visitor's own (see :meth:`_read_key`):
+        #: by user agent and ``Accept-Language``; by host, scheme, path and query; by
+        #: ``Referer``.
+        self._browsers: _Kept[tuple[Any, ...], Mapping[str, Any]] = _Kept(kept)
+        self._locations: _Kept[tuple[Any, ...], Mapping[str, Any]] = _Kept(kept)
+        self._referrers: _Kept[Any, Mapping[str, Any]] = _Kept(kept)
         #: A ``Cookie`` header with its PostHog cookie's last-activity digits cut out ->
         #: (the header before and after them, the anonymous and session ids of any such
         #: header whose session is live, how many digits may stand there): see
@@ -361,18 +387,34 @@ class RequestReader:
                             unprovable.clear()
                         unprovable[session] = None
         anonymous_id, session_id, until = found
-        # The page's values are kept without the address: new visitors come each from
-        # their own, and share the page's URL, referrer and often user agent.
-        page_key = key[6:10] + key[11:]
-        page = self._pages.get(page_key)
-        if page is None:
-            scheme, host, path, query = key[11:15]
-            if type(query) is bytes:
-                query = query.decode("latin-1")
-            page = checked_context(_page_values(_headers(key), scheme, host, path, query))
-            self._pages.put(page_key, page)
+        # The rest is kept in parts, each by what it is read from and shared by other
+        # requests: a visitor's browser sends the same user agent and locale to every
+        # page, a page's URL and campaign are the same for all its visitors, and visitors
+        # walking a site come from the same pages. (Kept as one, a returning visitor's
+        # every new page was read and checked in full again.)
+        browser_key = key[6:8]
+        browser = self._browsers.get(browser_key)
+        if browser is None:
+            user_agent, accept_language = browser_key
+            browser = checked_context(_browser_values(
+                _text(user_agent), _text(accept_language)
+            ))  # fmt: skip
+            self._browsers.put(browser_key, browser)
+        location_key = key[9:10] + key[11:15]
+        location = self._locations.get(location_key)
+        if location is None:
+            host_header, scheme, host, path, query = location_key
+            location = checked_context(_location_values(
+                scheme, host or _text(host_header), path, _text(query) or ""
+            ))  # fmt: skip
+            self._locations.put(location_key, location)
+        referrer_key = key[8]
+        referrer = self._referrers.get(referrer_key)
+        if referrer is None:
+            referrer = checked_context(_referrer_values(_text(referrer_key)))
+            self._referrers.put(referrer_key, referrer)
         visitor = _visitor_values(session_id, _address(key[10], key[5]))
-        return anonymous_id, checked_with(visitor, page), until, active
+        return anonymous_id, checked_with(visitor, browser, location, referrer), until, active
 
     def context(self, key: tuple[Any, ...]) -> RequestContext:
         """The context (without a person) of the request of ``key`` (:meth:`read_key`):
@@ -490,6 +532,12 @@ def _recalled_until(
     if not time.time() <= ends:
         return None
     return ends
+
+
+def _text(value: Any) -> Any:
+    """A request key's value as text: bytes (as an ASGI server gives them) decoded as
+    Latin-1, as HTTP header bytes; anything else as it is."""
+    return value.decode("latin-1") if type(value) is bytes else value
 
 
 def _headers(key: tuple[Any, ...]) -> dict[str, str]:

@@ -262,7 +262,8 @@ def test_new_visitors_of_one_page_from_their_own_addresses_share_its_reading(
     reading gives it."""
     from fanout.integrations._request import RequestReader, request_values
 
-    pages = _calls_of(monkeypatch, "_page_values")
+    parts = [_calls_of(monkeypatch, name)
+             for name in ("_browser_values", "_location_values", "_referrer_values")]
     reader = RequestReader()
     headers = {"user-agent": "UA", "host": "shop.example", "referer": "https://news.example/"}
     args = {"scheme": "https", "host": None, "path": "/a", "query": "utm_source=x"}
@@ -271,9 +272,9 @@ def test_new_visitors_of_one_page_from_their_own_addresses_share_its_reading(
         read = reader.read(headers, client_ip=ip, **args)[:2]
         assert read == request_values(headers, client_ip=ip, **args)
         assert read[1]["ip"] == ip and read[1]["campaign"] == {"source": "x"}
-    # Read by the reader twice (the second time keeps it), then recalled; once per fresh
-    # reading above.
-    assert len(pages) == 2 + 6
+    # Each part read by the reader twice (the second time keeps it), then recalled; once
+    # per fresh reading above.
+    assert [len(calls) for calls in parts] == [2 + 6] * 3
     forwarded = {**headers, "x-forwarded-for": " 192.0.2.7 , 10.0.0.1"}
     for trust, ip in ((True, "192.0.2.7"), (False, "198.51.100.9")):
         read = reader.read(forwarded, client_ip="198.51.100.9", trust_forwarded=trust, **args)
@@ -282,7 +283,38 @@ def test_new_visitors_of_one_page_from_their_own_addresses_share_its_reading(
         )
         assert read[1]["ip"] == ip
     assert list(reader.read(headers, client_ip=None, **args)[1]) == [
-        "user_agent", "url", "path", "referrer", "campaign"]  # no address: none made up
+        "user_agent", "url", "path", "campaign", "referrer"]  # no address: none made up
+
+
+def test_visitors_walking_pages_read_only_what_is_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A returning visitor on a new page, each referred by the one before (server-rendered
+    pages, each tracking a view), shares the parts of its context with others: its browser
+    (user agent, locale) is read twice in all, a page's URL and campaign twice for all its
+    visitors, a referrer twice for all who come from it. Every reading is a fresh one's."""
+    from fanout.integrations._request import RequestReader, request_values
+
+    browsers, locations, referrers = (
+        _calls_of(monkeypatch, name)
+        for name in ("_browser_values", "_location_values", "_referrer_values")
+    )
+    reader = RequestReader()
+    paths = [f"/products/{n}" for n in range(10)]
+    for visitor, agent in enumerate(("UA-1", "UA-2", "UA-3")):
+        for n, path in enumerate(paths):
+            headers = {
+                "user-agent": agent, "accept-language": "en-GB,en;q=0.9",
+                "host": "shop.example",
+                "referer": f"https://shop.example{paths[n - 1]}" if n else "https://news.example/",
+            }
+            args = {"client_ip": f"198.51.100.{visitor}", "scheme": "https", "host": None,
+                    "path": path, "query": "utm_source=x" if n == 0 else ""}
+            read = reader.read(headers, **args)[:2]
+            fresh = request_values(headers, **args)
+            assert read == fresh and list(read[1]) == list(fresh[1])
+    fresh_readings = 3 * 10  # request_values' own, one per request above
+    assert len(browsers) == 3 * 2 + fresh_readings  # each visitor's twice, then kept
+    assert len(locations) == 10 * 2 + fresh_readings  # by the first two visitors only
+    assert len(referrers) == 10 * 2 + fresh_readings
 
 
 def test_a_thousand_interleaved_sessions_are_each_read_once(reads: list[object]) -> None:
@@ -328,7 +360,8 @@ def test_a_child_forked_while_a_store_is_locked_reads_and_keeps_without_waiting(
     reader = RequestReader()
     key = (None, "anon-f", None, None, None, None, "UA", None, None, "h", "203.0.113.9",
            "https", None, "/", "", False)
-    locks = [store._lock for store in (reader._raw, reader._ids, reader._pages)]
+    locks = [store._lock for store in (reader._raw, reader._ids, reader._browsers,
+                                       reader._locations, reader._referrers)]
     for lock in locks:
         lock.acquire()
     try:
