@@ -41,6 +41,10 @@ visitor and session on every request, but posthog-js rewrites the last-activity 
 row on a middleware that already keeps a returning visitor (its first 3 requests, then
 new visitors): what a busy server's new visitor pays, looking in what is kept first.
 
+The ``sessions of N requests`` rows interleave 20 visitors' sessions on one page; the
+``sessions of N, walking pages`` rows walk a site's pages instead, a new page on each
+request, referred by the one before, with six browsers (:func:`sessions`).
+
 Every timed run wraps the app in a fresh middleware (built before the clock starts): a
 middleware reused across runs would meet each "new" visitor again in the next run.
 
