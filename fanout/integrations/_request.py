@@ -543,11 +543,7 @@ def _text(value: Any) -> Any:
 def _headers(key: tuple[Any, ...]) -> dict[str, str]:
     """The headers of a request's key that it has, by name, as text."""
     pairs = zip(KEY_HEADERS, key[:10], strict=True)
-    return {
-        name: value.decode("latin-1") if type(value) is bytes else value
-        for name, value in pairs
-        if value is not None
-    }
+    return {name: _text(value) for name, value in pairs if value is not None}
 
 
 def _campaign(query: str) -> dict[str, str]:
