@@ -1,8 +1,9 @@
 """A bounded store of recent results by key, safe under threads and across ``os.fork()``.
 
-The request middleware keep their readings in such stores, and the IP processor the masked
-form of the contexts they make: both look up on every tracked request and store rarely,
-from any thread of a server, in processes a server may fork at any time.
+The request middleware keep their readings in such stores
+(:class:`fanout.integrations._request.RequestReader`): they look up on every tracked request
+and store rarely, from any thread of a server, in processes a server may fork at any time.
+(The IP processor no longer needs one: it keeps a context's masked form on the context.)
 """
 
 from __future__ import annotations
