@@ -43,7 +43,11 @@ new visitors): what a busy server's new visitor pays, looking in what is kept fi
 
 The ``sessions of N requests`` rows interleave 20 visitors' sessions on one page; the
 ``sessions of N, walking pages`` rows walk a site's pages instead, a new page on each
-request, referred by the one before, with six browsers (:func:`sessions`).
+request, referred by the one before, with six browsers (:func:`sessions`). Each run's
+visitors are new. The ``walking, warm worker`` rows are the same on a middleware that has
+first served other visitors walking the same site (:func:`middleware_of`): a worker that
+has run a while, which keeps the site's pages, browsers and referrers, where every other
+row's middleware is new and reads them all for the first time.
 
 Every timed run wraps the app in a fresh middleware (built before the clock starts): a
 middleware reused across runs would meet each "new" visitor again in the next run.
@@ -77,6 +81,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -207,6 +212,8 @@ def requests(kind: str, count: int) -> list[dict[str, Any]]:
         return sessions(SESSIONS[kind], count)
     if kind in WALKS:
         return sessions(WALKS[kind], count, walking=True)
+    if kind in WARM_WALKS:
+        return sessions(WARM_WALKS[kind], count, walking=True)
     return new_visitors
 
 
@@ -228,17 +235,16 @@ def sessions(
     coming from the same page."""
     out = []
     active: list[list[Any]] = []  # per turn: [requests made, anonymous id, session id, address]
-    visitors = 0
     for i in range(count):
         turn = i % concurrent
         if turn == len(active) or active[turn][0] == length:
+            visitors = next(_VISITORS)
             visitor = [0, str(uuid.uuid4()), str(uuid.uuid4()),
                        f"192.0.{visitors >> 8 & 255}.{visitors & 255}"]
             if turn == len(active):
                 active.append(visitor)
             else:
                 active[turn] = visitor
-            visitors += 1
         made, anonymous_id, session_id, address = active[turn][:4]
         headers = list(BROWSER)
         query = QUERY
@@ -320,6 +326,11 @@ NEW_KEPT = "new visitors, others kept"
 SESSIONS = {f"sessions of {n} requests": n for n in (5, 10, 20)}
 #: Visitors' sessions walking a site's pages (:func:`sessions` with ``walking``).
 WALKS = {f"sessions of {n}, walking pages": n for n in (5, 10, 20)}
+#: The same on a worker that has served the site before (:func:`middleware_of`).
+WARM_WALKS = {f"sessions of {n}, walking, warm worker": n for n in (5, 10, 20)}
+#: The numbers of :func:`sessions`' visitors, across calls: every call's visitors are new
+#: ones, each from an address of its own (unique for the first 65,536).
+_VISITORS = itertools.count()
 #: Where each request carries, for the bare ``same`` handler, the anonymous id and context
 #: the middleware gives its event: what glue code would pass to ``track()`` by hand.
 SAME_EVENT = "bench.same_event"
@@ -368,6 +379,24 @@ INTERFACES: dict[str, tuple[Callable[[Any, Any, int], float], Any, int]] = {
     "ASGI": (time_asgi, ASGIMiddleware, 0),
     "WSGI": (time_wsgi, WSGIMiddleware, 1),
 }
+
+
+def middleware_of(iface: str, kind: str, n: int) -> Callable[[Any], Any]:
+    """How a run wraps its app for ``kind``: in a new middleware; for the warm-worker rows,
+    in one that has first served ``2 * n`` requests of other visitors walking the same site
+    (before any clock starts), as a worker that has run a while has: the site's pages,
+    browsers and referrers kept, its visitors all new."""
+    timer, wrap, _ = INTERFACES[iface]
+    if kind not in WARM_WALKS:
+        return wrap  # type: ignore[no-any-return]
+
+    def warmed(app: Any) -> Any:
+        middleware = wrap(app)
+        scopes = fresh_requests(kind, 2 * n)
+        timer(middleware, scopes if iface == "ASGI" else [environ(s) for s in scopes], 2 * n)
+        return middleware
+
+    return warmed
 
 
 def built_context(iface: str, wrap: Any, request: Any) -> Any:
@@ -487,12 +516,17 @@ def count_run(iface: str, kind: str, app_name: str, passes: int, n: int) -> None
     import gc
 
     client = null_client()
-    timer, wrap, index = INTERFACES[iface]
+    timer, _, index = INTERFACES[iface]
     apps = handlers(client)
+    wrap = middleware_of(iface, kind, n)
+    # A warm worker is one middleware for all passes (its visitors new in each): a pass
+    # then meets what the passes before it kept, which the one-pass run does not, but
+    # after the warm-up that is next to nothing (the site is kept by then).
+    shared = wrap(apps["track"][index]) if kind in WARM_WALKS else None
     prepared = []
     for _ in range(4):  # the first to warm up with
         reqs = [fresh(r) for r in with_same_event(iface, fresh_requests(kind, n))]
-        app = wrap(apps["track"][index]) if app_name == "mw" else apps["same"][index]
+        app = (shared or wrap(apps["track"][index])) if app_name == "mw" else apps["same"][index]
         prepared.append((app, reqs))
     warm_app, warm_reqs = prepared[0]  # imports and first calls, in both runs alike
     timer(warm_app, warm_reqs, min(n, 50))
@@ -576,7 +610,7 @@ def main() -> None:
     parser.add_argument("--count", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = ["empty", "cookies", "cookies+headers", NEW_ACTIVITY, "cookies, new visitor each time",
-             NEW_KEPT, *SESSIONS, *WALKS]
+             NEW_KEPT, *SESSIONS, *WALKS, *WARM_WALKS]
     if args.kind:
         unknown = set(args.kind) - set(kinds)
         if unknown:
@@ -599,11 +633,12 @@ def main() -> None:
     print(f"{'':5} {'request':32} {'handler':8} {'bare app':>9} {'track()':>8} {'+data':>7} "
           f"{'middleware':>10} {'/ target':>8} {'vs bare':>8}")
     try:
-        for iface, (timer, wrap, index) in INTERFACES.items():
+        for iface, (timer, _, index) in INTERFACES.items():
             if args.only and args.only != iface.lower():
                 continue
             for kind in kinds:
                 reqs = with_same_event(iface, requests(kind, args.requests))
+                wrap = middleware_of(iface, kind, args.requests)
                 noop_bare, noop_mw = paired_us(
                     timer, apps["noop"][index], wrap, apps["noop"][index], reqs,
                     args.requests, args.reps,

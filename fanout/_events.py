@@ -136,30 +136,34 @@ def checked_with(added: Mapping[str, str], *checked: Mapping[str, Any]) -> Mappi
     if not added and len(checked) == 1:
         only = checked[0]
         return only if type(only) is CheckedDict else checked_context(only)
-    merged = dict(added)
     held, spent, count = 0, _OBJECT_ITEMS, len(added)
     for part in checked:
-        if not part:
-            continue
-        merged.update(part)
-        if type(part) is not CheckedDict:
-            count = -1  # never the merged length: the full check below
-            continue
-        held += part.held  # (a non-empty object's held is its items', with nothing more)
-        spent += part.spent - _OBJECT_ITEMS
-        if count >= 0:
+        if type(part) is CheckedDict:
+            held += part.held  # (a non-empty object's held is its items', with nothing more)
+            spent += part.spent - _OBJECT_ITEMS
             count += len(part)
+        elif part:
+            count = -1  # an unchecked part: never the merged length, the full check below
+            break
+    if len(checked) == 3:  # the middleware's case, merged by the interpreter's own opcodes
+        first, second, third = checked
+        merged = {**added, **first, **second, **third}
+    else:
+        merged = dict(added)
+        for part in checked:
+            merged.update(part)
     if len(merged) != count:  # an unchecked part, or a key given twice
         return checked_context(merged)
     if not merged:
         return _EMPTY
-    for key, text in added.items():
-        if type(text) is not str or type(key) is not str:
-            return checked_context(merged)
-        # What the walker adds for one more string value of an object: its key and value
-        # (two budget items) and their text (_validate._object's literals).
-        held += len(key) + 17 + (len(text) if text.isascii() else _wide(text))
-        spent += 2
+    if added:
+        for key, text in added.items():
+            if type(text) is not str or type(key) is not str:
+                return checked_context(merged)
+            # What the walker adds for one more string value of an object: its key and
+            # value (two budget items) and their text (_validate._object's literals).
+            held += len(key) + 17 + (len(text) if text.isascii() else _wide(text))
+            spent += 2
     if spent > MAX_ITEMS:
         return checked_context(merged)  # raises, naming the limit
     out = CheckedDict(merged)

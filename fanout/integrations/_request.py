@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import unquote_plus
 
 from .._context import RequestContext
-from .._events import checked_context, checked_with
+from .._events import ReadOnlyDict, checked_context, checked_with
 from .._recent import Recent
 from .browser import (
     ACTIVITY_MARK,
@@ -75,7 +75,8 @@ _ACTIVITY_MARK_LENGTH: Final = len(ACTIVITY_MARK)
 #: Distinct cookie headers, and distinct requests, whose reading one middleware keeps: a
 #: worker process serves this many visitors' sessions at once before their readings push
 #: each other out (and every request is read in full again: at 256, 400 interleaved
-#: sessions cost 4 times what 20 did). About 2.3 KB per session kept, in all stores.
+#: sessions cost 4 times what 20 did). About 2.1 KB per session kept, in all stores
+#: (walking visitors' sessions, each with its memo: :class:`_Visitor`).
 REQUESTS_KEPT: Final = 2048
 #: Slots of each store's table of keys put once (a power of two, four per entry kept).
 _SEEN_SLOTS: Final = 4 * REQUESTS_KEPT
@@ -221,43 +222,65 @@ class _Kept(Recent[_K, _V]):
         self.keep(key, value)
 
 
+class _Visitor:
+    """What a reader keeps of one visitor (one pair of ids read from its cookie or id
+    headers) for its next requests, beside its ids.
+
+    A visitor keeps its address and browser from page to page: ``own`` is its session id,
+    address, user agent and locale checked as one part (:func:`fanout._events.checked_with`),
+    with what they were read from; and ``last`` its last request's context, with the key it
+    was read from past the ids (``key[5:]``), recalled as the same object when the visitor
+    asks for the same page again with a new cookie (posthog-js's new activity time). Each
+    is one tuple swapped whole: threads reading the same visitor at once see one or the
+    other, never half of one, and at worst build the same thing twice.
+    """
+
+    __slots__ = ("own", "last")
+
+    def __init__(self) -> None:
+        self.own: tuple[tuple[Any, ...], Any, Mapping[str, Any]] | None = None
+        self.last: tuple[tuple[Any, ...], RequestContext] | None = None
+
+
 class RequestReader:
     """Reads requests like :func:`request_values`, keeping recent results (one per
     middleware instance, so nothing is shared between apps).
 
     A browser sends the same ``Cookie`` header with each request of a page, and the same
     user agent, referrer and locale: decoding the SDKs' cookies and sanitising is most of
-    the cost of reading a request. The browser ids are kept per raw ``Cookie`` header and
-    id headers, until the first idle timeout of a session they found live; and the values
-    of the page (all but the visitor's session and address) per what they are read from,
-    for the new visitors of one page, who share its URL, referrer and often user agent,
-    each from an address of its own. The page's values are kept already checked
-    (:func:`fanout._events.checked_context`) and a visitor's session id and address are
-    added to them without walking them again (:func:`fanout._events.checked_with`), so
-    the events of the request skip the walk. All are bounded (:data:`REQUESTS_KEPT` entries
-    each) and keep a reading from its second time (:class:`_Kept`): a new visitor, seen
-    once, costs them nothing. The exception is a live PostHog session, which posthog-js
-    goes on rewriting (the last-activity time in its cookie, as the visitor's events are
-    captured): its ids are kept for the header without those digits on its first reading,
-    once proven (a visitor's next request has new digits, so a second reading of the same
-    header seldom comes). Its requests then get their ids back, and once a page's context
-    has been built twice, that whole context as one object, their session judged live by
-    the new time alone (see :meth:`context`).
+    the cost of reading a request. What is kept, all bounded (:data:`REQUESTS_KEPT`
+    entries each) and kept from a reading's second time (:class:`_Kept`: a new visitor,
+    seen once, costs the stores nothing):
+
+    - the browser ids per raw ``Cookie`` header and id headers, until the first idle
+      timeout of a session they found live, with what the visitor's next requests reuse
+      (:class:`_Visitor`: its own values checked as one part, its last context);
+    - the values of a request but the visitor's own, in three parts, each by what it is
+      read from and shared by other visitors: the browser (user agent, locale), the page
+      (URL, path, campaign) and the referrer. They are kept already checked
+      (:func:`fanout._events.checked_context`) and put together without walking them again
+      (:func:`fanout._events.checked_with`), so the events of the request skip the walk;
+    - a live PostHog session, which posthog-js goes on rewriting (the last-activity time in
+      its cookie, as the visitor's events are captured): its ids are kept for the header
+      without those digits on its first reading, once proven (a visitor's next request has
+      new digits, so a second reading of the same header seldom comes), and its requests
+      get their ids back, the session judged live by the new time alone (see
+      :meth:`context`).
     """
 
     __slots__ = (
-        "_active", "_active_kept", "_browsers", "_contexts", "_contexts_kept", "_ids",
-        "_locations", "_raw", "_referrers", "_unprovable",
+        "_active", "_active_kept", "_browsers", "_ids", "_locations", "_raw", "_referrers",
+        "_unprovable",
     )
 
     def __init__(self, kept: int = REQUESTS_KEPT) -> None:
         #: A middleware's own key of a request as the server gave it (raw bytes, not yet
         #: decoded) -> (what the middleware made of :meth:`read`'s result, until when).
         self._raw: _Kept[Any, tuple[Any, float]] = _Kept(kept)
-        self._ids: _Kept[tuple[str | None, ...], tuple[str | None, str | None, float]] = _Kept(
-            kept
-        )
-        #: The parts of a request's context but the visitor's own (see :meth:`_read_key`):
+        #: The ids' part of a request's key -> (anonymous id, session id, until when, the
+        #: visitor's memo or ``None`` when no id was found).
+        self._ids: _Kept[tuple[Any, ...], _Ids] = _Kept(kept)
+        #: The parts of a request's context but the visitor's own (see :meth:`_context`):
         #: by user agent and ``Accept-Language``; by host, scheme, path and query; by
         #: ``Referer``.
         self._browsers: _Kept[tuple[Any, ...], Mapping[str, Any]] = _Kept(kept)
@@ -265,24 +288,13 @@ class RequestReader:
         self._referrers: _Kept[Any, Mapping[str, Any]] = _Kept(kept)
         #: A ``Cookie`` header with its PostHog cookie's last-activity digits cut out ->
         #: (the header before and after them, the anonymous and session ids of any such
-        #: header whose session is live, how many digits may stand there): see
-        #: :meth:`_keep_active`.
-        self._active: _Kept[tuple[Any, ...], tuple[Any, Any, str | None, str | None, int]] = (
-            _Kept(kept)
-        )
+        #: header whose session is live, how many digits may stand there, the visitor's
+        #: memo): see :meth:`_keep_active`.
+        self._active: _Kept[tuple[Any, ...], _Active] = _Kept(kept)
         self._active_kept = self._active._data  # read inline on a miss: no call per request
         #: Sessions whose header :func:`activity_room` could not prove (in order, as a set):
         #: each is tried once, not on each of its requests.
         self._unprovable: dict[str, None] = {}
-        #: The same short key as ``_active``'s, and the rest of the request's key after its
-        #: id headers (the page) -> (the header before and after the digits, how many
-        #: digits may stand there, the request's whole context): a returning visitor's
-        #: request on a page read twice before, recalled as one object (:meth:`context`);
-        #: a page the visitor opens once (a unique query string) does not push others out.
-        self._contexts: _Kept[tuple[Any, ...], tuple[Any, Any, int, RequestContext]] = _Kept(
-            kept
-        )
-        self._contexts_kept = self._contexts._data
 
     def read(
         self,
@@ -314,92 +326,103 @@ class RequestReader:
         headers dict, and its ids and page are looked up by slices of it. Bytes are
         decoded (as Latin-1, as HTTP header bytes) only when read, on a miss.
         """
-        return self._read_key(key, self._cut_of(key))[:3]
+        ctx, until = self._read(key)
+        return ctx.anonymous_id, ctx.values, until
 
-    def _cut_of(self, key: tuple[Any, ...]) -> tuple[int, int, tuple[Any, ...], Any] | None:
-        """Where the last-activity digits of the request's ``Cookie`` header start and end,
-        the short key of the header around them and what ``_active`` keeps under it (see
-        :meth:`_keep_active`), when it keeps something there and the request has no id
-        header; else ``None``.
+    def context(self, key: tuple[Any, ...]) -> RequestContext:
+        """The context (without a person) of the request of ``key`` (:meth:`read_key`):
+        recalled if a request with this key was read twice and its session still lives,
+        else read, and kept if this is its second time: what both middleware do per
+        request, in one call. Raises ``TypeError`` for a key that cannot be hashed."""
+        found = self._raw.get(key)
+        if found is not None and (found[1] == NEVER or time.time() <= found[1]):
+            ctx: RequestContext = found[0]
+            return ctx
+        read = self._read(key)
+        self._raw.put(key, read)
+        return read[0]
 
-        A returning visitor whose PostHog cookie only has a new last-activity time
-        (posthog-js rewrites it as the visitor's events are captured) is recalled by the
-        header without those digits, its session judged live by them. Only once something
-        is kept does a request pay for looking, and a new visitor's one search and one
-        lookup serve both stores (a page's context is kept only where its ids are).
+    def _read(self, key: tuple[Any, ...]) -> tuple[RequestContext, float]:
+        """The context of the request of ``key`` and until when it holds, from what is
+        kept where it can be.
+
+        A returning visitor whose PostHog cookie only has a new last-activity time (what a
+        site running posthog-js sends most: posthog-js rewrites it as the visitor's events
+        are captured) is recalled by the header without those digits, which are proven to
+        change nothing of its reading but when its session ends (:meth:`_keep_active`).
+        Only once something is kept there does a request pay for looking.
         """
         cookie = key[0]
-        if not (self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS):
-            return None
-        kind = type(cookie)
-        mark = (
-            cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
-            else cookie.find(ACTIVITY_MARK) if kind is str else -1
-        )  # fmt: skip
-        if mark < 0:
-            return None
-        start = mark + _ACTIVITY_MARK_LENGTH
-        end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-        short = _short_key(cookie, start, end)
-        kept = self._active_kept.get(short)
-        return None if kept is None else (start, end, short, kept)
-
-    def _read_key(
-        self, key: tuple[Any, ...], cut: tuple[int, int, tuple[Any, ...], Any] | None
-    ) -> tuple[str | None, Mapping[str, Any], float, tuple[Any, ...] | None]:
-        """:meth:`read_key` given :meth:`_cut_of` of its key, and ``(short key, header
-        before and after the digits, room)`` of the proven new-activity reading its ids
-        came from or were just kept as (see :meth:`_keep_active`), else ``None``."""
-        active = None
+        if self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS:
+            kind = type(cookie)
+            mark = (
+                cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
+                else cookie.find(ACTIVITY_MARK) if kind is str else -1
+            )  # fmt: skip
+            if mark >= 0:
+                start = mark + _ACTIVITY_MARK_LENGTH
+                end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
+                kept = self._active_kept.get(_short_key(cookie, start, end))
+                if kept is not None:
+                    prefix, suffix, anonymous_id, session_id, room, returning = kept
+                    ends = _recalled_until(cookie, start, end, prefix, suffix, room)
+                    if ends is not None:
+                        return self._context(key, anonymous_id, session_id, returning), ends
         ids_key = key[:5]
-        found = self._ids.get(ids_key)
-        if found is None or (found[2] != NEVER and time.time() > found[2]):
-            cookie = key[0]
-            found = None
-            no_id_headers = key[1:5] == _NO_ID_HEADERS
-            if cut is not None:  # ids kept for the header without its digits (_cut_of)
-                start, end, short, kept = cut
-                found = _recalled(cookie, start, end, kept)
-                if found is not None:
-                    active = (short, kept[0], kept[1], kept[4])
-            if found is None:
-                raw = cookie
-                if type(cookie) is bytes:
-                    cookie = cookie.decode("latin-1")
-                found, shortcut = read_request_ids_from(
-                    _NO_HEADERS if no_id_headers else _headers(key),
-                    cookie or None,
-                )
-                self._ids.put(ids_key, found)
-                session = found[1]
-                if (
-                    shortcut is not None
-                    and session is not None  # (always, when the shortcut read it)
-                    and session not in self._unprovable
-                ):
-                    # A live session read from PostHog's cookie alone (so no id header):
-                    # kept without its activity digits if provable, on its first reading,
-                    # as its visitor's next request has new ones.
-                    active = self._keep_active(raw, found, shortcut)
-                    if active is None:  # not provable: not tried again for this session
-                        unprovable = self._unprovable  # (a bounded set)
-                        if len(unprovable) >= REQUESTS_KEPT:
-                            unprovable.clear()
-                        unprovable[session] = None
+        ids = self._ids.get(ids_key)
+        if ids is None or (ids[2] != NEVER and time.time() > ids[2]):
+            ids = self._read_ids(key)
+            self._ids.put(ids_key, ids)
+        anonymous_id, session_id, until, visitor = ids
+        return self._context(key, anonymous_id, session_id, visitor), until
+
+    def _read_ids(self, key: tuple[Any, ...]) -> _Ids:
+        """The ids of a request's key read in full, with a new visitor's memo when they
+        name one; a live PostHog session found there is kept for its new activity times
+        (:meth:`_keep_active`), or noted as not provable."""
+        cookie = key[0]
+        raw = cookie
+        if type(cookie) is bytes:
+            cookie = cookie.decode("latin-1")
+        found, shortcut = read_request_ids_from(
+            _NO_HEADERS if key[1:5] == _NO_ID_HEADERS else _headers(key),
+            cookie or None,
+        )
         anonymous_id, session_id, until = found
-        # The rest is kept in parts, each by what it is read from and shared by other
-        # requests: a visitor's browser sends the same user agent and locale to every
-        # page, a page's URL and campaign are the same for all its visitors, and visitors
-        # walking a site come from the same pages. (Kept as one, a returning visitor's
-        # every new page was read and checked in full again.)
-        browser_key = key[6:8]
-        browser = self._browsers.get(browser_key)
-        if browser is None:
-            user_agent, accept_language = browser_key
-            browser = checked_context(_browser_values(
-                _text(user_agent), _text(accept_language)
-            ))  # fmt: skip
-            self._browsers.put(browser_key, browser)
+        if anonymous_id is None and session_id is None:
+            return anonymous_id, session_id, until, None  # no visitor to keep anything of
+        visitor = _Visitor()
+        if (
+            shortcut is not None
+            and session_id is not None  # (always, when the shortcut read it)
+            and session_id not in self._unprovable
+            and not self._keep_active(raw, found, shortcut, visitor)
+        ):
+            # A live session read from PostHog's cookie alone (so no id header), kept
+            # without its activity digits if provable, on its first reading, as its
+            # visitor's next request has new ones. Not provable: not tried again.
+            unprovable = self._unprovable  # (a bounded set)
+            if len(unprovable) >= REQUESTS_KEPT:
+                unprovable.clear()
+            unprovable[session_id] = None
+        return anonymous_id, session_id, until, visitor
+
+    def _context(
+        self,
+        key: tuple[Any, ...],
+        anonymous_id: str | None,
+        session_id: str | None,
+        visitor: _Visitor | None,
+    ) -> RequestContext:
+        """The context of the request of ``key``, whose ids are given, put together from
+        its parts: a visitor's own values (session, address, browser) and those of the
+        page, each shared by other requests (kept as one, a returning visitor's every new
+        page was read and checked in full again)."""
+        rest = key[5:]
+        if visitor is not None:
+            last = visitor.last
+            if last is not None and last[0] == rest:  # the same page again: the same context
+                return last[1]
         location_key = key[9:10] + key[11:15]
         location = self._locations.get(location_key)
         if location is None:
@@ -413,67 +436,62 @@ class RequestReader:
         if referrer is None:
             referrer = checked_context(_referrer_values(_text(referrer_key)))
             self._referrers.put(referrer_key, referrer)
-        visitor = _visitor_values(session_id, _address(key[10], key[5]))
-        return anonymous_id, checked_with(visitor, browser, location, referrer), until, active
-
-    def context(self, key: tuple[Any, ...]) -> RequestContext:
-        """The context (without a person) of the request of ``key`` (:meth:`read_key`):
-        recalled if a request with this key was read twice and its session still lives,
-        else read, and kept if this is its second time: what both middleware do per
-        request, in one call. Raises ``TypeError`` for a key that cannot be hashed."""
-        found = self._raw.get(key)
-        if found is not None and (found[1] == NEVER or time.time() <= found[1]):
-            ctx: RequestContext = found[0]
-            return ctx
-        cut = self._cut_of(key)
-        if cut is not None and self._contexts_kept:
-            # A returning visitor's request whose PostHog cookie has a new last-activity
-            # time (what a site running posthog-js sends most), on a page read before: the
-            # context kept for the header without those digits, which are proven to change
-            # nothing of it but when its session ends (see _keep_active).
-            start, end, short, _ = cut
-            hit = self._contexts_kept.get((*short, key[5:]))
-            if hit is not None:
-                prefix, suffix, room, ctx = hit
-                ends = _recalled_until(key[0], start, end, prefix, suffix, room)
-                if ends is not None:
-                    self._raw.put(key, (ctx, ends))
-                    return ctx
-        anonymous_id, values, until, active = self._read_key(key, cut)
-        ctx = RequestContext(None, anonymous_id, False, values)
-        self._raw.put(key, (ctx, until))
-        if active is not None:
-            short, prefix, suffix, room = active
-            self._contexts.put((*short, key[5:]), (prefix, suffix, room, ctx))
+        if visitor is None:
+            values = checked_with(
+                _visitor_values(session_id, _address(key[10], key[5])),
+                self._browser(key[6:8]), location, referrer,
+            )  # fmt: skip
+            return RequestContext(None, anonymous_id, False, values)
+        own = visitor.own
+        own_key = key[5:8]
+        if own is None or own[0] != own_key or own[1] != key[10]:
+            own = (own_key, key[10], checked_with(
+                _visitor_values(session_id, _address(key[10], key[5])), self._browser(key[6:8])
+            ))  # fmt: skip
+            visitor.own = own
+        ctx = RequestContext(None, anonymous_id, False, checked_with(
+            _NO_VALUES, own[2], location, referrer
+        ))  # fmt: skip
+        visitor.last = (rest, ctx)
         return ctx
+
+    def _browser(self, browser_key: tuple[Any, ...]) -> Mapping[str, Any]:
+        """The checked values of a request's user agent and ``Accept-Language``."""
+        browser = self._browsers.get(browser_key)
+        if browser is None:
+            user_agent, accept_language = browser_key
+            browser = checked_context(_browser_values(_text(user_agent), _text(accept_language)))
+            self._browsers.put(browser_key, browser)
+        return browser
 
     def _keep_active(
         self,
         cookie: Any,
         found: tuple[str | None, str | None, float],
         shortcut: Shortcut,
-    ) -> tuple[Any, ...] | None:
+        visitor: _Visitor,
+    ) -> bool:
         """Keep ``found`` (the ids of ``cookie``, a live session, and the PostHog value they
-        were read from by :func:`read_request_ids_from`'s shortcut) for the same header but
-        for other last-activity digits in its PostHog cookie, if :func:`activity_room`
-        proves they read the same: by the header's text after the digits (a short key:
-        the header before and after them is compared in full when recalled), where they
-        start and the length after them. Returns ``(short key, header before and after
-        the digits, room)`` when kept, else ``None``. (A reading the shortcut did not
-        make is never proven, so it is not tried.)"""
+        were read from by :func:`read_request_ids_from`'s shortcut) and ``visitor`` for the
+        same header but for other last-activity digits in its PostHog cookie, if
+        :func:`activity_room` proves they read the same: by the header's text after the
+        digits (a short key: the header before and after them is compared in full when
+        recalled), where they start and the length after them. Whether it was kept. (A
+        reading the shortcut did not make is never proven, so it is not tried.)"""
         if type(cookie) is not bytes and type(cookie) is not str:
-            return None
+            return False
         span = activity_span(cookie)
         if span is None:
-            return None
+            return False
         room = activity_room(cookie, span, found, shortcut=shortcut)
         if not room:
-            return None
+            return False
         start, end = span
-        short = _short_key(cookie, start, end)
-        prefix, suffix = cookie[:start], cookie[end:]
-        self._active.keep(short, (prefix, suffix, found[0], found[1], room))
-        return short, prefix, suffix, room
+        self._active.keep(
+            _short_key(cookie, start, end),
+            (cookie[:start], cookie[end:], found[0], found[1], room, visitor),
+        )
+        return True
 
     def recall(self, key: Any) -> Any:
         """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
@@ -489,26 +507,19 @@ class RequestReader:
         self._raw.put(key, (value, until))
 
 
+#: What a reader keeps of a request's ids: (anonymous id, session id, until, the visitor).
+_Ids = tuple["str | None", "str | None", float, "_Visitor | None"]
+#: What a reader keeps of a live PostHog session for its new activity times: (the header
+#: before and after the digits, anonymous id, session id, room, the visitor).
+_Active = tuple[Any, Any, "str | None", "str | None", int, _Visitor]
+_NO_VALUES: Final[Mapping[str, str]] = ReadOnlyDict()
+
+
 def _short_key(cookie: Any, start: int, end: int) -> tuple[Any, int, int]:
-    """The key ``_active`` and ``_contexts`` keep a header under, its last-activity digits
-    at ``start:end`` cut out: the 64 characters after them, where they start and the length
-    after them (the header before and after them is compared in full when recalled)."""
+    """The key ``_active`` keeps a header under, its last-activity digits at ``start:end``
+    cut out: the 64 characters after them, where they start and the length after them
+    (the header before and after them is compared in full when recalled)."""
     return cookie[end : end + 64], start, len(cookie) - end
-
-
-def _recalled(
-    cookie: Any, start: int, end: int, kept: tuple[Any, Any, str | None, str | None, int]
-) -> tuple[str | None, str | None, float] | None:
-    """The ids kept by :meth:`RequestReader._keep_active` for a ``Cookie`` header that is
-    the one kept but for its last-activity digits at ``start:end``, and the idle timeout
-    those digits give, if it has not passed; else ``None``. Exact whatever found the
-    place: the header must be the kept text before the digits, 1 to ``room`` ASCII digits
-    without a leading zero, and the kept text after them."""
-    prefix, suffix, anonymous_id, session_id, room = kept
-    ends = _recalled_until(cookie, start, end, prefix, suffix, room)
-    if ends is None:
-        return None
-    return anonymous_id, session_id, ends
 
 
 def _recalled_until(

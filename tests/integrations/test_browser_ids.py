@@ -694,10 +694,10 @@ def test_a_returning_visitor_with_a_new_activity_time_is_recalled_while_live(
 def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(
     reads: list[object],
 ) -> None:
-    """Once a session is proven and has been read on a page twice, a request of that page
-    whose cookie only has a new last-activity time gets the context kept for it (the same
-    object, nothing read again), while the new time is live; a time that is over reads in
-    full, another page gets its own context, and an id header is read in full."""
+    """Once a session is proven (at its first reading), a request of the page it was last
+    read on whose cookie only has a new last-activity time gets the context kept for it
+    (the same object, nothing read again), while the new time is live; a time that is over
+    reads in full, another page gets its own context, and an id header is read in full."""
     import time
 
     from fanout.integrations._request import RequestReader
@@ -716,8 +716,8 @@ def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(
         first, second = reader.context(key(now_ms, raw)), reader.context(key(now_ms + 1, raw))
         later = [reader.context(key(now_ms + 1000 * i, raw)) for i in range(2, 7)]
         assert len(reads) == 1  # the first reading only
-        # Proven at the first reading, the page's context noted there, kept at the second:
-        assert second is not first and all(ctx is second for ctx in later)
+        # Proven at the first reading, the page's context kept with the visitor there:
+        assert all(ctx is first for ctx in [second, *later])
         fresh = RequestReader().context(key(now_ms + 6000, raw))
         assert first == second == later[0] == later[-1] == fresh
         assert fresh.values["session_id"] == "s-c" and fresh.anonymous_id == "d-c"
@@ -731,6 +731,50 @@ def test_a_new_activity_time_on_a_page_read_before_recalls_the_whole_context(
         reads.clear()
         assert reader.context(headed) == RequestReader().context(headed)
         assert len(reads) == 2 and reader.context(headed).anonymous_id == "anon-h"
+
+
+def test_a_returning_visitor_walking_pages_reads_its_own_values_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A returning visitor walking pages, its PostHog cookie with a new activity time on
+    each: its session, address and browser are read once (with its first request) and
+    kept with it; read again only when its address or browser changes. Its page's context
+    is kept too: the same page again, with another new time, is the same object. Every
+    reading is a fresh one's, in the same key order."""
+    import time
+
+    from fanout.integrations._request import RequestReader
+
+    own = _calls_of(monkeypatch, "_visitor_values")
+    now_ms = int(time.time() * 1000)
+    reader = RequestReader()
+
+    def key(i: int, path: str, ip: str = "203.0.113.9", agent: str = "UA") -> tuple[object, ...]:
+        value = {"distinct_id": "d-w", "$device_id": "d-w", "$sesid": [now_ms + i, "s-w", 5]}
+        cookie = ("ph_phc_t_posthog=" + js_uri(value) + "; x=1").encode()
+        return (cookie, None, None, None, None, None, agent.encode(), b"en-GB", b"https://r/",
+                b"shop.example", ip, "https", None, path, b"", False)
+
+    def read(k: tuple[object, ...]) -> object:
+        before = len(own)
+        ctx = reader.context(k)
+        mine.append(len(own) - before)
+        fresh = RequestReader().context(k)
+        assert ctx == fresh and list(ctx.values) == list(fresh.values)
+        return ctx
+
+    mine: list[int] = []
+    walked = [read(key(i, f"/p/{i}")) for i in range(6)]
+    assert mine == [1, 0, 0, 0, 0, 0]  # read with the first request, then kept
+    assert [ctx.values["path"] for ctx in walked] == [f"/p/{i}" for i in range(6)]
+    assert read(key(6, "/p/5")) is walked[5]  # the same page again: the same context
+    moved = read(key(7, "/p/6", ip="198.51.100.7"))  # another network: read again
+    assert moved.values["ip"] == "198.51.100.7" and mine[-1] == 1
+    assert read(key(8, "/p/7", ip="198.51.100.7")).values["ip"] == "198.51.100.7"
+    assert mine[-1] == 0
+    assert read(key(9, "/p/8", ip="198.51.100.7", agent="UA-2")).values["user_agent"] == "UA-2"
+    assert mine[-1] == 1
+    assert all(ctx.values["session_id"] == "s-w" for ctx in walked)
 
 
 def test_a_session_whose_activity_time_is_not_provable_is_tried_once(monkeypatch):
