@@ -591,10 +591,10 @@ def instructions(n: int, only: str | None, kinds: list[str]) -> None:
           f"minus the bare app sending the same event (valgrind cachegrind), and ≈ µs at the "
           f"same-event app's rate here, {rate / 1000:.2f} k instructions per µs; "
           f"target {TARGET_US:.0f} µs\n")
-    print(f"{'':5} {'request':32} {'middleware':>12} {'≈ µs':>7} {'/ target':>8} "
+    print(f"{'':5} {'request':36} {'middleware':>12} {'≈ µs':>7} {'/ target':>8} "
           f"{'same event':>12} {'its µs':>7}")
     for iface, kind, own, same_instr, same_us in rows:
-        print(f"{iface:5} {kind:32} {own:12,.0f} {own / rate:7.1f} "
+        print(f"{iface:5} {kind:36} {own:12,.0f} {own / rate:7.1f} "
               f"{own / rate / TARGET_US:7.2f}x {same_instr:12,.0f} {same_us:7.1f}")
 
 
@@ -630,7 +630,7 @@ def main() -> None:
         f"{args.requests} requests per run, median of {args.reps} runs, "
         f"CPU µs per request on the calling thread; target {TARGET_US:.0f} µs\n"
     )
-    print(f"{'':5} {'request':32} {'handler':8} {'bare app':>9} {'track()':>8} {'+data':>7} "
+    print(f"{'':5} {'request':36} {'handler':8} {'bare app':>9} {'track()':>8} {'+data':>7} "
           f"{'middleware':>10} {'/ target':>8} {'vs bare':>8}")
     try:
         for iface, (timer, _, index) in INTERFACES.items():
@@ -651,9 +651,9 @@ def main() -> None:
                     timer, apps["same"][index], wrap, apps["track"][index], reqs,
                     args.requests, args.reps,
                 )
-                print(f"{iface:5} {kind:32} {'noop':8} {noop_bare:9.2f} {'':>8} {'':>7} "
+                print(f"{iface:5} {kind:36} {'noop':8} {noop_bare:9.2f} {'':>8} {'':>7} "
                       f"{noop_mw:10.2f} {noop_mw / TARGET_US:7.2f}x {noop_mw:8.2f}", flush=True)
-                print(f"{iface:5} {kind:32} {'track':8} {track_bare:9.2f} "
+                print(f"{iface:5} {kind:36} {'track':8} {track_bare:9.2f} "
                       f"{track_bare - noop_bare:8.2f} {same_bare - track_bare:7.2f} "
                       f"{fair:10.2f} {fair / TARGET_US:7.2f}x {track_mw:8.2f}", flush=True)
     finally:

@@ -36,6 +36,7 @@ __all__ = ["Client", "ClientState", "channels_of"]
 
 #: ``None`` outside any ``fanout.context`` (the usual call), without ``current()``'s two calls.
 _open_context = _context.opened
+_fill = _context.fill
 
 logger = logging.getLogger("fanout")
 
@@ -190,16 +191,14 @@ class Client:
         """Record that ``name`` happened; returns the event id. Raises only ``InvalidEvent``."""
         if providers is None and exclude is None:
             # The common call, one frame shorter: what _emit does for it, inlined.
-            event = (
-                build(
-                    "track", name, person_id, anonymous_id, properties, None, context,
-                    event_id, timestamp, None, None, None, self._max_event_bytes,
+            opened = _open_context()
+            if opened is not None:
+                person_id, anonymous_id, properties, context = _fill(
+                    opened, "track", person_id, anonymous_id, properties, context
                 )
-                if _open_context() is None or _context.current() is None
-                else self._build_in_context(
-                    "track", name, person_id, anonymous_id, properties, None, context,
-                    event_id, timestamp, None, None, None,
-                )
+            event = build(
+                "track", name, person_id, anonymous_id, properties, None, context,
+                event_id, timestamp, None, None, None, self._max_event_bytes,
             )  # fmt: skip
             self._dispatch(event)
             return event.event_id
@@ -346,62 +345,21 @@ class Client:
         ``integrations`` option; the providers left out count it as skipped (``routed``).
         The open ``fanout.context`` fills what the call left out (explicit arguments win).
 
-        Positional, because this runs for every call and each keyword hop costs a dict: the
-        fields become a dict only when a context is open and fills some of them.
+        Positional, because this runs for every call and each keyword hop costs a dict; an
+        open context fills its four fields positionally too (``_context.fill``).
         """
         route = None if providers is None and exclude is None else self._route(providers, exclude)
-        event = (
-            build(
-                kind, name, person_id, anonymous_id, properties, traits, context, event_id,
-                timestamp, group_type, group_id, previous_id, self._max_event_bytes,
+        opened = _open_context()
+        if opened is not None:
+            person_id, anonymous_id, properties, context = _fill(
+                opened, kind, person_id, anonymous_id, properties, context
             )
-            if _open_context() is None or _context.current() is None
-            else self._build_in_context(
-                kind, name, person_id, anonymous_id, properties, traits, context, event_id,
-                timestamp, group_type, group_id, previous_id,
-            )
+        event = build(
+            kind, name, person_id, anonymous_id, properties, traits, context, event_id,
+            timestamp, group_type, group_id, previous_id, self._max_event_bytes,
         )  # fmt: skip
         self._dispatch(event, route)
         return event.event_id
-
-    def _build_in_context(
-        self,
-        kind: str,
-        name: Any,
-        person_id: Any,
-        anonymous_id: Any,
-        properties: Any,
-        traits: Any,
-        context: Any,
-        event_id: Any,
-        timestamp: Any,
-        group_type: Any,
-        group_id: Any,
-        previous_id: Any,
-    ) -> Event:
-        """The event of a call made inside an open ``fanout.context``, which fills what the
-        call left out (explicit arguments win)."""
-        f = _context.apply(
-            kind,
-            {
-                "name": name,
-                "person_id": person_id,
-                "anonymous_id": anonymous_id,
-                "properties": properties,
-                "traits": traits,
-                "context": context,
-                "event_id": event_id,
-                "timestamp": timestamp,
-                "group_type": group_type,
-                "group_id": group_id,
-                "previous_id": previous_id,
-            },
-        )
-        return build(
-            kind, f["name"], f["person_id"], f["anonymous_id"], f["properties"], f["traits"],
-            f["context"], f["event_id"], f["timestamp"], f["group_type"], f["group_id"],
-            f["previous_id"], self._max_event_bytes,
-        )  # fmt: skip
 
     def _route(
         self, providers: Sequence[str] | None, exclude: Sequence[str] | None

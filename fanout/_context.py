@@ -38,7 +38,7 @@ __all__ = [
     "LazyContext",
     "RequestContext",
     "activate",
-    "apply",
+    "fill",
     "context",
     "current",
     "opened",
@@ -201,7 +201,9 @@ class LazyContext(Generic[_T]):
         ctx = self._resolved
         if ctx is not None:
             return ctx
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (not ``with``: its special-method lookups cost as much as the lock)
+        try:
             ctx = self._resolved
             if ctx is None:
                 try:
@@ -216,6 +218,8 @@ class LazyContext(Generic[_T]):
                     ctx = _merge(_resolve(parent), mine)
                 self._resolved = ctx
             return ctx
+        finally:
+            lock.release()
 
 
 _current: contextvars.ContextVar[RequestContext | LazyContext[Any] | None] = (
@@ -389,36 +393,35 @@ def _random_uuid4() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def apply(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """Fill the fields of one call (``build_event`` keyword arguments) from the context.
+def fill(
+    opened: RequestContext | LazyContext[Any],
+    kind: str,
+    person_id: Any,
+    anonymous_id: Any,
+    properties: Any,
+    context: Any,
+) -> tuple[Any, Any, Any, Any]:
+    """The ``person_id``, ``anonymous_id``, ``properties`` and ``context`` of one call
+    (``build_event``'s arguments), filled from ``opened``, the open context (what
+    :data:`opened` returned, not ``None``). Explicit arguments win.
 
-    Returns ``fields`` itself, unchanged, when no context is open (the common, fast case).
+    The four fields the context fills, taken and given back as a tuple: the call's every
+    field put in a dict and read back cost each event under the middleware about 1 µs.
     """
-    raw = _current.get()
-    if raw is None:
-        return fields
-    ctx = raw.resolve() if isinstance(raw, LazyContext) else raw
-    if kind == "alias":
-        # alias names both ids explicitly; only the canonical context applies.
-        _fill_context(fields, ctx)
-        return fields
-    if fields.get("person_id") is None and kind != "identify":
-        fields["person_id"] = ctx.person_id
-    if fields.get("anonymous_id") is None:
-        if kind == "identify":
-            # identify links the browser's id to the person, never a generated one.
-            if not ctx.anonymous_id_generated and ctx.anonymous_id != fields.get("person_id"):
-                fields["anonymous_id"] = ctx.anonymous_id
-        elif fields.get("person_id") is None or not ctx.anonymous_id_generated:
-            fields["anonymous_id"] = ctx.anonymous_id
-    if ctx.properties and kind in ("track", "page"):
-        explicit = fields.get("properties")
-        fields["properties"] = {**ctx.properties, **(explicit or {})}
-    _fill_context(fields, ctx)
-    return fields
-
-
-def _fill_context(fields: dict[str, Any], ctx: RequestContext) -> None:
-    if ctx.values:
-        explicit = fields.get("context")
-        fields["context"] = {**ctx.values, **(explicit or {})} if explicit else ctx.values
+    ctx = opened.resolve() if isinstance(opened, LazyContext) else opened
+    if kind != "alias":  # alias names both ids explicitly; only the canonical context applies
+        if person_id is None and kind != "identify":
+            person_id = ctx.person_id
+        if anonymous_id is None:
+            if kind == "identify":
+                # identify links the browser's id to the person, never a generated one.
+                if not ctx.anonymous_id_generated and ctx.anonymous_id != person_id:
+                    anonymous_id = ctx.anonymous_id
+            elif person_id is None or not ctx.anonymous_id_generated:
+                anonymous_id = ctx.anonymous_id
+        if ctx.properties and (kind == "track" or kind == "page"):
+            properties = {**ctx.properties, **(properties or {})}
+    values = ctx.values
+    if values:
+        context = {**values, **context} if context else values
+    return person_id, anonymous_id, properties, context

@@ -334,40 +334,59 @@ class RequestReader:
         recalled if a request with this key was read twice and its session still lives,
         else read, and kept if this is its second time: what both middleware do per
         request, in one call. Raises ``TypeError`` for a key that cannot be hashed."""
+        returning = self._returning(key)
+        if returning is not None:  # (the whole key is never hashed: see _returning)
+            return returning[0]
         found = self._raw.get(key)
         if found is not None and (found[1] == NEVER or time.time() <= found[1]):
             ctx: RequestContext = found[0]
             return ctx
-        read = self._read(key)
+        read = self._read_ids_and_context(key)
         self._raw.put(key, read)
         return read[0]
 
     def _read(self, key: tuple[Any, ...]) -> tuple[RequestContext, float]:
         """The context of the request of ``key`` and until when it holds, from what is
-        kept where it can be.
+        kept where it can be."""
+        return self._returning(key) or self._read_ids_and_context(key)
 
-        A returning visitor whose PostHog cookie only has a new last-activity time (what a
-        site running posthog-js sends most: posthog-js rewrites it as the visitor's events
-        are captured) is recalled by the header without those digits, which are proven to
-        change nothing of its reading but when its session ends (:meth:`_keep_active`).
-        Only once something is kept there does a request pay for looking.
+    def _returning(self, key: tuple[Any, ...]) -> tuple[RequestContext, float] | None:
+        """The context of a returning visitor's request whose PostHog cookie is the one of
+        a live session kept (:meth:`_keep_active`) but for its last-activity digits, and
+        when that session ends; else ``None``.
+
+        posthog-js rewrites those digits as the visitor's events are captured, so a site
+        running it sends new ones on most requests; they are proven to change nothing of
+        the reading but when the session ends. Such a request is recalled by the header
+        without them, and the visitor's last context serves it if it asks for the same
+        page (:class:`_Visitor`): looked up before the whole key, which would hash the
+        whole ``Cookie`` header (and user agent) of a request that is new by its digits,
+        for nothing. Only once something is kept here does a request pay for looking.
         """
         cookie = key[0]
-        if self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS:
-            kind = type(cookie)
-            mark = (
-                cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
-                else cookie.find(ACTIVITY_MARK) if kind is str else -1
-            )  # fmt: skip
-            if mark >= 0:
-                start = mark + _ACTIVITY_MARK_LENGTH
-                end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
-                kept = self._active_kept.get(_short_key(cookie, start, end))
-                if kept is not None:
-                    prefix, suffix, anonymous_id, session_id, room, returning = kept
-                    ends = _recalled_until(cookie, start, end, prefix, suffix, room)
-                    if ends is not None:
-                        return self._context(key, anonymous_id, session_id, returning), ends
+        if not (self._active_kept and cookie and key[1:5] == _NO_ID_HEADERS):
+            return None
+        kind = type(cookie)
+        mark = (
+            cookie.find(ACTIVITY_MARK_BYTES) if kind is bytes
+            else cookie.find(ACTIVITY_MARK) if kind is str else -1
+        )  # fmt: skip
+        if mark < 0:
+            return None
+        start = mark + _ACTIVITY_MARK_LENGTH
+        end = cookie.find(b"%2C" if kind is bytes else "%2C", start)
+        kept = self._active_kept.get(_short_key(cookie, start, end))
+        if kept is None:
+            return None
+        prefix, suffix, anonymous_id, session_id, room, visitor = kept
+        ends = _recalled_until(cookie, start, end, prefix, suffix, room)
+        if ends is None:
+            return None
+        return self._context(key, anonymous_id, session_id, visitor), ends
+
+    def _read_ids_and_context(self, key: tuple[Any, ...]) -> tuple[RequestContext, float]:
+        """The context of the request of ``key``, its ids kept by the ids' part of the key
+        or read in full, and until when it holds."""
         ids_key = key[:5]
         ids = self._ids.get(ids_key)
         if ids is None or (ids[2] != NEVER and time.time() > ids[2]):
