@@ -145,9 +145,13 @@ def checked_with(added: Mapping[str, str], *checked: Mapping[str, Any]) -> Mappi
         elif part:
             count = -1  # an unchecked part: never the merged length, the full check below
             break
-    if len(checked) == 3:  # the middleware's case, merged by the interpreter's own opcodes
+    # The middleware's cases, merged by the interpreter's own opcodes (``dict.update``
+    # goes through the argument parser).
+    if len(checked) == 3:
         first, second, third = checked
         merged = {**added, **first, **second, **third}
+    elif len(checked) == 1:
+        merged = {**added, **checked[0]}
     else:
         merged = dict(added)
         for part in checked:

@@ -445,7 +445,9 @@ def activity_room(
     other_ends = other / 1000 + SESSION_IDLE_SECONDS
     if until != ends or ends == other_ends:
         return 0
-    if json is None or b"\\" in json or json.count(b'"$sesid"') != 1:
+    # (``bytes.find``, not ``in``: ``in`` first tries its operand as an integer, and raises
+    # and clears a formatted TypeError for every bytes one.)
+    if json is None or json.find(b"\\") >= 0 or json.count(b'"$sesid"') != 1:
         if (
             shortcut is None and _posthog_live(value, now) != found
         ) or _posthog_live(value[:start] + str(other) + value[end:], now) != (
@@ -583,7 +585,7 @@ def _clean_qp(raw: str, unescaped: bytes) -> bool:
     (dropped: ``raw`` ends with ``%``) or is copied as ``=`` (a ``=`` left in the bytes).
     A ``%3D`` escape also leaves one: refused too, which only sends that value the slow way.
     """
-    return b"=" not in unescaped and raw[-1:] != "%"
+    return unescaped.find(b"=") < 0 and raw[-1:] != "%"  # (find: see activity_room)
 
 
 def _decoded_uri_json(raw: str) -> dict[str, Any]:
