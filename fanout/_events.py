@@ -112,11 +112,35 @@ def checked_context(values: Mapping[str, Any]) -> Mapping[str, Any]:
     """
     if not values:
         return _EMPTY
+    if type(values) is dict and len(values) <= _FLAT_ITEMS:
+        # The middleware's parts (user agent, URL, referrer...): text only, measured here
+        # as the walk measures it, without its frames.
+        held = _texts_held(values)
+        if held >= 0:
+            flat = CheckedDict(values)
+            flat.held, flat.spent, flat.masked = held, _OBJECT_ITEMS + 2 * len(values), None
+            return flat
     budget = [MAX_ITEMS]
     out, held = check_mapping(values, "context", budget, CheckedDict)
     assert type(out) is CheckedDict  # noqa: S101 - check_mapping builds with ``make``
     out.held, out.spent, out.masked = held, MAX_ITEMS - budget[0], None
     return out
+
+
+#: Most items :func:`checked_context` measures without the walk (well within its budget).
+_FLAT_ITEMS: Final = 64
+
+
+def _texts_held(values: Mapping[str, Any]) -> int:
+    """What the walk holds for an object's items when every key and value is plain text
+    (for each: its key and value, two budget items, and their text, as
+    ``_validate._object``'s literals count them); ``-1`` when one is not."""
+    held = 0
+    for key, text in values.items():
+        if type(text) is not str or type(key) is not str:
+            return -1
+        held += len(key) + 17 + (len(text) if text.isascii() else _wide(text))
+    return held
 
 
 def checked_with(added: Mapping[str, str], *checked: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -161,13 +185,11 @@ def checked_with(added: Mapping[str, str], *checked: Mapping[str, Any]) -> Mappi
     if not merged:
         return _EMPTY
     if added:
-        for key, text in added.items():
-            if type(text) is not str or type(key) is not str:
-                return checked_context(merged)
-            # What the walker adds for one more string value of an object: its key and
-            # value (two budget items) and their text (_validate._object's literals).
-            held += len(key) + 17 + (len(text) if text.isascii() else _wide(text))
-            spent += 2
+        texts = _texts_held(added)
+        if texts < 0:
+            return checked_context(merged)
+        held += texts
+        spent += 2 * len(added)
     if spent > MAX_ITEMS:
         return checked_context(merged)  # raises, naming the limit
     out = CheckedDict(merged)

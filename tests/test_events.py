@@ -400,6 +400,27 @@ def test_checked_parts_put_together_equal_the_full_check(added, parts, checked):
         assert (fast.held, fast.spent) == (full.held, full.spent)  # type: ignore[attr-defined]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(st.text(st.characters(blacklist_categories=())), _CONTEXT_VALUES),
+    max_size=6,
+))
+def test_checked_context_measures_as_the_walk_does(values):
+    """A plain dict of text is measured without the walk (the middleware's parts): its
+    result, order and measures are the walk's, whatever the text (non-ASCII and lone
+    surrogates included); anything else is walked."""
+    from fanout._events import CheckedDict, checked_context
+    from fanout._validate import MAX_ITEMS, check_mapping
+
+    checked = checked_context(values)
+    budget = [MAX_ITEMS]
+    walked, held = check_mapping(values, "context", budget, CheckedDict)
+    assert list(checked.items()) == list(walked.items())
+    if values:
+        assert (checked.held, checked.spent) == (held, MAX_ITEMS - budget[0])  # type: ignore[attr-defined]
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_event_ids_of_a_forked_child_differ_from_its_parents():
     # The millisecond prefix and the counter are copied into the child; the random bits
