@@ -162,11 +162,13 @@ def checked_with(added: Mapping[str, str], *checked: Mapping[str, Any]) -> Mappi
         return only if type(only) is CheckedDict else checked_context(only)
     held, spent, count = 0, _OBJECT_ITEMS, len(added)
     for part in checked:
+        if not part:  # (an empty part holds nothing: its measures are not an item's)
+            continue
         if type(part) is CheckedDict:
             held += part.held  # (a non-empty object's held is its items', with nothing more)
             spent += part.spent - _OBJECT_ITEMS
             count += len(part)
-        elif part:
+        else:
             count = -1  # an unchecked part: never the merged length, the full check below
             break
     # The middleware's cases, merged by the interpreter's own opcodes (``dict.update``

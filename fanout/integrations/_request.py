@@ -265,7 +265,7 @@ class RequestReader:
       without those digits on its first reading, once proven (a visitor's next request has
       new digits, so a second reading of the same header seldom comes), and its requests
       get their ids back, the session judged live by the new time alone (see
-      :meth:`context`).
+      :meth:`_returning`).
     """
 
     __slots__ = (
@@ -333,7 +333,8 @@ class RequestReader:
         """The context (without a person) of the request of ``key`` (:meth:`read_key`):
         recalled if a request with this key was read twice and its session still lives,
         else read, and kept if this is its second time: what both middleware do per
-        request, in one call. Raises ``TypeError`` for a key that cannot be hashed."""
+        request, in one call. Raises ``TypeError`` for a key that cannot be hashed, unless
+        a returning visitor's kept context answers it without hashing it (the same values)."""
         returning = self._returning(key)
         if returning is not None:  # (the whole key is never hashed: see _returning)
             return returning[0]
