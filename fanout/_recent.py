@@ -40,18 +40,20 @@ class Recent(Generic[_K, _V]):
         register_fork_aware(self)
         self.get = self._data.get
 
-    def keep(self, key: _K, value: _V) -> None:
-        """Keep ``value`` under ``key``, unless another thread is storing right now."""
+    def keep(self, key: _K, value: _V) -> bool:
+        """Keep ``value`` under ``key``, unless another thread is storing right now (or
+        the size is 0); whether it was kept."""
         data = self._data
         lock = self._lock
         if not lock.acquire(blocking=False):
-            return
+            return False
         try:  # under it, each store adds at most one: one eviction keeps the bound
             if len(data) >= self._size:
                 if not data:  # a size of 0 keeps nothing
-                    return
+                    return False
                 data.popitem(last=False)
             data[key] = value
+            return True
         finally:
             lock.release()
 

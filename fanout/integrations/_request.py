@@ -342,14 +342,15 @@ class RequestReader:
         if found is not None and (found[1] == NEVER or time.time() <= found[1]):
             ctx: RequestContext = found[0]
             return ctx
-        read = self._read_ids_and_context(key)
-        self._raw.put(key, read)
-        return read[0]
+        ctx, until, active = self._read_ids_and_context(key)
+        if not active:
+            self._raw.put(key, (ctx, until))
+        return ctx
 
     def _read(self, key: tuple[Any, ...]) -> tuple[RequestContext, float]:
         """The context of the request of ``key`` and until when it holds, from what is
         kept where it can be."""
-        return self._returning(key) or self._read_ids_and_context(key)
+        return self._returning(key) or self._read_ids_and_context(key)[:2]
 
     def _returning(self, key: tuple[Any, ...]) -> tuple[RequestContext, float] | None:
         """The context of a returning visitor's request whose PostHog cookie is the one of
@@ -385,21 +386,28 @@ class RequestReader:
             return None
         return self._context(key, anonymous_id, session_id, visitor), ends
 
-    def _read_ids_and_context(self, key: tuple[Any, ...]) -> tuple[RequestContext, float]:
+    def _read_ids_and_context(
+        self, key: tuple[Any, ...]
+    ) -> tuple[RequestContext, float, bool]:
         """The context of the request of ``key``, its ids kept by the ids' part of the key
-        or read in full, and until when it holds."""
+        or read in full, until when it holds, and whether its ids were just kept for its
+        PostHog cookie's new activity times (:meth:`_returning` then answers the same
+        request, and nothing else need keep it: a visitor's next cookie has new digits)."""
         ids_key = key[:5]
         ids = self._ids.get(ids_key)
+        active = False
         if ids is None or (ids[2] != NEVER and time.time() > ids[2]):
-            ids = self._read_ids(key)
-            self._ids.put(ids_key, ids)
+            ids, active = self._read_ids(key)
+            if not active:
+                self._ids.put(ids_key, ids)
         anonymous_id, session_id, until, visitor = ids
-        return self._context(key, anonymous_id, session_id, visitor), until
+        return self._context(key, anonymous_id, session_id, visitor), until, active
 
-    def _read_ids(self, key: tuple[Any, ...]) -> _Ids:
+    def _read_ids(self, key: tuple[Any, ...]) -> tuple[_Ids, bool]:
         """The ids of a request's key read in full, with a new visitor's memo when they
-        name one; a live PostHog session found there is kept for its new activity times
-        (:meth:`_keep_active`), or noted as not provable."""
+        name one, and whether they were kept for a live PostHog session's new activity
+        times (:meth:`_keep_active`); a session whose digits are not provable is noted, not
+        tried again."""
         cookie = key[0]
         raw = cookie
         if type(cookie) is bytes:
@@ -410,22 +418,25 @@ class RequestReader:
         )
         anonymous_id, session_id, until = found
         if anonymous_id is None and session_id is None:
-            return anonymous_id, session_id, until, None  # no visitor to keep anything of
+            return (anonymous_id, session_id, until, None), False  # no visitor to keep
         visitor = _Visitor()
+        ids = anonymous_id, session_id, until, visitor
         if (
-            shortcut is not None
-            and session_id is not None  # (always, when the shortcut read it)
-            and session_id not in self._unprovable
-            and not self._keep_active(raw, found, shortcut, visitor)
+            shortcut is None
+            or session_id is None  # (never, when the shortcut read it)
+            or session_id in self._unprovable
         ):
-            # A live session read from PostHog's cookie alone (so no id header), kept
-            # without its activity digits if provable, on its first reading, as its
-            # visitor's next request has new ones. Not provable: not tried again.
-            unprovable = self._unprovable  # (a bounded set)
-            if len(unprovable) >= REQUESTS_KEPT:
-                unprovable.clear()
-            unprovable[session_id] = None
-        return anonymous_id, session_id, until, visitor
+            return ids, False
+        # A live session read from PostHog's cookie alone (so no id header), kept without
+        # its activity digits if provable, on its first reading, as its visitor's next
+        # request has new ones.
+        if self._keep_active(raw, found, shortcut, visitor):
+            return ids, True
+        unprovable = self._unprovable  # not provable: not tried again (a bounded set)
+        if len(unprovable) >= REQUESTS_KEPT:
+            unprovable.clear()
+        unprovable[session_id] = None
+        return ids, False
 
     def _context(
         self,
@@ -496,7 +507,8 @@ class RequestReader:
         same header but for other last-activity digits in its PostHog cookie, if
         :func:`activity_room` proves they read the same: by the header's text after the
         digits (a short key: the header before and after them is compared in full when
-        recalled), where they start and the length after them. Whether it was kept. (A
+        recalled), where they start and the length after them. Whether it was kept (not
+        when another thread was storing, or the store keeps nothing). (A
         reading the shortcut did not make is never proven, so it is not tried.)"""
         if type(cookie) is not bytes and type(cookie) is not str:
             return False
@@ -507,11 +519,10 @@ class RequestReader:
         if not room:
             return False
         start, end = span
-        self._active.keep(
+        return self._active.keep(
             _short_key(cookie, start, end),
             (cookie[:start], cookie[end:], found[0], found[1], room, visitor),
         )
-        return True
 
     def recall(self, key: Any) -> Any:
         """What :meth:`remember` kept for ``key``, if it still holds now, else ``None``."""
