@@ -20,7 +20,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from .._context import RequestContext, enter, lazy, leave
-from .wsgi import environ_values
+from ._request import RequestReader
+from .wsgi import read_environ
 
 __all__ = ["FanoutMiddleware"]
 
@@ -33,6 +34,9 @@ class FanoutMiddleware:
 
     def __init__(self, get_response: Callable[[Any], Any]) -> None:
         self.get_response = get_response
+        #: Keeps its readings like the WSGI and ASGI middleware (``request.META`` holds
+        #: the WSGI environ's keys, under either server).
+        self._reader = RequestReader()
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
@@ -41,7 +45,7 @@ class FanoutMiddleware:
         if self._async:
             return self._acall(request)
         user = getattr(request, "user", None)
-        token = enter(lazy(_read, (request, _user_id(user))))
+        token = enter(lazy(self._read, (request, _user_id(user))))
         try:
             return self.get_response(request)
         finally:
@@ -52,17 +56,18 @@ class FanoutMiddleware:
         if hasattr(request, "auser"):
             user = await request.auser()
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        token = enter(lazy(_read, (request, _user_id(user))))
+        token = enter(lazy(self._read, (request, _user_id(user))))
         try:
             return await get_response(request)
         finally:
             leave(token)
 
-
-def _read(request_and_person: tuple[Any, str | None]) -> RequestContext:
-    request, person_id = request_and_person
-    anonymous_id, values = environ_values(request.META)
-    return RequestContext(person_id=person_id, anonymous_id=anonymous_id, values=values)
+    def _read(self, request_and_person: tuple[Any, str | None]) -> RequestContext:
+        request, person_id = request_and_person
+        ctx = read_environ(self._reader, request.META, False)
+        if person_id is None:
+            return ctx
+        return RequestContext(person_id, ctx.anonymous_id, False, ctx.values)
 
 
 def _user_id(user: Any) -> str | None:

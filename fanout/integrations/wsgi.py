@@ -18,7 +18,7 @@ from .._context import RequestContext, activate, lazy
 from .._events import checked_context
 from ._request import READ_HEADERS, RequestReader, request_values
 
-__all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
+__all__ = ["FanoutMiddleware", "environ_context", "environ_values", "read_environ"]
 
 #: (``environ`` key, header name) of each header read: ``HTTP_USER_AGENT`` -> ``user-agent``.
 _ENVIRON_KEYS: Final = tuple(
@@ -91,37 +91,44 @@ class FanoutMiddleware:
         return _Body(result, ctx)
 
     def _read(self, environ: dict[str, Any]) -> RequestContext:
-        get = environ.get
-        host = get("HTTP_HOST")
-        trust = self.trust_forwarded
-        # The request's key (RequestReader.read_key), straight from the environ: no headers
-        # dict. The same request again reads the same (until a session's idle timeout):
-        # from its second time, its context is recalled, one object for all.
-        key: Any = (
-            get("HTTP_COOKIE"),
-            get("HTTP_X_FANOUT_ANONYMOUS_ID"),
-            get("HTTP_X_FANOUT_SESSION_ID"),
-            get("HTTP_X_POSTHOG_DISTINCT_ID"),
-            get("HTTP_X_POSTHOG_SESSION_ID"),
-            get("HTTP_X_FORWARDED_FOR") if trust else None,
-            get("HTTP_USER_AGENT"),
-            get("HTTP_ACCEPT_LANGUAGE"),
-            get("HTTP_REFERER"),
-            host,
-            get("REMOTE_ADDR") or None,
-            get("wsgi.url_scheme", "http"),
-            (host if isinstance(host, str) else None) or _server_host(environ),
-            get("SCRIPT_NAME", "") + get("PATH_INFO", "/"),
-            get("QUERY_STRING", ""),
-            trust,
-        )
-        if not _TEXT_OR_NONE.issuperset(map(type, key[:10])):
-            key = _text_headers(key)  # as read_key takes them: text or None
-        try:
-            return self._reader.context(key)
-        except TypeError:  # a server that puts unhashable values in the environ
-            anonymous_id, values = _environ_values(request_values, environ, trust)
-            return RequestContext(None, anonymous_id, False, checked_context(values))
+        return read_environ(self._reader, environ, self.trust_forwarded)
+
+
+def read_environ(reader: RequestReader, environ: Mapping[str, Any], trust: bool) -> RequestContext:
+    """The context (without a person) of one WSGI ``environ`` (or Django's ``request.META``,
+    which holds the same keys), read through ``reader``, which keeps its readings.
+
+    The request's key (:meth:`RequestReader.read_key`) is built straight from the environ:
+    no headers dict. The same request again reads the same (until a session's idle
+    timeout): from its second time, its context is recalled, one object for all.
+    """
+    get = environ.get
+    host = get("HTTP_HOST")
+    key: Any = (
+        get("HTTP_COOKIE"),
+        get("HTTP_X_FANOUT_ANONYMOUS_ID"),
+        get("HTTP_X_FANOUT_SESSION_ID"),
+        get("HTTP_X_POSTHOG_DISTINCT_ID"),
+        get("HTTP_X_POSTHOG_SESSION_ID"),
+        get("HTTP_X_FORWARDED_FOR") if trust else None,
+        get("HTTP_USER_AGENT"),
+        get("HTTP_ACCEPT_LANGUAGE"),
+        get("HTTP_REFERER"),
+        host,
+        get("REMOTE_ADDR") or None,
+        get("wsgi.url_scheme", "http"),
+        (host if isinstance(host, str) else None) or _server_host(environ),
+        get("SCRIPT_NAME", "") + get("PATH_INFO", "/"),
+        get("QUERY_STRING", ""),
+        trust,
+    )
+    if not _TEXT_OR_NONE.issuperset(map(type, key[:10])):
+        key = _text_headers(key)  # as read_key takes them: text or None
+    try:
+        return reader.context(key)
+    except TypeError:  # a server that puts unhashable values in the environ
+        anonymous_id, values = _environ_values(request_values, environ, trust)
+        return RequestContext(None, anonymous_id, False, checked_context(values))
 
 
 #: The types of header values read as they are (anything else: only a str subclass).

@@ -81,6 +81,43 @@ def test_sync_middleware_under_the_test_client(django_project, default_client, c
     assert first_visit.get("person_id") is None and first_visit["anonymous_id"]
 
 
+def test_a_returning_visitor_is_read_once_and_kept(
+    django_project, default_client, collector, monkeypatch
+):
+    """The Django middleware keeps its readings like the WSGI and ASGI ones: a visitor whose
+    PostHog cookie has a new activity time on each request is read in full once per
+    ``Cookie`` header (twice: logging in adds Django's session cookie to it), and every
+    event carries its ids (and, once logged in, its person)."""
+    from django.test import Client
+
+    from fanout.integrations import _request
+
+    reads: list[object] = []
+    real = _request.read_request_ids_from
+
+    def counted(*args: object, **kwargs: object) -> object:
+        reads.append(args)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_request, "read_request_ids_from", counted)
+    http = Client()
+    name, value = posthog_cookie()
+    now_ms = int(time.time() * 1000)
+    for i in range(4):
+        if i == 2:
+            pk = http.get("/login", {"user": "carol"}).json()["pk"]
+        http.cookies[name] = value.replace(f"%5B{value.split('%5B')[1].split('%2C')[0]}",
+                                           f"%5B{now_ms + i * 1000}")
+        assert http.get("/track", {"i": i}).status_code == 200
+    assert len(reads) == 2  # requests 0 and 2: 1 and 3 recalled
+    assert default_client.flush(timeout=10).ok
+    events = sorted(stored(collector), key=lambda e: e["properties"]["i"])
+    assert [e["properties"]["i"] for e in events] == [0, 1, 2, 3]  # each stored once
+    assert {e["anonymous_id"] for e in events} == {DISTINCT_ID}
+    assert {e["context"]["session_id"] for e in events} == {SESSION_ID}
+    assert [e.get("person_id") for e in events] == [None, None, str(pk), str(pk)]
+
+
 def test_async_middleware_under_the_async_test_client(django_project, default_client, collector):
     from django.test import AsyncClient
 
