@@ -18,8 +18,8 @@ from types import MappingProxyType
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote_plus
 
-from .._context import RequestContext
-from .._events import ReadOnlyDict, checked_context, checked_with
+from .._context import _NO_VALUES, RequestContext
+from .._events import checked_context, checked_with
 from .._recent import Recent
 from .browser import (
     ACTIVITY_MARK,
@@ -543,7 +543,6 @@ _Ids = tuple["str | None", "str | None", float, "_Visitor | None"]
 #: What a reader keeps of a live PostHog session for its new activity times: (the header
 #: before and after the digits, anonymous id, session id, room, the visitor).
 _Active = tuple[Any, Any, "str | None", "str | None", int, _Visitor]
-_NO_VALUES: Final[Mapping[str, str]] = ReadOnlyDict()
 
 
 def _short_key(cookie: Any, start: int, end: int) -> tuple[Any, int, int]:

@@ -18,7 +18,7 @@ from .._context import RequestContext, activate, lazy
 from .._events import checked_context
 from ._request import READ_HEADERS, RequestReader, request_values
 
-__all__ = ["FanoutMiddleware", "environ_context", "environ_values", "read_environ"]
+__all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 
 #: (``environ`` key, header name) of each header read: ``HTTP_USER_AGENT`` -> ``user-agent``.
 _ENVIRON_KEYS: Final = tuple(
