@@ -251,6 +251,64 @@ def lazy(read: Callable[[_T], RequestContext], source: _T) -> LazyContext[_T]:
     return LazyContext(read, source, _current.get())
 
 
+#: The context a middleware opened for its request (:func:`open_request`) in this task or
+#: thread, the request's own (not those entered inside it), or ``None``.
+_request: contextvars.ContextVar[LazyContext[Any] | None] = contextvars.ContextVar(
+    "fanout_request", default=None
+)
+#: The two tokens of :func:`open_request`, for :func:`close_request`.
+RequestTokens = tuple["contextvars.Token[Any]", "contextvars.Token[Any]"]
+
+
+def open_request(
+    read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
+) -> tuple[LazyContext[_T], RequestTokens]:
+    """Open a request's context (:func:`lazy`) and make it current: what the ASGI and
+    Django middleware do on a request's way in (:func:`close_request` on its way out).
+    ``outer`` is the context an outer middleware opened for the *same* request, as that
+    middleware left it on the request (the ASGI scope, the Django request), or ``None``.
+
+    It encloses whatever context is current, unless a middleware opened one for another
+    request in this task's context: that one was left over. An asyncio server can start
+    a request's task from inside another's, which copies the other request's context
+    variables into it: uvicorn starts a pipelined request's task from the previous
+    one's ``send`` (cpython#140947; uvicorn's opt-in ``reset_contextvars``). Taken as the
+    enclosing context, the leftover would give a visitor with no id of its own the
+    previous visitor's anonymous id, session and campaign, and chain each request of the
+    connection to the one before. The request encloses what the leftover enclosed
+    instead: the contexts entered outside any request.
+    """
+    ctx = _request_context(read, source, outer)
+    return ctx, (_current.set(ctx), _request.set(ctx))
+
+
+def activate_request(
+    read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
+) -> LazyContext[_T]:
+    """:func:`open_request` for the rest of this ``contextvars.Context``, without a reset
+    (see :func:`activate`): the WSGI middleware's, in the context it copies per request."""
+    ctx = _request_context(read, source, outer)
+    _current.set(ctx)
+    _request.set(ctx)
+    return ctx
+
+
+def _request_context(
+    read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
+) -> LazyContext[_T]:
+    """A request's context over the current one, or over what a leftover request's
+    context enclosed (see :func:`open_request`)."""
+    before = _request.get()
+    parent = _current.get() if before is None or before is outer else before._parent
+    return LazyContext(read, source, parent)
+
+
+def close_request(tokens: RequestTokens) -> None:
+    """Restore the contexts of before :func:`open_request` returned ``tokens``."""
+    _request.reset(tokens[1])
+    _current.reset(tokens[0])
+
+
 def enter(ctx: RequestContext | LazyContext[Any]) -> contextvars.Token[Any]:
     """Make ``ctx`` current; give the token to :func:`leave` (the middleware's hot path)."""
     return _current.set(ctx)

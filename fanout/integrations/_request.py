@@ -34,7 +34,14 @@ from .browser import (
     sanitize,
 )
 
-__all__ = ["KEY_HEADERS", "READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values"]
+__all__ = [
+    "KEY_HEADERS", "OPENED", "READ_HEADERS", "REQUESTS_KEPT", "RequestReader", "request_values",
+]
+
+#: The ASGI scope or WSGI environ key under which a middleware leaves the context it
+#: opened for the request, so a middleware inside it knows it for the same request's
+#: (:func:`fanout._context.open_request`'s ``outer``).
+OPENED: Final = "fanout.context"
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")

@@ -25,10 +25,10 @@ from typing import Any, Final
 
 from .. import _default
 from .._client import Client
-from .._context import RequestContext, enter, lazy, leave
+from .._context import RequestContext, close_request, open_request
 from .._events import checked_context
 from .._report import FlushReport
-from ._request import KEY_HEADERS, RequestReader, request_values
+from ._request import KEY_HEADERS, OPENED, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware"]
 
@@ -103,11 +103,12 @@ class FanoutMiddleware:
         if kind == "http" or kind == "websocket":
             # The copy keeps the request as the server gave it: routers rewrite the live
             # scope in place (Starlette's Mount extends root_path) before a handler tracks.
-            token = enter(lazy(self._read, (dict(scope), scope)))
+            ctx, tokens = open_request(self._read, (dict(scope), scope), scope.get(OPENED))
+            scope[OPENED] = ctx  # for a FanoutMiddleware inside this one: the same request
             try:
                 await self.app(scope, receive, send)
             finally:
-                leave(token)
+                close_request(tokens)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         else:

@@ -19,8 +19,14 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
-from .._context import RequestContext, enter, lazy, leave
-from ._request import RequestReader
+from .._context import (
+    LazyContext,
+    RequestContext,
+    RequestTokens,
+    close_request,
+    open_request,
+)
+from ._request import OPENED, RequestReader
 from .wsgi import read_environ
 
 __all__ = ["FanoutMiddleware"]
@@ -45,22 +51,34 @@ class FanoutMiddleware:
         if self._async:
             return self._acall(request)
         user = getattr(request, "user", None)
-        token = enter(lazy(self._read, (request, _user_id(user))))
+        tokens = self._open(request, _user_id(user))
         try:
             return self.get_response(request)
         finally:
-            leave(token)
+            close_request(tokens)
 
     async def _acall(self, request: Any) -> Any:
         user = None
         if hasattr(request, "auser"):
             user = await request.auser()
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        token = enter(lazy(self._read, (request, _user_id(user))))
+        tokens = self._open(request, _user_id(user))
         try:
             return await get_response(request)
         finally:
-            leave(token)
+            close_request(tokens)
+
+    def _open(self, request: Any, person_id: str | None) -> RequestTokens:
+        """Open the request's context (:func:`fanout._context.open_request`: never over a
+        context left by another request, as under uvicorn's pipelining), and leave it on
+        the request for a second instance of this middleware."""
+        outer: LazyContext[Any] | None = getattr(request, "_fanout_context", None)
+        if outer is None:  # the ASGI or WSGI middleware's, around Django's application
+            scope = getattr(request, "scope", None)  # an ASGIRequest's; else META is the environ
+            outer = (scope if isinstance(scope, dict) else request.META).get(OPENED)
+        ctx, tokens = open_request(self._read, (request, person_id), outer)
+        request._fanout_context = ctx
+        return tokens
 
     def _read(self, request_and_person: tuple[Any, str | None]) -> RequestContext:
         request, person_id = request_and_person

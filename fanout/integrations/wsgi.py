@@ -14,9 +14,9 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from .._context import RequestContext, activate, lazy
+from .._context import RequestContext, activate_request
 from .._events import checked_context
-from ._request import READ_HEADERS, RequestReader, request_values
+from ._request import OPENED, READ_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 
@@ -83,8 +83,12 @@ class FanoutMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # One contextvars.Context per request, entered for the call and for each chunk of
         # the body: a generator body runs after __call__ has returned.
+        # Never over a context another request left in this thread's (or task's) context:
+        # see fanout._context.open_request.
         ctx = contextvars.copy_context()
-        ctx.run(activate, lazy(self._read, environ.copy()))
+        environ[OPENED] = ctx.run(
+            activate_request, self._read, environ.copy(), environ.get(OPENED)
+        )
         result = ctx.run(self.app, environ, start_response)
         if type(result) is list or type(result) is tuple:
             return result  # iterating it runs no code of the app's: no context to enter

@@ -9,7 +9,9 @@ collector must store exactly 280, once each.
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -107,3 +109,72 @@ def test_gunicorn_uvicorn_worker_preload_sigterm_loses_nothing(collector, tmp_pa
             "--worker-class", "uvicorn.workers.UvicornWorker", "--graceful-timeout", "30"]
     ids, output = _run(collector, argv, tmp_path / "server.log")
     _check(collector, ids, output)
+
+
+def _read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` HTTP/1.1 responses read off ``sock``, their heads checked for a 200."""
+    buf, bodies = b"", []
+    while len(bodies) < count:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            head = buf[:end].lower()
+            at = head.find(b"content-length:")
+            length = int(head[at + 15 :].split(b"\r\n", 1)[0])
+            if len(buf) >= end + 4 + length:
+                assert head.startswith(b"http/1.1 200"), head
+                bodies.append(buf[end + 4 : end + 4 + length])
+                buf = buf[end + 4 + length :]
+                continue
+        data = sock.recv(65536)
+        assert data, "the server closed the connection"
+        buf += data
+    return bodies
+
+
+def test_pipelined_requests_under_uvicorn_never_inherit_each_others_context(
+    collector, tmp_path
+):
+    """uvicorn starts a pipelined request's task from inside the previous request's
+    ``send`` (its ``on_response_complete``), so the task copies the previous request's
+    context variables, fanout's request context included (cpython#140947; uvicorn's
+    opt-in ``reset_contextvars``). A request context must not take that leftover as its
+    enclosing one: a visitor with no id would get the previous visitor's anonymous id,
+    session and campaign. Ten requests in one write, every other one from an identified
+    visitor, the rest from no one."""
+    port = free_port()
+    env = app_env(collector, FANOUT_FLUSH_INTERVAL="30", FANOUT_SHUTDOWN_TIMEOUT="20")
+    argv = [PYTHON, "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1", "--port",
+            str(port), "--no-access-log", "--http", "httptools"]
+    requests = []
+    for n in range(10):
+        if n % 2 == 0:
+            extra = f"X-Fanout-Anonymous-Id: visitor-{n}\r\nX-Fanout-Session-Id: session-{n}\r\n"
+            query = f"i={n}&utm_source=src-{n}"
+        else:
+            extra, query = "", f"i={n}"
+        requests.append(f"GET /track?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n")
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(proc, f"http://127.0.0.1:{port}")
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall("".join(requests).encode())  # pipelined: all in one write
+                bodies = _read_responses(sock, len(requests))
+            assert [json.loads(b)["event_id"] for b in bodies] == [f"req-{n}" for n in range(10)]
+            _sigterm_and_wait(proc)  # (uvicorn re-raises it: -15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    events = {e["properties"]["i"]: e for e in stored(collector)}
+    assert sorted(events) == list(range(10)), log.read_text(errors="replace")[-3000:]
+    for n in range(0, 10, 2):
+        assert events[n]["anonymous_id"] == f"visitor-{n}"
+        assert events[n]["context"]["session_id"] == f"session-{n}"
+        assert events[n]["context"]["campaign"] == {"source": f"src-{n}"}
+    unknown = [events[n] for n in range(1, 10, 2)]
+    # each its own generated id, nothing of the visitor before it
+    assert len({e["anonymous_id"] for e in unknown}) == 5
+    assert not any(e["anonymous_id"].startswith("visitor-") for e in unknown)
+    assert not any({"session_id", "campaign"} & set(e["context"]) for e in unknown)

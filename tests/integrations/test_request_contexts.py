@@ -1,0 +1,62 @@
+"""Which context a middleware's request context encloses (``fanout._context.open_request``).
+
+The data path of the same (events stored by the collector from pipelined requests under a
+real uvicorn) is ``test_asgi_servers.py``'s; here, the rule itself, for every case.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+import fanout
+from fanout import _context
+
+
+def _read_own(values: dict[str, Any]) -> _context.RequestContext:
+    return _context.own(**values)
+
+
+def test_a_request_never_encloses_the_context_another_request_left_behind() -> None:
+    """An asyncio server can start a request's task from inside another's (uvicorn's
+    pipelined requests), copying the other request's context variables: the new request
+    encloses what that one enclosed (the contexts entered outside any request), neither
+    the other request's own context nor one entered inside it."""
+    with fanout.context(properties={"service": "api"}):  # outside any request
+        first, tokens = _context.open_request(
+            _read_own, {"anonymous_id": "visitor-1", "session_id": "s-1"}, None
+        )
+        with fanout.context(person_id="user-1"):  # entered inside the first request
+            leftover = contextvars.copy_context()  # what the next task's copy holds
+        left_plain = contextvars.copy_context()
+        _context.close_request(tokens)
+
+    def second() -> _context.RequestContext | None:
+        _, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
+        try:
+            return _context.current()
+        finally:
+            _context.close_request(tokens)
+
+    for leaked in (leftover, left_plain):
+        got = leaked.run(second)
+        assert got is not None
+        assert got.person_id is None
+        assert got.anonymous_id_generated and got.anonymous_id != "visitor-1"
+        assert dict(got.values) == {"ip": "192.0.2.2"}
+        assert dict(got.properties) == {"service": "api"}
+    assert first.resolve().anonymous_id == "visitor-1"
+
+
+def test_a_middleware_inside_another_for_the_same_request_encloses_its_context() -> None:
+    outer, outer_tokens = _context.open_request(_read_own, {"anonymous_id": "visitor-1"}, None)
+    with fanout.context(person_id="user-1"):  # an auth middleware between the two
+        _, tokens = _context.open_request(_read_own, {"session_id": "s-1"}, outer)
+        got = _context.current()
+        _context.close_request(tokens)
+    _context.close_request(outer_tokens)
+    assert got is not None
+    assert (got.person_id, got.anonymous_id, dict(got.values)) == (
+        "user-1", "visitor-1", {"session_id": "s-1"}
+    )
+    assert _context.current() is None
