@@ -1,6 +1,7 @@
 """What an app feels: a real uvicorn + Starlette app's latency and CPU with analytics inside it.
 
     python benchmarks/app_latency.py [--quick] [--rounds 9] [--duration 1] [--cases ...]
+    python benchmarks/app_latency.py --middleware [--quick] [--requests 1000]
 
 One uvicorn worker serves a Starlette endpoint that does a little work (builds and encodes a
 small order summary) and tracks one event per request. Each case is its own app process,
@@ -19,9 +20,18 @@ all of them up for the whole run:
   ``fanout.integrations.asgi.FanoutMiddleware`` around the app, so its event carries the
   request's context and the browser's id;
 - ``fanout-1+ctx``: ``fanout-1`` sending that same event without the middleware (the id and
-  context passed to ``track()`` by hand, computed once). ``fanout-1+mw`` minus
-  ``fanout-1+ctx`` is the middleware's own CPU per request (target: under 10 µs);
-  ``fanout-1+ctx`` minus ``fanout-1`` is what carrying and delivering the context costs.
+  context passed to ``track()`` by hand, computed once). ``fanout-1+ctx`` minus
+  ``fanout-1`` is what carrying and delivering the context costs the process.
+  ``fanout-1+mw`` minus ``fanout-1+ctx`` is the middleware's own CPU, but two processes'
+  CPU over 1 s loads moves by tens of µs per request from load to load: ``--middleware``
+  measures it instead.
+
+``--middleware`` (:mod:`_middleware_ab`): the middleware's own CPU per request, held to
+its target of 10 µs, inside one uvicorn process serving the same app with and without
+it, each request sent to both in turn and timed on the server's thread, for several
+kinds of request (untracked, a returning visitor, visitors walking pages, a new visitor);
+every request's two events checked to be the same. ``--requests`` pairs per round, 5
+rounds (``--quick``: half the pairs, 3 rounds).
 
 Every request carries what a browser with the PostHog and Segment SDKs sends (their
 cookies, user agent, referrer, locale), whatever the case, so all cases parse the same bytes.
@@ -733,6 +743,14 @@ def main() -> None:
     parser.add_argument(
         "--switch-interval", type=float, default=0.0, help="sys.setswitchinterval in the app"
     )
+    parser.add_argument(
+        "--middleware",
+        action="store_true",
+        help="instead: the request middleware's own CPU per request inside uvicorn",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=1000, help="--middleware: request pairs per round"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--sink", help=argparse.SUPPRESS)
@@ -745,6 +763,11 @@ def main() -> None:
         return
     if args.load:
         print(json.dumps(load(args.load, args.rate, args.duration, args.conns)))
+        return
+    if args.middleware:
+        from _middleware_ab import run as middleware_run
+
+        middleware_run(args.requests // 2 if args.quick else args.requests, 3 if args.quick else 5)
         return
     if args.quick:
         args.rounds, args.duration = 5, 1.0
