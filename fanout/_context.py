@@ -258,6 +258,12 @@ _request: contextvars.ContextVar[LazyContext[Any] | None] = contextvars.ContextV
 )
 #: The two tokens of :func:`open_request`, for :func:`close_request`.
 RequestTokens = tuple["contextvars.Token[Any]", "contextvars.Token[Any]"]
+_request_get = _request.get
+_current_get = _current.get
+_current_set = _current.set
+_current_reset = _current.reset
+_request_set = _request.set
+_request_reset = _request.reset
 
 
 def open_request(
@@ -278,8 +284,18 @@ def open_request(
     connection to the one before. The request encloses what the leftover enclosed
     instead: the contexts entered outside any request.
     """
-    ctx = _request_context(read, source, outer)
-    return ctx, (_current.set(ctx), _request.set(ctx))
+    before = _request_get()
+    ctx = LazyContext(
+        read, source, _current_get() if before is None or before is outer else before._parent
+    )
+    return ctx, (_current_set(ctx), _request_set(ctx))
+
+
+def close_request(tokens: RequestTokens) -> None:
+    """Restore the contexts of before :func:`open_request` returned ``tokens``."""
+    current, request = tokens
+    _request_reset(request)
+    _current_reset(current)
 
 
 def activate_request(
@@ -287,26 +303,7 @@ def activate_request(
 ) -> LazyContext[_T]:
     """:func:`open_request` for the rest of this ``contextvars.Context``, without a reset
     (see :func:`activate`): the WSGI middleware's, in the context it copies per request."""
-    ctx = _request_context(read, source, outer)
-    _current.set(ctx)
-    _request.set(ctx)
-    return ctx
-
-
-def _request_context(
-    read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
-) -> LazyContext[_T]:
-    """A request's context over the current one, or over what a leftover request's
-    context enclosed (see :func:`open_request`)."""
-    before = _request.get()
-    parent = _current.get() if before is None or before is outer else before._parent
-    return LazyContext(read, source, parent)
-
-
-def close_request(tokens: RequestTokens) -> None:
-    """Restore the contexts of before :func:`open_request` returned ``tokens``."""
-    _request.reset(tokens[1])
-    _current.reset(tokens[0])
+    return open_request(read, source, outer)[0]
 
 
 def enter(ctx: RequestContext | LazyContext[Any]) -> contextvars.Token[Any]:
