@@ -181,17 +181,22 @@ class LazyContext(Generic[_T]):
     to read it wait for the first, so all events of a request carry the same generated id.
     """
 
-    __slots__ = ("_read", "_source", "_parent", "_resolved", "_lock")
+    __slots__ = ("_read", "_source", "_parent", "_outside", "_resolved", "_lock")
 
     def __init__(
         self,
         read: Callable[[_T], RequestContext],
         source: _T,
         parent: RequestContext | LazyContext[Any] | None,
+        outside: RequestContext | LazyContext[Any] | None = None,
     ) -> None:
         self._read = read
         self._source = source
         self._parent = parent
+        #: The context current outside the request this one was opened for (its
+        #: ``parent``, unless opened inside another request context of the same request):
+        #: what a request that finds this one left over encloses (:func:`open_request`).
+        self._outside = parent if outside is None else outside
         self._resolved: RequestContext | None = None
         # Made with the context: creating a lock costs less than guarding a lazy creation.
         self._lock = threading.Lock()
@@ -281,13 +286,16 @@ def open_request(
     one's ``send`` (cpython#140947; uvicorn's opt-in ``reset_contextvars``). Taken as the
     enclosing context, the leftover would give a visitor with no id of its own the
     previous visitor's anonymous id, session and campaign, and chain each request of the
-    connection to the one before. The request encloses what the leftover enclosed
-    instead: the contexts entered outside any request.
+    connection to the one before. The request encloses what was current outside the
+    leftover's request instead: the contexts entered outside any request.
     """
     before = _request_get()
-    ctx = LazyContext(
-        read, source, _current_get() if before is None or before is outer else before._parent
-    )
+    if before is None:  # no request open here: the usual case
+        ctx = LazyContext(read, source, _current_get())
+    elif before is outer:  # inside an outer middleware's context for the same request
+        ctx = LazyContext(read, source, _current_get(), before._outside)
+    else:  # left over by another request
+        ctx = LazyContext(read, source, before._outside)
     return ctx, (_current_set(ctx), _request_set(ctx))
 
 

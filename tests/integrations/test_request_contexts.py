@@ -60,3 +60,28 @@ def test_a_middleware_inside_another_for_the_same_request_encloses_its_context()
         "user-1", "visitor-1", {"session_id": "s-1"}
     )
     assert _context.current() is None
+
+
+def test_a_context_left_by_a_middleware_inside_another_is_not_enclosed_either() -> None:
+    """The leftover may be the context of a middleware inside another (Django's inside
+    the ASGI one): what it enclosed is the outer one's, of the same ended request."""
+    with fanout.context(properties={"service": "api"}):
+        outer, outer_tokens = _context.open_request(
+            _read_own, {"anonymous_id": "visitor-1", "session_id": "s-1"}, None
+        )
+        inner, tokens = _context.open_request(_read_own, {"locale": "en-GB"}, outer)
+        leftover = contextvars.copy_context()
+        _context.close_request(tokens)
+        _context.close_request(outer_tokens)
+
+    def second() -> _context.RequestContext | None:
+        _, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
+        try:
+            return _context.current()
+        finally:
+            _context.close_request(tokens)
+
+    got = leftover.run(second)
+    assert got is not None and got.anonymous_id_generated
+    assert (dict(got.values), dict(got.properties)) == ({"ip": "192.0.2.2"}, {"service": "api"})
+    assert inner.resolve().anonymous_id == "visitor-1"  # the inner one encloses the outer
