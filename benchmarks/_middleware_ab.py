@@ -28,6 +28,10 @@ Every event is checked: the server's client keeps them in memory, and for every 
 the two copies' events must carry the same person, anonymous id and context, one event
 per copy and request, or the run fails.
 
+A last row is for scale, not the middleware: :func:`minimal_reading`, the fewest Python
+steps that read a returning visitor walking pages (no checks, nothing bounded), in the
+handler of a copy without the middleware, against the same copy without it.
+
 The requests are ``middleware_cost.py``'s (a browser's headers and cookies, visitors'
 sessions, new visitors), each with the headers a Chrome navigation also sends and the
 visitor's address in ``X-Forwarded-For`` (uvicorn takes it from its own address,
@@ -69,7 +73,9 @@ CHROME = [
 TAG = b"x-bench"
 
 #: (row, handler, ``middleware_cost`` kind of request). ``noop`` tracks nothing, as most
-#: requests: the middleware's wrapper alone.
+#: requests: the middleware's wrapper alone. ``floor`` is for scale, not the middleware:
+#: :func:`minimal_reading` in the handler of a copy without the middleware, against the
+#: same copy without it, what a reading of the fewest Python steps costs in the server.
 ROWS = [
     ("untracked request, a returning visitor", "noop", "cookies"),
     ("a returning visitor, one page", "track", "cookies"),
@@ -77,7 +83,50 @@ ROWS = [
     ("sessions of 10, walking, warm worker", "track", "sessions of 10, walking, warm worker"),
     ("a new visitor each time", "track", "cookies, new visitor each time"),
     ("no cookie, no header", "track", "empty"),
+    ("walking, a minimal reading alone (for scale)", "floor",
+     "sessions of 10, walking, warm worker"),
 ]
+
+#: The PostHog cookie's session field, where its activity digits start (``$sesid":[``).
+_SESSION_MARK = b"%22%24sesid%22%3A%5B"
+_SLOTS = {b"cookie": 0, b"user-agent": 1, b"accept-language": 2, b"referer": 3, b"host": 4}
+
+
+def minimal_reading(scope: Any, kept: dict[Any, Any]) -> Any:
+    """The fewest Python steps that read a returning PostHog visitor's request: the
+    headers' loop, the cookie's activity digits found and the visitor recalled without
+    them, the session's end checked, the page's values merged over the visitor's. No
+    check of any value, no other SDK, no consent, nothing kept bounded: a floor, not a
+    reader."""
+    found: list[Any] = [None] * 5
+    for name, value in scope["headers"]:
+        slot = _SLOTS.get(name)
+        if slot is not None:
+            found[slot] = value
+    cookie, user_agent, _, referrer, host = found
+    client = scope["client"][0]
+    if cookie is None:
+        return None
+    start = cookie.find(_SESSION_MARK)
+    if start < 0:
+        return None
+    start += len(_SESSION_MARK)
+    end = cookie.find(b"%2C", start)
+    key = (cookie[end : end + 64], start, len(cookie) - end)
+    visitor = kept.get(key)
+    if visitor is None:
+        kept[key] = visitor = (
+            {"session_id": "s", "ip": client, "user_agent": user_agent.decode("latin-1")},
+            user_agent, client,
+        )
+    own, kept_agent, kept_client = visitor
+    if kept_agent != user_agent or kept_client != client:
+        return None
+    if time.time() > int(cookie[start:end]) / 1000 + 1800:
+        return None
+    path = scope["path"]
+    return {**own, "url": f"https://{host.decode('latin-1')}{path}", "path": path,
+            "referrer": referrer.decode("latin-1")}
 
 
 # -- the server (``--serve``) -------------------------------------------------------------
@@ -101,6 +150,7 @@ def build_app(handler: str) -> Any:
     track = client.track
     #: request number -> (anonymous id, context), as the recording middleware read them.
     records: dict[int, tuple[str | None, dict[str, Any]]] = {}
+    kept: dict[Any, Any] = {}  # minimal_reading's visitors
     times: dict[str, list[tuple[int, float]]] = {"a": [], "b": []}
 
     def work() -> tuple[list[dict[str, Any]], int]:
@@ -113,6 +163,8 @@ def build_app(handler: str) -> Any:
             number = request.scope["bench"]
             anonymous_id, context = records.get(number, (None, {}))
             properties = {"total": total, "side": side, "request": number}
+            if handler == "floor" and side == "b":
+                minimal_reading(request.scope, kept)
             if handler == "track":
                 if side == "a":
                     track("order.viewed", person_id="user_1", properties=properties,
@@ -125,8 +177,9 @@ def build_app(handler: str) -> Any:
 
     paths = sorted({"/", "/checkout", *mc.SITE_PATHS})
     bare = Starlette(routes=[Route(p, copy("a")) for p in paths])
-    wrapped = FanoutMiddleware(Starlette(routes=[Route(p, copy("b")) for p in paths]),
-                               client=client)
+    wrapped: Any = Starlette(routes=[Route(p, copy("b")) for p in paths])
+    if handler != "floor":
+        wrapped = FanoutMiddleware(wrapped, client=client)
     recorder = FanoutMiddleware(None, client=client)  # type: ignore[arg-type]  # reads only
     clock = time.thread_time
 
