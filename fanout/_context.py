@@ -17,8 +17,10 @@ carries the same one, and ``page()`` for that visitor is a valid event instead o
 
 The middleware open a :class:`LazyContext` instead: one object holding the request as the
 server gave it, read (headers, cookies, ids) only when a call needs the context, and then
-once. Most requests track nothing, and for them the middleware's whole cost is setting one
-context variable; the budget is 10 µs of CPU per request (``benchmarks/middleware_cost.py``).
+once. Most requests track nothing, and for them the middleware's whole cost is setting two
+context variables (the current context, and the request's own: see :func:`open_request`);
+the budget is 10 µs of CPU per request (``benchmarks/app_latency.py --middleware``,
+``benchmarks/middleware_cost.py``).
 """
 
 from __future__ import annotations
