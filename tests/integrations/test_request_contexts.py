@@ -17,6 +17,16 @@ def _read_own(values: dict[str, Any]) -> _context.RequestContext:
     return _context.own(**values)
 
 
+def _next_request() -> _context.RequestContext | None:
+    """A request from 192.0.2.2 with no id, opened as the ASGI middleware opens one: the
+    context its events get."""
+    _, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
+    try:
+        return _context.current()
+    finally:
+        _context.close_request(tokens)
+
+
 def test_a_request_never_encloses_the_context_another_request_left_behind() -> None:
     """An asyncio server can start a request's task from inside another's (uvicorn's
     pipelined requests), copying the other request's context variables: the new request
@@ -31,15 +41,8 @@ def test_a_request_never_encloses_the_context_another_request_left_behind() -> N
         left_plain = contextvars.copy_context()
         _context.close_request(tokens)
 
-    def second() -> _context.RequestContext | None:
-        _, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
-        try:
-            return _context.current()
-        finally:
-            _context.close_request(tokens)
-
     for leaked in (leftover, left_plain):
-        got = leaked.run(second)
+        got = leaked.run(_next_request)
         assert got is not None
         assert got.person_id is None
         assert got.anonymous_id_generated and got.anonymous_id != "visitor-1"
@@ -74,14 +77,7 @@ def test_a_context_left_by_a_middleware_inside_another_is_not_enclosed_either() 
         _context.close_request(tokens)
         _context.close_request(outer_tokens)
 
-    def second() -> _context.RequestContext | None:
-        _, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
-        try:
-            return _context.current()
-        finally:
-            _context.close_request(tokens)
-
-    got = leftover.run(second)
+    got = leftover.run(_next_request)
     assert got is not None and got.anonymous_id_generated
     assert (dict(got.values), dict(got.properties)) == ({"ip": "192.0.2.2"}, {"service": "api"})
     assert inner.resolve().anonymous_id == "visitor-1"  # the inner one encloses the outer
