@@ -183,7 +183,7 @@ class LazyContext(Generic[_T]):
     to read it wait for the first, so all events of a request carry the same generated id.
     """
 
-    __slots__ = ("_read", "_source", "_parent", "_outside", "_resolved", "_lock")
+    __slots__ = ("_read", "_source", "_parent", "_outside", "_over", "_resolved", "_lock")
 
     def __init__(
         self,
@@ -199,6 +199,8 @@ class LazyContext(Generic[_T]):
         #: ``parent``, unless opened inside another request context of the same request):
         #: what a request that finds this one left over encloses (:func:`open_request`).
         self._outside = parent if outside is None else outside
+        #: Whether the request it was opened for has ended (:func:`close_request`).
+        self._over = False
         self._resolved: RequestContext | None = None
         # Made with the context: creating a lock costs less than guarding a lazy creation.
         self._lock = threading.Lock()
@@ -301,11 +303,23 @@ def open_request(
     return ctx, (_current_set(ctx), _request_set(ctx))
 
 
-def close_request(tokens: RequestTokens) -> None:
-    """Restore the contexts of before :func:`open_request` returned ``tokens``."""
+def close_request(ctx: LazyContext[Any], tokens: RequestTokens) -> None:
+    """End the request :func:`open_request` opened ``ctx`` for: restore the contexts of
+    before it, and mark ``ctx`` over for any task that copied it (:func:`live_request`)."""
+    ctx._over = True
     current, request = tokens
     _request_reset(request)
     _current_reset(current)
+
+
+def live_request() -> LazyContext[Any] | None:
+    """The context a middleware opened here for a request that has not ended, or
+    ``None``: the enclosing request's, for a middleware that cannot be told it (a WSGI
+    app mounted in an ASGI app gets an environ of its own). A request's context left over
+    in a task that copied it is over once its middleware returns; until then (a request
+    still awaiting after its response) it would pass for the enclosing one."""
+    before = _request_get()
+    return None if before is None or before._over else before
 
 
 def activate_request(

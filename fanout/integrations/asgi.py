@@ -103,12 +103,14 @@ class FanoutMiddleware:
         if kind == "http" or kind == "websocket":
             # The copy keeps the request as the server gave it: routers rewrite the live
             # scope in place (Starlette's Mount extends root_path) before a handler tracks.
-            ctx, tokens = open_request(self._read, (dict(scope), scope), scope.get(OPENED))
+            outer = scope.get(OPENED)
+            ctx, tokens = open_request(self._read, (dict(scope), scope), outer)
             scope[OPENED] = ctx  # for a FanoutMiddleware inside this one: the same request
             try:
                 await self.app(scope, receive, send)
             finally:
-                close_request(tokens)
+                close_request(ctx, tokens)
+                scope[OPENED] = outer  # (the context holds the scope: no cycle left behind)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         else:

@@ -31,6 +31,9 @@ from .wsgi import read_environ
 
 __all__ = ["FanoutMiddleware"]
 
+#: What :meth:`FanoutMiddleware._open` opened: the context, its tokens, the outer one.
+_Opened = tuple["LazyContext[Any]", RequestTokens, "LazyContext[Any] | None"]
+
 
 class FanoutMiddleware:
     """Django middleware: the request's context, and the authenticated user as person."""
@@ -51,24 +54,24 @@ class FanoutMiddleware:
         if self._async:
             return self._acall(request)
         user = getattr(request, "user", None)
-        tokens = self._open(request, _user_id(user))
+        opened = self._open(request, _user_id(user))
         try:
             return self.get_response(request)
         finally:
-            close_request(tokens)
+            self._close(request, opened)
 
     async def _acall(self, request: Any) -> Any:
         user = None
         if hasattr(request, "auser"):
             user = await request.auser()
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
-        tokens = self._open(request, _user_id(user))
+        opened = self._open(request, _user_id(user))
         try:
             return await get_response(request)
         finally:
-            close_request(tokens)
+            self._close(request, opened)
 
-    def _open(self, request: Any, person_id: str | None) -> RequestTokens:
+    def _open(self, request: Any, person_id: str | None) -> _Opened:
         """Open the request's context (:func:`fanout._context.open_request`: never over a
         context left by another request, as under uvicorn's pipelining), and leave it on
         the request for a second instance of this middleware."""
@@ -78,7 +81,13 @@ class FanoutMiddleware:
             outer = (scope if isinstance(scope, dict) else request.META).get(OPENED)
         ctx, tokens = open_request(self._read, (request, person_id), outer)
         request._fanout_context = ctx
-        return tokens
+        return ctx, tokens, outer
+
+    @staticmethod
+    def _close(request: Any, opened: _Opened) -> None:
+        ctx, tokens, outer = opened
+        close_request(ctx, tokens)
+        request._fanout_context = outer  # (the context holds the request: no cycle left)
 
     def _read(self, request_and_person: tuple[Any, str | None]) -> RequestContext:
         request, person_id = request_and_person

@@ -14,7 +14,7 @@ import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from .._context import RequestContext, activate_request
+from .._context import RequestContext, activate_request, live_request
 from .._events import checked_context
 from ._request import OPENED, READ_HEADERS, RequestReader, request_values
 
@@ -83,12 +83,13 @@ class FanoutMiddleware:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         # One contextvars.Context per request, entered for the call and for each chunk of
         # the body: a generator body runs after __call__ has returned.
-        # Never over a context another request left in this thread's (or task's) context:
-        # see fanout._context.open_request.
+        # Never over a context another request left in this thread's (or task's) context
+        # (see fanout._context.open_request). This request's own is set only in the copy,
+        # so a request still open here encloses this one (a WSGI app mounted in an ASGI
+        # app, whose environ is new).
         ctx = contextvars.copy_context()
-        environ[OPENED] = ctx.run(
-            activate_request, self._read, environ.copy(), environ.get(OPENED)
-        )
+        outer = environ.get(OPENED) or ctx.run(live_request)
+        environ[OPENED] = ctx.run(activate_request, self._read, environ.copy(), outer)
         result = ctx.run(self.app, environ, start_response)
         if type(result) is list or type(result) is tuple:
             return result  # iterating it runs no code of the app's: no context to enter

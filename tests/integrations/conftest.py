@@ -64,3 +64,17 @@ def app_env(target: Collector, **extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+@pytest.fixture
+def default_client(collector: Collector) -> Any:  # noqa: F811 - the fixture imported above
+    """fanout's default client, for the duration of a test: the collector's provider only."""
+    from collector.conftest import collector_client
+
+    import fanout
+
+    client = collector_client(collector.url, collector.key)
+    previous = fanout.set_default_client(client)
+    yield client
+    fanout.set_default_client(previous)
+    client.shutdown(timeout=10)

@@ -198,7 +198,8 @@ def test_pipelined_requests_under_uvicorn_never_inherit_each_others_context(
         assert events[n]["context"]["session_id"] == f"session-{n}"
         assert events[n]["context"]["campaign"] == {"source": f"src-{n}"}
     unknown = [events[n] for n in range(1, 10, 2)]
+    seen = [(e["anonymous_id"], sorted(e["context"])) for e in unknown]
     # each its own generated id, nothing of the visitor before it
-    assert len({e["anonymous_id"] for e in unknown}) == 5
-    assert not any(e["anonymous_id"].startswith("visitor-") for e in unknown)
-    assert not any({"session_id", "campaign"} & set(e["context"]) for e in unknown)
+    assert len({e["anonymous_id"] for e in unknown}) == 5, seen
+    assert not any(e["anonymous_id"].startswith("visitor-") for e in unknown), seen
+    assert not any({"session_id", "campaign"} & set(e["context"]) for e in unknown), seen

@@ -19,8 +19,6 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-import fanout
-
 from .conftest import PYTHON, app_env, free_port, stored
 
 APPS = Path(__file__).parent / "apps"
@@ -49,17 +47,6 @@ def django_project(tmp_path_factory):
     yield
     sys.path.remove(str(APPS))
     del os.environ["DJANGO_SETTINGS_MODULE"], os.environ["DJANGO_TEST_DB"]
-
-
-@pytest.fixture
-def default_client(collector):
-    from collector.conftest import collector_client
-
-    client = collector_client(collector.url, collector.key)
-    previous = fanout.set_default_client(client)
-    yield client
-    fanout.set_default_client(previous)
-    client.shutdown(timeout=10)
 
 
 def test_sync_middleware_under_the_test_client(django_project, default_client, collector):
@@ -181,3 +168,29 @@ def test_real_server_sigterm_after_last_response_loses_nothing(collector, tmp_pa
     assert sorted(e["event_id"] for e in events) == sorted(ids), log.read_text()[-3000:]
     assert {e["person_id"] for e in events} == {str(pk)}
     assert {e["anonymous_id"] for e in events} == {DISTINCT_ID}
+
+
+def test_inside_the_asgi_middleware_it_encloses_the_asgi_request(
+    django_project, default_client, collector
+):
+    """Django's middleware inside fanout's ASGI middleware (which answers the lifespan
+    for Django's ASGI handler) finds the ASGI one's context on ``request.scope`` and
+    encloses it: the person its hook names reaches both views' events."""
+    from django.core.asgi import get_asgi_application
+
+    from fanout.integrations.asgi import FanoutMiddleware
+
+    app = FanoutMiddleware(get_asgi_application(), person_id=lambda scope: "user-1")
+    headers = {"X-Fanout-Anonymous-Id": "visitor-1"}
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as h:
+            return [(await h.get(path, params={"i": i}, headers=headers)).status_code
+                    for i, path in enumerate(["/atrack", "/track"])]
+
+    assert asyncio.run(main()) == [200, 200]
+    assert default_client.flush(timeout=10).ok
+    events = stored(collector)
+    assert [e["properties"]["mode"] for e in events] == ["async", "sync"]
+    assert [(e["person_id"], e["anonymous_id"]) for e in events] == [("user-1", "visitor-1")] * 2

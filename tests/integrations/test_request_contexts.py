@@ -20,11 +20,11 @@ def _read_own(values: dict[str, Any]) -> _context.RequestContext:
 def _next_request() -> _context.RequestContext | None:
     """A request from 192.0.2.2 with no id, opened as the ASGI middleware opens one: the
     context its events get."""
-    _, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
+    ctx, tokens = _context.open_request(_read_own, {"ip": "192.0.2.2"}, None)
     try:
         return _context.current()
     finally:
-        _context.close_request(tokens)
+        _context.close_request(ctx, tokens)
 
 
 def test_a_request_never_encloses_the_context_another_request_left_behind() -> None:
@@ -39,7 +39,8 @@ def test_a_request_never_encloses_the_context_another_request_left_behind() -> N
         with fanout.context(person_id="user-1"):  # entered inside the first request
             leftover = contextvars.copy_context()  # what the next task's copy holds
         left_plain = contextvars.copy_context()
-        _context.close_request(tokens)
+        assert _context.live_request() is first
+        _context.close_request(first, tokens)
 
     for leaked in (leftover, left_plain):
         got = leaked.run(_next_request)
@@ -49,15 +50,17 @@ def test_a_request_never_encloses_the_context_another_request_left_behind() -> N
         assert dict(got.values) == {"ip": "192.0.2.2"}
         assert dict(got.properties) == {"service": "api"}
     assert first.resolve().anonymous_id == "visitor-1"
+    # over: no longer taken for an enclosing request where it was left
+    assert left_plain.run(_context.live_request) is None
 
 
 def test_a_middleware_inside_another_for_the_same_request_encloses_its_context() -> None:
     outer, outer_tokens = _context.open_request(_read_own, {"anonymous_id": "visitor-1"}, None)
     with fanout.context(person_id="user-1"):  # an auth middleware between the two
-        _, tokens = _context.open_request(_read_own, {"session_id": "s-1"}, outer)
+        inner, tokens = _context.open_request(_read_own, {"session_id": "s-1"}, outer)
         got = _context.current()
-        _context.close_request(tokens)
-    _context.close_request(outer_tokens)
+        _context.close_request(inner, tokens)
+    _context.close_request(outer, outer_tokens)
     assert got is not None
     assert (got.person_id, got.anonymous_id, dict(got.values)) == (
         "user-1", "visitor-1", {"session_id": "s-1"}
@@ -74,8 +77,8 @@ def test_a_context_left_by_a_middleware_inside_another_is_not_enclosed_either() 
         )
         inner, tokens = _context.open_request(_read_own, {"locale": "en-GB"}, outer)
         leftover = contextvars.copy_context()
-        _context.close_request(tokens)
-        _context.close_request(outer_tokens)
+        _context.close_request(inner, tokens)
+        _context.close_request(outer, outer_tokens)
 
     got = leftover.run(_next_request)
     assert got is not None and got.anonymous_id_generated
