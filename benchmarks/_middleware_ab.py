@@ -356,18 +356,28 @@ def measure_row(handler: str, kind: str, requests: int, rounds: int, warm: int) 
             "bare": statistics.median(bare)}
 
 
-def run(requests: int, rounds: int, warm: int = 600) -> None:
-    """Print the table: every row of :data:`ROWS`."""
+def run(requests: int, rounds: int, processes: int = 3, warm: int = 600) -> None:
+    """Print the table: every row of :data:`ROWS`, each measured in ``processes`` app
+    processes of its own, taken in turns (a process's figure moves by a few µs with its
+    memory layout, more than its rounds do); the median process is printed, and the
+    range of every round of every process."""
     print(f"The middleware's own CPU per request inside uvicorn ({requests} request pairs x "
-          f"{rounds} rounds per row, each row its own app process; µs on the server's thread;"
+          f"{rounds} rounds x {processes} app processes per row; µs on the server's thread;"
           f" target {mc.TARGET_US:.0f} µs)")
-    print(f"{'request':42s} {'bare app':>9s} {'middleware':>11s} {'rounds':>15s} "
+    found: dict[str, list[dict[str, Any]]] = {row: [] for row, _, _ in ROWS}
+    for turn in range(processes):
+        for row, handler, kind in ROWS:
+            found[row].append(measure_row(handler, kind, requests, rounds, warm))
+        print(f"  process {turn + 1}/{processes}: "
+              + ", ".join(f"{found[row][-1]['share']:.1f}" for row, _, _ in ROWS), flush=True)
+    print(f"{'request':46s} {'bare app':>9s} {'middleware':>11s} {'all rounds':>15s} "
           f"{'/ target':>9s}")
-    for row, handler, kind in ROWS:
-        found = measure_row(handler, kind, requests, rounds, warm)
-        print(f"{row:42s} {found['bare']:8.1f}  {found['share']:10.1f}  "
-              f"{found['low']:6.1f} - {found['high']:5.1f}  "
-              f"{found['share'] / mc.TARGET_US:8.2f}x", flush=True)
+    for row, _, _ in ROWS:
+        share = statistics.median(f["share"] for f in found[row])
+        bare = statistics.median(f["bare"] for f in found[row])
+        low, high = min(f["low"] for f in found[row]), max(f["high"] for f in found[row])
+        print(f"{row:46s} {bare:8.1f}  {share:10.1f}  {low:6.1f} - {high:5.1f}  "
+              f"{share / mc.TARGET_US:8.2f}x")
 
 
 if __name__ == "__main__":

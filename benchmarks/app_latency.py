@@ -31,7 +31,7 @@ its target of 10 µs, inside one uvicorn process serving the same app with and w
 it, each request sent to both in turn and timed on the server's thread, for several
 kinds of request (untracked, a returning visitor, visitors walking pages, a new visitor);
 every request's two events checked to be the same. ``--requests`` pairs per round, 5
-rounds (``--quick``: half the pairs, 3 rounds).
+rounds, in 3 app processes per row (``--quick``: half the pairs, 3 rounds, 1 process).
 
 Every request carries what a browser with the PostHog and Segment SDKs sends (their
 cookies, user agent, referrer, locale), whatever the case, so all cases parse the same bytes.
@@ -767,7 +767,10 @@ def main() -> None:
     if args.middleware:
         from _middleware_ab import run as middleware_run
 
-        middleware_run(args.requests // 2 if args.quick else args.requests, 3 if args.quick else 5)
+        if args.quick:
+            middleware_run(args.requests // 2, 3, processes=1)
+        else:
+            middleware_run(args.requests, 5, processes=3)
         return
     if args.quick:
         args.rounds, args.duration = 5, 1.0
