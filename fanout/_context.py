@@ -39,7 +39,8 @@ __all__ = [
     "CANONICAL_KEYS",
     "LazyContext",
     "RequestContext",
-    "activate",
+    "activate_request",
+    "close_request",
     "fill",
     "context",
     "current",
@@ -47,6 +48,8 @@ __all__ = [
     "enter",
     "lazy",
     "leave",
+    "live_request",
+    "open_request",
     "own",
     "use",
 ]
@@ -325,8 +328,10 @@ def live_request() -> LazyContext[Any] | None:
 def activate_request(
     read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
 ) -> LazyContext[_T]:
-    """:func:`open_request` for the rest of this ``contextvars.Context``, without a reset
-    (see :func:`activate`): the WSGI middleware's, in the context it copies per request."""
+    """:func:`open_request` for the rest of this ``contextvars.Context``, without a reset:
+    the WSGI middleware's, in the context it copies per request and discards after it (a
+    token-based reset would fail when a server closes the response body from another
+    context)."""
     return open_request(read, source, outer)[0]
 
 
@@ -413,16 +418,6 @@ def use(ctx: RequestContext) -> Iterator[RequestContext]:
         yield ctx
     finally:
         _current.reset(token)
-
-
-def activate(ctx: RequestContext | LazyContext[Any]) -> None:
-    """Make ``ctx`` current for the rest of this ``contextvars.Context``, without a reset.
-
-    For a context that is discarded after the request (a ``copy_context()`` run by the
-    WSGI middleware): a token-based reset would fail when a server closes the response
-    body from another context.
-    """
-    _current.set(ctx)
 
 
 def _merge(parent: RequestContext | None, child: RequestContext) -> RequestContext:

@@ -88,7 +88,7 @@ class FanoutMiddleware:
         # so a request still open here encloses this one (a WSGI app mounted in an ASGI
         # app, whose environ is new).
         ctx = contextvars.copy_context()
-        outer = environ.get(OPENED) or ctx.run(live_request)
+        outer = environ.get(OPENED) or live_request()  # (the same in the copy)
         environ[OPENED] = ctx.run(activate_request, self._read, environ.copy(), outer)
         result = ctx.run(self.app, environ, start_response)
         if type(result) is list or type(result) is tuple:
