@@ -193,15 +193,16 @@ class LazyContext(Generic[_T]):
         read: Callable[[_T], RequestContext],
         source: _T,
         parent: RequestContext | LazyContext[Any] | None,
-        outside: RequestContext | LazyContext[Any] | None = None,
+        outside: RequestContext | LazyContext[Any] | None,
     ) -> None:
         self._read = read
         self._source = source
         self._parent = parent
         #: The context current outside the request this one was opened for (its
-        #: ``parent``, unless opened inside another request context of the same request):
-        #: what a request that finds this one left over encloses (:func:`open_request`).
-        self._outside = parent if outside is None else outside
+        #: ``parent``, unless opened inside another request context of the same request,
+        #: where it may be ``None`` while the parent is not): what a request that finds
+        #: this one left over encloses (:func:`open_request`).
+        self._outside = outside
         #: Whether the request it was opened for has ended (:func:`close_request`).
         self._over = False
         self._resolved: RequestContext | None = None
@@ -260,7 +261,8 @@ def lazy(read: Callable[[_T], RequestContext], source: _T) -> LazyContext[_T]:
     ``read`` returns the context's own values (build them with :func:`own`); exceptions
     from it are logged and leave the context empty rather than fail the call.
     """
-    return LazyContext(read, source, _current.get())
+    parent = _current.get()
+    return LazyContext(read, source, parent, parent)
 
 
 #: The context a middleware opened for its request (:func:`open_request`) in this task or
@@ -298,11 +300,12 @@ def open_request(
     """
     before = _request_get()
     if before is None:  # no request open here: the usual case
-        ctx = LazyContext(read, source, _current_get())
+        parent = _current_get()
+        ctx = LazyContext(read, source, parent, parent)
     elif before is outer:  # inside an outer middleware's context for the same request
         ctx = LazyContext(read, source, _current_get(), before._outside)
     else:  # left over by another request
-        ctx = LazyContext(read, source, before._outside)
+        ctx = LazyContext(read, source, before._outside, before._outside)
     return ctx, (_current_set(ctx), _request_set(ctx))
 
 

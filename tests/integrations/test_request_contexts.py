@@ -6,8 +6,11 @@ real uvicorn) is ``test_asgi_servers.py``'s; here, the rule itself, for every ca
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from typing import Any
+
+import pytest
 
 import fanout
 from fanout import _context
@@ -68,10 +71,14 @@ def test_a_middleware_inside_another_for_the_same_request_encloses_its_context()
     assert _context.current() is None
 
 
-def test_a_context_left_by_a_middleware_inside_another_is_not_enclosed_either() -> None:
+@pytest.mark.parametrize("service", [{"service": "api"}, None])
+def test_a_context_left_by_a_middleware_inside_another_is_not_enclosed_either(
+    service: dict[str, str] | None,
+) -> None:
     """The leftover may be the context of a middleware inside another (Django's inside
-    the ASGI one): what it enclosed is the outer one's, of the same ended request."""
-    with fanout.context(properties={"service": "api"}):
+    the ASGI one): what it enclosed is the outer one's, of the same ended request. With
+    no context outside the request at all, too (what is outside is then nothing)."""
+    with fanout.context(properties=service) if service else contextlib.nullcontext():
         outer, outer_tokens = _context.open_request(
             _read_own, {"anonymous_id": "visitor-1", "session_id": "s-1"}, None
         )
@@ -82,5 +89,5 @@ def test_a_context_left_by_a_middleware_inside_another_is_not_enclosed_either() 
 
     got = leftover.run(_next_request)
     assert got is not None and got.anonymous_id_generated
-    assert (dict(got.values), dict(got.properties)) == ({"ip": "192.0.2.2"}, {"service": "api"})
+    assert (dict(got.values), dict(got.properties)) == ({"ip": "192.0.2.2"}, service or {})
     assert inner.resolve().anonymous_id == "visitor-1"  # the inner one encloses the outer
