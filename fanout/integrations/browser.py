@@ -559,11 +559,13 @@ def _unquote(raw: str) -> str:
 
     The stdlib's version decodes escape by escape in Python, and a PostHog or Mixpanel
     cookie is mostly escapes: it was the largest cost of a request. Anything that is not a
-    clean ``%XX`` string takes the stdlib path.
+    clean ``%XX`` string takes the stdlib path, as does one with characters past ASCII
+    (the header's Latin-1 reading of raw bytes, which ``unquote`` keeps as they are where
+    this path would read them as UTF-8 along with the escapes).
     """
     if "%" not in raw:
         return raw
-    if "\\" not in raw:
+    if "\\" not in raw and raw.isascii():
         try:
             text = raw.replace("%", "\\x").encode("latin-1").decode("unicode_escape")
             return text.encode("latin-1").decode("utf-8")

@@ -498,6 +498,23 @@ _ESCAPED_JSON = st.one_of(
 
 
 @settings(max_examples=600, deadline=None)
+@given(st.one_of(_NEAR_ESCAPES, st.text(max_size=4).map(lambda t: quote(t, safe="")),
+                 st.tuples(_NEAR_ESCAPES, st.sampled_from(["\xc3\xa9", "\xe9", "\xc3"]),
+                           _NEAR_ESCAPES).map("".join)))
+@example("\xc3\xa9%2D1")  # UTF-8 bytes read as Latin-1, beside an escape
+@example("%C3\xa9")
+def test_the_segment_cookie_unescape_is_unquote(raw):
+    """Segment's cookie is unescaped in C where that gives what ``urllib.parse.unquote``
+    gives, for any text a ``Cookie`` header can hold (its bytes read as Latin-1): a
+    value's reading never depends on whether an escape appears elsewhere in it."""
+    from urllib.parse import unquote
+
+    from fanout.integrations.browser import _unquote
+
+    assert _unquote(raw) == unquote(raw)
+
+
+@settings(max_examples=600, deadline=None)
 @given(_ESCAPED_JSON)
 @example("%7B%7D%")
 @example("%7B%22k%22%3A%22=41%22%7D")
