@@ -68,6 +68,18 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PersonId = Callable[[Scope], "str | None"]
 
 
+def _path(scope: Scope) -> str:
+    """The path the client asked for: the scope's ``path``, which holds ``root_path``
+    (the ASGI spec, uvicorn since 0.26, Starlette's ``Mount`` since 0.35: ``root_path`` only
+    says which part of it the app is mounted at), or ``root_path`` + ``path`` from a
+    server that still strips it (a whole-segment prefix test tells them apart)."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if not root or path == root or path.startswith(root if root[-1] == "/" else root + "/"):
+        return path
+    return root + path
+
+
 class FanoutMiddleware:
     """``app = FanoutMiddleware(app)``: request context in, flush on lifespan shutdown.
 
@@ -166,7 +178,7 @@ class FanoutMiddleware:
             client[0] if client else None,
             scope.get("scheme", "http"),
             host,
-            scope.get("root_path", "") + scope.get("path", "/"),
+            _path(scope),
             scope.get("query_string") or b"",
             trust,
         )
@@ -188,7 +200,7 @@ class FanoutMiddleware:
             client_ip=client[0] if client else None,
             scheme=scope.get("scheme", "http"),
             host=host,
-            path=scope.get("root_path", "") + scope.get("path", "/"),
+            path=_path(scope),
             query=(scope.get("query_string") or b"").decode("latin-1"),
             trust_forwarded=trust,
         )

@@ -57,10 +57,25 @@ def _environ_values(read: Any, environ: Mapping[str, Any], trust_forwarded: bool
         client_ip=environ.get("REMOTE_ADDR") or None,
         scheme=environ.get("wsgi.url_scheme", "http"),
         host=headers.get("host") or _server_host(environ),
-        path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/"),
+        path=_environ_path(environ),
         query=environ.get("QUERY_STRING", ""),
         trust_forwarded=trust_forwarded,
     )
+
+
+def _environ_path(environ: Mapping[str, Any]) -> str:
+    """The path asked for, as text: ``SCRIPT_NAME`` + ``PATH_INFO``, which a WSGI server
+    gives as the path's bytes read as Latin-1 (PEP 3333), read as the UTF-8 they are, as an
+    ASGI server gives its path (``/caf%C3%A9`` is ``/café`` under both). A path that is not
+    UTF-8 stays as it was given, and so does one already decoded (Django's ASGI
+    ``request.META``, whose characters past Latin-1 cannot be its bytes)."""
+    path: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/")
+    if path.isascii():
+        return path
+    try:
+        return path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return path
 
 
 def _server_host(environ: Mapping[str, Any]) -> str | None:
@@ -123,7 +138,7 @@ def read_environ(reader: RequestReader, environ: Mapping[str, Any], trust: bool)
         get("REMOTE_ADDR") or None,
         get("wsgi.url_scheme", "http"),
         (host if isinstance(host, str) else None) or _server_host(environ),
-        get("SCRIPT_NAME", "") + get("PATH_INFO", "/"),
+        _environ_path(environ),
         get("QUERY_STRING", ""),
         trust,
     )
