@@ -14,6 +14,14 @@ the handler returns or raises::
     with flush_after():              # or: async with flush_after():
         ...
 
+A streaming handler (a generator function, sync or ``async``, e.g. Lambda response
+streaming or an ASGI body) is flushed when its generator ends: exhausted, raising, or
+closed early (``close()`` / ``aclose()``), after the generator's own ``finally`` blocks.
+An ``async`` handler or generator is flushed with the awaitable ``aflush``, so the event
+loop keeps running. A generator that is dropped without being closed is flushed only
+when Python finalizes it (for an async generator: a task asyncio schedules on its loop),
+which may be after the runtime froze: iterate it to the end or close it.
+
 A delivery problem never turns into a handler error: it is logged and counted in the
 report, like every other fanout failure.
 """
@@ -23,7 +31,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -73,7 +81,9 @@ class FlushAfter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.flush()
@@ -82,12 +92,59 @@ class FlushAfter:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.aflush()
 
     def __call__(self, func: F) -> F:
+        # A generator function's body runs while its generator is iterated, not when it is
+        # called: the wrapper is a generator of the same kind, flushing when it ends.
+        if inspect.isasyncgenfunction(func):
+
+            @functools.wraps(func)
+            async def async_gen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
+                try:
+                    agen = func(*args, **kwargs)
+                    # ``yield from`` by hand: asend/athrow/aclose reach the handler's generator.
+                    try:
+                        item = await agen.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    while True:
+                        try:
+                            sent = yield item
+                        except GeneratorExit:
+                            await agen.aclose()
+                            raise
+                        except BaseException as exc:  # noqa: BLE001 - forwarded, not handled
+                            try:
+                                item = await agen.athrow(exc)
+                            except StopAsyncIteration:
+                                return
+                        else:
+                            try:
+                                item = await agen.asend(sent)
+                            except StopAsyncIteration:
+                                return
+                finally:
+                    await self.aflush()
+
+            return async_gen_wrapper  # type: ignore[return-value]
+
+        if inspect.isgeneratorfunction(func):
+
+            @functools.wraps(func)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                try:
+                    return (yield from func(*args, **kwargs))
+                finally:
+                    self.flush()
+
+            return gen_wrapper  # type: ignore[return-value]
+
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -114,9 +171,7 @@ def flush_after(func: F, /) -> F: ...
 
 
 @overload
-def flush_after(
-    *, timeout: float | None = None, client: Client | None = None
-) -> FlushAfter: ...
+def flush_after(*, timeout: float | None = None, client: Client | None = None) -> FlushAfter: ...
 
 
 def flush_after(
