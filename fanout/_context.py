@@ -33,7 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from . import _random
-from ._events import CheckedDict, ReadOnlyDict, checked_context
+from ._events import CheckedDict, ReadOnlyDict, _identifier, checked_context
+from ._exceptions import InvalidEvent
+from ._validate import MAX_ITEMS, check_mapping, wire_size
 
 __all__ = [
     "CANONICAL_KEYS",
@@ -143,30 +145,71 @@ class RequestContext(_Fields):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe form, for carrying the context across processes (Celery headers)."""
-        return {
-            "person_id": self.person_id,
-            "anonymous_id": None if self.anonymous_id_generated else self.anonymous_id,
-            "values": dict(self.values),
-            "properties": dict(self.properties),
-        }
+        """A JSON-safe form, for carrying the context across processes (Celery headers).
+
+        Made as an event's fields are: the ids checked as an event's ids, the values and
+        properties converted as an event's context and properties are (a set becomes a
+        sorted list, an Enum its value, a datetime its ISO text...), so a task's events
+        carry exactly what the request's would. A generated anonymous id is left out.
+
+        Raises ``InvalidEvent`` (naming the path) for what no event could carry: a value
+        with no JSON form, a lone surrogate, an id that is too long...
+        """
+        budget = [MAX_ITEMS]  # one event's budget, as values and properties share it
+        person = _identifier(self.person_id, "person_id")
+        anon = None
+        if not self.anonymous_id_generated:
+            anon = _identifier(self.anonymous_id, "anonymous_id")
+        values = check_mapping(self.values, "context", budget, dict)[0]
+        props = check_mapping(self.properties, "properties", budget, dict)[0]
+        # The encoder's check for lone surrogates (the walk does not look at characters).
+        fields = (person, anon, values, props)
+        wire_size(fields, ("person_id", "anonymous_id", "context", "properties"))
+        return {"person_id": person, "anonymous_id": anon, "values": values, "properties": props}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RequestContext:
-        """The inverse of :meth:`to_dict`; unknown or mistyped parts are dropped."""
-        values = data.get("values")
-        props = data.get("properties")
-        person = data.get("person_id")
-        anon = data.get("anonymous_id")
-        return cls(
-            person_id=person if isinstance(person, str) and person else None,
-            anonymous_id=anon if isinstance(anon, str) and anon else None,
-            values={
-                k: v for k, v in (values or {}).items() if k in CANONICAL_KEYS and v is not None
-            }
-            if isinstance(values, Mapping)
-            else {},
-            properties=dict(props) if isinstance(props, Mapping) else {},
+        """The inverse of :meth:`to_dict`, as ``fanout.context(...)`` would open it: with no
+        id, it gets a generated anonymous id (a new one per call: call it once per task).
+
+        Unknown or mistyped parts are dropped, and so is what would make an event invalid
+        (the header may come from another producer): an id fanout's checks refuse (empty,
+        longer than an event id may be...), and each value or property that cannot become
+        JSON as an event's would.
+        """
+        def valid_id(value: Any, field: str) -> str | None:
+            try:
+                return _identifier(value, field)
+            except InvalidEvent:
+                return None
+
+        budget = [MAX_ITEMS]
+
+        def kept(mapping: Any, field: str, only: tuple[str, ...] | None) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            if not isinstance(mapping, Mapping):
+                return out
+            for key, value in mapping.items():
+                if only is not None and (key not in only or value is None):
+                    continue
+                left = [budget[0]]
+                try:
+                    one = check_mapping({key: value}, field, left, dict)[0]
+                    wire_size((one,), (field,))
+                except InvalidEvent:
+                    continue
+                budget[0] = left[0]
+                out.update(one)
+            return out
+
+        return _merge(
+            None,
+            cls(
+                person_id=valid_id(data.get("person_id"), "person_id"),
+                anonymous_id=valid_id(data.get("anonymous_id"), "anonymous_id"),
+                values=kept(data.get("values"), "context", CANONICAL_KEYS),
+                properties=kept(data.get("properties"), "properties", None),
+            ),
         )
 
 
