@@ -43,6 +43,8 @@ __all__ = [
     "RequestContext",
     "activate_request",
     "close_request",
+    "end_request",
+    "leave_request",
     "fill",
     "context",
     "current",
@@ -359,6 +361,21 @@ def close_request(ctx: LazyContext[Any], tokens: RequestTokens) -> None:
     current, request = tokens
     _request_reset(request)
     _current_reset(current)
+
+
+def leave_request(tokens: RequestTokens) -> None:
+    """:func:`close_request` without ending the request: restore the contexts of before
+    it here (the server's thread or task goes on to other requests), while a copy of this
+    ``contextvars`` context goes on running the request's streamed body; :func:`end_request`
+    when that body is done."""
+    current, request = tokens
+    _request_reset(request)
+    _current_reset(current)
+
+
+def end_request(ctx: LazyContext[Any]) -> None:
+    """Mark the request ``ctx`` was opened for over (:func:`live_request`), its body done."""
+    ctx._over = True
 
 
 def live_request() -> LazyContext[Any] | None:

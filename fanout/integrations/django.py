@@ -10,11 +10,18 @@ database call runs on the loop; the rest of the request (headers, cookies, ids) 
 when its first event is built, not before. The user cannot wait that long: the first
 event may come from an async view that Django runs on an event loop under WSGI, where
 ``request.user``'s session lookup raises ``SynchronousOnlyOperation``.
+
+A ``StreamingHttpResponse``'s body runs after the middleware has returned, when the
+server iterates it (a sync iterator under WSGI, an async one under ASGI): it is iterated
+inside the request's context too, as the WSGI middleware does it, in a copy of the
+``contextvars`` context the view returned in. The request is over when its body ends or
+is closed; any other response closes it on the way out, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -24,6 +31,8 @@ from .._context import (
     RequestContext,
     RequestTokens,
     close_request,
+    end_request,
+    leave_request,
     open_request,
 )
 from ._request import OPENED, RequestReader
@@ -55,10 +64,12 @@ class FanoutMiddleware:
             return self._acall(request)
         user = getattr(request, "user", None)
         opened = self._open(request, _user_id(user))
+        response = None
         try:
-            return self.get_response(request)
+            response = self.get_response(request)
         finally:
-            self._close(request, opened)
+            self._close(request, opened, response)
+        return response
 
     async def _acall(self, request: Any) -> Any:
         user = None
@@ -66,10 +77,12 @@ class FanoutMiddleware:
             user = await request.auser()
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
         opened = self._open(request, _user_id(user))
+        response = None
         try:
-            return await get_response(request)
+            response = await get_response(request)
         finally:
-            self._close(request, opened)
+            self._close(request, opened, response)
+        return response
 
     def _open(self, request: Any, person_id: str | None) -> _Opened:
         """Open the request's context (:func:`fanout._context.open_request`: never over a
@@ -84,9 +97,14 @@ class FanoutMiddleware:
         return ctx, tokens, outer
 
     @staticmethod
-    def _close(request: Any, opened: _Opened) -> None:
+    def _close(request: Any, opened: _Opened, response: Any) -> None:
+        """On the way out: the request is over, unless its response streams a body the
+        server has yet to iterate (its events carry the request's context too)."""
         ctx, tokens, outer = opened
-        close_request(ctx, tokens)
+        if getattr(response, "streaming", False) and _runs_code(response):
+            _stream_in_context(response, ctx, tokens)
+        else:
+            close_request(ctx, tokens)
         request._fanout_context = outer  # (the context holds the request: no cycle left)
 
     def _read(self, request_and_person: tuple[Any, str | None]) -> RequestContext:
@@ -102,3 +120,143 @@ def _user_id(user: Any) -> str | None:
         return None
     pk = getattr(user, "pk", None)
     return None if pk is None else str(pk)
+
+
+def _runs_code(response: Any) -> bool:
+    """Whether iterating the streamed ``response`` may run the app's code: not for a
+    ``FileResponse`` of a file, which the server reads (or hands to ``wsgi.file_wrapper``)."""
+    return getattr(response, "file_to_stream", None) is None
+
+
+def _stream_in_context(response: Any, ctx: LazyContext[Any], tokens: RequestTokens) -> None:
+    """Hand the request's context over to ``response``'s streamed body, which the server
+    iterates after the middleware has returned.
+
+    The body gets a copy of the ``contextvars`` context the view returned in, where
+    ``ctx`` is still current and still the request's own: one request, one context, so a
+    visitor without ids keeps the anonymous id generated for the view's events. The live
+    context is restored as :func:`~fanout._context.close_request` restores it (the
+    server's thread or task serves other requests next), but ``ctx`` is not over yet: it
+    is when the body ends, fails or is closed (``response.close()`` closes it, as Django
+    closes any iterator with a ``close`` it is given).
+    """
+    content = response.streaming_content  # (Django's own wrapper: runs nothing yet)
+    body_context = contextvars.copy_context()
+    leave_request(tokens)
+    if getattr(response, "is_async", False):
+        response.streaming_content = _AsyncBody(content, body_context, ctx)
+    else:
+        response.streaming_content = _Body(content, body_context, ctx)
+
+
+class _Body:
+    """A sync streamed body, each chunk produced inside its request's context."""
+
+    __slots__ = ("_content", "_context", "_request")
+
+    def __init__(
+        self, content: Iterator[bytes], context: contextvars.Context, request: LazyContext[Any]
+    ) -> None:
+        self._content: Iterator[bytes] | None = content
+        self._context: contextvars.Context | None = context
+        self._request: LazyContext[Any] | None = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        content, context = self._content, self._context
+        if content is None or context is None:  # ended, or closed
+            raise StopIteration
+        try:
+            return context.run(next, content)
+        except BaseException:  # StopIteration included: the body is done either way
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """End the request (a server's ``response.close()``, or the body's end)."""
+        request = self._request
+        self._content = self._context = self._request = None
+        if request is not None:
+            end_request(request)
+
+
+class _AsyncBody:
+    """An async streamed body, each step of it run inside its request's context.
+
+    An async generator does the iterating, so the request also ends when the server drops
+    the body half-way (a client gone: asyncio finalizes the generator); ``close()`` ends
+    it when the body is never iterated (Django's ``response.close()`` calls it). The two
+    share the request in a list, not each other: no cycle to wait for the collector.
+    """
+
+    __slots__ = ("_chunks", "_request")
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        context: contextvars.Context,
+        request: LazyContext[Any],
+    ) -> None:
+        self._request = [request]
+        self._chunks = _chunks_in(content, context, self._request)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        _end_held(self._request)
+
+
+async def _chunks_in(
+    content: AsyncIterator[bytes], context: contextvars.Context, request: list[LazyContext[Any]]
+) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            try:
+                chunk = await _InContext(context, context.run(content.__anext__))
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        _end_held(request)
+
+
+def _end_held(request: list[LazyContext[Any]]) -> None:
+    try:
+        ended = request.pop()
+    except IndexError:  # ended already
+        return
+    end_request(ended)
+
+
+class _InContext:
+    """Awaits ``awaitable`` with each of its steps run in ``context`` (what asyncio's task
+    does with its own context), for the step of a body the server's task awaits."""
+
+    __slots__ = ("_context", "_awaitable")
+
+    def __init__(self, context: contextvars.Context, awaitable: Awaitable[Any]) -> None:
+        self._context = context
+        self._awaitable = awaitable
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        run = self._context.run
+        steps = run(self._awaitable.__await__)
+        step: Callable[[Any], Any] = steps.send
+        arg: Any = None
+        while True:
+            try:
+                yielded = run(step, arg)
+            except StopIteration as done:
+                return done.value
+            try:
+                arg = yield yielded  # a future for the task to wait on, passed through
+            except GeneratorExit:
+                run(steps.close)
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a cancellation: into the step
+                step, arg = steps.throw, exc
+            else:
+                step = steps.send

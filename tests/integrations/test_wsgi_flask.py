@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import importlib.util
 import json
+import logging
 import signal
 import subprocess
 import time
@@ -46,9 +47,14 @@ def _signed(payload: bytes, secret: str = SECRET) -> str:
 def test_flask_requests_carry_the_browser_id_person_and_request_context(flask_app, collector):
     http = flask_app.test_client()
     http.set_cookie("ajs_anonymous_id", "%22seg-anon-1%22")  # Segment's older JSON-quoted form
-    r = http.get("/track?i=1&utm_source=mail&utm_campaign=spring",
-                 headers={"User-Agent": "UA/1", "Referer": "https://ref.example/",
-                          "Accept-Language": "de-DE,de;q=0.9"})
+    r = http.get(
+        "/track?i=1&utm_source=mail&utm_campaign=spring",
+        headers={
+            "User-Agent": "UA/1",
+            "Referer": "https://ref.example/",
+            "Accept-Language": "de-DE,de;q=0.9",
+        },
+    )
     assert r.status_code == 200
     r = http.get("/track?i=2", headers={"X-Test-User": "user-5"})
     assert r.status_code == 200
@@ -77,21 +83,127 @@ def test_a_streamed_body_is_tracked_inside_the_request_context(flask_app, collec
     assert {e["anonymous_id"] for e in events} == {"streamer"}
 
 
+def hooked_app():  # type: ignore[no-untyped-def]
+    """A Flask app whose ``person_id`` hook names ``X-User``, and fails on ``X-Break``."""
+    from flask import Flask, request, stream_with_context
+
+    from fanout.integrations.flask import init_app
+
+    def person() -> str | None:
+        if request.headers.get("X-Break"):
+            raise LookupError("session store down")
+        return request.headers.get("X-User")
+
+    app = Flask("hooked")
+    init_app(app, person_id=person)
+
+    @app.get("/quiet")
+    def quiet():  # type: ignore[no-untyped-def]
+        return "nothing tracked"
+
+    @app.get("/track")
+    def track():  # type: ignore[no-untyped-def]
+        fanout.track("page.viewed")
+        return "tracked"
+
+    @app.get("/stream")
+    def stream():  # type: ignore[no-untyped-def]
+        def body():  # type: ignore[no-untyped-def]
+            for i in range(2):
+                fanout.track("chunk.sent", properties={"i": i})
+                yield f"{i}\n"
+
+        wrap = stream_with_context if request.args.get("with_context") else iter
+        return app.response_class(wrap(body()), mimetype="text/plain")
+
+    return app
+
+
+def test_a_failing_person_id_hook_is_logged_and_the_request_goes_on(
+    default_client, collector, caplog
+):
+    """As with the ASGI middleware's hook: the error is logged (logger ``fanout``), the
+    request is served, its events carry the browser's id and no person."""
+    http = hooked_app().test_client()
+    broken = {"X-Break": "1", "X-Fanout-Anonymous-Id": "visitor-1"}
+    with caplog.at_level(logging.ERROR, logger="fanout"):
+        responses = [http.get(path, headers=broken) for path in ("/quiet", "/track")]
+    assert [(r.status_code, r.text) for r in responses] == [
+        (200, "nothing tracked"),
+        (200, "tracked"),
+    ]
+    failures = [r for r in caplog.records if r.name == "fanout"]
+    assert [(r.levelno, r.exc_info and r.exc_info[0]) for r in failures] == [
+        (logging.ERROR, LookupError)
+    ] * 2
+    assert "person_id hook" in failures[0].getMessage()
+    assert default_client.flush(timeout=10).ok
+    events = stored(collector)
+    assert [(e["name"], e.get("person_id"), e["anonymous_id"]) for e in events] == [
+        ("page.viewed", None, "visitor-1")
+    ]
+
+
+@pytest.mark.parametrize("with_context", [False, True], ids=["plain", "stream_with_context"])
+def test_a_streamed_body_keeps_its_person_and_the_next_request_has_none(
+    default_client, collector, with_context
+):
+    """Flask's teardown runs when ``wsgi_app`` returns, before the server iterates the
+    body: the person stays for the body's events all the same, and goes no further. The
+    two bodies are alive at once in this thread (the test client reads a body's first
+    chunk, then the rest when asked): the second request, another visitor's, has none."""
+    http = hooked_app().test_client()
+    query = {"with_context": "1"} if with_context else {}
+    first = http.get(
+        "/stream",
+        query_string=query,
+        headers={"X-User": "user-7", "X-Fanout-Anonymous-Id": "visitor-1"},
+    )
+    second = http.get("/stream", query_string=query, headers={"X-Fanout-Anonymous-Id": "visitor-2"})
+    assert [second.data, first.data] == [b"0\n1\n"] * 2
+    assert default_client.flush(timeout=10).ok
+    events = stored(collector)
+    got = sorted((e["anonymous_id"], e["properties"]["i"], e.get("person_id")) for e in events)
+    assert got == [
+        ("visitor-1", 0, "user-7"),
+        ("visitor-1", 1, "user-7"),
+        ("visitor-2", 0, None),
+        ("visitor-2", 1, None),
+    ]
+    assert {e["name"] for e in events} == {"chunk.sent"}
+
+
 def test_a_redelivered_stripe_webhook_is_stored_once(flask_app, collector):
-    payload = json.dumps({
-        "id": "evt_1PqTest", "object": "event", "type": "checkout.session.completed",
-        "api_version": "2024-06-20", "created": int(time.time()),
-        "data": {"object": {"id": "cs_test_1", "object": "checkout.session",
-                            "client_reference_id": "user-9", "amount_total": 4200,
-                            "currency": "eur"}},
-    }).encode()
+    payload = json.dumps(
+        {
+            "id": "evt_1PqTest",
+            "object": "event",
+            "type": "checkout.session.completed",
+            "api_version": "2024-06-20",
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "id": "cs_test_1",
+                    "object": "checkout.session",
+                    "client_reference_id": "user-9",
+                    "amount_total": 4200,
+                    "currency": "eur",
+                }
+            },
+        }
+    ).encode()
     http = flask_app.test_client()
     codes = [
-        http.post("/stripe/webhook", data=payload, headers={"Stripe-Signature": _signed(payload)}).status_code
+        http.post(
+            "/stripe/webhook", data=payload, headers={"Stripe-Signature": _signed(payload)}
+        ).status_code
         for _ in range(2)  # Stripe redelivers when it saw no 2xx in time
     ]
-    forged = http.post("/stripe/webhook", data=payload,
-                       headers={"Stripe-Signature": _signed(payload, "whsec_wrong")})
+    forged = http.post(
+        "/stripe/webhook",
+        data=payload,
+        headers={"Stripe-Signature": _signed(payload, "whsec_wrong")},
+    )
     assert codes == [204, 204] and forged.status_code == 400
     report = fanout.flush(timeout=10)
     assert report.ok
@@ -104,17 +216,32 @@ def test_a_redelivered_stripe_webhook_is_stored_once(flask_app, collector):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("gunicorn") is None,
-                    reason="gunicorn is not installed (it comes with the test extra)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gunicorn") is None,
+    reason="gunicorn is not installed (it comes with the test extra)",
+)
 def test_gunicorn_preload_three_sync_workers_sigterm_loses_nothing(collector, tmp_path):
     port = free_port()
     env = app_env(collector, FANOUT_FLUSH_INTERVAL="30", FANOUT_SHUTDOWN_TIMEOUT="20")
     log = tmp_path / "gunicorn.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "flask_app:app", "--preload", "--workers", "3",
-             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "30"],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "flask_app:app",
+                "--preload",
+                "--workers",
+                "3",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--graceful-timeout",
+                "30",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         try:
             url = f"http://127.0.0.1:{port}"
@@ -128,8 +255,10 @@ def test_gunicorn_preload_three_sync_workers_sigterm_loses_nothing(collector, tm
                 assert time.monotonic() < deadline and proc.poll() is None
                 time.sleep(0.2)
             with httpx.Client(timeout=10) as http:
-                ids = [http.get(f"{url}/track", params={"i": n % 140}).json()["event_id"]
-                       for n in range(150)]
+                ids = [
+                    http.get(f"{url}/track", params={"i": n % 140}).json()["event_id"]
+                    for n in range(150)
+                ]
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=60) == 0
         finally:
@@ -156,14 +285,28 @@ def test_wsgi_same_request_again_recalls_one_context_and_a_new_visitor_reads_ane
         return [b""]
 
     def environ(**headers: str) -> dict[str, str]:
-        return {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/p",
-                "SCRIPT_NAME": "", "QUERY_STRING": "utm_source=mail", "REMOTE_ADDR": "203.0.113.9",
-                "SERVER_NAME": "shop.example", "SERVER_PORT": "443", **headers}
+        return {
+            "REQUEST_METHOD": "GET",
+            "wsgi.url_scheme": "https",
+            "PATH_INFO": "/p",
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "utm_source=mail",
+            "REMOTE_ADDR": "203.0.113.9",
+            "SERVER_NAME": "shop.example",
+            "SERVER_PORT": "443",
+            **headers,
+        }
 
     middleware = FanoutMiddleware(app)
     v1 = {"HTTP_X_FANOUT_ANONYMOUS_ID": "v1"}
-    for env in (environ(**v1), environ(**v1), environ(**v1),
-                environ(HTTP_X_FANOUT_ANONYMOUS_ID="v2"), environ(), environ()):
+    for env in (
+        environ(**v1),
+        environ(**v1),
+        environ(**v1),
+        environ(HTTP_X_FANOUT_ANONYMOUS_ID="v2"),
+        environ(),
+        environ(),
+    ):
         list(middleware(env, lambda status, headers, exc_info=None: None))
     assert seen[0] == seen[1] and seen[0] is not seen[1]
     assert seen[1] is seen[2] and seen[1].anonymous_id == "v1"
@@ -188,14 +331,24 @@ def test_wsgi_header_values_that_are_not_text_are_left_out_as_before():
         start_response("204 No Content", [])
         return [b""]
 
-    base = {"REQUEST_METHOD": "GET", "wsgi.url_scheme": "https", "PATH_INFO": "/p",
-            "SCRIPT_NAME": "", "QUERY_STRING": "", "REMOTE_ADDR": "203.0.113.9",
-            "HTTP_HOST": "shop.example", "HTTP_X_FANOUT_ANONYMOUS_ID": "v1"}
+    base = {
+        "REQUEST_METHOD": "GET",
+        "wsgi.url_scheme": "https",
+        "PATH_INFO": "/p",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "203.0.113.9",
+        "HTTP_HOST": "shop.example",
+        "HTTP_X_FANOUT_ANONYMOUS_ID": "v1",
+    }
     middleware = FanoutMiddleware(app)
     for odd in ({"HTTP_USER_AGENT": b"bytes-ua"}, {"HTTP_REFERER": ["a", "list"]}) * 3:
         list(middleware({**base, **odd}, lambda status, headers, exc_info=None: None))
     assert len(seen) == 6
     for ctx in seen:
         assert ctx is not None and ctx.anonymous_id == "v1"
-        assert dict(ctx.values) == {"ip": "203.0.113.9", "url": "https://shop.example/p",
-                                    "path": "/p"}
+        assert dict(ctx.values) == {
+            "ip": "203.0.113.9",
+            "url": "https://shop.example/p",
+            "path": "/p",
+        }
