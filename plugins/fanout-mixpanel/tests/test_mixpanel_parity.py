@@ -33,6 +33,7 @@ from typing import Any
 import mixpanel
 import pytest
 from fanout_mixpanel import insert_id
+from fanout_mixpanel._mapping import to_records
 from mixpanel_support import (
     API_SECRET,
     TOKEN,
@@ -435,3 +436,63 @@ def raw_data(request: Any) -> str:
     from urllib.parse import parse_qs
 
     return parse_qs(request.body.decode("ascii"))["data"][0]
+
+
+# -- the request context ---------------------------------------------------------------
+
+
+def in_request(call: Callable[[fanout.Client], str]) -> Callable[[fanout.Client], str]:
+    """``call`` made inside a request that has a URL and a referrer of its own."""
+
+    def run(client: fanout.Client) -> str:
+        with fanout.context(url="https://shop.example/landing", referrer="https://google.com/"):
+            return call(client)
+
+    return run
+
+
+def test_referring_domain_is_the_sent_referrers(server: HTTPServer) -> None:
+    """A referrer of the call's own (a page()'s, an explicit ``$referrer``) wins over the
+    request's, and ``$referring_domain`` is its domain: the two never contradict."""
+    url = "https://shop.example/pricing"
+    eid, ours = run_fanout(server, in_request(lambda c: c.page(
+        url, person_id="user_123", referrer="https://news.example/post", timestamp=TS
+    )))
+    sdk = run_sdk(
+        server,
+        lambda mp: mp.track("user_123", "$mp_web_page_view", {
+            "$current_url": url,
+            "$referrer": "https://news.example/post",
+            "$referring_domain": "news.example",
+            "current_url_path": "/pricing",
+            "current_domain": "shop.example",
+        }),
+        now=TS.timestamp(),
+        insert_id=insert_id(eid),
+    )
+    assert_same(sdk, ours)
+
+    eid, ours = run_fanout(server, in_request(lambda c: c.track(
+        "Clicked", person_id="user_123", properties={"$referrer": "https://news.example/"},
+        timestamp=TS,
+    )))
+    sdk = run_sdk(
+        server,
+        lambda mp: mp.track("user_123", "Clicked", {
+            "$current_url": "https://shop.example/landing",
+            "$referrer": "https://news.example/",
+            "$referring_domain": "news.example",
+        }),
+        now=TS.timestamp(),
+        insert_id=insert_id(eid),
+    )
+    assert_same(sdk, ours)
+
+    # A $referrer the caller set to null: no domain of the request's referrer either.
+    event = fanout.Event(
+        "track", name="Clicked", person_id="user_123", properties={"$referrer": None},
+        context={"referrer": "https://google.com/"},
+    )
+    ((_, record),) = to_records(event, TOKEN)
+    assert record["properties"]["$referrer"] is None
+    assert "$referring_domain" not in record["properties"]

@@ -342,3 +342,117 @@ def test_sync_mode_posts_before_returning(server, sdk_factory):
     finally:
         client.shutdown(timeout=5)
     assert_same_request(a, b)
+
+
+# -- the request context: what it fills, and what it leaves to the call ----------------------
+
+#: posthog-js session ids: UUIDv7 (the request's, and one the caller names explicitly).
+CONTEXT_SESSION = "0190a0b0-c0d0-7e00-8000-000000000001"
+EXPLICIT_SESSION = "0190a0b0-c0d0-7e00-8000-0000000000ff"
+
+
+def test_explicit_properties_win_over_the_request_context(server, sdk_factory):
+    """A webhook handled inside a request context: the caller's ``$ip``, ``$session_id`` and
+    ``$raw_user_agent`` are sent, as posthog-python's ``add_context_tags`` keeps explicitly
+    passed properties over its context; the context's values fill in only what is left out."""
+    ts, eid = recent(), str(uuid.uuid4())
+    explicit = {
+        "$ip": "198.51.100.9",
+        "$session_id": EXPLICIT_SESSION,
+        "$raw_user_agent": "Stripe/1.0",
+    }
+    sdk = sdk_factory(disable_geoip=False)  # the context has the visitor's IP: GeoIP stays on
+    a = exchange(server, lambda: sdk.capture(
+        "webhook.received", distinct_id="user_1", properties=explicit, timestamp=ts, uuid=eid
+    ))
+    client = make_client(server, ip="keep")
+    try:
+        with fanout.context(ip="203.0.113.7", user_agent="Browser/1", session_id=CONTEXT_SESSION):
+            b = via_fanout(server, client, lambda: client.track(
+                "webhook.received", person_id="user_1", properties=explicit,
+                timestamp=ts, event_id=eid,
+            ))
+    finally:
+        client.shutdown(timeout=5)
+    assert_same_request(a, b)
+
+
+def test_page_referring_domain_is_the_sent_referrers(server, client, sdk_factory):
+    """A page() with its own referrer, in a request with another: ``$referring_domain`` is
+    the domain of the ``$referrer`` sent, never the request's."""
+    ts, eid = recent(), str(uuid.uuid4())
+    url = "https://shop.example/pricing"
+    sdk = sdk_factory()
+    a = exchange(server, lambda: sdk.capture(
+        "$pageview",
+        distinct_id="user_1",
+        properties={
+            "$current_url": url,
+            "$host": "shop.example",
+            "$pathname": "/pricing",
+            "$referrer": "https://news.example/post",
+            "$referring_domain": "news.example",
+        },
+        timestamp=ts,
+        uuid=eid,
+    ))
+    with fanout.context(url="https://shop.example/landing", referrer="https://google.com/"):
+        b = via_fanout(server, client, lambda: client.page(
+            url, person_id="user_1", referrer="https://news.example/post",
+            timestamp=ts, event_id=eid,
+        ))
+    assert_same_request(a, b)
+
+
+def test_track_host_and_referring_domain_follow_explicit_urls(server, client, sdk_factory):
+    """Explicit ``$current_url`` / ``$referrer`` properties win, and ``$host`` /
+    ``$referring_domain`` are derived from them, not from the request's URL and referrer."""
+    ts, eid = recent(), str(uuid.uuid4())
+    explicit = {"$current_url": "https://app.example:8443/x", "$referrer": "https://news.example/"}
+    sdk = sdk_factory()
+    a = exchange(server, lambda: sdk.capture(
+        "clicked",
+        distinct_id="user_1",
+        properties={**explicit, "$host": "app.example:8443", "$referring_domain": "news.example"},
+        timestamp=ts,
+        uuid=eid,
+    ))
+    with fanout.context(url="https://shop.example/landing", referrer="https://google.com/"):
+        b = via_fanout(server, client, lambda: client.track(
+            "clicked", person_id="user_1", properties=explicit, timestamp=ts, event_id=eid
+        ))
+    assert_same_request(a, b)
+
+
+def test_context_session_id_is_sent_only_as_a_posthog_session(server, client, sdk_factory):
+    """``$session_id`` comes from the request only when it is PostHog's: a UUIDv7, as
+    posthog-js makes them (PostHog builds sessions from nothing else). RudderStack's and
+    Amplitude's sessions (start time in ms, read from rl_session / AMP_ cookies) and other
+    UUIDs are not sent."""
+    sdk = sdk_factory()
+    cases = {
+        CONTEXT_SESSION: CONTEXT_SESSION,
+        CONTEXT_SESSION.upper(): CONTEXT_SESSION.upper(),  # as the browser sent it
+        "1796285879351": None,  # rudder-js's rl_session / Amplitude's session: ms since 1970
+        "6f1d3c1e-8a4b-4c2d-9e0f-112233445566": None,  # a UUIDv4
+        "sess-42": None,
+    }
+    for session, sent in cases.items():
+        b = _track_in_session(server, client, sdk, session, sent)
+        assert b.json()["batch"][0]["properties"].get("$session_id") == sent, session
+
+
+def _track_in_session(server, client, sdk, session: str, sent: str | None) -> RecordedRequest:
+    """A track in a request whose session is ``session``, against the SDK's capture with
+    ``$session_id: sent`` (none if ``None``); fanout's request."""
+    ts, eid = recent(), str(uuid.uuid4())
+    props = {"n": 1} if sent is None else {"n": 1, "$session_id": sent}
+    a = exchange(server, lambda: sdk.capture(
+        "viewed", distinct_id="user_1", properties=props, timestamp=ts, uuid=eid
+    ))
+    with fanout.context(session_id=session):
+        b = via_fanout(server, client, lambda: client.track(
+            "viewed", person_id="user_1", properties={"n": 1}, timestamp=ts, event_id=eid
+        ))
+    assert_same_request(a, b)
+    return b

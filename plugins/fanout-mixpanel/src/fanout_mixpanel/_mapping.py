@@ -134,8 +134,30 @@ def event_record(
         props.update(_identity(event))
     if context:
         props.update(_context_properties(context))
+        if (
+            properties
+            and "$referrer" in properties
+            and "$referring_domain" in props
+            and "$referring_domain" not in properties
+        ):
+            # The caller's $referrer (a page()'s referrer) won over the context's: the
+            # domain is the one of the referrer sent, never the context's.
+            referrer = properties["$referrer"]
+            if isinstance(referrer, str):
+                props["$referring_domain"] = _referring_domain(referrer)
+            else:
+                del props["$referring_domain"]
     props.update(properties)
     return {"event": name, "properties": props}
+
+
+def _referring_domain(referrer: str) -> str:
+    """``$referring_domain`` for ``referrer``: its host, ``$direct`` when it has none."""
+    try:
+        host = urlsplit(referrer).hostname
+    except ValueError:  # e.g. "http://[::1" - an unclosed IPv6 bracket
+        host = None
+    return host or "$direct"
 
 
 def _context_properties(context: Mapping[str, Any]) -> dict[str, Any]:
@@ -147,7 +169,7 @@ def _context_properties(context: Mapping[str, Any]) -> dict[str, Any]:
             out[target] = value
     referrer = context.get("referrer")
     if isinstance(referrer, str):
-        out["$referring_domain"] = urlsplit(referrer).hostname or "$direct"
+        out["$referring_domain"] = _referring_domain(referrer)
     campaign = context.get("campaign")
     if isinstance(campaign, Mapping):
         for key, target in CAMPAIGN_PROPERTIES.items():

@@ -29,15 +29,18 @@ from posthog.utils import system_context
 from fanout.http import encode_json
 from fanout.provider import Event
 
-__all__ = ["EVENT_ID_NAMESPACE", "MessageBuilder", "posthog_uuid"]
+__all__ = ["EVENT_ID_NAMESPACE", "MessageBuilder", "is_posthog_session_id", "posthog_uuid"]
 
 #: The namespace of the UUIDv5 a non-UUID ``event_id`` becomes. Fixed forever: changing it
 #: would give a redelivered webhook a new ``uuid`` and PostHog would count it twice.
 #: (It is ``uuid5(NAMESPACE_URL, "https://pypi.org/project/fanout-posthog/#event_id")``.)
 EVENT_ID_NAMESPACE: Final = uuid.UUID("4e2ec7d4-798e-5b0b-a0a9-c40f408d1e08")
 
-#: fanout ``context`` keys with a PostHog property of their own; they override a property of
-#: the same name. Other context keys have no PostHog meaning on a server-side event.
+#: fanout ``context`` keys with a PostHog property of their own. Like the rest of the context
+#: they fill in only what the call's properties leave out (explicit arguments win, as in
+#: posthog-python's ``add_context_tags``), and ``session_id`` only in PostHog's form
+#: (:func:`is_posthog_session_id`). Other context keys have no PostHog meaning on a
+#: server-side event.
 CONTEXT_PROPERTIES: Final[Mapping[str, str]] = {
     "ip": "$ip",
     "user_agent": "$raw_user_agent",
@@ -79,6 +82,24 @@ _CANONICAL_UUID: Final = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 )
 _IS_CANONICAL: Final = _CANONICAL_UUID.fullmatch
+
+#: A UUIDv7 in its text form, either case: what posthog-js makes a session id, and the only
+#: ``$session_id`` PostHog builds a session from (its sessions table takes an event only when
+#: the id casts to a UUID whose version is 7).
+_SESSION_ID: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_IS_SESSION_ID: Final = _SESSION_ID.fullmatch
+
+
+def is_posthog_session_id(value: object) -> bool:
+    """Whether ``value``, a canonical ``session_id``, is a PostHog session: a UUIDv7.
+
+    The canonical session is the browser SDK's that the request carried, whichever SDK that
+    was; RudderStack's and Amplitude's are the session's start in milliseconds (digits),
+    which PostHog cannot use, so they are not sent as ``$session_id``.
+    """
+    return isinstance(value, str) and _IS_SESSION_ID(value) is not None
 
 
 def posthog_uuid(event_id: str) -> str:
@@ -194,14 +215,11 @@ class MessageBuilder:
         else:  # pragma: no cover - the core validates kinds
             raise ValueError(f"unknown event kind {kind!r}")
 
+        # GeoIP stays on when the context has the visitor's IP (whichever $ip is sent).
         geoip = False
         if context:
             _fill_from_context(props, context)
-            for key, target in CONTEXT_PROPERTIES.items():
-                value = context.get(key)
-                if value is not None:
-                    props[target] = value
-                    geoip = geoip or key == "ip"
+            geoip = context.get("ip") is not None
         props["$lib"] = self._lib
         props["$lib_version"] = self._lib_version
         if not geoip:
@@ -219,19 +237,32 @@ class MessageBuilder:
 
 
 def _fill_from_context(props: dict[str, Any], context: Mapping[str, Any]) -> None:
-    """Web-analytics properties from the canonical context, where the event has none."""
+    """The canonical context as PostHog properties, only where the event has none (explicit
+    properties win); a domain or host is derived from the URL that is actually sent."""
+    for key, target in CONTEXT_PROPERTIES.items():
+        value = context.get(key)
+        if value is not None and target not in props:
+            if key == "session_id" and not is_posthog_session_id(value):
+                continue
+            props[target] = value
     for key, target in PAGE_CONTEXT_PROPERTIES.items():
         value = context.get(key)
         if value is not None:
             props.setdefault(target, value)
     url = context.get("url")
-    if isinstance(url, str):
-        host = urlsplit(url).netloc
-        if host:
-            props.setdefault("$host", host)
-    referrer = context.get("referrer")
-    if isinstance(referrer, str):
-        props.setdefault("$referring_domain", urlsplit(referrer).netloc or "$direct")
+    if isinstance(url, str) and "$host" not in props:
+        # The host of the $current_url sent (perhaps the caller's), else, for a bare path,
+        # the request's.
+        current = props.get("$current_url")
+        if isinstance(current, str):
+            host = _host(current) or _host(url)
+            if host:
+                props["$host"] = host
+    if isinstance(context.get("referrer"), str) and "$referring_domain" not in props:
+        # The domain of the $referrer sent, which may be the caller's (a page()'s referrer).
+        referrer = props.get("$referrer")
+        if isinstance(referrer, str):
+            props["$referring_domain"] = _host(referrer) or "$direct"
     campaign = context.get("campaign")
     if isinstance(campaign, Mapping):
         for key, target in CAMPAIGN_PROPERTIES.items():
@@ -240,11 +271,21 @@ def _fill_from_context(props: dict[str, Any], context: Mapping[str, Any]) -> Non
                 props.setdefault(target, value)
 
 
+def _host(url: str) -> str:
+    """``url``'s host (with its port), as a browser's ``URL.host`` reads it; ``""`` for a
+    path or text that is no URL."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:  # e.g. "http://[::1" - an unclosed IPv6 bracket
+        return ""
+    return netloc.rpartition("@")[2]
+
+
 def _page_properties(properties: Mapping[str, Any]) -> dict[str, Any]:
     props = {PAGE_PROPERTIES.get(k, k): v for k, v in properties.items()}
     url = props.get("$current_url")
     if isinstance(url, str):
-        host = urlsplit(url).netloc
+        host = _host(url)
         if host:
             props.setdefault("$host", host)
     elif isinstance(props.get("$pathname"), str):
