@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fanout_rudderstack._message import to_message
-from fanout_rudderstack._provider import MAX_MESSAGE_BYTES
+from fanout_rudderstack._provider import MAX_MESSAGE_BYTES, RudderStackProvider
+from fanout_segment import message
 from fanout_segment.message import MESSAGE_OVERHEAD, encode_batch
 
 from fanout import Event
@@ -25,4 +26,20 @@ def test_one_call_body_and_the_bound_it_relies_on() -> None:
     assert none == none_either == {}
     assert one_call == checked
     for event in events:
-        assert len(encode_json(to_message(event))) <= 2 * event.size + MESSAGE_OVERHEAD
+        bound = message.MESSAGE_GROWTH * event.size + MESSAGE_OVERHEAD
+        assert len(encode_json(to_message(event))) <= bound
+
+
+def test_a_page_message_past_twice_its_event_is_still_checked() -> None:
+    """A page view in a request carries the request's URL in ``properties`` and in
+    ``context.page``, and its query twice more as ``search``: such a message above
+    RudderStack's 4 MiB is rejected alone, never sent in a one-call body."""
+    url = "https://shop.example/p?q=" + "x" * 1_100_000
+    page = Event("page", anonymous_id="a1", properties={"path": "/p"}, context={"url": url})
+    assert 2 * page.size + MESSAGE_OVERHEAD <= MAX_MESSAGE_BYTES
+    assert len(encode_json(to_message(page))) > MAX_MESSAGE_BYTES
+    small = Event("track", person_id="u1", name="small")
+    provider = RudderStackProvider("wk", "https://dp.example")
+    body, rejected = provider.encode([small, page])
+    assert list(rejected) == [1] and "byte limit" in rejected[1]
+    assert b'"small"' in body and b"xxxx" not in body

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -29,6 +31,7 @@ from rudderstack_support import WRITE_KEY, base_url, batch_requests, decode_body
 from werkzeug import Request
 
 import fanout
+from fanout.integrations.wsgi import FanoutMiddleware
 
 UTC = dt.timezone.utc
 TS = dt.datetime(2024, 5, 6, 7, 8, 9, 123000, tzinfo=UTC)
@@ -191,3 +194,110 @@ def test_group_carries_group_type_as_a_trait(server: HTTPServer, sdk: RudderClie
         lambda c: c.group("company", "acme", person_id="user_123", traits=traits, timestamp=TS),
     )
     assert_same_request(sdk_req, fanout_req, caller_event_id=False)
+
+
+# -- the request context ------------------------------------------------------------------
+
+
+def test_session_is_context_session_id_a_number(server: HTTPServer, sdk: RudderClient) -> None:
+    """The canonical session goes out as RudderStack's ``context.sessionId``, a Number,
+    when it is RudderStack's (an integer of at least 10 digits: the session's start in ms,
+    as rudder-js's ``rl_session`` holds it); a session in another vendor's form (a PostHog
+    UUID) or too short for RudderStack is not sent at all."""
+    cases = {
+        "1796285879351": 1796285879351,
+        "0190a0b0-c0d0-7e00-8000-000000000001": None,
+        "12345": None,
+    }
+    for session, sent in cases.items():
+        message = _track_in_session(server, sdk, session, sent)
+        assert message["context"].get("sessionId") == sent, session
+        assert "session_id" not in message["context"]
+
+
+def _track_in_session(
+    server: HTTPServer, sdk: RudderClient, session: str, sent: int | None
+) -> dict[str, Any]:
+    """A track in a request whose session is ``session``, against the SDK's with
+    ``context.sessionId: sent`` (none if ``None``); fanout's message."""
+    context = {"locale": "en-GB"} if sent is None else {"locale": "en-GB", "sessionId": sent}
+    sdk_req = _send_sdk(
+        server,
+        lambda: sdk.track("user_123", "Checkout", {"n": 1}, context=context, timestamp=TS),
+    )
+
+    def call(c: fanout.Client) -> None:
+        with fanout.context(session_id=session, locale="en-GB"):
+            c.track("Checkout", person_id="user_123", properties={"n": 1}, timestamp=TS)
+
+    return assert_same_request(sdk_req, _send_fanout(server, call), caller_event_id=False)
+
+
+def _rs_cookie(value: object) -> str:
+    """A rudder-js v3 cookie value: ``RS_ENC_v3_`` + base64 of the JSON."""
+    return "RS_ENC_v3_" + base64.b64encode(json.dumps(value).encode()).decode()
+
+
+def test_rl_session_cookie_becomes_the_session_id(server: HTTPServer) -> None:
+    """From the browser's ``rl_session`` cookie, through the WSGI middleware, to the
+    message: the session's start (``id``, ms) as ``context.sessionId``."""
+    now_ms = int(time.time() * 1000)
+    start = now_ms - 60_000
+    session = {"id": start, "expiresAt": now_ms + 1_800_000, "timeout": 1_800_000}
+    cookie = f"rl_anonymous_id={_rs_cookie('rs-anon-1')}; rl_session={_rs_cookie(session)}"
+
+    def call(c: fanout.Client) -> None:
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            c.track("Checkout")
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/checkout",
+            "SERVER_NAME": "shop.example",
+            "SERVER_PORT": "80",
+            "HTTP_HOST": "shop.example",
+            "HTTP_COOKIE": cookie,
+            "wsgi.url_scheme": "http",
+        }
+        assert list(FanoutMiddleware(app)(environ, lambda *a: None)) == [b"ok"]
+
+    (message,) = decode_body(_send_fanout(server, call))["batch"]
+    assert message["anonymousId"] == "rs-anon-1"
+    assert message["context"]["sessionId"] == start
+    assert "session_id" not in message["context"]
+
+
+def test_page_in_a_request_merges_page_fields(server: HTTPServer, sdk: RudderClient) -> None:
+    """RudderStack shares Segment's page merge (analytics.js's addPageContext): the call's
+    page fields win in ``properties`` and ``context.page``, the request's fill the rest."""
+    url = "https://shop.example/docs?v=2"
+    page = {
+        "url": url,
+        "path": "/docs",
+        "title": "Docs",
+        "referrer": "https://google.com/",
+        "search": "?v=2",
+    }
+    sdk_req = _send_sdk(
+        server,
+        lambda: sdk.page(
+            anonymous_id="anon_42",
+            name="Docs",
+            properties=page,
+            context={"page": page},
+            timestamp=TS,
+        ),
+    )
+
+    def call(c: fanout.Client) -> None:
+        with fanout.context(
+            anonymous_id="anon_42",
+            url="https://shop.example/landing?x=1",
+            path="/landing",
+            referrer="https://google.com/",
+        ):
+            c.page(url, name="Docs", title="Docs", timestamp=TS)
+
+    assert_same_request(sdk_req, _send_fanout(server, call), caller_event_id=False)

@@ -354,3 +354,102 @@ def test_timestamp_text_is_the_sdks_isoformat() -> None:
             {"kind": "track", "name": "x", "person_id": "u", "timestamp": ts.isoformat()}
         )
         assert timestamp_text(event) == event.timestamp.isoformat(timespec="milliseconds")
+
+
+# -- page fields in a request: analytics.js's addPageContext ---------------------------------
+
+#: A request's canonical context (what the integrations read), and the page analytics.js
+#: would report for it: url, path, referrer, and the URL's query as search.
+REQUEST = {
+    "anonymous_id": "anon_42",
+    "url": "https://shop.example/landing?utm_source=g",
+    "path": "/landing",
+    "referrer": "https://google.com/",
+}
+REQUEST_PAGE = {
+    "url": "https://shop.example/landing?utm_source=g",
+    "path": "/landing",
+    "referrer": "https://google.com/",
+    "search": "?utm_source=g",
+}
+
+
+def in_request(call: Callable[[fanout.Client], object]) -> Callable[[fanout.Client], object]:
+    def run(client: fanout.Client) -> object:
+        with fanout.context(**REQUEST):
+            return call(client)
+
+    return run
+
+
+def test_page_of_another_page_in_a_request(server: HTTPServer, sdk: SegmentClient) -> None:
+    """``properties = {...pageCtx, ...properties}`` and ``context.page = {...pageCtx,
+    ...pick(properties), ...context.page}``: the call's page fields win in both places, an
+    explicit ``context.page`` wins there, and the request's url, path and search, which
+    describe another page, are not mixed in (``search`` is the query of the URL sent)."""
+    url = "https://shop.example/pricing?plan=pro"
+    page = {
+        "url": url,
+        "path": "/pricing",
+        "title": "Pricing",
+        "referrer": "https://google.com/",
+        "search": "?plan=pro",
+    }
+    sdk_req = _send_sdk(
+        server,
+        lambda: sdk.page(
+            anonymous_id="anon_42",
+            name="Pricing",
+            properties={**page, "variant": "b"},
+            context={"page": {**page, "title": "Pricing | Shop"}},
+            timestamp=TS,
+        ),
+    )
+    fanout_req = _send_fanout(
+        server,
+        in_request(lambda c: c.page(
+            url,
+            name="Pricing",
+            title="Pricing",
+            properties={"variant": "b"},
+            context={"page": {"title": "Pricing | Shop"}},
+            timestamp=TS,
+        )),
+    )
+    assert_same_request(sdk_req, fanout_req, caller_event_id=False)
+
+
+def test_page_of_the_requests_page(server: HTTPServer, sdk: SegmentClient) -> None:
+    """A path-only page() of the request's own page gets the request's url, referrer and
+    search in its properties too, as analytics.js's page() does."""
+    sdk_req = _send_sdk(
+        server,
+        lambda: sdk.page(
+            anonymous_id="anon_42",
+            properties=REQUEST_PAGE,
+            context={"page": REQUEST_PAGE},
+            timestamp=TS,
+        ),
+    )
+    fanout_req = _send_fanout(server, in_request(lambda c: c.page("/landing", timestamp=TS)))
+    assert_same_request(sdk_req, fanout_req, caller_event_id=False)
+
+
+def test_explicit_context_page_wins_on_a_track(server: HTTPServer, sdk: SegmentClient) -> None:
+    """``context={"page": {...}}`` is merged over the request's page, not discarded."""
+    sdk_req = _send_sdk(
+        server,
+        lambda: sdk.track(
+            event="Clicked",
+            anonymous_id="anon_42",
+            context={"page": {**REQUEST_PAGE, "title": "Landing"}},
+            timestamp=TS,
+        ),
+    )
+    fanout_req = _send_fanout(
+        server,
+        in_request(lambda c: c.track(
+            "Clicked", context={"page": {"title": "Landing"}}, timestamp=TS
+        )),
+    )
+    assert_same_request(sdk_req, fanout_req, caller_event_id=False)

@@ -23,6 +23,7 @@ import datetime as _dt
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from fanout.http import encode_json
 from fanout.provider import Event
@@ -32,7 +33,9 @@ from .__about__ import __version__
 __all__ = [
     "GROUP_TYPE_TRAIT",
     "LIBRARY",
+    "MESSAGE_GROWTH",
     "MESSAGE_OVERHEAD",
+    "PAGE_KEYS",
     "encode_batch",
     "to_message",
     "timestamp_text",
@@ -40,10 +43,12 @@ __all__ = [
 
 _UTC = _dt.timezone.utc
 
-#: A message :func:`to_message` builds is at most twice its event's encoded size
-#: (``Event.size``, an upper bound) plus this many bytes: it holds the event's fields once
-#: under names no longer than fanout's, the page URL's query a second time at most
-#: (``context.page.search``), and its fixed keys, timestamp and ``context.library``.
+#: A message :func:`to_message` builds is at most :data:`MESSAGE_GROWTH` times its event's
+#: encoded size (``Event.size``, an upper bound) plus :data:`MESSAGE_OVERHEAD` bytes. It
+#: holds the event's fields under names no longer than fanout's, each at most twice (a page
+#: field in a page call's ``properties`` and in ``context.page``), a page URL's query twice
+#: more (``search`` in both), and its fixed keys, timestamp and ``context.library``.
+MESSAGE_GROWTH: Final = 4
 MESSAGE_OVERHEAD: Final = 2048
 _SIZE = operator.attrgetter("size")
 
@@ -81,25 +86,83 @@ def timestamp_text(event: Event) -> str:
 #: analytics.js sends); keys not listed (``ip``, ``locale``, ``campaign``, which already
 #: have Segment's names, and any other key) go in unchanged.
 CONTEXT_FIELDS: Final = {"user_agent": "userAgent"}
-#: Canonical keys that Segment nests under ``context.page``.
+#: Canonical keys that Segment nests under ``context.page``: the request's page.
 PAGE_FIELDS: Final = ("url", "path", "referrer")
+#: analytics.js's page fields (its ``PageContext``): what a page call's ``properties`` and
+#: ``context.page`` share.
+PAGE_KEYS: Final = ("path", "referrer", "search", "title", "url")
+
+_NO_PAGE: Final[Mapping[str, Any]] = {}
 
 
-def _context(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
+def _search(url: str) -> str | None:
+    """``url``'s query as ``location.search`` reads it (with its ``?``); ``None`` if empty."""
+    query = url.split("#", 1)[0].partition("?")[2]
+    return "?" + query if query else None
+
+
+def _path(request: Mapping[str, Any]) -> Any:
+    """The request's path: its own, else its URL's."""
+    path = request.get("path")
+    url = request.get("url")
+    if path is None and isinstance(url, str):
+        try:
+            return urlsplit(url).path or "/"
+        except ValueError:  # e.g. "http://[::1" - an unclosed IPv6 bracket
+            return None
+    return path
+
+
+def _page_fields(request: Mapping[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
+    """Page fields as analytics.js's ``addPageContext`` merges them: the call's own (``own``)
+    over the request's (``request``: ``url``, ``path``, ``referrer``).
+
+    The request's ``url`` and ``path`` describe one page: when ``own`` names another (a
+    ``url`` or ``path`` of its own that differs), they are left out and only the request's
+    ``referrer`` fills in. ``search`` is the query of the ``url`` sent, unless ``own`` gives
+    one, so that no field contradicts another.
+    """
+    if ("url" in own and own["url"] != request.get("url")) or (
+        "path" in own and own["path"] != _path(request)
+    ):
+        fields = {"referrer": request["referrer"]} if "referrer" in request else {}
+    else:
+        fields = dict(request)
+    fields.update(own)
+    if "search" not in own:
+        url = fields.get("url")
+        search = _search(url) if isinstance(url, str) else None
+        if search is not None:
+            fields["search"] = search
+    return fields
+
+
+def _context(
+    event: Event, library: Mapping[str, str], own: Mapping[str, Any] = _NO_PAGE
+) -> dict[str, Any]:
+    """The message's ``context``; ``own`` is a page call's page properties.
+
+    ``context.page`` is what analytics.js sends: the request's page fields, under the call's
+    (``own``), under an explicit ``context={"page": {...}}``, which wins. An event with
+    neither request page fields nor an explicit ``page`` (made outside a request) has none,
+    as the server SDK sends none.
+    """
     if not event.context:  # the common server-side call: nothing but the library
         return {"library": dict(library)}
     context: dict[str, Any] = {}
-    page: dict[str, Any] = {}
+    request: dict[str, Any] = {}
+    explicit: Any = None
     for key, value in event.context.items():
         if key in PAGE_FIELDS:
-            page[key] = value
+            request[key] = value
+        elif key == "page":
+            explicit = value
         else:
             context[CONTEXT_FIELDS.get(key, key)] = value
-    if page:
-        url = page.get("url")
-        if isinstance(url, str) and "?" in url:
-            page.setdefault("search", "?" + url.split("?", 1)[1].split("#", 1)[0])
-        context["page"] = page
+    if explicit is not None and not isinstance(explicit, Mapping):
+        context["page"] = explicit  # the caller's, whatever it is
+    elif request or explicit:
+        context["page"] = _page_fields(request, {**own, **explicit} if explicit else own)
     context["library"] = dict(library)
     return context
 
@@ -133,14 +196,21 @@ def _track(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
 
 def _page(event: Event, library: Mapping[str, str]) -> dict[str, Any]:
     # fanout's page() already put url / path / title / referrer into properties, which is
-    # where Segment's page spec keeps them.
+    # where Segment's page spec keeps them. Within a request, analytics.js's merge: the
+    # request's page fields fill what the call's properties leave out.
+    properties: Mapping[str, Any] = event.properties
+    own = {k: properties[k] for k in PAGE_KEYS if k in properties}
+    context = _context(event, library, own)
+    request = {k: event.context[k] for k in PAGE_FIELDS if k in event.context}
+    if request:
+        properties = {**_page_fields(request, own), **properties}
     return {
         "integrations": {},
         "anonymousId": event.anonymous_id,
-        "properties": event.properties,
+        "properties": properties,
         "timestamp": timestamp_text(event),
         "category": None,
-        "context": _context(event, library),
+        "context": context,
         "userId": event.person_id,
         "type": "page",
         "name": event.name,
@@ -214,16 +284,17 @@ def encode_batch(
     too large to send, each with why: the Tracking API's envelope, which Segment and
     RudderStack (and any Segment-compatible API) share.
 
-    ``overhead`` is a promise about ``build``: no message is longer than twice its event's
-    ``size`` plus ``overhead`` bytes (:data:`MESSAGE_OVERHEAD` holds for :func:`to_message`
-    and builders that add a few fixed fields to it). With it, a batch whose largest event
-    cannot reach ``max_message_bytes`` is written in one encoder call, byte for byte what
-    encoding message by message writes, without a call and a copy per event.
+    ``overhead`` is a promise about ``build``: no message is longer than
+    :data:`MESSAGE_GROWTH` times its event's ``size`` plus ``overhead`` bytes
+    (:data:`MESSAGE_OVERHEAD` holds for :func:`to_message` and builders that add a few
+    fixed fields to it). With it, a batch whose largest event cannot reach
+    ``max_message_bytes`` is written in one encoder call, byte for byte what encoding
+    message by message writes, without a call and a copy per event.
     """
     if (
         overhead is not None
         and batch
-        and 2 * max(map(_SIZE, batch)) + overhead <= max_message_bytes
+        and MESSAGE_GROWTH * max(map(_SIZE, batch)) + overhead <= max_message_bytes
     ):
         return encode_json({"batch": [build(e) for e in batch], **trailer}), {}
     parts: list[bytes] = []
