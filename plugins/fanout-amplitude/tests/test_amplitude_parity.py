@@ -15,6 +15,7 @@ differences"):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -332,3 +333,18 @@ def test_redelivered_event_keeps_its_insert_id(server: HTTPServer) -> None:
         )
     ids = [decode_body(r)["events"][0]["insert_id"] for r in api_requests(server)]
     assert ids == [STRIPE_EVENT_ID, STRIPE_EVENT_ID]
+
+
+@pytest.mark.parametrize("session", ["\u00b2", "\u0661\u0662\u0663", "9" * 30, "12ab", " 12"])
+def test_a_session_id_that_is_not_amplitudes_is_left_out(
+    server: HTTPServer, session: str
+) -> None:
+    """A session id from a header anyone can send: "²" made the mapping raise (int()
+    refuses what str.isdigit() takes), other scripts' digits became a session. Not
+    Amplitude's integer milliseconds: the event goes without one."""
+    request = _send_fanout(
+        server,
+        lambda c: c.track("Viewed", anonymous_id="device_42", context={"session_id": session}),
+    )
+    (event,) = json.loads(request.get_data())["events"]
+    assert event["device_id"] == "device_42" and "session_id" not in event

@@ -114,9 +114,14 @@ def _context_fields(context: Mapping[str, Any], out: dict[str, Any]) -> None:
         wire, kind = spec
         if kind is float and isinstance(value, int):
             value = float(value)
-        elif kind is int and isinstance(value, str) and value.isdigit():
+        elif kind is int and isinstance(value, str):
             # The canonical session_id is text (fanout.context reads Amplitude's cookie
-            # into it); Amplitude's is the session's start in integer milliseconds.
+            # into it); Amplitude's is the session's start in integer milliseconds. Only
+            # ASCII digits, within a signed 64-bit integer: the value may come from a
+            # header anyone sends, and str.isdigit() alone takes "²" (which int() refuses)
+            # and other scripts' digits.
+            if not (value.isascii() and value.isdigit() and len(value) <= 18):
+                continue
             value = int(value)
         if isinstance(value, kind):
             out[wire] = value
