@@ -334,3 +334,31 @@ def test_the_fanout_format_converts_exactly_as_event_from_dict(record: dict[str,
     (event,) = convert("fanout", record)
     assert event == want
     assert (event.size, event.footprint) == (want.size, want.footprint)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("{missing}",), "does not exist"),
+        (("{good}", "{missing}"), "does not exist"),  # checked before the first is read
+        (("{dir}",), "is a directory"),
+        (("{good}", "--rate", "0"), "--rate"),
+        (("{good}", "--rate", "-5"), "--rate"),
+        (("{good}", "--timeout", "0"), "--timeout"),
+        (("{good}", "--format", "csv", "--map", "nosuchfield=col"), "no field 'nosuchfield'"),
+    ],
+)
+def test_bad_input_is_a_usage_error_and_sends_nothing(
+    server: tuple[ServerThread, str], tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    """Exit 2 with one line naming the problem, no traceback, nothing sent: a missing file
+    or a directory was a traceback (exit 1); a rate of 0 or below ran without a limit; an
+    unknown --map field was ignored."""
+    good = write_jsonl(tmp_path / "good.jsonl", mixpanel_rows(5))
+    paths = {"good": str(good), "missing": str(tmp_path / "nope.jsonl"), "dir": str(tmp_path)}
+    srv, key = server
+    done = run_import(*(a.format(**paths) for a in args), env=env_for(srv, key), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert srv.store.count_events() == 0
+    assert not (tmp_path / ".fanout-import").exists()  # nothing read, no state written

@@ -25,7 +25,15 @@ from typing import Any
 import click
 
 from .._client import Client
-from .._importers import FORMATS, ImportError_, convert, default_format, detect_format, read_records
+from .._importers import (
+    CSV_FIELDS,
+    FORMATS,
+    ImportError_,
+    convert,
+    default_format,
+    detect_format,
+    read_records,
+)
 from .._report import FlushReport
 from ._common import build_client, parse_pairs
 
@@ -115,10 +123,16 @@ def _counts(client: Client | None) -> str:
 
 
 @click.command("import")
-@click.argument("files", nargs=-1, required=True)
+# Every file is checked before the first is read: a missing one must not leave the others
+# half-imported.
+@click.argument(
+    "files", nargs=-1, required=True,
+    type=click.Path(exists=True, dir_okay=False, readable=True, allow_dash=True),
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: guessed per file.")
 @click.option("--to", "to", help="Comma-separated providers (default: the enabled ones).")
-@click.option("--rate", type=float, help="At most this many events per second.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+              help="At most this many events per second.")
 @click.option("--resume", is_flag=True, help="Go on from each file's last checkpoint.")
 @click.option("--dry-run", is_flag=True, help="Read and convert; send nothing.")
 @click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
@@ -128,7 +142,8 @@ def _counts(client: Client | None) -> str:
               help="Where checkpoints and rejects.jsonl are kept.")
 @click.option("--chunk", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Lines between checkpoints.")
-@click.option("--timeout", type=float, default=300.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True,
               help="Seconds to wait for each chunk's delivery.")
 @click.option("--progress/--no-progress", default=True)
 def import_command(
@@ -139,6 +154,12 @@ def import_command(
     """Import history from FILE... (JSON lines or CSV, plain or gzip, - for stdin).
     Exit 0 only when every record was delivered to every provider."""
     columns = {k: str(v) for k, v in parse_pairs(mapping, "--map").items()}
+    unknown = sorted(set(columns) - set(CSV_FIELDS))
+    if unknown:
+        raise click.BadParameter(
+            f"no field {', '.join(map(repr, unknown))}; a CSV maps {', '.join(CSV_FIELDS)}",
+            param_hint="--map",
+        )
     providers = tuple(p.strip() for p in (to or "").split(",") if p.strip())
     client = None if dry_run else build_client(
         providers, register_atexit=False, overflow="block", block_timeout=timeout, sync=False
