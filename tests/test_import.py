@@ -345,6 +345,10 @@ def test_the_fanout_format_converts_exactly_as_event_from_dict(record: dict[str,
         (("{good}", "--rate", "0"), "--rate"),
         (("{good}", "--rate", "-5"), "--rate"),
         (("{good}", "--timeout", "0"), "--timeout"),
+        (("{good}", "--rate", "nan"), "--rate"),  # NaN passes FloatRange: ran unlimited
+        (("{good}", "--rate", "1e-320"), "--rate"),  # 1 / rate overflowed: a traceback
+        (("{good}", "--timeout", "nan"), "--timeout"),
+        (("{good}", "--timeout", "inf"), "--timeout"),
         (("{good}", "--format", "csv", "--map", "nosuchfield=col"), "no field 'nosuchfield'"),
     ],
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -122,6 +123,14 @@ def _counts(client: Client | None) -> str:
     return " ".join(f"{n}={r.delivered}" for n, r in client.stats().items())
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A number of seconds or a rate whose inverse is one too: not NaN (which passes
+    ``FloatRange``), not infinite, not so small that its inverse overflows."""
+    if value is not None and not (math.isfinite(value) and math.isfinite(1.0 / value)):
+        raise click.BadParameter(f"{value!r} is not a usable number", ctx=ctx, param=param)
+    return value
+
+
 @click.command("import")
 # Every file is checked before the first is read: a missing one must not leave the others
 # half-imported.
@@ -131,7 +140,7 @@ def _counts(client: Client | None) -> str:
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: guessed per file.")
 @click.option("--to", "to", help="Comma-separated providers (default: the enabled ones).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), callback=_finite,
               help="At most this many events per second.")
 @click.option("--resume", is_flag=True, help="Go on from each file's last checkpoint.")
 @click.option("--dry-run", is_flag=True, help="Read and convert; send nothing.")
@@ -143,7 +152,7 @@ def _counts(client: Client | None) -> str:
 @click.option("--chunk", type=click.IntRange(min=1), default=20_000, show_default=True,
               help="Lines between checkpoints.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
-              show_default=True,
+              show_default=True, callback=_finite,
               help="Seconds to wait for each chunk's delivery.")
 @click.option("--progress/--no-progress", default=True)
 def import_command(

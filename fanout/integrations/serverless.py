@@ -101,47 +101,20 @@ class FlushAfter:
 
     def __call__(self, func: F) -> F:
         # A generator function's body runs while its generator is iterated, not when it is
-        # called: the wrapper is a generator of the same kind, flushing when it ends.
+        # called: the wrapper is a generator of the same kind, flushing when it ends. The
+        # kind is also told by what a call returns, for a handler another decorator hid
+        # behind a plain function (``inspect`` does not see through ``functools.wraps``).
         if inspect.isasyncgenfunction(func):
-
-            @functools.wraps(func)
-            async def async_gen_wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
-                try:
-                    agen = func(*args, **kwargs)
-                    # ``yield from`` by hand: asend/athrow/aclose reach the handler's generator.
-                    try:
-                        item = await agen.__anext__()
-                    except StopAsyncIteration:
-                        return
-                    while True:
-                        try:
-                            sent = yield item
-                        except GeneratorExit:
-                            await agen.aclose()
-                            raise
-                        except BaseException as exc:  # noqa: BLE001 - forwarded, not handled
-                            try:
-                                item = await agen.athrow(exc)
-                            except StopAsyncIteration:
-                                return
-                        else:
-                            try:
-                                item = await agen.asend(sent)
-                            except StopAsyncIteration:
-                                return
-                finally:
-                    await self.aflush()
-
-            return async_gen_wrapper  # type: ignore[return-value]
+            # An async generator function's wrapper must be one too (frameworks ask
+            # ``inspect``, which sees through a partial): the one below, bound to ``func``.
+            agen_wrapper = functools.partial(self._flushing_agen, func)
+            return functools.update_wrapper(agen_wrapper, func)  # type: ignore[return-value]
 
         if inspect.isgeneratorfunction(func):
 
             @functools.wraps(func)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-                try:
-                    return (yield from func(*args, **kwargs))
-                finally:
-                    self.flush()
+                return (yield from self._flushing_gen(func(*args, **kwargs)))
 
             return gen_wrapper  # type: ignore[return-value]
 
@@ -159,11 +132,66 @@ class FlushAfter:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
-                return func(*args, **kwargs)
-            finally:
+                result = func(*args, **kwargs)
+            except BaseException:
                 self.flush()
+                raise
+            if inspect.isgenerator(result):
+                return self._flushing_gen(result)
+            if inspect.isasyncgen(result):
+                return self._flushing_agen(lambda: result)
+            if inspect.iscoroutine(result):
+                return self._flushing_coro(result)
+            self.flush()
+            return result
 
         return wrapper  # type: ignore[return-value]
+
+    def _flushing_gen(self, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        """``gen``, flushed when it ends, raises or is closed (``send``/``throw``/``close``
+        and its return value pass through)."""
+        try:
+            return (yield from gen)
+        finally:
+            self.flush()
+
+    async def _flushing_agen(
+        self, make: Callable[..., AsyncGenerator[Any, Any]], /, *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, Any]:
+        """The async generator ``make(*args, **kwargs)`` gives, flushed with ``aflush`` (the
+        loop keeps running) when it ends, raises or is closed; ``asend``/``athrow``/``aclose``
+        reach it (``yield from`` by hand)."""
+        try:
+            agen = make(*args, **kwargs)
+            try:
+                item = await agen.__anext__()
+            except StopAsyncIteration:
+                return
+            while True:
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - forwarded, not handled
+                    try:
+                        item = await agen.athrow(exc)
+                    except StopAsyncIteration:
+                        return
+                else:
+                    try:
+                        item = await agen.asend(sent)
+                    except StopAsyncIteration:
+                        return
+        finally:
+            await self.aflush()
+
+    async def _flushing_coro(self, coro: Any) -> Any:
+        """The result of awaiting ``coro``, flushed with ``aflush`` after it."""
+        try:
+            return await coro
+        finally:
+            await self.aflush()
 
 
 @overload

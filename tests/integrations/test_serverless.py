@@ -225,6 +225,77 @@ STREAMING = {
         """,
         [f"h-{i}" for i in range(STREAMED)],
     ),
+    # A handler behind another decorator (Powertools' inject_lambda_context, say): a plain
+    # function to ``inspect``, so the kind is told by what the call returns.
+    "generator-behind-another-decorator": (
+        """
+        import functools
+
+        def logged(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return func(*args, **kwargs)
+            return wrapper
+
+        @flush_after
+        @logged
+        def handler(event, context):
+            for i in range(EVENTS):
+                yield chunk(event, i)
+
+        stream = handler({"id": "h"}, None)
+        body = list(stream)
+        assert body == [f"chunk-{i}" for i in range(EVENTS)], body
+        """,
+        [f"h-{i}" for i in range(EVENTS)],
+    ),
+    "async-generator-behind-another-decorator": (
+        """
+        import functools
+
+        def logged(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return func(*args, **kwargs)
+            return wrapper
+
+        @flush_after
+        @logged
+        async def handler(event, context):
+            for i in range(EVENTS):
+                await asyncio.sleep(0)
+                yield chunk(event, i)
+
+        async def main():
+            body = [c async for c in handler({"id": "h"}, None)]
+            assert body == [f"chunk-{i}" for i in range(EVENTS)], body
+
+        asyncio.run(main())
+        """,
+        [f"h-{i}" for i in range(EVENTS)],
+    ),
+    "coroutine-behind-another-decorator": (
+        """
+        import functools
+
+        def logged(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return func(*args, **kwargs)
+            return wrapper
+
+        @flush_after
+        @logged
+        async def handler(event, context):
+            for i in range(EVENTS):
+                await asyncio.sleep(0)
+                chunk(event, i)
+            return "ok"
+
+        assert asyncio.run(handler({"id": "h"}, None)) == "ok"
+        """,
+        [f"h-{i}" for i in range(EVENTS)],
+    ),
 }
 
 STREAMING_PRELUDE = (
