@@ -12,11 +12,12 @@ set by whoever sends the request, so by default it would let any visitor pick th
 from __future__ import annotations
 
 import array
+import re
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from .._context import _NO_VALUES, RequestContext
 from .._events import checked_context, checked_with
@@ -175,9 +176,26 @@ def _browser_values(user_agent: str | None, accept_language: str | None) -> dict
     return values
 
 
+#: What a browser's URL parser leaves as it is in a path (WHATWG URL's path percent-encode
+#: set is the rest of printable ASCII: space, ``"``, ``#``, ``<``, ``>``, ``?``, `````,
+#: ``{``, ``}``), with ``%`` (an escape the server left, or a ``%25`` it decoded).
+_PATH_SAFE: Final = "/!$%&'()*+,-.:;=@[\\]^_|~"
+_NEEDS_ENCODING: Final = re.compile(r'[^!$-;=@-_a-z|~]').search
+
+
+def _browser_path(path: str) -> str:
+    """``path`` (decoded text, as an ASGI server gives it) percent-encoded as a browser's
+    ``location.pathname`` is: what the browser SDKs send for the same page (PostHog's
+    ``$pathname``, Segment's ``context.page.path``), so a server event names it alike."""
+    if _NEEDS_ENCODING(path) is None:
+        return path
+    return quote(path, safe=_PATH_SAFE)
+
+
 def _location_values(scheme: str, host: str | None, path: str, query: str) -> dict[str, Any]:
     """The values of the page requested, whoever requests it: URL, path and campaign."""
     values: dict[str, Any] = {}
+    path = _browser_path(path)
     if host:
         url = f"{scheme}://{host}{path}?{query}" if query else f"{scheme}://{host}{path}"
         clean = sanitize(url, MAX_TEXT_LENGTH)

@@ -30,7 +30,7 @@ from .._events import checked_context
 from .._report import FlushReport
 from ._request import KEY_HEADERS, OPENED, RequestReader, request_values
 
-__all__ = ["FanoutMiddleware"]
+__all__ = ["FanoutMiddleware", "read_scope"]
 
 #: Raw ASGI header name -> its slot in a request's key (``KEY_HEADERS``; ASGI names are
 #: lower-case), or ``_UNREAD`` for the headers browsers send that nothing reads: one lookup
@@ -139,72 +139,14 @@ class FanoutMiddleware:
                 logger.exception("fanout: the ASGI middleware's person_id hook failed")
                 found = None
             person = None if found is None else str(found) or None
-        ctx = self._request_context(snapshot)
+        ctx = read_scope(self._reader, snapshot, self.trust_forwarded)
         if person is None:
             return ctx
         return RequestContext(person, ctx.anonymous_id, False, ctx.values)
 
     def _request_context(self, scope: Scope) -> RequestContext:
-        """The request's context without a person: from its second time, the same object
-        for the same request (so the events of repeated requests share it, and what is
-        derived from it).
-
-        The request's key (:meth:`RequestReader.read_key`) holds the header values as the
-        server gave them, bytes not yet decoded: the reader decodes only what it reads on
-        a miss (a new visitor's cookie; a new page's headers), and every bytes value's
-        hash, computed once for the whole key, serves its slices (the ids' and the page's
-        keys) too. Nothing is decoded for a request read before.
-        """
-        found: list[bytes | None] = [None] * _KEY_HEADERS
-        for raw_name, raw_value in scope.get("headers") or ():
-            slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
-            if slot == _ELSEWHERE:
-                slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
-            if slot >= 0:  # only the headers read are kept
-                before = found[slot]
-                if before is not None:  # a repeated header: joined as one
-                    raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
-                found[slot] = raw_value
-        trust = self.trust_forwarded
-        if not trust:
-            found[_FORWARDED] = None
-        client = scope.get("client")
-        host = None
-        if not found[_HOST]:  # no Host header (HTTP/1.0): the server's address
-            server = scope.get("server")
-            host = f"{server[0]}:{server[1]}" if server else None
-        key: Any = (
-            *found,
-            client[0] if client else None,
-            scope.get("scheme", "http"),
-            host,
-            _path(scope),
-            scope.get("query_string") or b"",
-            trust,
-        )
-        try:
-            return self._reader.context(key)
-        except (TypeError, AttributeError):  # a server that puts odd values in the scope
-            text = [None if value is None else bytes(value).decode("latin-1") for value in found]
-            return self._unkept_context(text, scope, host or text[_HOST], trust)
-
-    def _unkept_context(
-        self, found: list[str | None], scope: Scope, host: str | None, trust: bool
-    ) -> RequestContext:
-        """A request whose scope holds unhashable values: read, never kept."""
-        client = scope.get("client")
-        pairs = zip(KEY_HEADERS, found, strict=True)
-        headers = {name: value for name, value in pairs if value is not None}
-        anonymous_id, values = request_values(
-            headers,
-            client_ip=client[0] if client else None,
-            scheme=scope.get("scheme", "http"),
-            host=host,
-            path=_path(scope),
-            query=(scope.get("query_string") or b"").decode("latin-1"),
-            trust_forwarded=trust,
-        )
-        return RequestContext(None, anonymous_id, False, checked_context(values))
+        """The request's context without a person (:func:`read_scope`)."""
+        return read_scope(self._reader, scope, self.trust_forwarded)
 
     async def _shutdown(self) -> None:
         try:
@@ -255,3 +197,67 @@ class FanoutMiddleware:
             pass
         await self._shutdown()
         await send({"type": "lifespan.shutdown.complete"})
+
+
+def read_scope(reader: RequestReader, scope: Scope, trust: bool) -> RequestContext:
+    """The context (without a person) of one ASGI request's ``scope``, read through
+    ``reader``, which keeps its readings: from its second time, the same object for the
+    same request (so the events of repeated requests share it, and what is derived from
+    it). Django's ASGI requests are read by it too (their ``request.scope``).
+
+    The request's key (:meth:`RequestReader.read_key`) holds the header values as the
+    server gave them, bytes not yet decoded: the reader decodes only what it reads on
+    a miss (a new visitor's cookie; a new page's headers), and every bytes value's
+    hash, computed once for the whole key, serves its slices (the ids' and the page's
+    keys) too. Nothing is decoded for a request read before.
+    """
+    found: list[bytes | None] = [None] * _KEY_HEADERS
+    for raw_name, raw_value in scope.get("headers") or ():
+        slot = _HEADER_SLOTS.get(raw_name, _ELSEWHERE)
+        if slot == _ELSEWHERE:
+            slot = _HEADER_SLOTS.get(raw_name.lower(), _UNREAD)
+        if slot >= 0:  # only the headers read are kept
+            before = found[slot]
+            if before is not None:  # a repeated header: joined as one
+                raw_value = before + (b"; " if slot == _COOKIE else b", ") + raw_value
+            found[slot] = raw_value
+    if not trust:
+        found[_FORWARDED] = None
+    client = scope.get("client")
+    host = None
+    if not found[_HOST]:  # no Host header (HTTP/1.0): the server's address
+        server = scope.get("server")
+        host = f"{server[0]}:{server[1]}" if server else None
+    key: Any = (
+        *found,
+        client[0] if client else None,
+        scope.get("scheme", "http"),
+        host,
+        _path(scope),
+        scope.get("query_string") or b"",
+        trust,
+    )
+    try:
+        return reader.context(key)
+    except (TypeError, AttributeError):  # a server that puts odd values in the scope
+        text = [None if value is None else bytes(value).decode("latin-1") for value in found]
+        return _unkept_context(text, scope, host or text[_HOST], trust)
+
+
+def _unkept_context(
+    found: list[str | None], scope: Scope, host: str | None, trust: bool
+) -> RequestContext:
+    """A request whose scope holds unhashable values: read, never kept."""
+    client = scope.get("client")
+    pairs = zip(KEY_HEADERS, found, strict=True)
+    headers = {name: value for name, value in pairs if value is not None}
+    anonymous_id, values = request_values(
+        headers,
+        client_ip=client[0] if client else None,
+        scheme=scope.get("scheme", "http"),
+        host=host,
+        path=_path(scope),
+        query=(scope.get("query_string") or b"").decode("latin-1"),
+        trust_forwarded=trust,
+    )
+    return RequestContext(None, anonymous_id, False, checked_context(values))

@@ -14,13 +14,17 @@ event may come from an async view that Django runs on an event loop under WSGI, 
 A ``StreamingHttpResponse``'s body runs after the middleware has returned, when the
 server iterates it (a sync iterator under WSGI, an async one under ASGI): it is iterated
 inside the request's context too, as the WSGI middleware does it, in a copy of the
-``contextvars`` context the view returned in. The request is over when its body ends or
-is closed; any other response closes it on the way out, as before.
+``contextvars`` context the view returned in, and so is the code that runs when the body
+is closed early (a generator's ``finally``): a sync body's close by ``response.close()``,
+an async body's close when the server drops it (the client gone), even when the garbage
+collector finalizes it later, during another request. The request is over when its body
+ends or is closed; any other response closes it on the way out, as before.
 """
 
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import Any
 
@@ -36,6 +40,7 @@ from .._context import (
     open_request,
 )
 from ._request import OPENED, RequestReader
+from .asgi import read_scope
 from .wsgi import read_environ
 
 __all__ = ["FanoutMiddleware"]
@@ -109,7 +114,13 @@ class FanoutMiddleware:
 
     def _read(self, request_and_person: tuple[Any, str | None]) -> RequestContext:
         request, person_id = request_and_person
-        ctx = read_environ(self._reader, request.META, False)
+        # An ASGI request's META is no WSGI environ (no ``wsgi.url_scheme``; its path is
+        # decoded text, not Latin-1 bytes): its scope is read as the ASGI middleware reads it.
+        scope = getattr(request, "scope", None)
+        if isinstance(scope, dict):
+            ctx = read_scope(self._reader, scope, False)
+        else:
+            ctx = read_environ(self._reader, request.META, False)
         if person_id is None:
             return ctx
         return RequestContext(person_id, ctx.anonymous_id, False, ctx.values)
@@ -139,27 +150,56 @@ def _stream_in_context(response: Any, ctx: LazyContext[Any], tokens: RequestToke
     server's thread or task serves other requests next), but ``ctx`` is not over yet: it
     is when the body ends, fails or is closed (``response.close()`` closes it, as Django
     closes any iterator with a ``close`` it is given).
+
+    The code that runs when the body is closed early (the view generator's ``finally``)
+    runs in that context too: a sync body's closers are run by the body's own ``close``,
+    and an async body that ends early closes the view's iterator itself.
     """
     content = response.streaming_content  # (Django's own wrapper: runs nothing yet)
     body_context = contextvars.copy_context()
     leave_request(tokens)
     if getattr(response, "is_async", False):
-        response.streaming_content = _AsyncBody(content, body_context, ctx)
+        # The view's own async iterator, under Django's wrapper: closing the wrapper does
+        # not close it, and no closer is registered for it (an async generator has no
+        # ``close``), so the collector would finalize it later, in whatever context is
+        # current then (another request's). ``_iterator`` is Django's private attribute
+        # (4.2+: ``aiter()`` of the content given, which the wrapper iterates); without
+        # it, only the wrapper is closed, as before.
+        inner = getattr(response, "_iterator", None)
+        response.streaming_content = _AsyncBody(content, body_context, ctx, inner)
     else:
-        response.streaming_content = _Body(content, body_context, ctx)
+        # Django registered the content's ``close`` (the view generator's) in
+        # ``_resource_closers`` when the response was built, and ``response.close()``
+        # calls it there, outside the request's context: the body's ``close`` calls it
+        # instead, inside (as the WSGI middleware closes its app's body). A private
+        # attribute (Django 3.0+): without a list there, Django calls them as before.
+        closers = getattr(response, "_resource_closers", None)
+        held: list[Callable[[], object]] = []
+        if isinstance(closers, list):
+            held = closers[:]
+            closers.clear()  # (the body's own ``close`` is registered next, in their place)
+        response.streaming_content = _Body(content, body_context, ctx, held)
 
 
 class _Body:
-    """A sync streamed body, each chunk produced inside its request's context."""
+    """A sync streamed body, each chunk produced and its closers run inside its request's
+    context."""
 
-    __slots__ = ("_content", "_context", "_request")
+    __slots__ = ("_content", "_context", "_request", "_closers")
 
     def __init__(
-        self, content: Iterator[bytes], context: contextvars.Context, request: LazyContext[Any]
+        self,
+        content: Iterator[bytes],
+        context: contextvars.Context,
+        request: LazyContext[Any],
+        closers: list[Callable[[], object]],
     ) -> None:
         self._content: Iterator[bytes] | None = content
         self._context: contextvars.Context | None = context
         self._request: LazyContext[Any] | None = request
+        #: The response's closers registered before this body (the view generator's
+        #: ``close``), for :meth:`close` to run in the request's context.
+        self._closers = closers
 
     def __iter__(self) -> Iterator[bytes]:
         return self
@@ -171,15 +211,32 @@ class _Body:
         try:
             return context.run(next, content)
         except BaseException:  # StopIteration included: the body is done either way
-            self.close()
+            self._end()
             raise
 
-    def close(self) -> None:
-        """End the request (a server's ``response.close()``, or the body's end)."""
+    def _end(self) -> None:
         request = self._request
-        self._content = self._context = self._request = None
+        self._content = self._request = None
         if request is not None:
             end_request(request)
+
+    def close(self) -> None:
+        """Run the response's closers of the body in the request's context (as Django's
+        ``response.close()`` would: each of them, in order), then end the request."""
+        closers, context = self._closers, self._context
+        self._closers, self._context = [], None
+        error: Exception | None = None
+        try:
+            if context is not None:
+                for closer in closers:
+                    try:
+                        context.run(closer)
+                    except Exception as exc:  # noqa: BLE001 - the next ones run all the same
+                        error = error or exc
+        finally:
+            self._end()
+        if error is not None:
+            raise error  # (Django's ``close()`` drops it, as it drops its closers' own)
 
 
 class _AsyncBody:
@@ -198,9 +255,10 @@ class _AsyncBody:
         content: AsyncIterator[bytes],
         context: contextvars.Context,
         request: LazyContext[Any],
+        inner: object,
     ) -> None:
         self._request = [request]
-        self._chunks = _chunks_in(content, context, self._request)
+        self._chunks = _chunks_in(content, context, self._request, inner)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
@@ -210,17 +268,41 @@ class _AsyncBody:
 
 
 async def _chunks_in(
-    content: AsyncIterator[bytes], context: contextvars.Context, request: list[LazyContext[Any]]
+    content: AsyncIterator[bytes],
+    context: contextvars.Context,
+    request: list[LazyContext[Any]],
+    inner: object,
 ) -> AsyncIterator[bytes]:
+    """``content``'s chunks, each step in ``context``. A body that ends early (cancelled,
+    closed, or finalized once the server dropped it) closes ``content`` and ``inner`` (the
+    view's iterator under Django's wrapper ``content``) in ``context``, so the view's
+    ``finally`` runs in its request's context, not later in another's."""
+    done = False
     try:
         while True:
             try:
                 chunk = await _InContext(context, context.run(content.__anext__))
             except StopAsyncIteration:
+                done = True
                 return
             yield chunk
     finally:
-        _end_held(request)
+        try:
+            if not done:
+                try:
+                    await _aclose_in(context, content)
+                finally:
+                    if inner is not content:
+                        await _aclose_in(context, inner)
+        finally:
+            _end_held(request)
+
+
+async def _aclose_in(context: contextvars.Context, iterator: object) -> None:
+    """``iterator.aclose()`` (an async generator's), run in ``context``."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await _InContext(context, context.run(aclose))
 
 
 def _end_held(request: list[LazyContext[Any]]) -> None:
@@ -233,7 +315,15 @@ def _end_held(request: list[LazyContext[Any]]) -> None:
 
 class _InContext:
     """Awaits ``awaitable`` with each of its steps run in ``context`` (what asyncio's task
-    does with its own context), for the step of a body the server's task awaits."""
+    does with its own context), for the step of a body the server's task awaits.
+
+    An async generator first iterated in a step (the view's, Django's wrapper of it, any
+    the body starts) is finalized in a copy of ``context`` too (:class:`_FinalizeIn`): one
+    the server drops half-way is closed by the event loop in a task of its own once it is
+    garbage, and by the cyclic collector it can be garbage at any time, in another
+    request's task. (Its finalizer is the thread's at its first iteration, so each step
+    runs with it; it is put back before the step's future goes to the server's task.)
+    """
 
     __slots__ = ("_context", "_awaitable")
 
@@ -242,21 +332,58 @@ class _InContext:
         self._awaitable = awaitable
 
     def __await__(self) -> Generator[Any, Any, Any]:
-        run = self._context.run
-        steps = run(self._awaitable.__await__)
+        context = self._context
+        steps = _step_in(context, self._awaitable.__await__)
         step: Callable[[Any], Any] = steps.send
         arg: Any = None
         while True:
             try:
-                yielded = run(step, arg)
+                yielded = _step_in(context, step, arg)
             except StopIteration as done:
                 return done.value
             try:
                 arg = yield yielded  # a future for the task to wait on, passed through
             except GeneratorExit:
-                run(steps.close)
+                _step_in(context, steps.close)
                 raise
             except BaseException as exc:  # noqa: BLE001 - a cancellation: into the step
                 step, arg = steps.throw, exc
             else:
                 step = steps.send
+
+
+def _step_in(context: contextvars.Context, step: Callable[..., Any], *args: Any) -> Any:
+    """``step(*args)`` in ``context``, with the thread's async generator finalizer (the
+    event loop's) run in ``context`` for the generators the step first iterates."""
+    firstiter, finalizer = _get_asyncgen_hooks()
+    if finalizer is None:  # no event loop's: nothing finalizes them in a task
+        return context.run(step, *args)
+    if isinstance(finalizer, _FinalizeIn):  # a body's inside another's (nested middleware)
+        own = _FinalizeIn(context, finalizer.finalizer)
+    else:
+        own = _FinalizeIn(context, finalizer)
+    _set_asyncgen_hooks(firstiter, own)
+    try:
+        return context.run(step, *args)
+    finally:
+        _set_asyncgen_hooks(firstiter, finalizer)
+
+
+_get_asyncgen_hooks = sys.get_asyncgen_hooks
+_set_asyncgen_hooks = sys.set_asyncgen_hooks
+
+
+class _FinalizeIn:
+    """An event loop's async generator finalizer, called in a copy of ``context`` (a copy:
+    ``context`` may be running here, when a step drops the generator). asyncio's and
+    uvloop's schedule the generator's ``aclose()`` in a new task, which copies the
+    context current when it is scheduled: the request's, not the collector's caller's."""
+
+    __slots__ = ("_context", "finalizer")
+
+    def __init__(self, context: contextvars.Context, finalizer: Callable[[Any], object]) -> None:
+        self._context = context
+        self.finalizer = finalizer
+
+    def __call__(self, agen: Any) -> None:
+        self._context.copy().run(self.finalizer, agen)

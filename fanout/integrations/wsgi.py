@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
+from urllib.parse import quote
 
 from .._context import RequestContext, activate_request, live_request
 from .._events import checked_context
-from ._request import OPENED, READ_HEADERS, RequestReader, request_values
+from ._request import _PATH_SAFE, OPENED, READ_HEADERS, RequestReader, request_values
 
 __all__ = ["FanoutMiddleware", "environ_context", "environ_values"]
 
@@ -66,16 +67,21 @@ def _environ_values(read: Any, environ: Mapping[str, Any], trust_forwarded: bool
 def _environ_path(environ: Mapping[str, Any]) -> str:
     """The path asked for, as text: ``SCRIPT_NAME`` + ``PATH_INFO``, which a WSGI server
     gives as the path's bytes read as Latin-1 (PEP 3333), read as the UTF-8 they are, as an
-    ASGI server gives its path (``/caf%C3%A9`` is ``/café`` under both). A path that is not
-    UTF-8 stays as it was given, and so does one already decoded (Django's ASGI
-    ``request.META``, whose characters past Latin-1 cannot be its bytes)."""
+    ASGI server gives its path (``/caf%C3%A9`` is ``/café`` under both, and both name the
+    page ``/caf%C3%A9``, as the browser does: ``_request._browser_path``). Bytes that are
+    not UTF-8 are given back as their escapes (``/caf%E9``); a path already decoded
+    (Django's ASGI ``request.META``, whose characters past Latin-1 cannot be bytes) as it is."""
     path: str = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/")
     if path.isascii():
         return path
     try:
-        return path.encode("latin-1").decode("utf-8")
+        raw = path.encode("latin-1")
     except UnicodeError:
         return path
+    try:
+        return raw.decode("utf-8")
+    except UnicodeError:
+        return quote(raw, safe=_PATH_SAFE)
 
 
 def _server_host(environ: Mapping[str, Any]) -> str | None:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
@@ -233,6 +235,34 @@ def test_inside_the_asgi_middleware_it_encloses_the_asgi_request(
     assert [(e["person_id"], e["anonymous_id"]) for e in events] == [("user-1", "visitor-1")] * 2
 
 
+def test_under_asgi_the_request_is_read_from_its_scope(django_project, default_client, collector):
+    """Django's ASGI request keeps no ``wsgi.url_scheme`` in ``request.META`` (and its
+    ``PATH_INFO`` is decoded text, not WSGI's Latin-1): read from ``request.scope`` as
+    the ASGI middleware reads it, an https request's page was named ``http://``."""
+    from django.core.asgi import get_asgi_application
+
+    app = get_asgi_application()
+    headers = {"X-Fanout-Anonymous-Id": "visitor-1", "Referer": "https://news.example/a"}
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="https://shop.example") as h:
+            return [(await h.get(p, params={"i": 1}, headers=headers)).status_code
+                    for p in ("/atrack", "/track")]
+
+    assert asyncio.run(main()) == [200, 200]
+    assert default_client.flush(timeout=10).ok
+    events = stored(collector)
+    assert [e["properties"]["mode"] for e in events] == ["async", "sync"]
+    for event in events:
+        context = event["context"]
+        assert event["anonymous_id"] == "visitor-1"
+        assert context["url"] == f"https://shop.example{context['path']}?i=1"
+        assert context["referrer"] == "https://news.example/a"
+    assert [e["context"]["path"] for e in events] == ["/atrack", "/track"]
+    assert collector.store.count_events() == 2
+
+
 # Streamed bodies: the server iterates a StreamingHttpResponse after the middleware returned.
 
 #: For each streamed body: whether its request was live while the body ran, and a copy of
@@ -290,6 +320,49 @@ async def hang_view(request):  # type: ignore[no-untyped-def]
     return StreamingHttpResponse(body())
 
 
+def closing_stream_view(request):  # type: ignore[no-untyped-def]
+    """Two chunks from a generator that tracks in its ``finally``: run by the body's
+    end, or by ``response.close()`` when the client is gone after the first."""
+    from django.http import StreamingHttpResponse
+
+    def body():  # type: ignore[no-untyped-def]
+        _seen_by_body()
+        try:
+            for i in range(2):
+                fanout.track("chunk.sent", properties={"i": i, "mode": "sync"})
+                yield f"{i}\n"
+        finally:
+            fanout.track("stream.closed")
+
+    return StreamingHttpResponse(body())
+
+
+async def aclosing_stream_view(request):  # type: ignore[no-untyped-def]
+    """:func:`closing_stream_view`'s async twin: its ``finally`` runs when the generator
+    is closed, by whoever closes it."""
+    from django.http import StreamingHttpResponse
+
+    async def body():  # type: ignore[no-untyped-def]
+        _seen_by_body()
+        try:
+            for i in range(2):
+                fanout.track("chunk.sent", properties={"i": i, "mode": "async"})
+                yield f"{i}\n"
+        finally:
+            fanout.track("stream.closed")
+
+    return StreamingHttpResponse(body())
+
+
+async def collect_view(request):  # type: ignore[no-untyped-def]
+    """A page during which the cyclic garbage collector runs, as it may in any request."""
+    from django.http import HttpResponse
+
+    gc.collect()
+    fanout.track("page.viewed")
+    return HttpResponse(b"ok")
+
+
 @pytest.fixture
 def stream_urls(django_project):
     """``django_site``'s login, and the streaming views above."""
@@ -305,6 +378,9 @@ def stream_urls(django_project):
         path("stream", stream_view),
         path("astream", astream_view),
         path("hang", hang_view),
+        path("closing", closing_stream_view),
+        path("aclosing", aclosing_stream_view),
+        path("collect", collect_view),
     ]
     BODIES.clear()
     with override_settings(ROOT_URLCONF=urls):
@@ -466,5 +542,148 @@ def test_under_the_asgi_handler_a_client_gone_mid_body_ends_its_request(
         ("chunk.sent", "visitor-1", "/hang"),
         ("stream.aborted", "visitor-1", "/hang"),
     ]
+    assert {e.get("person_id") for e in events} == {None}
+    _check_bodies_ended(1)
+
+
+def test_under_the_wsgi_handler_a_body_closed_early_cleans_up_in_its_request_context(
+    stream_urls, default_client, collector
+):
+    """Under Django's WSGI handler, a generator's ``finally`` run by ``response.close()``
+    (a client gone after the first chunk; Django registered the generator's ``close``
+    when the response was built) tracks with its own request's ids, as one run by the
+    body's end does."""
+    from wsgiref.util import setup_testing_defaults
+
+    from django.core.wsgi import get_wsgi_application
+
+    app = get_wsgi_application()
+
+    def call(visitor: str):  # type: ignore[no-untyped-def]
+        environ: dict[str, object] = {
+            "PATH_INFO": "/closing",
+            "HTTP_X_FANOUT_ANONYMOUS_ID": visitor,
+        }
+        setup_testing_defaults(environ)
+        return app(environ, lambda status, headers, exc_info=None: None)
+
+    for visitor in ("visitor-1", "visitor-2"):
+        body = call(visitor)
+        assert next(iter(body)) == b"0\n"
+        body.close()
+        assert _context.current() is None  # the server's thread, between its requests
+    body = call("visitor-3")
+    assert b"".join(body) == b"0\n1\n"
+    body.close()
+    assert default_client.flush(timeout=10).ok
+    events = stored(collector)
+    assert Counter((e["name"], e["anonymous_id"], e["context"]["path"]) for e in events) == {
+        ("chunk.sent", "visitor-1", "/closing"): 1,
+        ("stream.closed", "visitor-1", "/closing"): 1,
+        ("chunk.sent", "visitor-2", "/closing"): 1,
+        ("stream.closed", "visitor-2", "/closing"): 1,
+        ("chunk.sent", "visitor-3", "/closing"): 2,
+        ("stream.closed", "visitor-3", "/closing"): 1,
+    }
+    assert {e.get("person_id") for e in events} == {None}
+    _check_bodies_ended(3)
+
+
+def test_under_the_asgi_handler_a_body_left_mid_way_cleans_up_in_its_request_context(
+    stream_urls, default_client, collector
+):
+    """Under Django's ASGI handler, the client leaves while the server sends the first
+    chunk: the body is dropped at its ``yield``, and nothing closes the view's generator
+    until the garbage collector finalizes it, here during another visitor's request (the
+    event loop closes it in a task copied from the context current then). Its ``finally``
+    still tracks with its own request's ids, and the other request's events with theirs."""
+    from django.core.asgi import get_asgi_application
+
+    app = get_asgi_application()
+
+    def scope(path: str, visitor: bytes) -> dict[str, object]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"shop.test"), (b"x-fanout-anonymous-id", visitor)],
+            "client": ("192.0.2.7", 50000),
+            "server": ("shop.test", 80),
+        }
+
+    async def leave_mid_body() -> list[object]:
+        """visitor-1's client: gone while the first chunk is being sent."""
+        bodies: list[object] = []
+        gone = asyncio.Event()
+        requested = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body":
+                bodies.append(message.get("body"))
+                gone.set()
+                await asyncio.Event().wait()  # a send that never completes: cancelled
+
+        await asyncio.wait_for(app(scope("/aclosing", b"visitor-1"), receive, send), 10)
+        return bodies
+
+    async def another_visitor() -> list[object]:
+        sent: list[object] = []
+        requested = False
+
+        async def receive() -> dict[str, object]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.body":
+                sent.append(message.get("body"))
+
+        await asyncio.wait_for(app(scope("/collect", b"visitor-2"), receive, send), 10)
+        return sent
+
+    async def main() -> tuple[list[object], list[object]]:
+        left = await leave_mid_body()
+        other = await another_visitor()  # its view runs the collector
+        # The finalizers' aclose() tasks, scheduled with call_soon_threadsafe: let them run.
+        await asyncio.sleep(0)
+        while tasks := asyncio.all_tasks() - {asyncio.current_task()}:
+            await asyncio.gather(*tasks)
+        return left, other
+
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()  # the collector runs in visitor-2's view, not at a time of its choosing
+    try:
+        left, other = asyncio.run(main())
+    finally:
+        if enabled:
+            gc.enable()
+    assert left == [b"0\n"]
+    assert other == [b"ok"]
+    assert default_client.flush(timeout=10).ok
+    events = stored(collector)
+    assert Counter((e["name"], e["anonymous_id"], e["context"]["path"]) for e in events) == {
+        ("chunk.sent", "visitor-1", "/aclosing"): 1,
+        ("stream.closed", "visitor-1", "/aclosing"): 1,
+        ("page.viewed", "visitor-2", "/collect"): 1,
+    }
     assert {e.get("person_id") for e in events} == {None}
     _check_bodies_ended(1)
