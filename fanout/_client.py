@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _config, _context, _lifecycle
-from ._channel import Channel, ChannelLike, ErrorCallback
+from ._channel import Channel, ChannelLike, Claim, ErrorCallback
 from ._config import ClientOptions
 from ._events import Event, build
 from ._exceptions import InvalidEvent
@@ -92,6 +92,12 @@ class Client:
         observer: DeliveryObserver | None = None,
     ) -> None:
         env = _config.environ() if environ is None else environ
+        #: Built once the process has begun to exit: no exit hook will send a queue (see
+        #: docs/lifecycle.md), so every call is delivered before it returns, as in sync
+        #: mode (no spool, no worker, no delivery process), within the shutdown timeout.
+        self._late = _lifecycle.exit_started()
+        if self._late:
+            sync, delivery_mode = True, "thread"
         named = [p for p in providers or () if isinstance(p, str)]
         options = ClientOptions.resolve(
             env,
@@ -137,10 +143,13 @@ class Client:
         self.registry: Registry = wiring.registry
         self._channels: list[ChannelLike] = wiring.channels
         self._channel_names = tuple(c.name for c in self._channels)
-        self._queued: Sequence[ChannelLike] = wiring.fan_out or [
-            c for c in self._channels if not c.options.sync
+        self._sync = [
+            c for c in self._channels if isinstance(c, Channel) and (c.options.sync or self._late)
         ]
-        self._sync = [c for c in self._channels if isinstance(c, Channel) and c.options.sync]
+        self._sync_names = frozenset(c.name for c in self._sync)
+        self._queued: Sequence[ChannelLike] = wiring.fan_out or [
+            c for c in self._channels if c.name not in self._sync_names
+        ]
         #: The queued channels' ``emit``, bound once: the fan-out loop runs per call.
         self._emits = tuple(c.emit for c in self._queued)
         self._processors = wiring.processors
@@ -150,8 +159,12 @@ class Client:
         self._state = ClientState.OPEN
         self._shutdown_lock = threading.Lock()
         self._final_report: FlushReport | None = None
+        #: A late client's providers that did not answer in time (``_send_at_exit``).
+        self._given_up_at_exit: set[str] = set()
         if register_atexit:
             _lifecycle.register_client(self)
+        if self._late:
+            logger.debug("fanout client built at exit: each call is delivered before it returns")
         logger.debug("fanout client ready: providers %s", ", ".join(self.providers))
 
     @classmethod
@@ -417,18 +430,69 @@ class Client:
                 for emit in self._emits:
                     emit(event)
                 if self._sync:
-                    deliver_sync(self._sync, event, self._options.sync_timeout)
+                    self._send_sync(self._sync, event)
                 return
             for channel in self._channels:
                 if channel.name not in route:
                     channel.skip_routed()
-                elif not channel.options.sync:
+                elif channel.name not in self._sync_names:
                     channel.emit(event)
             sync = [c for c in self._sync if c.name in route]
             if sync:
-                deliver_sync(sync, event, self._options.sync_timeout)
+                self._send_sync(sync, event)
         except Exception:  # noqa: BLE001
             logger.exception("internal error while dispatching an event")
+
+    def _send_sync(self, channels: list[Channel], event: Event) -> None:
+        """Sync mode: deliver ``event`` to ``channels`` before returning (``_sync.py``)."""
+        if self._late:
+            self._send_at_exit(channels, event)
+        else:
+            deliver_sync(channels, event, self._options.sync_timeout)
+
+    def _send_at_exit(self, channels: list[Channel], event: Event) -> None:
+        """A late client's call: sync mode's delivery, each provider within the shutdown timeout.
+
+        Nothing would send a queue any more (docs/lifecycle.md), so the call is delivered to
+        every provider in parallel before it returns, within ``FANOUT_SHUTDOWN_TIMEOUT``. A
+        provider that did not make it (dead-lettered and counted, ``sync_timeout``) is not
+        waited for again: the client's later calls dead-letter and count its events at once,
+        so a hung backend holds the exit up once, not once per call, and the other providers
+        still get theirs. Where no thread can start any more (Python 3.12.0 at exit), the
+        providers are sent to one after another, each within the timeout (give or take the
+        request in flight: nothing can cut short a ``send()`` then).
+        """
+        timeout = self._options.shutdown_timeout
+        given_up = self._given_up_at_exit
+        live = [c for c in channels if c.name not in given_up]
+        for channel in channels:
+            if channel.name not in given_up:
+                continue
+            if self._state is ClientState.OPEN and event.kind in channel.kinds:
+                channel.abandon(
+                    Claim([event]),
+                    f"{channel.name} did not answer within FANOUT_SHUTDOWN_TIMEOUT "
+                    f"({timeout:g}s) at exit",
+                )
+            else:  # counted as it would be (closed, unsupported_kind), nothing sent
+                channel.deliver_now(event, time.monotonic())
+        if not live:
+            return
+        if _lifecycle.threads_allowed():
+            before = [c.report().losses.get("sync_timeout", 0) for c in live]
+            deadline = time.monotonic() + timeout
+            deliver_sync(live, event, timeout)
+            if len(live) == 1 and time.monotonic() >= deadline:  # sent without a thread
+                given_up.add(live[0].name)
+            for channel, timed_out in zip(live, before, strict=True):
+                if channel.report().losses.get("sync_timeout", 0) > timed_out:
+                    given_up.add(channel.name)
+            return
+        for channel in live:
+            deadline = time.monotonic() + timeout
+            channel.deliver_now(event, deadline)
+            if time.monotonic() >= deadline:
+                given_up.add(channel.name)
 
     # -- delivery control ----------------------------------------------------------------
 

@@ -10,10 +10,17 @@ Exit paths covered here:
 - **Normal exit** (end of the script, ``sys.exit``, an uncaught exception, Ctrl-C that ends
   the main thread): ``atexit`` shuts every open client down within its shutdown timeout.
 - **multiprocessing children** leave through ``os._exit``, which skips ``atexit``, but
-  multiprocessing runs its own finalizers first. A child started with the fork method gets
-  one registered through ``multiprocessing.util.register_after_fork`` (the child's
-  bootstrap clears inherited finalizers, then runs after-fork callbacks); a client built in
-  a spawned child registers one directly.
+  multiprocessing runs its own finalizers first (``util._exit_function`` at the end of
+  ``BaseProcess._bootstrap``): fanout registers one in every child that has a client,
+  whether the client was inherited through a fork (from the parent, or from a forkserver
+  that preloaded it), built while a spawn or forkserver child imports the main module or
+  unpickles its target (before the bootstrap), or built once the child runs. The fork and
+  forkserver bootstraps clear the finalizers registered before them, then run the
+  after-fork callbacks, from which fanout registers it again (``_install_mp_finalizer``).
+- **Exit already under way**: a client built once fanout's exit hook has run, or while the
+  interpreter runs its ``atexit`` callbacks, would never be shut down (Python never runs a
+  callback registered while they run), so it delivers each call before returning
+  (:func:`exit_started`, ``Client._send_at_exit``).
 - **Forked children** get fresh channel runtimes (threads, locks, empty queues): the parent
   keeps and sends what it had queued.
 
@@ -29,9 +36,16 @@ import os
 import sys
 import threading
 import weakref
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["register_client", "register_fork_aware", "shutdown_all", "hook_counts"]
+__all__ = [
+    "register_client",
+    "register_fork_aware",
+    "shutdown_all",
+    "hook_counts",
+    "exit_started",
+    "threads_allowed",
+]
 
 logger = logging.getLogger("fanout")
 
@@ -55,9 +69,19 @@ class _Registry:
         self.fork_hooks = 0
         self.exit_hooks = 0
         self.mp_finalizers = 0
-        #: The pid whose multiprocessing finalizer is registered (one per process).
+        #: The multiprocessing finalizer registered in this process (one per process), and
+        #: the pid it belongs to: a forked child inherits the parent's, which does not run.
+        self.mp_finalizer: Any = None
         self.mp_finalizer_pid: int | None = None
+        #: ``_mp_after_fork`` is in ``multiprocessing.util``'s after-fork registry (which a
+        #: forked child inherits along with this flag).
+        self.mp_after_fork = False
         self.exiting = False
+        #: The exit hook has run (``atexit``, or a multiprocessing child's finalizer):
+        #: nothing shuts down a client built after it.
+        self.exit_hook_ran = False
+        #: A thread failed to start (Python 3.12.0 refuses them once exit has begun).
+        self.threads_refused = False
 
 
 _registry = _Registry()
@@ -67,7 +91,7 @@ def register_client(client: _Closable) -> None:
     """Shut ``client`` down at interpreter exit (and before a multiprocessing child exits)."""
     _install()
     _registry.clients.add(client)
-    _install_mp_finalizer_in_child()
+    _install_mp_finalizer()
 
 
 def register_fork_aware(obj: _ForkAware) -> None:
@@ -92,6 +116,7 @@ def shutdown_all() -> None:
     if _registry.exiting:
         return
     _registry.exiting = True
+    _registry.exit_hook_ran = True
     try:
         for client in list(_registry.clients):
             try:
@@ -100,6 +125,40 @@ def shutdown_all() -> None:
                 logger.exception("fanout: shutdown at exit failed")
     finally:
         _registry.exiting = False
+
+
+def exit_started() -> bool:
+    """Whether this process has begun to exit, so that nothing will shut down a client built now.
+
+    True once fanout's exit hook has run (``atexit``, or a multiprocessing child's finalizer),
+    and on the main thread while the interpreter runs its exit callbacks: by then
+    ``threading._shutdown`` has marked the main thread stopped. A callback registered while
+    they run never runs, so this also covers a process whose first client is built in an
+    ``atexit`` handler (fanout's own hook was never installed). Other threads are not asked:
+    while the main thread waits for non-daemon threads at the end of the script, the main
+    thread is stopped too, and a client built on one of those threads is shut down normally.
+    """
+    if _registry.exit_hook_ran:
+        return True
+    main = threading.main_thread()
+    return threading.current_thread() is main and not main.is_alive()
+
+
+def threads_allowed() -> bool:
+    """Whether a new thread can still start: this tries one. Python 3.12.0 refuses them
+    once exit has begun, ``atexit`` callbacks included (3.11 and 3.13 allow them there)."""
+    if _registry.threads_refused:
+        return False
+    try:
+        threading.Thread(target=_nothing, name="fanout-probe", daemon=True).start()
+    except RuntimeError:
+        _registry.threads_refused = True
+        return False
+    return True
+
+
+def _nothing() -> None:
+    pass
 
 
 def _install() -> None:
@@ -128,32 +187,53 @@ def _after_fork_in_child() -> None:
     if util is not None and _registry.clients:
         # A multiprocessing child clears inherited finalizers in its bootstrap and then
         # runs the after-fork callbacks: register the finalizer from one of those.
+        _register_mp_after_fork(util)
+
+
+def _install_mp_finalizer() -> None:
+    """Have a multiprocessing child shut its clients down before it leaves.
+
+    A child whose bootstrap has run (``parent_process()`` is set) registers the finalizer
+    directly. Before it, a spawn or forkserver child imports the main module and unpickles
+    its target, importing the worker module, while ``current_process()._inheriting`` is
+    set and ``parent_process()`` is still ``None``; a forkserver also imports its preloaded
+    modules before forking children. A finalizer registered then is kept by spawn's
+    bootstrap, but cleared by fork's and forkserver's, which then run the after-fork
+    callbacks: register one of those too, which re-registers it. Outside multiprocessing
+    the callback only ever runs in the bootstrap of a child started later.
+    """
+    util = sys.modules.get("multiprocessing.util")
+    process = sys.modules.get("multiprocessing.process")
+    if util is None or process is None:
+        return  # not a multiprocessing child; a fork later is seen by _after_fork_in_child
+    _register_mp_after_fork(util)
+    current = process.current_process()
+    if process.parent_process() is not None or getattr(current, "_inheriting", False):
+        _register_mp_finalizer()
+
+
+def _register_mp_after_fork(util: Any) -> None:
+    if not _registry.mp_after_fork:
+        _registry.mp_after_fork = True
         util.register_after_fork(_registry, _mp_after_fork)
 
 
 def _mp_after_fork(_: object) -> None:
-    _registry.mp_finalizer_pid = None  # the bootstrap has just cleared the finalizers
+    # In a multiprocessing child's bootstrap, which has just cleared the finalizers.
     _register_mp_finalizer()
-
-
-def _install_mp_finalizer_in_child() -> None:
-    """A client built inside a multiprocessing child (spawn, forkserver) registers directly."""
-    mp = sys.modules.get("multiprocessing")
-    if mp is None or mp.parent_process() is None:
-        return
-    _register_mp_finalizer()
-    # Spawn's bootstrap clears finalizers registered while the main module was imported.
-    util = sys.modules.get("multiprocessing.util")
-    if util is not None:
-        util.register_after_fork(_registry, _mp_after_fork)
 
 
 def _register_mp_finalizer() -> None:
     from multiprocessing import util
 
-    if _registry.mp_finalizer_pid == os.getpid():
+    finalizer = _registry.mp_finalizer
+    if (
+        finalizer is not None
+        and _registry.mp_finalizer_pid == os.getpid()
+        and finalizer.still_active()
+    ):
         return
     _registry.mp_finalizer_pid = os.getpid()
     # A high priority: run before multiprocessing tears down its own queues and pipes.
-    util.Finalize(None, shutdown_all, exitpriority=100)
+    _registry.mp_finalizer = util.Finalize(None, shutdown_all, exitpriority=100)
     _registry.mp_finalizers += 1
