@@ -9,40 +9,12 @@ counted, not timed.
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Sequence
 
 import fanout
-from fanout import Event
 
-TICKS = 5
+from .loop_probe import TICKS, GatedProvider, loop_probe
+
 EVENTS = 50
-
-
-class GatedProvider:
-    """Delivers only after the loop probe opened the gate; keeps what it delivered."""
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-        self.delivered: list[Event] = []
-
-    def send(self, batch: Sequence[Event]) -> None:
-        if not self.gate.wait(timeout=30):
-            raise TimeoutError("the probe never ran: the loop was blocked")
-        self.delivered.extend(batch)
-
-    def close(self) -> None:
-        self.gate.set()
-
-
-async def _probe(provider: GatedProvider, ticks: list[int]) -> None:
-    while True:
-        await asyncio.sleep(0.001)
-        ticks.append(1)
-        if len(ticks) >= TICKS:
-            provider.gate.set()
 
 
 def _run(method: str, make_client) -> tuple[GatedProvider, fanout.FlushReport, int]:
@@ -53,7 +25,7 @@ def _run(method: str, make_client) -> tuple[GatedProvider, fanout.FlushReport, i
 
     async def main() -> tuple[fanout.FlushReport, int]:
         ticks: list[int] = []
-        probe = asyncio.create_task(_probe(provider, ticks))
+        probe = asyncio.create_task(loop_probe(provider, ticks))
         report = await getattr(client, method)(timeout=20)
         probe.cancel()
         return report, len(ticks)

@@ -10,19 +10,17 @@ import asyncio
 import inspect
 import subprocess
 import textwrap
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator
 
 import pytest
 
-from fanout import Event
 from fanout.integrations.serverless import flush_after
 from fanout.testing import InMemoryProvider
 
 from .conftest import PYTHON, app_env, stored
+from .loop_probe import TICKS, GatedProvider, loop_probe
 
 EVENTS = 20
-TICKS = 5
 
 HANDLERS = {
     "decorator": """
@@ -229,14 +227,6 @@ STREAMING = {
     # function to ``inspect``, so the kind is told by what the call returns.
     "generator-behind-another-decorator": (
         """
-        import functools
-
-        def logged(func):
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                return func(*args, **kwargs)
-            return wrapper
-
         @flush_after
         @logged
         def handler(event, context):
@@ -251,14 +241,6 @@ STREAMING = {
     ),
     "async-generator-behind-another-decorator": (
         """
-        import functools
-
-        def logged(func):
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                return func(*args, **kwargs)
-            return wrapper
-
         @flush_after
         @logged
         async def handler(event, context):
@@ -276,14 +258,6 @@ STREAMING = {
     ),
     "coroutine-behind-another-decorator": (
         """
-        import functools
-
-        def logged(func):
-            @functools.wraps(func)
-            def wrapper(*args, **kwargs):
-                return func(*args, **kwargs)
-            return wrapper
-
         @flush_after
         @logged
         async def handler(event, context):
@@ -307,6 +281,14 @@ STREAMED = {STREAMED}
 def chunk(event, i):
     fanout.track("handler.streamed", person_id="user-1", event_id=f"{{event['id']}}-{{i}}")
     return f"chunk-{{i}}"
+
+def logged(func):  # another decorator, as Powertools' inject_lambda_context
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+    return wrapper
 """
 )
 
@@ -326,36 +308,6 @@ def test_streaming_handler_ending_in_os_exit(collector, variant):
     assert ids == sorted(expected), done.stderr
 
 
-class GatedProvider:
-    """Delivers only once the loop probe ticked while a send was waiting: a flush that
-    blocked the event loop would wait for a tick that never comes, and fail."""
-
-    name = "gated"
-
-    def __init__(self) -> None:
-        self.sending = threading.Event()
-        self.gate = threading.Event()
-        self.delivered: list[Event] = []
-
-    def send(self, batch: Sequence[Event]) -> None:
-        self.sending.set()
-        if not self.gate.wait(timeout=5):
-            raise TimeoutError("the probe never ticked during the send: the loop was blocked")
-        self.delivered.extend(batch)
-
-    def close(self) -> None:
-        self.gate.set()
-
-
-async def _probe(provider: GatedProvider, ticks: list[int]) -> None:
-    while True:
-        await asyncio.sleep(0.001)
-        if provider.sending.is_set():
-            ticks.append(1)
-            if len(ticks) >= TICKS:
-                provider.gate.set()
-
-
 @pytest.mark.parametrize("end", ["exhausted", "aclose"])
 def test_async_generator_handler_flushes_without_blocking_the_loop(make_client, end):
     provider = GatedProvider()
@@ -372,7 +324,7 @@ def test_async_generator_handler_flushes_without_blocking_the_loop(make_client, 
 
     async def main() -> tuple[list[int], list[str | None], int]:
         ticks: list[int] = []
-        probe = asyncio.create_task(_probe(provider, ticks))
+        probe = asyncio.create_task(loop_probe(provider, ticks))
         stream = handler({}, None)
         if end == "exhausted":
             body = [i async for i in stream]
