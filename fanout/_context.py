@@ -259,9 +259,10 @@ class LazyContext(Generic[_T]):
         ctx = self._resolved
         if ctx is not None:
             return ctx
-        lock = self._lock
-        lock.acquire()  # (not ``with``: its special-method lookups cost as much as the lock)
-        try:
+        # ``with``, not ``acquire()`` then ``try``: a signal's exception (Ctrl-C) could come
+        # right after the acquire, before the ``try``, and leave the lock held: every later
+        # call in the request would wait for it forever.
+        with self._lock:
             ctx = self._resolved
             if ctx is None:
                 try:
@@ -276,8 +277,6 @@ class LazyContext(Generic[_T]):
                     ctx = _merge(_resolve(parent), mine)
                 self._resolved = ctx
             return ctx
-        finally:
-            lock.release()
 
 
 _current: contextvars.ContextVar[RequestContext | LazyContext[Any] | None] = (

@@ -23,6 +23,12 @@ What such a provider can cost another channel is bounded by ``stall``, once.
 This is process-wide on purpose: the GIL it shares out is process-wide. After ``fork`` the
 child gets a fresh lock (the parent's holder does not exist there): each channel resets its
 lane in its own after-fork step, before any worker of the child runs.
+
+The lane is taken without ``with`` (a bounded wait, and held across calls), which a signal's
+exception raised right after the acquire would leave held. Only channel workers take it
+(``Channel._deliver`` on the worker; sync mode's senders do not), and CPython runs signal
+handlers on the main thread alone, so none is raised there. A lane left held anyway would
+cost each batch at most ``stall`` of waiting, never an event.
 """
 
 from __future__ import annotations

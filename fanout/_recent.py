@@ -29,6 +29,13 @@ class Recent(Generic[_K, _V]):
     inherited this one held by a thread that does not exist there. The oldest entry goes
     by ``OrderedDict.popitem``: a dict's first key is found by skipping the slots of those
     deleted before it, a cost that grows with the store (1.8 µs per eviction at 2,048).
+
+    The store's ``acquire(blocking=False)`` cannot be a ``with``, so a signal's exception
+    (Ctrl-C) raised right after it returned, before the ``try``, would leave the lock held.
+    That is left as is: no one ever waits for this lock, so it blocks nothing and loses no
+    event; this store would only keep nothing more in this process (every reading computed
+    again; a forked child gets a new lock), and only in a process that went on after a
+    KeyboardInterrupt raised in a request.
     """
 
     __slots__ = ("_data", "_size", "_lock", "get", "__weakref__")

@@ -187,7 +187,15 @@ class ChildLink:
         _grow_pipe(self._in.fileno())
         self._out: IO[bytes] = self.proc.stdout
         self.pid = self.proc.pid
-        self.write_lock = threading.Lock()
+        #: Held to write to the child. Reentrant for its owner check: the main thread takes
+        #: it with a timeout (``request``, ``close_input``: a hand-off blocked on a full pipe
+        #: may hold it), which ``with`` cannot do, so a signal's exception (Ctrl-C during a
+        #: flush, a second one during the exit hook's) may come right after the acquire
+        #: returned, before the ``try`` began. A plain lock left held there would stop every
+        #: later hand-off and make ``unresolved()`` (the exit report) wait forever. An RLock
+        #: knows its owner: their ``finally`` releases it, and its release refuses (raises
+        #: RuntimeError) when the calling thread does not hold it.
+        self.write_lock = threading.RLock()
         self.latest_lock = threading.Lock()
         self._lock = threading.Lock()
         self._next_id = 0
@@ -303,18 +311,22 @@ class ChildLink:
             self._next_id += 1
             rid = self._next_id
             self._waiting[rid] = slot
+        lock = self.write_lock
         try:
             # Bounded: a hand-off blocked on a full pipe (a stopped child) holds the lock.
-            if not self.write_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            # The acquire inside the ``try`` (see ``write_lock``).
+            if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 return None
-            try:
-                if self.dead.is_set():
-                    return None
-                self._write(orjson.dumps({"op": op, "id": rid, **fields}) + b"\n")
-            finally:
-                self.write_lock.release()
+            if self.dead.is_set():
+                return None
+            self._write(orjson.dumps({"op": op, "id": rid, **fields}) + b"\n")
         except OSError:
             return None
+        finally:
+            try:  # inline: a call into Python code first could itself be cut short
+                lock.release()
+            except RuntimeError:  # not held by this thread: timed out, or never acquired
+                pass
         try:
             while not slot[0].wait(min(0.05, max(0.0, deadline - time.monotonic()))):
                 if time.monotonic() >= deadline or self.dead.is_set():
@@ -328,14 +340,18 @@ class ChildLink:
     def close_input(self, timeout: float = 5.0) -> bool:
         """EOF for the child: it delivers what it holds and exits. ``False`` when a
         hand-off blocked on a full pipe (a stopped child) kept the pipe for ``timeout``."""
-        if not self.write_lock.acquire(timeout=max(0.0, timeout)):
-            return False
-        try:
+        lock = self.write_lock
+        try:  # the acquire inside the ``try`` (see ``write_lock``)
+            if not lock.acquire(timeout=max(0.0, timeout)):
+                return False
             self._in.close()
         except OSError:
             pass
         finally:
-            self.write_lock.release()
+            try:  # as in ``request``
+                lock.release()
+            except RuntimeError:  # not held by this thread
+                pass
         return True
 
     def wait_exit(self, timeout: float) -> bool:

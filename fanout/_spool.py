@@ -52,7 +52,7 @@ from ._config import (
 )
 from ._events import Event
 from ._exceptions import ConfigError, InvalidEvent
-from ._queue import take_head
+from ._queue import Wake, take_head
 
 __all__ = ["COMMIT_INTERVAL", "SpoolOptions", "SpoolQueue"]
 
@@ -152,9 +152,14 @@ class SpoolQueue:
 
     def _init_state(self) -> None:
         """Everything per process: rebuilt in a forked child."""
-        self._lock = threading.Lock()
+        # ``_lock`` is an RLock, for ``put`` (see MemoryQueue.put). Locks are taken with
+        # ``with`` on the lock itself, never on a Condition: its ``__enter__`` is Python
+        # code, which a signal's exception (Ctrl-C, a SIGTERM handler's ``sys.exit``) can
+        # leave with the lock taken and the block not begun.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
-        self._committed = threading.Condition(threading.Lock())
+        self._commit_lock = threading.Lock()
+        self._committed = threading.Condition(self._commit_lock)
         self._waiting = 0
         self._items: collections.deque[Event | _Spooled] = collections.deque()
         self._raw = 0  # _Spooled lines in _items (taken over, not decoded yet)
@@ -172,7 +177,7 @@ class SpoolQueue:
         self._seg_bytes = 0
         self._segments: list[tuple[int, Path]] = []
         self._thread: threading.Thread | None = None
-        self._wake = threading.Event()
+        self._wake = Wake()  # not a threading.Event: the caller's thread sets it (see Wake)
         self._idle = False
         self._closing = False
 
@@ -180,23 +185,30 @@ class SpoolQueue:
 
     def put(self, event: Event, timeout: float | None = None) -> int:
         size = event.size
-        # acquire/release rather than ``with``, as MemoryQueue.put does: on CPython 3.11 the
-        # with statement's special-method lookups cost about as much as the lock itself.
+        # The acquire inside the ``try``, released only if held, as MemoryQueue.put (see
+        # there): a signal's exception never leaves the lock held. The counts go first and
+        # the second append runs even if an exception ends the first, so that an event is
+        # in both lists (delivered from one, written from the other) or in neither.
         lock = self._lock
-        lock.acquire()
         try:
+            lock.acquire()
             items = self._items
             n = len(items)
             if not (n < self.max_events and (self._bytes + size <= self.max_bytes or not n)):
                 if not timeout or not self._wait_for_room(event, timeout):
                     return 0
                 n = len(items)
-            items.append(event)
-            self._unwritten.append(event)
             self._bytes += size
             self._total = seq = self._total + 1
+            try:
+                items.append(event)
+            finally:
+                self._unwritten.append(event)
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except RuntimeError:  # not this thread's: the acquire was cut short
+                pass
         if self._thread is None:
             self._start_writer()
         if self.sync:
@@ -226,7 +238,7 @@ class SpoolQueue:
     def _wait_committed(self, seq: int) -> None:
         self._wake.set()
         deadline = time.monotonic() + SYNC_WAIT
-        with self._committed:
+        with self._commit_lock:
             while self._durable < seq and not self._degraded:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -325,9 +337,9 @@ class SpoolQueue:
         thread = self._thread
         self._closing = True
         self._wake.set()
-        if thread is not None:
+        if thread is not None and thread.ident is not None:
             thread.join(5.0)
-        else:
+        else:  # no writer, or one a signal's exception kept from starting (_start_writer)
             self._commit()
         with self._lock:
             empty = not self._items and self._acked >= self._total
@@ -369,7 +381,7 @@ class SpoolQueue:
     # -- the writer thread -------------------------------------------------------------
 
     def _start_writer(self) -> None:
-        with self._room:  # the lock: only one writer
+        with self._lock:  # only one writer
             if self._thread is not None:
                 return
             thread = threading.Thread(
@@ -431,7 +443,7 @@ class SpoolQueue:
             return
         self._written += len(batch)
         self._acked_written = acked
-        with self._committed:
+        with self._commit_lock:
             self._durable = self._written
             self._committed.notify_all()
         self._rotate()
@@ -491,7 +503,7 @@ class SpoolQueue:
             self.root,
             exc if exc is not None else "internal error",
         )
-        with self._committed:
+        with self._commit_lock:
             self._committed.notify_all()
 
     def _close_files(self, *, unlock: bool) -> None:
