@@ -28,7 +28,7 @@ from ._events import Event
 from ._exceptions import BatchTooLarge, PermanentError, RetryableError
 from ._lane import LANE, DeliveryLane
 from ._observe import DeliveryObserver
-from ._queue import EventQueue, MemoryQueue
+from ._queue import EventQueue, MemoryQueue, Wake
 from ._report import (
     DROPPED_REASONS,
     FAILED_REASONS,
@@ -216,10 +216,17 @@ class Channel:
         """Thread state; rebuilt in a forked child, where the parent's threads do not exist."""
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()  # shutdown requested: drain, then exit
-        self._abort = threading.Event()  # shutdown deadline passed: give up retrying
-        self._progress = threading.Condition(threading.Lock())
+        # Set from the caller's thread (a full batch, flush, shutdown), where a signal's
+        # exception (Ctrl-C, a SIGTERM handler's ``sys.exit``) may land at any call: a
+        # ``threading.Event`` takes a Python-level lock that it could leave held, for the
+        # worker and the exit hook to wait on forever; a ``Wake`` leaves none. For the same
+        # reason the progress condition's lock is taken by ``with`` on the C lock itself
+        # (``Condition.__enter__`` is Python code): tests/test_signal_safety.py.
+        self._wake = Wake()
+        self._stop = Wake()  # shutdown requested: drain, then exit
+        self._abort = Wake()  # shutdown deadline passed: give up retrying
+        self._progress_lock = threading.Lock()
+        self._progress = threading.Condition(self._progress_lock)
         self._stats_lock = threading.Lock()
         self._flushes = 0
         self._inflight = 0
@@ -336,7 +343,7 @@ class Channel:
                 return
             # Taken and marked in flight under one lock: a flush waiter woken in between
             # would otherwise see nothing queued and nothing in flight, and return early.
-            with self._progress:
+            with self._progress_lock:
                 batch = queue.take(self._batch_events, self._batch_bytes)
                 if not batch:
                     return
@@ -347,7 +354,7 @@ class Channel:
                 self._deliver(batch, claim)
             finally:
                 queue.ack(batch)
-                with self._progress:
+                with self._progress_lock:
                     if self._inflight_claim is claim:  # not taken over by shutdown
                         self._inflight = 0
                         self._inflight_claim = None
@@ -604,7 +611,7 @@ class Channel:
 
     def request_flush(self) -> int:
         """Ask the worker to send everything queued now; returns the target to wait for."""
-        with self._progress:
+        with self._progress_lock:
             self._flushes += 1
             target = self._queue.total_put
         self._wake.set()
@@ -612,7 +619,7 @@ class Channel:
 
     def wait(self, target: int, deadline: float) -> bool:
         """Wait until ``target`` queued events are resolved, or ``deadline`` (monotonic)."""
-        with self._progress:
+        with self._progress_lock:
             while self._resolved < target and self.pending() > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -621,7 +628,7 @@ class Channel:
         return True
 
     def end_flush(self) -> None:
-        with self._progress:
+        with self._progress_lock:
             self._flushes -= 1
 
     def begin_shutdown(self) -> None:
@@ -641,7 +648,7 @@ class Channel:
             if thread.is_alive():
                 # The provider is still inside send() (a hung backend): the batch in flight
                 # is resolved here, like everything else still pending at the deadline.
-                with self._progress:
+                with self._progress_lock:
                     claim, self._inflight_claim = self._inflight_claim, None
                     if claim is not None:
                         self._resolved += self._inflight
