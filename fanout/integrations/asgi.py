@@ -144,10 +144,6 @@ class FanoutMiddleware:
             return ctx
         return RequestContext(person, ctx.anonymous_id, False, ctx.values)
 
-    def _request_context(self, scope: Scope) -> RequestContext:
-        """The request's context without a person (:func:`read_scope`)."""
-        return read_scope(self._reader, scope, self.trust_forwarded)
-
     async def _shutdown(self) -> None:
         try:
             if self.client is not None:
