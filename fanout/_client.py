@@ -8,6 +8,7 @@ each of them. ``flush`` and ``shutdown`` spend one deadline across all channels 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import os  # spool: os.PathLike
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit
 from . import _config, _context, _lifecycle
 from ._channel import Channel, ChannelLike, Claim, ErrorCallback
 from ._config import ClientOptions
-from ._events import Event, build
+from ._context import LazyContext
+from ._deferred import CONTEXT_RESERVE, DeferredStage
+from ._events import CheckedDict, Event, build, has_room_for_context, with_request_context
 from ._exceptions import InvalidEvent
 from ._observe import DeliveryObserver
 from ._plugins import Registry
@@ -34,6 +37,9 @@ from .provider import Provider
 
 __all__ = ["Client", "ClientState", "channels_of"]
 
+#: The anonymous id a staged call's event is built with when the call names no id: its
+#: context's (read later) always replaces it, before any processor or provider sees it.
+_UNREAD_ID = "fanout:unread"
 #: ``None`` outside any ``fanout.context`` (the usual call), without ``current()``'s two calls.
 _open_context = _context.opened
 _fill = _context.fill
@@ -153,6 +159,16 @@ class Client:
         #: The queued channels' ``emit``, bound once: the fan-out loop runs per call.
         self._emits = tuple(c.emit for c in self._queued)
         self._processors = wiring.processors
+        #: Where a request's events wait while their context is read off the request's
+        #: thread (fanout/_deferred.py): not in sync mode or for a client built at exit
+        #: (each call is delivered before it returns), nor with processors of the
+        #: application's (they run on the caller's thread and see the whole event).
+        builtin = 0 if options.ip == "keep" else 1
+        self._stage: DeferredStage | None = (
+            DeferredStage(self._complete, min(c.options.queue_size for c in self._channels))
+            if self._channels and not self._sync and len(self._processors) == builtin
+            else None
+        )
         self.redact = wiring.redact
         self._max_event_bytes = options.max_event_bytes
         self._throttle = Throttle(logger)
@@ -206,6 +222,17 @@ class Client:
             # The common call, one frame shorter: what _emit does for it, inlined.
             opened = _open_context()
             if opened is not None:
+                if (
+                    type(opened) is LazyContext
+                    and opened._resolved is None
+                    and self._stage is not None
+                    and opened.detach()
+                ):
+                    return self._defer(
+                        opened, "track", None,
+                        name, person_id, anonymous_id, properties, None, context,
+                        event_id, timestamp, None, None, None,
+                    )  # fmt: skip
                 person_id, anonymous_id, properties, context = _fill(
                     opened, "track", person_id, anonymous_id, properties, context
                 )
@@ -364,6 +391,17 @@ class Client:
         route = None if providers is None and exclude is None else self._route(providers, exclude)
         opened = _open_context()
         if opened is not None:
+            if (
+                type(opened) is LazyContext
+                and opened._resolved is None
+                and self._stage is not None
+                and opened.detach()
+            ):
+                return self._defer(
+                    opened, kind, route,
+                    name, person_id, anonymous_id, properties, traits, context,
+                    event_id, timestamp, group_type, group_id, previous_id,
+                )  # fmt: skip
             person_id, anonymous_id, properties, context = _fill(
                 opened, kind, person_id, anonymous_id, properties, context
             )
@@ -373,6 +411,101 @@ class Client:
         )  # fmt: skip
         self._dispatch(event, route)
         return event.event_id
+
+    def _defer(
+        self,
+        opened: LazyContext[Any],
+        kind: str,
+        route: frozenset[str] | None,
+        name: Any,
+        person_id: Any,
+        anonymous_id: Any,
+        properties: Any,
+        traits: Any,
+        context: Any,
+        event_id: Any,
+        timestamp: Any,
+        group_type: Any,
+        group_id: Any,
+        previous_id: Any,
+    ) -> str:
+        """A call inside a request's context not read yet: its event built from the call's
+        own arguments (validated here: ``InvalidEvent`` raised as ever), then staged for the
+        context to be read off this thread (fanout/_deferred.py).
+
+        Staged only when the completed event cannot fail: the context's values, read from
+        a request, are bounded (``CONTEXT_RESERVE`` bytes); an event too near the size
+        limit for them, or a full or closed stage, is completed here, as before.
+        """
+        stub = build(
+            kind, name, person_id,
+            _UNREAD_ID if person_id is None and anonymous_id is None else anonymous_id,
+            properties, traits, context, event_id, timestamp, group_type, group_id,
+            previous_id, self._max_event_bytes,
+        )  # fmt: skip
+        stage = self._stage
+        if (
+            stage is not None
+            and has_room_for_context(stub, self._max_event_bytes, CONTEXT_RESERVE)
+            and stage.put((stub, opened, anonymous_id, route))
+        ):
+            return stub.event_id
+        person_id, anonymous_id, properties, context = _fill(
+            opened, kind, person_id, anonymous_id, properties, context
+        )
+        event = build(
+            kind, name, person_id, anonymous_id, properties, traits, context, stub.event_id,
+            stub.timestamp, group_type, group_id, previous_id, self._max_event_bytes,
+        )  # fmt: skip
+        self._dispatch(event, route)
+        return event.event_id
+
+    def _completed(self, stub: Event, opened: LazyContext[Any], anonymous_id: Any) -> Event:
+        """The event of a staged call (``stub``, built from its own arguments; the call's
+        ``anonymous_id``), filled from its request's context as the call would have been."""
+        kind = stub.kind
+        own_properties = stub.properties or None
+        person_id, anonymous_id, properties, context = _fill(
+            opened, kind, stub.person_id, anonymous_id, own_properties, stub.context or None
+        )
+        if properties is own_properties and not stub.context and (
+            context is None or type(context) is CheckedDict
+        ):
+            # The common case: only ids and the request's checked values added, the call's
+            # properties as they were checked (with_request_context); anything else, or an
+            # id it refuses, goes through the full build, which names the culprit.
+            try:
+                return with_request_context(stub, person_id, anonymous_id, context)
+            except Exception:  # noqa: BLE001, S110 - checked again below
+                pass
+        try:
+            return build(
+                kind, stub.name, person_id, anonymous_id, properties, stub.traits or None,
+                context, stub.event_id, stub.timestamp, stub.group_type, stub.group_id,
+                stub.previous_id, self._max_event_bytes,
+            )  # fmt: skip
+        except InvalidEvent as exc:
+            # Not with a request's bounded context (see _defer): an enclosing context's
+            # properties past the limit of keys. The call's own data goes out, with its ids.
+            self._throttle.warning(
+                "deferred", "an event's request context made it invalid (%s); sent without it",
+                exc,
+            )
+            return build(
+                kind, stub.name, person_id, anonymous_id, stub.properties or None,
+                stub.traits or None, stub.context or None, stub.event_id, stub.timestamp,
+                stub.group_type, stub.group_id, stub.previous_id, self._max_event_bytes,
+            )  # fmt: skip
+
+    def _complete(self, items: Sequence[Any]) -> None:
+        """The deferred stage's: complete each staged call's event and fan it out."""
+        for stub, opened, anonymous_id, route in items:
+            try:
+                event = self._completed(stub, opened, anonymous_id)
+            except Exception:  # noqa: BLE001 - the stage must go on with the others
+                logger.exception("fanout: a staged event could not be completed; lost")
+                continue
+            self._dispatch(event, route)
 
     def _route(
         self, providers: Sequence[str] | None, exclude: Sequence[str] | None
@@ -498,7 +631,16 @@ class Client:
 
     def stats(self) -> FlushReport:
         """Counts per provider since start (delivered, failed, dropped by reason, pending)."""
-        return FlushReport({c.name: c.report() for c in self._channels})
+        return FlushReport(self._reports())
+
+    def _reports(self) -> dict[str, Any]:
+        """Each channel's report; events staged for their context count as pending."""
+        staged = 0 if self._stage is None else len(self._stage)
+        reports = {c.name: c.report() for c in self._channels}
+        if staged:
+            for name, report in reports.items():
+                reports[name] = dataclasses.replace(report, pending=report.pending + staged)
+        return reports
 
     def flush(self, timeout: float | None = None) -> FlushReport:
         """Deliver everything queued so far, waiting at most ``timeout`` seconds in all.
@@ -507,6 +649,8 @@ class Client:
         failed, dropped and left pending; it never raises for delivery problems.
         """
         deadline = time.monotonic() + self._timeout(timeout)
+        if self._stage is not None:
+            self._stage.drain()  # what waits for its context goes to the channels first
         targets = [(c, c.request_flush()) for c in self._channels]
         done = True
         try:
@@ -515,7 +659,7 @@ class Client:
         finally:
             for channel, _ in targets:
                 channel.end_flush()
-        return FlushReport({c.name: c.report() for c in self._channels}, timed_out=not done)
+        return FlushReport(self._reports(), timed_out=not done)
 
     def shutdown(self, timeout: float | None = None) -> FlushReport:
         """Flush within ``timeout`` (one deadline for all providers), then close.
@@ -527,6 +671,8 @@ class Client:
             if self._final_report is not None:
                 return self._final_report
             deadline = time.monotonic() + self._timeout(timeout)
+            if self._stage is not None:
+                self._stage.close()  # staged events to the channels; nothing staged after
             targets = [(c, c.request_flush()) for c in self._channels]
             for channel in self._channels:
                 channel.begin_shutdown()

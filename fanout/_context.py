@@ -33,14 +33,16 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, Generic, TypeVar
 
 from . import _random
-from ._events import CheckedDict, ReadOnlyDict, _identifier, checked_context
+from ._events import CheckedDict, ReadOnlyDict, _identifier, _plain_id, checked_context
 from ._exceptions import InvalidEvent
 from ._validate import MAX_ITEMS, check_mapping, wire_size
 
 __all__ = [
     "CANONICAL_KEYS",
+    "Detach",
     "LazyContext",
     "RequestContext",
+    "as_is",
     "activate_request",
     "close_request",
     "end_request",
@@ -55,6 +57,7 @@ __all__ = [
     "live_request",
     "open_request",
     "own",
+    "person_off_thread",
     "use",
 ]
 
@@ -222,6 +225,30 @@ _set_values = _Fields.values.__set__  # type: ignore[attr-defined]
 _set_properties = _Fields.properties.__set__  # type: ignore[attr-defined]
 
 
+#: ``detach(read, source)``: ``(read, source, off_thread)``, the reading of the same
+#: request from what the request's thread captured, and whether that may run on another
+#: thread (``False``: the request is read on its own thread, by the new ``read``).
+Detach = Callable[
+    [Callable[[Any], RequestContext], Any],
+    "tuple[Callable[[Any], RequestContext], Any, bool]",
+]
+
+
+def as_is(
+    read: Callable[[Any], RequestContext], source: Any
+) -> tuple[Callable[[Any], RequestContext], Any, bool]:
+    """The ``detach`` of a context whose ``read`` already depends on nothing but its
+    ``source``, a copy nothing changes (the WSGI environ's copy, Flask's person)."""
+    return read, source, True
+
+
+def person_off_thread(person: str | None) -> bool:
+    """Whether a middleware's hook's ``person`` lets its request be read off its thread:
+    none, or a valid id. With another, the request is read on its thread, and its calls
+    raise ``InvalidEvent`` there, as they always did."""
+    return person is None or _plain_id(person)
+
+
 class LazyContext(Generic[_T]):
     """A context read from its source (a request) on first use, then kept.
 
@@ -231,7 +258,10 @@ class LazyContext(Generic[_T]):
     to read it wait for the first, so all events of a request carry the same generated id.
     """
 
-    __slots__ = ("_read", "_source", "_parent", "_outside", "_over", "_resolved", "_lock")
+    __slots__ = (
+        "_read", "_source", "_parent", "_outside", "_over", "_resolved", "_lock", "_detach",
+        "_deferrable",
+    )
 
     def __init__(
         self,
@@ -239,10 +269,20 @@ class LazyContext(Generic[_T]):
         source: _T,
         parent: RequestContext | LazyContext[Any] | None,
         outside: RequestContext | LazyContext[Any] | None,
+        detach: Detach | None = None,
     ) -> None:
-        self._read = read
-        self._source = source
+        self._read: Callable[[Any], RequestContext] = read
+        self._source: Any = source
         self._parent = parent
+        #: How to make ``read`` and ``source`` readable on any thread (:meth:`detach`), once;
+        #: ``None`` once done.
+        self._detach = detach
+        #: Whether this context, and every one it is opened in, can be read off the
+        #: request's thread: each a middleware's reading of its request (bounded values),
+        #: none a ``fanout.context(...)`` of the application's (any size of values).
+        self._deferrable: bool = detach is not None and (
+            parent is None or (type(parent) is LazyContext and parent._deferrable)
+        )
         #: The context current outside the request this one was opened for (its
         #: ``parent``, unless opened inside another request context of the same request,
         #: where it may be ``None`` while the parent is not): what a request that finds
@@ -253,6 +293,31 @@ class LazyContext(Generic[_T]):
         self._resolved: RequestContext | None = None
         # Made with the context: creating a lock costs less than guarding a lazy creation.
         self._lock = threading.Lock()
+
+    def detach(self) -> bool:
+        """Whether this context may be read on another thread than the request's (the
+        client's deferred stage: :mod:`fanout._deferred`), made so now if it can be.
+
+        On the request's thread, before its first event is handed over: a middleware's
+        ``detach`` does there what needs the live request (its ``person_id`` hook, a copy
+        of what the server or an inner middleware may still change), so that the reading
+        left to do depends on nothing else. ``False`` leaves the context to be read here,
+        as before (its hook's person is not a valid id, an enclosing context is the
+        application's own).
+        """
+        if not self._deferrable:
+            return False
+        parent = self._parent
+        if parent is not None and not parent.detach():  # type: ignore[union-attr]
+            return False
+        if self._detach is not None:
+            with self._lock:
+                detach = self._detach
+                if detach is not None:
+                    self._read, self._source, off_thread = detach(self._read, self._source)
+                    self._deferrable = off_thread
+                    self._detach = None
+        return self._deferrable
 
     def resolve(self) -> RequestContext:
         """The context, read now if no call has needed it yet."""
@@ -299,14 +364,17 @@ def current() -> RequestContext | None:
 opened: Final = _current.get
 
 
-def lazy(read: Callable[[_T], RequestContext], source: _T) -> LazyContext[_T]:
+def lazy(
+    read: Callable[[_T], RequestContext], source: _T, detach: Detach | None = None
+) -> LazyContext[_T]:
     """A context over the current one, read from ``source`` by ``read`` when first needed.
 
     ``read`` returns the context's own values (build them with :func:`own`); exceptions
-    from it are logged and leave the context empty rather than fail the call.
+    from it are logged and leave the context empty rather than fail the call. With
+    ``detach`` (see :meth:`LazyContext.detach`), it may be read off the caller's thread.
     """
     parent = _current.get()
-    return LazyContext(read, source, parent, parent)
+    return LazyContext(read, source, parent, parent, detach)
 
 
 #: The context a middleware opened for its request (:func:`open_request`) in this task or
@@ -325,7 +393,10 @@ _request_reset = _request.reset
 
 
 def open_request(
-    read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
+    read: Callable[[_T], RequestContext],
+    source: _T,
+    outer: LazyContext[Any] | None,
+    detach: Detach | None = None,
 ) -> tuple[LazyContext[_T], RequestTokens]:
     """Open a request's context (:func:`lazy`) and make it current: what the ASGI and
     Django middleware do on a request's way in (:func:`close_request` on its way out).
@@ -345,11 +416,11 @@ def open_request(
     before = _request_get()
     if before is None:  # no request open here: the usual case
         parent = _current_get()
-        ctx = LazyContext(read, source, parent, parent)
+        ctx = LazyContext(read, source, parent, parent, detach)
     elif before is outer:  # inside an outer middleware's context for the same request
-        ctx = LazyContext(read, source, _current_get(), before._outside)
+        ctx = LazyContext(read, source, _current_get(), before._outside, detach)
     else:  # left over by another request
-        ctx = LazyContext(read, source, before._outside, before._outside)
+        ctx = LazyContext(read, source, before._outside, before._outside, detach)
     return ctx, (_current_set(ctx), _request_set(ctx))
 
 
@@ -388,13 +459,16 @@ def live_request() -> LazyContext[Any] | None:
 
 
 def activate_request(
-    read: Callable[[_T], RequestContext], source: _T, outer: LazyContext[Any] | None
+    read: Callable[[_T], RequestContext],
+    source: _T,
+    outer: LazyContext[Any] | None,
+    detach: Detach | None = None,
 ) -> LazyContext[_T]:
     """:func:`open_request` for the rest of this ``contextvars.Context``, without a reset:
     the WSGI middleware's, in the context it copies per request and discards after it (a
     token-based reset would fail when a server closes the response body from another
     context)."""
-    return open_request(read, source, outer)[0]
+    return open_request(read, source, outer, detach)[0]
 
 
 def enter(ctx: RequestContext | LazyContext[Any]) -> contextvars.Token[Any]:

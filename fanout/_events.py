@@ -580,6 +580,59 @@ def with_masked_context(event: Event, context: Mapping[str, Any]) -> Event:
     return _tuple_new(Event, tuple(fields))
 
 
+#: Keys and values a request's context (a middleware's reading) counts
+#: against ``MAX_ITEMS`` at most (tests/integrations/test_deferred_reading.py holds it).
+CONTEXT_ITEMS: Final = 64
+
+
+def has_room_for_context(event: Event, max_bytes: int | None, reserve: int) -> bool:
+    """Whether ``event`` can take a request's context (at most ``reserve`` bytes encoded
+    and :data:`CONTEXT_ITEMS` items) and stay within ``max_bytes`` and ``MAX_ITEMS``: its
+    ``footprint`` counts ``ITEM_BYTES`` per item, so it bounds the items it holds."""
+    return (max_bytes is None or event.size + reserve <= max_bytes) and (
+        event.footprint // _ITEM_BYTES + CONTEXT_ITEMS <= MAX_ITEMS
+    )
+
+
+def with_request_context(
+    event: Event, person_id: Any, anonymous_id: Any, context: Mapping[str, Any] | None
+) -> Event:
+    """``event`` (built from a call's own arguments, no context of its own) with the ids
+    and the checked ``context`` (a :class:`CheckedDict`, or ``None``) of its request, read
+    since: what :func:`build` gives for the whole call, without walking its properties or
+    traits again. Its ``size`` and ``footprint`` are :func:`build`'s, exactly: the encoded
+    ids and context replace those the event was built with. The caller made sure it has
+    room (:func:`has_room_for_context`)."""
+    if person_id is not None and not _plain_id(person_id):
+        person_id = _identifier(person_id, "person_id")
+    if anonymous_id is not None and not _plain_id(anonymous_id):
+        anonymous_id = _identifier(anonymous_id, "anonymous_id")
+    if person_id is None and anonymous_id is None:
+        raise InvalidEvent("an event needs a person_id or an anonymous_id", path="person_id")
+    (kind, eid, ts, old_person, old_anonymous, name, props, trts, _, gtype, gid, prev,
+     size, footprint) = event  # fmt: skip
+    size += (
+        len(_dumps_strict(person_id)) + len(_dumps_strict(anonymous_id))
+        - len(_dumps_strict(old_person)) - len(_dumps_strict(old_anonymous))
+    )  # fmt: skip
+    footprint += (
+        len(person_id or "") + len(anonymous_id or "")
+        - len(old_person or "") - len(old_anonymous or "")
+    )  # fmt: skip
+    ctx: Mapping[str, Any] = _EMPTY
+    if context:
+        if type(context) is not CheckedDict:
+            raise TypeError("with_request_context takes a checked context")
+        ctx = context
+        size += len(_dumps_strict(ctx)) - 2  # ({} before)
+        footprint += context.held + _ITEM_BYTES * context.spent
+    return _tuple_new(
+        Event,
+        (kind, eid, ts, person_id, anonymous_id, name, props, trts, ctx, gtype, gid, prev,
+         size, footprint),
+    )  # fmt: skip
+
+
 def rebuild(fields: Sequence[Any]) -> Event:
     """An event from all of its fields, as another process of this same fanout encoded a
     built ``Event`` with orjson (the process-delivery pipe: ``fanout._relay_link``).

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from .. import _default
 from .._client import Client
-from .._context import RequestContext, close_request, open_request
+from .._context import RequestContext, close_request, open_request, person_off_thread
 from .._events import checked_context
 from .._report import FlushReport
 from ._request import KEY_HEADERS, OPENED, RequestReader, request_values
@@ -116,7 +116,7 @@ class FanoutMiddleware:
             # The copy keeps the request as the server gave it: routers rewrite the live
             # scope in place (Starlette's Mount extends root_path) before a handler tracks.
             outer = scope.get(OPENED)
-            ctx, tokens = open_request(self._read, (dict(scope), scope), outer)
+            ctx, tokens = open_request(self._read, (dict(scope), scope), outer, self._detach)
             scope[OPENED] = ctx  # for a FanoutMiddleware inside this one: the same request
             try:
                 await self.app(scope, receive, send)
@@ -129,16 +129,41 @@ class FanoutMiddleware:
             await self.app(scope, receive, send)
 
     def _read(self, scopes: tuple[Scope, Scope]) -> RequestContext:
-        """The request's own context: on the first event of the request, not before."""
+        """The request's own context, read on the request's thread: on the first event
+        of the request, not before (unless the client reads it off the thread: see
+        :meth:`_detach`)."""
         snapshot, live = scopes
-        person = None
-        if self.person_id is not None:
-            try:
-                found = self.person_id(live)
-            except Exception:  # noqa: BLE001 - the app's hook must not fail its events
-                logger.exception("fanout: the ASGI middleware's person_id hook failed")
-                found = None
-            person = None if found is None else str(found) or None
+        return self._read_detached((snapshot, self._person(live)))
+
+    def _detach(
+        self, read: object, scopes: tuple[Scope, Scope]
+    ) -> tuple[Callable[[Any], RequestContext], Any, bool]:
+        """On the request's thread, at its first event handed to the client's deferred
+        stage (:meth:`fanout._context.LazyContext.detach`): the ``person_id`` hook called
+        with the live scope, the headers copied (an inner middleware may still change the
+        list in place), and the rest of the reading left to any thread."""
+        snapshot, live = scopes
+        person = self._person(live)
+        headers = snapshot.get("headers")
+        if type(headers) is list:
+            snapshot["headers"] = tuple(headers)  # (the snapshot is this request's own copy)
+        return self._read_detached, (snapshot, person), person_off_thread(person)
+
+    def _person(self, live: Scope) -> str | None:
+        """What the ``person_id`` hook says of the request (``None`` without one, or when
+        it fails: logged)."""
+        if self.person_id is None:
+            return None
+        try:
+            found = self.person_id(live)
+        except Exception:  # noqa: BLE001 - the app's hook must not fail its events
+            logger.exception("fanout: the ASGI middleware's person_id hook failed")
+            return None
+        return None if found is None else str(found) or None
+
+    def _read_detached(self, source: tuple[Scope, str | None]) -> RequestContext:
+        """The context of the request's ``snapshot``, with the hook's ``person``."""
+        snapshot, person = source
         ctx = read_scope(self._reader, snapshot, self.trust_forwarded)
         if person is None:
             return ctx

@@ -38,6 +38,7 @@ from .._context import (
     end_request,
     leave_request,
     open_request,
+    person_off_thread,
 )
 from ._request import OPENED, RequestReader
 from .asgi import read_scope
@@ -97,7 +98,7 @@ class FanoutMiddleware:
         if outer is None:  # the ASGI or WSGI middleware's, around Django's application
             scope = getattr(request, "scope", None)  # an ASGIRequest's; else META is the environ
             outer = (scope if isinstance(scope, dict) else request.META).get(OPENED)
-        ctx, tokens = open_request(self._read, (request, person_id), outer)
+        ctx, tokens = open_request(self._read, (request, person_id), outer, self._detach)
         request._fanout_context = ctx
         return ctx, tokens, outer
 
@@ -114,16 +115,50 @@ class FanoutMiddleware:
 
     def _read(self, request_and_person: tuple[Any, str | None]) -> RequestContext:
         request, person_id = request_and_person
-        # An ASGI request's META is no WSGI environ (no ``wsgi.url_scheme``; its path is
-        # decoded text, not Latin-1 bytes): its scope is read as the ASGI middleware reads it.
-        scope = getattr(request, "scope", None)
-        if isinstance(scope, dict):
-            ctx = read_scope(self._reader, scope, False)
+        return self._read_detached(_snapshot(request, person_id, copy=False))
+
+    def _detach(
+        self, read: object, request_and_person: tuple[Any, str | None]
+    ) -> tuple[Callable[[Any], RequestContext], Any, bool]:
+        """On the request's thread, at its first event handed to the client's deferred
+        stage (:meth:`fanout._context.LazyContext.detach`): a copy of what the request's
+        reading needs, the rest of it left to any thread."""
+        request, person_id = request_and_person
+        return (
+            self._read_detached, _snapshot(request, person_id), person_off_thread(person_id)
+        )
+
+    def _read_detached(self, source: tuple[bool, Any, str | None]) -> RequestContext:
+        """The context of a request's :func:`_snapshot`."""
+        is_scope, found, person_id = source
+        if is_scope:
+            ctx = read_scope(self._reader, found, False)
         else:
-            ctx = read_environ(self._reader, request.META, False)
+            ctx = read_environ(self._reader, found, False)
         if person_id is None:
             return ctx
         return RequestContext(person_id, ctx.anonymous_id, False, ctx.values)
+
+
+def _snapshot(
+    request: Any, person_id: str | None, *, copy: bool = True
+) -> tuple[bool, Any, str | None]:
+    """What a Django request's reading needs (copied, unless read at once): its ASGI
+    scope (an ASGI request's META is no WSGI environ: no ``wsgi.url_scheme``, its path
+    decoded text, not Latin-1 bytes: the scope is read as the ASGI middleware reads it),
+    else its ``META`` (the WSGI environ's keys); and the person."""
+    scope = getattr(request, "scope", None)
+    if not copy:
+        return (True, scope, person_id) if isinstance(scope, dict) else (
+            False, request.META, person_id
+        )
+    if isinstance(scope, dict):
+        scope = dict(scope)
+        headers = scope.get("headers")
+        if type(headers) is list:
+            scope["headers"] = tuple(headers)
+        return True, scope, person_id
+    return False, dict(request.META), person_id
 
 
 def _user_id(user: Any) -> str | None:

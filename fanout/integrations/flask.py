@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from .._context import RequestContext, enter, lazy, leave, live_request, own
+from .._context import RequestContext, enter, lazy, leave, live_request, own, person_off_thread
 from ._request import OPENED
 from .wsgi import FanoutMiddleware
 
@@ -52,7 +52,7 @@ def init_app(
             if pid is None:
                 return
             # Over the middleware's context, and as lazy: merged on the first event.
-            token = enter(lazy(_person, pid))
+            token = enter(lazy(_person, pid, _detach))
             # Inside the middleware, this is the request's own contextvars.Context, which
             # the middleware enters for every chunk of the body and discards after it: the
             # person is left there, for the body's events (Flask's teardown runs before
@@ -73,3 +73,11 @@ def init_app(
 
 def _person(person_id: str) -> RequestContext:
     return own(person_id=person_id)
+
+
+def _detach(
+    read: Callable[[str], RequestContext], person_id: str
+) -> tuple[Callable[[str], RequestContext], str, bool]:
+    """The person's context may be merged on any thread (the client's deferred stage),
+    unless the hook's id is not a valid one: then the call raises, on its thread."""
+    return read, person_id, person_off_thread(person_id)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
-from .._context import RequestContext, activate_request, live_request
+from .._context import RequestContext, activate_request, as_is, live_request
 from .._events import checked_context
 from ._request import _PATH_SAFE, OPENED, READ_HEADERS, RequestReader, request_values
 
@@ -110,7 +110,7 @@ class FanoutMiddleware:
         # app, whose environ is new).
         ctx = contextvars.copy_context()
         outer = environ.get(OPENED) or live_request()  # (the same in the copy)
-        environ[OPENED] = ctx.run(activate_request, self._read, environ.copy(), outer)
+        environ[OPENED] = ctx.run(activate_request, self._read, environ.copy(), outer, as_is)
         result = ctx.run(self.app, environ, start_response)
         if type(result) is list or type(result) is tuple:
             return result  # iterating it runs no code of the app's: no context to enter

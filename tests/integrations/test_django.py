@@ -107,8 +107,8 @@ def test_a_returning_visitor_is_read_once_and_kept(
             f"%5B{value.split('%5B')[1].split('%2C')[0]}", f"%5B{now_ms + i * 1000}"
         )
         assert http.get("/track", {"i": i}).status_code == 200
+    assert default_client.flush(timeout=10).ok  # (read off the request's thread: by now)
     assert len(reads) == 2  # requests 0 and 2: 1 and 3 recalled
-    assert default_client.flush(timeout=10).ok
     events = sorted(stored(collector), key=lambda e: e["properties"]["i"])
     assert [e["properties"]["i"] for e in events] == [0, 1, 2, 3]  # each stored once
     assert {e["anonymous_id"] for e in events} == {DISTINCT_ID}
