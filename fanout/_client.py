@@ -143,7 +143,7 @@ class Client:
             processors=processors,
             on_error=on_error,
             observer=observer,
-            spool=SpoolOptions.resolve(env, spool_dir),  # spool
+            spool=(spool := SpoolOptions.resolve(env, spool_dir)),  # spool
         )
         self._options = options
         self.registry: Registry = wiring.registry
@@ -160,13 +160,19 @@ class Client:
         self._emits = tuple(c.emit for c in self._queued)
         self._processors = wiring.processors
         #: Where a request's events wait while their context is read off the request's
-        #: thread (fanout/_deferred.py): not in sync mode or for a client built at exit
-        #: (each call is delivered before it returns), nor with processors of the
-        #: application's (they run on the caller's thread and see the whole event).
+        #: thread (fanout/_deferred.py). Not in sync mode or for a client built at exit
+        #: (each call is delivered before it returns); not with processors of the
+        #: application's (they run on the caller's thread and see the whole event); not
+        #: with the spool or process delivery, whose events must be on disk or in the
+        #: delivery process as soon as they can be (the stage would hold them up to 50 ms).
         builtin = 0 if options.ip == "keep" else 1
         self._stage: DeferredStage | None = (
             DeferredStage(self._complete, min(c.options.queue_size for c in self._channels))
-            if self._channels and not self._sync and len(self._processors) == builtin
+            if self._channels
+            and not self._sync
+            and len(self._processors) == builtin
+            and spool.directory is None
+            and options.delivery_mode == "thread"
             else None
         )
         self.redact = wiring.redact

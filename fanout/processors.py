@@ -4,6 +4,10 @@ A processor takes an :class:`~fanout.Event` and returns it, a changed copy
 (``event.replace(...)``), or ``None`` to drop the event for every provider. They run on the
 caller's thread, so they should be cheap; an exception in one is logged and the event goes
 on unchanged (a broken enrichment must not lose data or raise into business code).
+
+Because they see every event whole on the caller's thread, a client with processors of
+the application's reads a request's context there too; without them, the client reads it
+off the request's thread and applies the built-in IP processor then (fanout/_deferred.py).
 """
 
 from __future__ import annotations

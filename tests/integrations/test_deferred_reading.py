@@ -529,3 +529,40 @@ def test_completing_a_staged_event_is_the_full_build(
     except fanout.InvalidEvent as exc:
         got = type(exc)
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"sync": True}, {"processors": [lambda event: event]}, {"spool_dir": "spool"}],
+    ids=["sync", "processors", "spool"],
+)
+def test_where_the_caller_must_read_its_context_nothing_is_staged(
+    settings: dict[str, Any], tmp_path: Any
+) -> None:
+    """Sync mode delivers each call before it returns; the application's processors see
+    the whole event on the caller's thread; the spool keeps each event on disk as soon as
+    it can: none of them stages. Each request is read on its own thread, on its first
+    event, and its events delivered once."""
+    if "spool_dir" in settings:
+        settings = {"spool_dir": str(tmp_path / "spool")}
+    memory = InMemoryProvider()
+    client = _client(memory, **settings)
+    assert client._stage is None
+    reads_at_end: list[int] = []
+    noted: list[list[str]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        client.track("a")
+        client.track("b")
+        reads_at_end.append(len(noted[0]))
+
+    middleware = FanoutMiddleware(app, client=client)
+    noted.append(_reading_threads(middleware))
+    for n in range(3):
+        _serve(middleware, _scope(f"/s/{n}", _ajs("v-s")))
+    assert reads_at_end == [1, 2, 3]
+    client.shutdown(timeout=10)
+    assert (
+        sorted((e.name, e.anonymous_id) for e in memory.events)
+        == [("a", "v-s")] * 3 + [("b", "v-s")] * 3
+    )
