@@ -19,8 +19,11 @@ The middleware open a :class:`LazyContext` instead: one object holding the reque
 server gave it, read (headers, cookies, ids) only when a call needs the context, and then
 once. Most requests track nothing, and for them the middleware's whole cost is setting two
 context variables (the current context, and the request's own: see :func:`open_request`);
-the budget is 10 µs of CPU per request (``benchmarks/app_latency.py --middleware``,
-``benchmarks/middleware_cost.py``).
+the budget is 10 µs of CPU per request on the request's thread
+(``benchmarks/app_latency.py --middleware``, ``benchmarks/middleware_cost.py``). A client
+that can (:mod:`fanout._deferred`) does not read it on the request's thread at all: the
+call hands its event over with the context, :meth:`LazyContext.detach` having first taken
+on the request's thread what the reading needs of the live request.
 """
 
 from __future__ import annotations
