@@ -23,6 +23,7 @@ from ._channel import Channel, ChannelLike, Claim, ErrorCallback
 from ._config import ClientOptions
 from ._context import LazyContext
 from ._deferred import CONTEXT_RESERVE, DeferredStage
+from ._deferred import LIMIT as STAGE_LIMIT
 from ._events import CheckedDict, Event, build, has_room_for_context, with_request_context
 from ._exceptions import InvalidEvent
 from ._observe import DeliveryObserver
@@ -165,14 +166,18 @@ class Client:
         #: application's (they run on the caller's thread and see the whole event); not
         #: with the spool or process delivery, whose events must be on disk or in the
         #: delivery process as soon as they can be (the stage would hold them up to 50 ms).
+        #: Nor with ``overflow=block``, which makes the caller wait for room in a queue.
         builtin = 0 if options.ip == "keep" else 1
         self._stage: DeferredStage | None = (
-            DeferredStage(self._complete, min(c.options.queue_size for c in self._channels))
+            DeferredStage(
+                self._complete, min(STAGE_LIMIT, *(c.options.queue_size for c in self._channels))
+            )
             if self._channels
             and not self._sync
             and len(self._processors) == builtin
             and spool.directory is None
             and options.delivery_mode == "thread"
+            and all(c.options.overflow != "block" for c in self._channels)
             else None
         )
         self.redact = wiring.redact
@@ -232,6 +237,7 @@ class Client:
                     type(opened) is LazyContext
                     and opened._resolved is None
                     and self._stage is not None
+                    and context is None
                     and opened.detach()
                 ):
                     return self._defer(
@@ -246,7 +252,11 @@ class Client:
                 "track", name, person_id, anonymous_id, properties, None, context,
                 event_id, timestamp, None, None, None, self._max_event_bytes,
             )  # fmt: skip
-            self._dispatch(event)
+            stage = self._stage
+            if stage is not None and stage.items:  # behind what is staged: in call order
+                self._hand(event, None)
+            else:
+                self._dispatch(event)
             return event.event_id
         return self._emit(
             "track",
@@ -401,6 +411,7 @@ class Client:
                 type(opened) is LazyContext
                 and opened._resolved is None
                 and self._stage is not None
+                and context is None
                 and opened.detach()
             ):
                 return self._defer(
@@ -415,8 +426,20 @@ class Client:
             kind, name, person_id, anonymous_id, properties, traits, context, event_id,
             timestamp, group_type, group_id, previous_id, self._max_event_bytes,
         )  # fmt: skip
-        self._dispatch(event, route)
+        self._hand(event, route)
         return event.event_id
+
+    def _hand(self, event: Event, route: frozenset[str] | None) -> None:
+        """Fan ``event`` out (already complete) behind anything staged: through the stage
+        while it holds events, so that events reach the providers in call order (a
+        request's ``identify`` before its ``track``); after completing what is staged
+        when the stage takes nothing more."""
+        stage = self._stage
+        if stage is not None and stage.items:
+            if stage.put((event, None, None, route)):
+                return
+            stage.drain()
+        self._dispatch(event, route)
 
     def _defer(
         self,
@@ -463,7 +486,7 @@ class Client:
             kind, name, person_id, anonymous_id, properties, traits, context, stub.event_id,
             stub.timestamp, group_type, group_id, previous_id, self._max_event_bytes,
         )  # fmt: skip
-        self._dispatch(event, route)
+        self._hand(event, route)
         return event.event_id
 
     def _completed(self, stub: Event, opened: LazyContext[Any], anonymous_id: Any) -> Event:
@@ -503,15 +526,18 @@ class Client:
                 stub.group_type, stub.group_id, stub.previous_id, self._max_event_bytes,
             )  # fmt: skip
 
-    def _complete(self, items: Sequence[Any]) -> None:
-        """The deferred stage's: complete each staged call's event and fan it out."""
-        for stub, opened, anonymous_id, route in items:
+    def _complete(self, item: Any) -> None:
+        """The deferred stage's: complete one staged call's event (or take an event
+        staged complete, behind others) and fan it out."""
+        event, opened, anonymous_id, route = item
+        if opened is not None:
             try:
-                event = self._completed(stub, opened, anonymous_id)
+                event = self._completed(event, opened, anonymous_id)
             except Exception:  # noqa: BLE001 - the stage must go on with the others
+                # Not reached: what is staged is checked so that it cannot fail (_defer).
                 logger.exception("fanout: a staged event could not be completed; lost")
-                continue
-            self._dispatch(event, route)
+                return
+        self._dispatch(event, route)
 
     def _route(
         self, providers: Sequence[str] | None, exclude: Sequence[str] | None
@@ -536,7 +562,7 @@ class Client:
         """Fan out an already built :class:`Event` (imports, replays of dead letters)."""
         if not isinstance(event, Event):
             raise InvalidEvent("send() takes a fanout.Event")
-        self._dispatch(event)
+        self._hand(event, None)
         return event.event_id
 
     def _dispatch(self, event: Event, route: frozenset[str] | None = None) -> None:
@@ -640,12 +666,22 @@ class Client:
         return FlushReport(self._reports())
 
     def _reports(self) -> dict[str, Any]:
-        """Each channel's report; events staged for their context count as pending."""
-        staged = 0 if self._stage is None else len(self._stage)
+        """Each channel's report; events staged count as pending for the providers they
+        go to (by route and kind)."""
         reports = {c.name: c.report() for c in self._channels}
+        staged = list(self._stage.items) if self._stage is not None else ()
         if staged:
-            for name, report in reports.items():
-                reports[name] = dataclasses.replace(report, pending=report.pending + staged)
+            for channel in self._channels:
+                kinds = getattr(channel, "kinds", None)
+                n = sum(
+                    1
+                    for event, _, _, route in staged
+                    if (route is None or channel.name in route)
+                    and (kinds is None or event.kind in kinds)
+                )
+                if n:
+                    report = reports[channel.name]
+                    reports[channel.name] = dataclasses.replace(report, pending=report.pending + n)
         return reports
 
     def flush(self, timeout: float | None = None) -> FlushReport:
@@ -655,10 +691,9 @@ class Client:
         failed, dropped and left pending; it never raises for delivery problems.
         """
         deadline = time.monotonic() + self._timeout(timeout)
-        if self._stage is not None:
-            self._stage.drain()  # what waits for its context goes to the channels first
+        # What waits for its context goes to the channels first, within the deadline.
+        done = self._stage is None or self._stage.drain(deadline)
         targets = [(c, c.request_flush()) for c in self._channels]
-        done = True
         try:
             for channel, target in targets:
                 done = channel.wait(target, deadline) and done

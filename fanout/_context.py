@@ -61,6 +61,7 @@ __all__ = [
     "open_request",
     "own",
     "person_off_thread",
+    "read_before_fork",
     "use",
 ]
 
@@ -247,9 +248,30 @@ def as_is(
 
 def person_off_thread(person: str | None) -> bool:
     """Whether a middleware's hook's ``person`` lets its request be read off its thread:
-    none, or a valid id. With another, the request is read on its thread, and its calls
-    raise ``InvalidEvent`` there, as they always did."""
-    return person is None or _plain_id(person)
+    none, or a valid id (UTF-8 encodable: no lone surrogate, which the event's encoding
+    refuses). With another, the request is read on its thread, and its calls raise
+    ``InvalidEvent`` there, as they always did."""
+    if person is None:
+        return True
+    if not _plain_id(person):
+        return False
+    if person.isascii():
+        return True
+    try:
+        person.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def read_before_fork() -> None:
+    """Read the forking thread's request context if it is not read yet (the at-fork hook's,
+    :mod:`fanout._lifecycle`): a request that forks then has the same ids in both
+    processes (a generated one included), and the child never waits for a context whose
+    lock the client's deferred stage held at the fork."""
+    opened = _current.get()
+    if type(opened) is LazyContext and opened._resolved is None:
+        opened.resolve()
 
 
 class LazyContext(Generic[_T]):
@@ -310,6 +332,8 @@ class LazyContext(Generic[_T]):
         """
         if not self._deferrable:
             return False
+        if self._resolved is not None:  # read already: nothing left to take, or to run
+            return True
         parent = self._parent
         if parent is not None and not parent.detach():  # type: ignore[union-attr]
             return False
@@ -317,9 +341,13 @@ class LazyContext(Generic[_T]):
             with self._lock:
                 detach = self._detach
                 if detach is not None:
-                    self._read, self._source, off_thread = detach(self._read, self._source)
-                    self._deferrable = off_thread
                     self._detach = None
+                    try:
+                        self._read, self._source, off_thread = detach(self._read, self._source)
+                    except Exception:  # noqa: BLE001 - a call must never fail over its context
+                        logger.exception("fanout: detaching the request context failed")
+                        off_thread = False  # read here, where resolve() contains a failure
+                    self._deferrable = off_thread
         return self._deferrable
 
     def resolve(self) -> RequestContext:

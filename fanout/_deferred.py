@@ -21,8 +21,11 @@ Nothing waits here unseen:
   deliver queued ones;
 - once the stage is closed (shutdown), a call that stages after the last drain completes
   its own event at once;
-- a full stage (as many events as the smallest queue of the client holds) hands nothing
-  more over: calls read their context themselves, and the channels' own bounds apply;
+- a full stage (:data:`LIMIT` events, or fewer if a queue of the client holds fewer)
+  hands nothing more over: calls read their context themselves, after completing what is
+  staged (so a request's events keep their order), and the channels' own bounds apply;
+- while anything is staged, every call of the client goes through the stage, completed
+  or not, so that events reach the providers in the order they were tracked;
 - the thread is a daemon, like the channels' workers: an ``os._exit`` without a flush
   loses what is staged, as it loses what is queued.
 
@@ -37,14 +40,14 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 
 from . import _lifecycle
 from ._lane import LANE
 from ._queue import Wake
 
-__all__ = ["BATCH", "CONTEXT_RESERVE", "DeferredStage", "INTERVAL"]
+__all__ = ["BATCH", "CHUNK", "CONTEXT_RESERVE", "DeferredStage", "INTERVAL", "LIMIT"]
 
 logger = logging.getLogger("fanout")
 
@@ -54,9 +57,13 @@ logger = logging.getLogger("fanout")
 INTERVAL: Final = 0.05
 #: Events staged that wake the stage's thread at once.
 BATCH: Final = 64
-#: Events the stage's thread completes between two chances it gives other threads to take
-#: the GIL (a new visitor's reading is tens of µs inside a server: about 1 ms per chunk).
+#: Events completed between two turns: the stage's thread gives other threads a chance at
+#: the GIL, and a draining caller and the stage's thread take turns (a new visitor's
+#: reading is tens of µs inside a server: about 1 ms per chunk).
 CHUNK: Final = 16
+#: Most events staged, whatever the queues hold: completing them all (CPU only, tens of
+#: µs each) is what ``shutdown()`` may have to do before its channels' deadline.
+LIMIT: Final = 4096
 #: Bytes a request's context may add to an event, encoded, at most: the middleware's
 #: values are each capped (the ids at 200 characters, user agent, URL, path and referrer
 #: at 2,048, a person at 512...), 4 bytes per character at worst. An event within this
@@ -68,15 +75,19 @@ CONTEXT_RESERVE: Final = 64 * 1024
 class DeferredStage:
     """Events waiting for their request's context, completed by ``complete`` in order.
 
-    ``complete(items)`` takes a batch of what :meth:`put` was given and hands the events
-    to the channels; it must not raise (the client's completes every item it can and
-    logs the rest). One thread completes at a time: the stage's, or a draining caller.
+    ``complete(item)`` completes one item of what :meth:`put` was given and hands its
+    event to the channels; it must not raise. An item leaves the stage only once it has
+    been handed over: an exception a signal raises in between (Ctrl-C in a ``flush()``)
+    leaves it at the front, to be completed again (its event id is the same, which the
+    backends deduplicate), never lost. One thread completes at a time (``_busy``, taken
+    per chunk): the stage's, or a draining caller.
     """
 
-    def __init__(self, complete: Callable[[Sequence[Any]], None], limit: int) -> None:
+    def __init__(self, complete: Callable[[Any], None], limit: int) -> None:
         self._complete = complete
         self.limit = limit
-        self._items: deque[Any] = deque()
+        #: Items in the order they were staged; completed from the front.
+        self.items: deque[Any] = deque()
         #: Items completed so far, by the stage's thread or a drain (benchmarks read it).
         self.completed = 0
         self._init_runtime()
@@ -85,7 +96,7 @@ class DeferredStage:
 
     def _init_runtime(self) -> None:
         self._wake = Wake()
-        #: Held while a batch is completed: by the stage's thread, or by :meth:`drain`.
+        #: Held while a chunk is completed: by the stage's thread, or by :meth:`drain`.
         self._busy = threading.RLock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -97,12 +108,12 @@ class DeferredStage:
         return self._closed
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.items)
 
     def put(self, item: Any) -> bool:
         """Stage ``item``; ``False`` (nothing staged) when the stage is full or closed,
         or no thread can start: the caller then completes its event itself."""
-        items = self._items
+        items = self.items
         if self._closed or len(items) >= self.limit:
             return False
         if self._thread is None and not self._start():
@@ -133,38 +144,59 @@ class DeferredStage:
         while not self._stop:
             self._wake.wait(INTERVAL)
             self._wake.clear()
-            if self._items:
+            if self.items:
                 # One delivery thread at a time runs Python code (see _lane.py): the
                 # application competes with one, however many providers and stages.
                 with LANE.held():
-                    self.drain(_yielding=True)
+                    self._drain(len(self.items), None, True)
 
-    def drain(self, *, _yielding: bool = False) -> None:
-        """Complete everything staged now, on the calling thread (after any batch the
-        stage's thread is completing)."""
-        items = self._items
-        size = CHUNK if _yielding else 256
-        with self._busy:
-            while items:
-                batch = []
-                pop = items.popleft
+    def drain(self, deadline: float | None = None) -> bool:
+        """Complete what is staged now, on the calling thread (taking turns with the
+        stage's thread, chunk by chunk); ``False`` if ``deadline`` (monotonic) passed
+        first. Items staged meanwhile are left to the stage's thread: a drain under a
+        steady load ends."""
+        return self._drain(len(self.items), deadline, False)
+
+    def _drain(self, count: int, deadline: float | None, yielding: bool) -> bool:
+        """Complete at most ``count`` items from the front, in chunks of :data:`CHUNK`."""
+        items = self.items
+        complete = self._complete
+        busy = self._busy
+        while count > 0 and items:
+            wait = -1.0 if deadline is None else deadline - time.monotonic()
+            if deadline is not None and wait <= 0:
+                return False
+            # The acquire inside the ``try``, the release refused when it was not taken
+            # (as the queues do: fanout/_queue.py): a signal's exception raised right
+            # after the acquire cannot leave the stage held. (A thread that holds it
+            # already takes it again at once: a failed acquire never owned it.)
+            try:
+                if not busy.acquire(timeout=wait):
+                    return False
+                for _ in range(min(count, CHUNK)):
+                    if not items:
+                        break
+                    complete(items[0])
+                    items.popleft()  # once handed over (see the class's docstring)
+                    self.completed += 1
+                    count -= 1
+            finally:
                 try:
-                    for _ in range(min(len(items), size)):
-                        batch.append(pop())
-                except IndexError:  # (only this thread takes: cannot happen)
+                    busy.release()
+                except RuntimeError:  # not taken: the deadline passed, or a signal came
                     pass
-                self._complete(batch)
-                self.completed += len(batch)
-                if _yielding:
-                    # The GIL, given up between chunks: a request's thread waiting for it
-                    # gets it now rather than after the interpreter's switch interval
-                    # (5 ms), which a long batch would otherwise make it wait.
-                    time.sleep(0)
+            if yielding:
+                # The GIL, given up between chunks: a request's thread waiting for it
+                # gets it now rather than after the interpreter's switch interval
+                # (5 ms), which a long batch would otherwise make it wait.
+                time.sleep(0)
+        return True
 
     def close(self) -> None:
-        """Stage nothing more; complete what is staged; stop the thread."""
+        """Stage nothing more; complete everything staged (at most :attr:`limit` items,
+        CPU only: no item waits on anything); stop the thread."""
         self._closed = True
-        self.drain()
+        self._drain(len(self.items), None, False)
         self._stop = True
         self._wake.set()
         thread = self._thread
@@ -173,5 +205,5 @@ class DeferredStage:
 
     def _after_fork_in_child(self) -> None:
         """The parent completes and sends what it staged; the child starts empty."""
-        self._items = deque()
+        self.items = deque()
         self._init_runtime()

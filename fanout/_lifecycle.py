@@ -167,11 +167,22 @@ def _install() -> None:
         if _registry.installed:
             return
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_after_fork_in_child)
+            os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
             _registry.fork_hooks += 1
         atexit.register(shutdown_all)
         _registry.exit_hooks += 1
         _registry.installed = True
+
+
+def _before_fork() -> None:
+    # A request's context not read yet, which the client's deferred stage may be reading
+    # on another thread (holding its lock), is read now: the child then has its ids.
+    from . import _context
+
+    try:
+        _context.read_before_fork()
+    except Exception:  # noqa: BLE001 - a fork must not fail over analytics
+        logger.exception("fanout: reading the request context before a fork failed")
 
 
 def _after_fork_in_child() -> None:

@@ -156,10 +156,10 @@ class FanoutMiddleware:
             return None
         try:
             found = self.person_id(live)
+            return None if found is None else str(found) or None
         except Exception:  # noqa: BLE001 - the app's hook must not fail its events
             logger.exception("fanout: the ASGI middleware's person_id hook failed")
             return None
-        return None if found is None else str(found) or None
 
     def _read_detached(self, source: tuple[Scope, str | None]) -> RequestContext:
         """The context of the request's ``snapshot``, with the hook's ``person``."""

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 import os
+import signal
 import threading
 import time
 import urllib.parse
@@ -238,14 +240,14 @@ def test_a_call_that_stages_after_the_stage_closed_completes_its_own_event() -> 
     stage = client._stage
     assert stage is not None
     done: list[Any] = []
-    stage._complete = done.extend  # count what is completed, not where it goes
+    stage._complete = done.append  # count what is completed, not where it goes
 
     class ClosedOnAppend(deque[Any]):
         def append(self, item: Any) -> None:
             super().append(item)
             stage._closed = True  # what a shutdown between the check and the append does
 
-    stage._items = ClosedOnAppend()
+    stage.items = ClosedOnAppend()
     assert stage.put("item") is True
     assert done == ["item"] and len(stage) == 0
     assert stage.put("later") is False  # closed: the caller completes it
@@ -533,15 +535,20 @@ def test_completing_a_staged_event_is_the_full_build(
 
 @pytest.mark.parametrize(
     "settings",
-    [{"sync": True}, {"processors": [lambda event: event]}, {"spool_dir": "spool"}],
-    ids=["sync", "processors", "spool"],
+    [
+        {"sync": True},
+        {"processors": [lambda event: event]},
+        {"spool_dir": "spool"},
+        {"overflow": "block"},
+    ],
+    ids=["sync", "processors", "spool", "overflow=block"],
 )
 def test_where_the_caller_must_read_its_context_nothing_is_staged(
     settings: dict[str, Any], tmp_path: Any
 ) -> None:
     """Sync mode delivers each call before it returns; the application's processors see
     the whole event on the caller's thread; the spool keeps each event on disk as soon as
-    it can: none of them stages. Each request is read on its own thread, on its first
+    it can; ``overflow=block`` makes the caller wait for room: none of them stages. Each request is read on its own thread, on its first
     event, and its events delivered once."""
     if "spool_dir" in settings:
         settings = {"spool_dir": str(tmp_path / "spool")}
@@ -566,3 +573,260 @@ def test_where_the_caller_must_read_its_context_nothing_is_staged(
         sorted((e.name, e.anonymous_id) for e in memory.events)
         == [("a", "v-s")] * 3 + [("b", "v-s")] * 3
     )
+
+
+# -- what a review of the stage found: each of these failed on its first version ----------
+
+
+def test_a_requests_events_reach_the_provider_in_call_order() -> None:
+    """Staged calls, a call whose context is read on the thread (a ``fanout.context``
+    inside the request) and a call too big to stage: delivered in the order made."""
+    memory = InMemoryProvider()
+    client = _client(memory)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        client.identify("user-1", traits={"plan": "pro"})
+        client.track("signup_started")
+        with fanout.context(properties={"step": 2}):
+            client.track("signup_completed")
+        client.track("big", properties={"blob": "x" * (200 * 1024)})
+        client.track("after")
+
+    _serve(FanoutMiddleware(app, client=client), _scope("/signup", _ajs("v-1")))
+    client.track("outside any request", anonymous_id="cron")
+    client.shutdown(timeout=10)
+    assert [(e.kind, e.name) for e in memory.events] == [
+        ("identify", None),
+        ("track", "signup_started"),
+        ("track", "signup_completed"),
+        ("track", "big"),
+        ("track", "after"),
+        ("track", "outside any request"),
+    ]
+    assert {e.anonymous_id for e in memory.events[:5]} == {"v-1"}
+
+
+def test_flush_keeps_its_deadline_and_a_drain_ends_under_a_steady_load() -> None:
+    """While the stage's thread is busy (here: held), ``flush(timeout)`` returns at its
+    deadline, timed out, the staged events pending; and a drain completes what was
+    staged when it began, not what keeps coming."""
+    memory = InMemoryProvider()
+    client = _client(memory, flush_interval=30)
+    stage = client._stage
+    assert stage is not None
+    middleware = FanoutMiddleware(_tracking_app(client, 10), client=client)
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with stage._busy:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        _serve(middleware, _scope("/a", _ajs("v")))
+        done: list[Any] = []
+        flusher = threading.Thread(target=lambda: done.append(client.flush(timeout=0.2)))
+        flusher.start()
+        flusher.join(30)
+        assert not flusher.is_alive()
+        assert done[0].timed_out and done[0]["memory"].pending == 10
+    finally:
+        release.set()
+        holder.join(10)
+    # A steady load: every completion stages one more event (another request's).
+    complete = stage._complete
+    extra = iter(range(1000))
+
+    def completing(item: Any) -> None:
+        complete(item)
+        number = next(extra, None)
+        if number is not None:  # another request's event, complete, behind
+            load = Event("track", name="load", anonymous_id="load", properties={"n": number})
+            stage.items.append((load, None, None, None))
+
+    assert client.flush(timeout=10)["memory"].delivered == 10
+    with stage._busy:  # (the stage's thread held off, to see what the drain leaves)
+        _serve(middleware, _scope("/b", _ajs("v")))
+        assert len(stage) == 10
+        stage._complete = completing
+        assert stage.drain() is True
+        assert len(stage) == 10  # the 10 staged meanwhile are left to the stage's thread
+        stage._complete = complete
+    client.shutdown(timeout=10)
+    assert [e.name for e in memory.events] == ["viewed"] * 20 + ["load"] * 10
+    assert len({e.event_id for e in memory.events}) == 30
+
+
+def test_an_exception_during_a_drain_leaves_its_events_staged_not_lost() -> None:
+    """Ctrl-C (``KeyboardInterrupt``) in a ``flush()`` while it completes the stage: the
+    event being completed stays first in line, and the next flush delivers every event
+    once."""
+    memory = InMemoryProvider()
+    client = _client(memory, flush_interval=30)
+    stage = client._stage
+    assert stage is not None
+    with stage._busy:
+        _serve(FanoutMiddleware(_tracking_app(client, 40), client=client), _scope("/", _ajs("v")))
+    complete = stage._complete
+    calls = iter(range(1000))
+
+    def interrupted(item: Any) -> None:
+        if next(calls) == 17:
+            raise KeyboardInterrupt
+        complete(item)
+
+    stage._complete = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        client.flush(timeout=10)
+    assert len(stage) == 40 - 17
+    report = client.flush(timeout=10)
+    assert (report["memory"].delivered, report["memory"].pending) == (40, 0)
+    client.shutdown(timeout=10)
+    assert sorted(e.properties["i"] for e in memory.events) == list(range(40))
+
+
+@pytest.mark.parametrize(
+    "person",
+    [json.loads('"user-\\ud800"'), "x" * 600],
+    ids=["lone surrogate", "too long"],
+)
+def test_a_hooks_invalid_person_id_raises_on_the_request_thread(person: str) -> None:
+    memory = InMemoryProvider()
+    client = _client(memory)
+    outcomes: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            client.track("viewed")
+            outcomes.append("returned")
+        except fanout.InvalidEvent as exc:
+            outcomes.append(f"raised ({exc.path})")
+
+    _serve(FanoutMiddleware(app, client=client, person_id=lambda scope: person), _scope("/"))
+    report = client.shutdown(timeout=5)
+    assert outcomes == ["raised (person_id)"]
+    assert (report["memory"].delivered, report["memory"].losses, len(memory.events)) == (0, {}, 0)
+
+
+def test_a_failing_detach_reads_the_request_on_its_thread_and_the_call_returns() -> None:
+    """A hook whose answer cannot even be turned into text: logged, the request read on
+    its thread without a person, the call never raising anything but ``InvalidEvent``."""
+
+    class Unloaded:
+        def __str__(self) -> str:
+            raise ValueError("user not loaded")
+
+    memory = InMemoryProvider()
+    client = _client(memory)
+    app = _tracking_app(client, 2)
+    _serve(FanoutMiddleware(app, client=client, person_id=lambda scope: Unloaded()), _scope("/"))
+    client.shutdown(timeout=5)
+    assert [(e.person_id, e.anonymous_id is not None) for e in memory.events] == [(None, True)] * 2
+
+
+def test_the_hook_runs_once_when_an_enclosing_request_context_was_read_first() -> None:
+    memory = InMemoryProvider()
+    client = _client(memory)
+    calls: list[str] = []
+
+    def person(scope: Any) -> str:
+        calls.append(scope["path"])
+        return "user-1"
+
+    inner = FanoutMiddleware(_tracking_app(client, 1), client=client)
+
+    async def between(scope: Any, receive: Any, send: Any) -> None:
+        with fanout.context():  # reads the outer middleware's context on this thread
+            pass
+        await inner(scope, receive, send)
+
+    _serve(FanoutMiddleware(between, client=client, person_id=person), _scope("/x", _ajs("v")))
+    client.shutdown(timeout=5)
+    assert calls == ["/x"]
+    assert [(e.person_id, e.anonymous_id) for e in memory.events] == [("user-1", "v")]
+
+
+def test_staged_events_count_as_pending_only_for_the_providers_they_go_to() -> None:
+    a, b = InMemoryProvider(), InMemoryProvider()
+    a.name, b.name = "a", "b"
+    client = _client(a, flush_interval=30)
+    client = fanout.Client(
+        providers=[a, b],
+        environ={},
+        load_entry_points=False,
+        register_atexit=False,
+        flush_interval=30,
+    )
+    stage = client._stage
+    assert stage is not None
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for _ in range(10):
+            client.track("routed", providers=["a"])
+
+    with stage._busy:
+        _serve(FanoutMiddleware(app, client=client), _scope("/", _ajs("v")))
+        pending = {name: report.pending for name, report in client.stats().items()}
+    assert pending == {"a": 10, "b": 0}
+    report = client.shutdown(timeout=5)
+    assert (report["a"].delivered, report["b"].losses) == (10, {"routed": 10})
+
+
+def test_a_request_that_forks_has_the_same_ids_in_both_processes() -> None:
+    """Fork inside a request (a visitor with no id: a generated one) while the stage's
+    thread is reading that very request: the child does not wait for the lock it held,
+    and both processes' events carry one generated id."""
+    inside = threading.Event()
+
+    class SlowReader(_request.RequestReader):
+        def context(self, key: tuple[Any, ...]) -> Any:
+            if threading.current_thread().name == "fanout-deferred":
+                inside.set()
+                time.sleep(0.3)  # a slow reading: the fork lands inside it
+            return super().context(key)
+
+    memory = InMemoryProvider()
+    client = _client(memory, flush_interval=0.05)
+    told: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        client.track("parent")
+        for _ in range(70):  # past BATCH: the stage's thread wakes and starts reading
+            client.track("filler")
+        assert inside.wait(10)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(20)  # a hung child is killed, and the test fails below
+                client.track("child")
+                client.flush(timeout=10)
+                os.write(
+                    write,
+                    " ".join(
+                        e.anonymous_id or "" for e in memory.events if e.name == "child"
+                    ).encode(),
+                )
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            told.append(pipe.read())
+        _, status = os.waitpid(pid, 0)
+        told.append(str(os.waitstatus_to_exitcode(status)))
+
+    middleware = FanoutMiddleware(app, client=client)
+    middleware._reader = SlowReader()
+    _serve(middleware, _scope("/fork"))
+    client.shutdown(timeout=10)
+    child_ids, exit_code = told
+    assert exit_code == "0"
+    parent_ids = {e.anonymous_id for e in memory.events}
+    assert len(memory.events) == 71 and len(parent_ids) == 1
+    assert child_ids.split() == list(parent_ids)
