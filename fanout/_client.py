@@ -94,6 +94,7 @@ class Client:
         max_event_bytes: int | None = None,
         spool_dir: str | os.PathLike[str] | None = None,  # spool: FANOUT_SPOOL_DIR
         delivery_mode: str | None = None,  # relay: FANOUT_DELIVERY ("thread" / "process")
+        defer_context: bool | None = None,  # FANOUT_DEFER_CONTEXT (fanout/_deferred.py)
         environ: Mapping[str, str] | None = None,
         register_atexit: bool = True,
         observer: DeliveryObserver | None = None,
@@ -118,6 +119,7 @@ class Client:
                 "dead_letter_dir": dead_letter_dir,
                 "max_event_bytes": max_event_bytes,
                 "delivery_mode": delivery_mode,  # relay
+                "defer_context": defer_context,
             },
         )
         wiring = wire(
@@ -166,13 +168,15 @@ class Client:
         #: application's (they run on the caller's thread and see the whole event); not
         #: with the spool or process delivery, whose events must be on disk or in the
         #: delivery process as soon as they can be (the stage would hold them up to 50 ms).
-        #: Nor with ``overflow=block``, which makes the caller wait for room in a queue.
+        #: Nor with ``overflow=block``, which makes the caller wait for room in a queue;
+        #: nor with ``FANOUT_DEFER_CONTEXT=0``.
         builtin = 0 if options.ip == "keep" else 1
         self._stage: DeferredStage | None = (
             DeferredStage(
                 self._complete, min(STAGE_LIMIT, *(c.options.queue_size for c in self._channels))
             )
-            if self._channels
+            if options.defer_context
+            and self._channels
             and not self._sync
             and len(self._processors) == builtin
             and spool.directory is None

@@ -217,6 +217,14 @@ FANOUT_SYNC: Final = EnvVar(
     "per provider.",
     per_provider=True,
 )
+FANOUT_DEFER_CONTEXT: Final = EnvVar(
+    "FANOUT_DEFER_CONTEXT",
+    True,
+    parse_bool,
+    "Read a request's context (what fanout's middleware give its events) on the client's "
+    "deferred stage, off the request's thread. `0` reads it on the request's thread: the "
+    "request pays for the reading, the process spends a little less CPU in all.",
+)
 FANOUT_SYNC_TIMEOUT: Final = EnvVar(
     "FANOUT_SYNC_TIMEOUT",
     3.0,
@@ -316,6 +324,7 @@ ENV_VARS: Final[tuple[EnvVar[Any], ...]] = (
     FANOUT_IP,
     FANOUT_SYNC,
     FANOUT_SYNC_TIMEOUT,
+    FANOUT_DEFER_CONTEXT,
     FANOUT_DELIVERY,
     FANOUT_BATCH_SIZE,
     FANOUT_FLUSH_INTERVAL,
@@ -478,6 +487,8 @@ class ClientOptions:
     max_event_bytes: int
     #: ``thread`` or ``process`` (``FANOUT_DELIVERY``; fanout/_relay.py).
     delivery_mode: str = "thread"
+    #: ``FANOUT_DEFER_CONTEXT`` (fanout/_deferred.py).
+    defer_context: bool = True
 
     @classmethod
     def resolve(cls, env: Mapping[str, str], kwargs: Mapping[str, Any]) -> ClientOptions:
@@ -499,6 +510,7 @@ class ClientOptions:
             dead_letter_dir=_path_or_none(pick("dead_letter_dir", FANOUT_DEAD_LETTER_DIR)),
             max_event_bytes=pick("max_event_bytes", FANOUT_MAX_EVENT_BYTES),
             delivery_mode=pick("delivery_mode", FANOUT_DELIVERY),
+            defer_context=pick("defer_context", FANOUT_DEFER_CONTEXT),
         )
         if options.ip not in ("keep", "anonymize", "drop"):
             raise ConfigError("ip must be keep, anonymize or drop", variable="FANOUT_IP")
@@ -508,6 +520,8 @@ class ClientOptions:
             raise ConfigError("shutdown_timeout must be positive", variable="shutdown_timeout")
         if not _positive(options.sync_timeout):
             raise ConfigError("sync_timeout must be positive", variable="sync_timeout")
+        if not isinstance(options.defer_context, bool):
+            raise ConfigError("defer_context must be true or false", variable="defer_context")
         return options
 
 

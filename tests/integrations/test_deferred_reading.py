@@ -540,8 +540,9 @@ def test_completing_a_staged_event_is_the_full_build(
         {"processors": [lambda event: event]},
         {"spool_dir": "spool"},
         {"overflow": "block"},
+        {"defer_context": False},
     ],
-    ids=["sync", "processors", "spool", "overflow=block"],
+    ids=["sync", "processors", "spool", "overflow=block", "defer_context=False"],
 )
 def test_where_the_caller_must_read_its_context_nothing_is_staged(
     settings: dict[str, Any], tmp_path: Any
@@ -830,3 +831,25 @@ def test_a_request_that_forks_has_the_same_ids_in_both_processes() -> None:
     parent_ids = {e.anonymous_id for e in memory.events}
     assert len(memory.events) == 71 and len(parent_ids) == 1
     assert child_ids.split() == list(parent_ids)
+
+
+def test_the_environment_turns_the_stage_off_and_a_bad_value_is_refused() -> None:
+    on = fanout.Client(
+        providers=["null"], environ={}, load_entry_points=False, register_atexit=False
+    )
+    off = fanout.Client(
+        providers=["null"],
+        environ={"FANOUT_DEFER_CONTEXT": "0"},
+        load_entry_points=False,
+        register_atexit=False,
+    )
+    assert (on._stage is not None, off._stage is None) == (True, True)
+    on.shutdown(timeout=1)
+    off.shutdown(timeout=1)
+    with pytest.raises(fanout.ConfigError, match="FANOUT_DEFER_CONTEXT"):
+        fanout.Client(
+            providers=["null"],
+            environ={"FANOUT_DEFER_CONTEXT": "maybe"},
+            load_entry_points=False,
+            register_atexit=False,
+        )
