@@ -22,7 +22,7 @@ from . import _config, _context, _lifecycle
 from ._channel import Channel, ChannelLike, Claim, ErrorCallback
 from ._config import ClientOptions
 from ._context import LazyContext
-from ._deferred import CONTEXT_RESERVE, DeferredStage
+from ._deferred import CALLER_DRAIN, CONTEXT_RESERVE, DeferredStage
 from ._deferred import LIMIT as STAGE_LIMIT
 from ._events import CheckedDict, Event, build, has_room_for_context, with_request_context
 from ._exceptions import InvalidEvent
@@ -436,13 +436,13 @@ class Client:
     def _hand(self, event: Event, route: frozenset[str] | None) -> None:
         """Fan ``event`` out (already complete) behind anything staged: through the stage
         while it holds events, so that events reach the providers in call order (a
-        request's ``identify`` before its ``track``); after completing what is staged
-        when the stage takes nothing more."""
+        request's ``identify`` before its ``track``); when the stage takes nothing more,
+        after completing what is staged, for ``CALLER_DRAIN`` seconds at most."""
         stage = self._stage
         if stage is not None and stage.items:
             if stage.put((event, None, None, route)):
                 return
-            stage.drain()
+            stage.drain(time.monotonic() + CALLER_DRAIN)
         self._dispatch(event, route)
 
     def _defer(
@@ -672,8 +672,22 @@ class Client:
     def _reports(self) -> dict[str, Any]:
         """Each channel's report; events staged count as pending for the providers they
         go to (by route and kind)."""
-        reports = {c.name: c.report() for c in self._channels}
-        staged = list(self._stage.items) if self._stage is not None else ()
+        stage = self._stage
+        if stage is None or not stage.items:
+            return {c.name: c.report() for c in self._channels}
+        # Read with the stage still (between two chunks), so that an event being handed
+        # over is in the stage or in a queue, not in both or neither; if a chunk takes
+        # longer than a moment, read as it is (a report must not wait on the stage).
+        busy = stage._busy
+        try:
+            busy.acquire(timeout=0.05)
+            reports = {c.name: c.report() for c in self._channels}
+            staged = list(stage.items)
+        finally:
+            try:
+                busy.release()
+            except RuntimeError:  # not taken
+                pass
         if staged:
             for channel in self._channels:
                 kinds = getattr(channel, "kinds", None)
@@ -717,7 +731,7 @@ class Client:
                 return self._final_report
             deadline = time.monotonic() + self._timeout(timeout)
             if self._stage is not None:
-                self._stage.close()  # staged events to the channels; nothing staged after
+                self._stage.close(deadline)  # staged events to the channels; none after
             targets = [(c, c.request_flush()) for c in self._channels]
             for channel in self._channels:
                 channel.begin_shutdown()

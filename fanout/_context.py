@@ -339,16 +339,27 @@ class LazyContext(Generic[_T]):
             return False
         if self._detach is not None:
             with self._lock:
+                if self._is_read():  # read meanwhile, by another thread
+                    self._detach = None
+                    return True
                 detach = self._detach
                 if detach is not None:
-                    self._detach = None
                     try:
-                        self._read, self._source, off_thread = detach(self._read, self._source)
+                        read, source, off_thread = detach(self._read, self._source)
                     except Exception:  # noqa: BLE001 - a call must never fail over its context
                         logger.exception("fanout: detaching the request context failed")
-                        off_thread = False  # read here, where resolve() contains a failure
-                    self._deferrable = off_thread
+                        self._deferrable = False  # read here, where resolve() contains it
+                    except BaseException:  # a signal's: read here too, then let it go on
+                        self._deferrable = False
+                        raise
+                    else:
+                        self._read, self._source = read, source
+                        self._deferrable = off_thread
+                    self._detach = None
         return self._deferrable
+
+    def _is_read(self) -> bool:
+        return self._resolved is not None
 
     def resolve(self) -> RequestContext:
         """The context, read now if no call has needed it yet."""

@@ -47,7 +47,9 @@ from . import _lifecycle
 from ._lane import LANE
 from ._queue import Wake
 
-__all__ = ["BATCH", "CHUNK", "CONTEXT_RESERVE", "DeferredStage", "INTERVAL", "LIMIT"]
+__all__ = [
+    "BATCH", "CALLER_DRAIN", "CHUNK", "CONTEXT_RESERVE", "DeferredStage", "INTERVAL", "LIMIT",
+]
 
 logger = logging.getLogger("fanout")
 
@@ -61,6 +63,11 @@ BATCH: Final = 64
 #: the GIL, and a draining caller and the stage's thread take turns (a new visitor's
 #: reading is tens of µs inside a server: about 1 ms per chunk).
 CHUNK: Final = 16
+#: Seconds a call waits, at most, completing what is staged before its own event when the
+#: stage takes nothing more (full: the stage's thread far behind): past that, the event goes
+#: out at once, ahead of what is still staged, rather than hold the request up (or wait on
+#: a completion that waits on the request).
+CALLER_DRAIN: Final = 0.01
 #: Most events staged, whatever the queues hold: completing them all (CPU only, tens of
 #: µs each) is what ``shutdown()`` may have to do before its channels' deadline.
 LIMIT: Final = 4096
@@ -98,6 +105,10 @@ class DeferredStage:
         self._wake = Wake()
         #: Held while a chunk is completed: by the stage's thread, or by :meth:`drain`.
         self._busy = threading.RLock()
+        #: The thread completing items now (``threading.get_ident()``), or ``None``: a
+        #: drain that thread begins again (a signal handler's ``flush()``, user code the
+        #: completion runs) returns at once instead of completing the item in hand twice.
+        self._owner: int | None = None
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -144,11 +155,15 @@ class DeferredStage:
         while not self._stop:
             self._wake.wait(INTERVAL)
             self._wake.clear()
-            if self.items:
+            if not self.items:
+                continue
+            try:
                 # One delivery thread at a time runs Python code (see _lane.py): the
                 # application competes with one, however many providers and stages.
                 with LANE.held():
                     self._drain(len(self.items), None, True)
+            except Exception:  # noqa: BLE001 - the stage's thread must outlive any bug
+                logger.exception("fanout: unexpected error in the deferred stage")
 
     def drain(self, deadline: float | None = None) -> bool:
         """Complete what is staged now, on the calling thread (taking turns with the
@@ -162,6 +177,9 @@ class DeferredStage:
         items = self.items
         complete = self._complete
         busy = self._busy
+        me = threading.get_ident()
+        if self._owner == me:  # begun again inside a completion of this thread's
+            return False
         while count > 0 and items:
             wait = -1.0 if deadline is None else deadline - time.monotonic()
             if deadline is not None and wait <= 0:
@@ -173,14 +191,19 @@ class DeferredStage:
             try:
                 if not busy.acquire(timeout=wait):
                     return False
+                self._owner = me
                 for _ in range(min(count, CHUNK)):
                     if not items:
                         break
-                    complete(items[0])
-                    items.popleft()  # once handed over (see the class's docstring)
+                    item = items[0]
+                    complete(item)
+                    if items and items[0] is item:  # once handed over (see the class)
+                        items.popleft()
                     self.completed += 1
                     count -= 1
             finally:
+                if self._owner == me:
+                    self._owner = None
                 try:
                     busy.release()
                 except RuntimeError:  # not taken: the deadline passed, or a signal came
@@ -192,16 +215,19 @@ class DeferredStage:
                 time.sleep(0)
         return True
 
-    def close(self) -> None:
+    def close(self, deadline: float | None = None) -> None:
         """Stage nothing more; complete everything staged (at most :attr:`limit` items,
-        CPU only: no item waits on anything); stop the thread."""
+        CPU only: no item waits on anything, so this may overrun ``deadline`` by that
+        much, to queue them where shutdown counts what it cannot send); stop the thread,
+        waiting for it until ``deadline`` at most."""
         self._closed = True
         self._drain(len(self.items), None, False)
         self._stop = True
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(1.0)
+            wait = 1.0 if deadline is None else deadline - time.monotonic()
+            thread.join(max(0.0, min(1.0, wait)))
 
     def _after_fork_in_child(self) -> None:
         """The parent completes and sends what it staged; the child starts empty."""

@@ -853,3 +853,108 @@ def test_the_environment_turns_the_stage_off_and_a_bad_value_is_refused() -> Non
             load_entry_points=False,
             register_atexit=False,
         )
+
+
+# -- and what a second review found ---------------------------------------------------------
+
+
+class _TrackingObserver:
+    """A delivery observer that tracks an event when it is told of a loss (user code run
+    inside a completion, on the stage's thread), and has a concurrent request stage one
+    meanwhile."""
+
+    def __init__(self, client_of: Callable[[], fanout.Client], serve: Callable[[], None]):
+        self.client_of = client_of
+        self.serve = serve
+        self.fired = False
+
+    def attach(self, channels: Any) -> None:
+        pass
+
+    def delivered(self, provider: str, n: int) -> None:
+        pass
+
+    def request(self, *args: Any) -> None:
+        pass
+
+    def lost(self, provider: str, outcome: str, reason: str, n: int) -> None:
+        if not self.fired:
+            self.fired = True
+            self.client_of().track("meta.lost", person_id="sys", providers=["a"])
+            thread = threading.Thread(target=self.serve)  # a concurrent request
+            thread.start()
+            thread.join(30)
+
+
+def test_a_drain_begun_again_inside_a_completion_neither_doubles_nor_loses() -> None:
+    """A full stage (its limit is b's queue of 16), whose completion runs user code (an
+    observer told of the routed skip) that tracks, while another request stages an event:
+    every event delivered once, nothing left staged, the stage's thread alive. The first
+    version completed the item in hand twice and removed another, never completed."""
+    a, b = InMemoryProvider("a"), InMemoryProvider("b")
+    clients: list[fanout.Client] = []
+    middleware = WSGIMiddleware(lambda environ, start_response: _track_all(environ))
+
+    def _track_all(environ: dict[str, Any]) -> list[bytes]:
+        for name in environ["names"]:
+            clients[0].track(name, providers=["a"])
+        return [b""]
+
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": "192.0.2.4",
+    }
+
+    def serve(names: list[str]) -> None:
+        middleware(dict(environ, names=names), lambda *args: None)
+
+    observer = _TrackingObserver(lambda: clients[0], lambda: serve(["late"]))
+    client = fanout.Client(
+        providers=[a, b],
+        environ={},
+        load_entry_points=False,
+        register_atexit=False,
+        observer=observer,
+        delivery={"b": {"queue_size": 16}},
+    )
+    clients.append(client)
+    stage = client._stage
+    assert stage is not None and stage.limit == 16
+    serve([f"e{i}" for i in range(16)])
+    report = client.flush(timeout=10)
+    assert stage._thread is not None and stage._thread.is_alive()
+    names = sorted(e.name for e in a.events)
+    assert names == sorted([f"e{i}" for i in range(16)] + ["meta.lost", "late"])
+    assert (report["a"].delivered, report["a"].pending, len(stage)) == (18, 0, 0)
+    client.shutdown(timeout=5)
+
+
+def test_a_signal_inside_detach_leaves_the_request_read_on_its_thread() -> None:
+    """Ctrl-C landing in the person hook while the first call detaches: that call raises
+    it; the request's next call reads the request on its thread (the hook is never run
+    off it with the live scope)."""
+    memory = InMemoryProvider()
+    client = _client(memory)
+    calls: list[str] = []
+
+    def person(scope: Any) -> str:
+        calls.append(threading.current_thread().name)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return "user-1"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        with pytest.raises(KeyboardInterrupt):
+            client.track("first")
+        client.track("second")
+
+    _serve(FanoutMiddleware(app, client=client, person_id=person), _scope("/", _ajs("v")))
+    client.shutdown(timeout=5)
+    assert calls == ["MainThread", "MainThread"]
+    assert [(e.name, e.person_id, e.anonymous_id) for e in memory.events] == [
+        ("second", "user-1", "v")
+    ]
