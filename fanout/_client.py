@@ -15,7 +15,7 @@ import os  # spool: os.PathLike
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from . import _config, _context, _lifecycle
@@ -237,13 +237,7 @@ class Client:
             # The common call, one frame shorter: what _emit does for it, inlined.
             opened = _open_context()
             if opened is not None:
-                if (
-                    type(opened) is LazyContext
-                    and opened._resolved is None
-                    and self._stage is not None
-                    and context is None
-                    and opened.detach()
-                ):
+                if context is None and self._stages(opened):
                     return self._defer(
                         opened, "track", None,
                         name, person_id, anonymous_id, properties, None, context,
@@ -411,13 +405,7 @@ class Client:
         route = None if providers is None and exclude is None else self._route(providers, exclude)
         opened = _open_context()
         if opened is not None:
-            if (
-                type(opened) is LazyContext
-                and opened._resolved is None
-                and self._stage is not None
-                and context is None
-                and opened.detach()
-            ):
+            if context is None and self._stages(opened):
                 return self._defer(
                     opened, kind, route,
                     name, person_id, anonymous_id, properties, traits, context,
@@ -432,6 +420,17 @@ class Client:
         )  # fmt: skip
         self._hand(event, route)
         return event.event_id
+
+    def _stages(self, opened: Any) -> TypeGuard[LazyContext[Any]]:
+        """Whether a call inside ``opened`` (a call passing no ``context=``) leaves its
+        event to the deferred stage: a request's context not read yet, which may be read
+        off this thread (:meth:`LazyContext.detach`), on a client that has a stage."""
+        return (
+            type(opened) is LazyContext
+            and opened._resolved is None
+            and self._stage is not None
+            and opened.detach()
+        )
 
     def _hand(self, event: Event, route: frozenset[str] | None) -> None:
         """Fan ``event`` out (already complete) behind anything staged: through the stage

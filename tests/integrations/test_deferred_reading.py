@@ -754,7 +754,6 @@ def test_the_hook_runs_once_when_an_enclosing_request_context_was_read_first() -
 def test_staged_events_count_as_pending_only_for_the_providers_they_go_to() -> None:
     a, b = InMemoryProvider(), InMemoryProvider()
     a.name, b.name = "a", "b"
-    client = _client(a, flush_interval=30)
     client = fanout.Client(
         providers=[a, b],
         environ={},
